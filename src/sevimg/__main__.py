@@ -1,0 +1,5 @@
+"""Allow `python -m sevimg`."""
+
+from sevimg.cli import main
+
+main()

@@ -1,0 +1,120 @@
+"""Finding and running the real mkosi.
+
+mkosi is found, in this order: `SEVIMG_MKOSI` (a path), `mkosi` on PATH, and
+the newest version `tools/install-mkosi` unpacked into the cache
+(`.cache/mkosi/<version>/bin/mkosi`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sevimg.problems import SevimgError
+from sevimg.render import OLDEST_MKOSI, parse_mkosi_version
+
+MIN_VERSION = (25, 3)
+
+
+@dataclass(frozen=True)
+class Mkosi:
+    """One mkosi executable and the version it reports."""
+
+    path: Path
+    version: str  # "25.3"
+    origin: str  # how it was found: SEVIMG_MKOSI, PATH, cache
+
+    @property
+    def version_tuple(self) -> tuple[int, ...]:
+        """(25, 3)"""
+        return parse_mkosi_version(self.version)
+
+    def run(self, args: Sequence[str], *, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run mkosi with `args`, capturing output."""
+        return subprocess.run(
+            [str(self.path), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    def summary(self, tree: Path) -> tuple[dict[str, Any], str]:
+        """`mkosi -C tree --json summary`: the resolved configuration and mkosi's stderr."""
+        proc = self.run(["-C", str(tree), "--json", "summary"], cwd=tree)
+        if proc.returncode != 0:
+            raise SevimgError(f"mkosi {self.version} rejected {tree}:\n{proc.stderr.strip() or proc.stdout.strip()}")
+        try:
+            return json.loads(proc.stdout), proc.stderr
+        except ValueError as exc:
+            raise SevimgError(f"mkosi {self.version} printed no JSON summary for {tree}: {exc}") from None
+
+
+def version_of(path: Path) -> str:
+    """The version an mkosi executable reports ('25.3')."""
+    try:
+        proc = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=60, check=False)
+    except OSError as exc:
+        raise SevimgError(f"cannot run {path}: {exc.strerror or exc}") from None
+    if proc.returncode != 0:
+        raise SevimgError(f"{path} --version failed: {proc.stderr.strip()}")
+    text = proc.stdout.strip()
+    # "mkosi 25.3" or "mkosi 25.3 (…)"
+    return ".".join(map(str, parse_mkosi_version(text.split()[1] if text.startswith("mkosi ") else text)))
+
+
+def cached(cache_dir: Path) -> list[tuple[tuple[int, ...], Path]]:
+    """Versions unpacked by tools/install-mkosi, oldest first."""
+    found = []
+    root = cache_dir / "mkosi"
+    if root.is_dir():
+        for child in root.iterdir():
+            exe = child / "bin" / "mkosi"
+            if (child / ".complete").is_file() and os.access(exe, os.X_OK):
+                try:
+                    found.append((parse_mkosi_version(child.name), exe))
+                except ValueError:
+                    continue
+    return sorted(found)
+
+
+def find(cache_dir: Path, version: str | None = None) -> Mkosi | None:
+    """The mkosi to use (a specific `version` when asked), or None when there is none."""
+    candidates: list[tuple[Path, str]] = []
+    if env := os.environ.get("SEVIMG_MKOSI"):
+        candidates.append((Path(env), "SEVIMG_MKOSI"))
+    if on_path := shutil.which("mkosi"):
+        candidates.append((Path(on_path), "PATH"))
+    candidates += [(exe, "cache") for _, exe in reversed(cached(cache_dir))]
+    wanted = parse_mkosi_version(version) if version else None
+    for path, origin in candidates:
+        if origin == "cache" and wanted and parse_mkosi_version(path.parent.parent.name) != wanted:
+            continue
+        try:
+            found = Mkosi(path, version_of(path), origin)
+        except SevimgError:
+            if origin == "SEVIMG_MKOSI":
+                raise
+            continue
+        if wanted is None or found.version_tuple[: len(wanted)] == wanted:
+            return found
+    return None
+
+
+def require(cache_dir: Path, version: str | None = None) -> Mkosi:
+    """Like :func:`find`, but a SevimgError with the fix when mkosi is missing or too old."""
+    found = find(cache_dir, version)
+    if found is None:
+        what = f"mkosi {version}" if version else "mkosi"
+        raise SevimgError(
+            f"{what} not found (looked at SEVIMG_MKOSI, PATH and {cache_dir / 'mkosi'})",
+            hint=f"install it with: tools/install-mkosi {version or OLDEST_MKOSI}",
+        )
+    if found.version_tuple < MIN_VERSION:
+        raise SevimgError(
+            f"mkosi {found.version} at {found.path} is older than {'.'.join(map(str, MIN_VERSION))}",
+            hint=f"install a supported one with: tools/install-mkosi {OLDEST_MKOSI}",
+        )
+    return found

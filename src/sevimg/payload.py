@@ -1,0 +1,177 @@
+"""What sevimg puts into every image besides the distribution's packages.
+
+These are the constants the resolver draws on and the policy checks against:
+the kernel modules each role needs, the units it runs, what a slim guest
+drops. Keeping them in one place means a check cannot drift from what is
+rendered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sevimg.spec import Family, KernelModules, Role
+
+# Modules a guest cannot do without, with their path below the kernel's
+# module tree (needed to judge folder rules). `msr` and `sev-guest` are also
+# loaded at boot.
+GUEST_REQUIRED_MODULES: Mapping[str, str] = {
+    "msr": "arch/x86/kernel/msr",
+    "sev-guest": "drivers/virt/coco/sev-guest/sev-guest",
+    "virtio_net": "drivers/net/virtio_net",
+    "virtio_pci": "drivers/virtio/virtio_pci",
+    "virtio_console": "drivers/char/virtio_console",
+    "vsock": "net/vmw_vsock/vsock",
+    "vmw_vsock_virtio_transport": "net/vmw_vsock/vmw_vsock_virtio_transport",
+}
+GUEST_MODULES_LOAD: tuple[str, ...] = ("msr", "sev-guest")
+
+# A guest keeps only these (and what they depend on): virtio, vsock and the
+# confidential-computing drivers. Everything else is launch time and memory.
+GUEST_MODULES = KernelModules(
+    keep_all=False,
+    include=(
+        "drivers/virtio/",
+        "drivers/virt/coco/",
+        "net/vmw_vsock/",
+        "msr",
+        "sev-guest",
+        "virtio_blk",
+        "virtio_console",
+        "virtio_net",
+        "virtio-rng",
+        "efivarfs",
+    ),
+)
+
+# A host is bare metal: it keeps every NIC and storage driver, and drops the
+# large families a headless SEV host never loads.
+HOST_MODULES = KernelModules(
+    keep_all=True,
+    exclude=(
+        "drivers/bluetooth/",
+        "drivers/gpu/",
+        "drivers/iio/",
+        "drivers/infiniband/",
+        "drivers/input/joystick/",
+        "drivers/input/touchscreen/",
+        "drivers/isdn/",
+        "drivers/media/",
+        "drivers/net/can/",
+        "drivers/net/hamradio/",
+        "drivers/net/wireless/",
+        "drivers/staging/",
+        "net/bluetooth/",
+        "net/can/",
+        "net/mac80211/",
+        "net/wireless/",
+        "sound/",
+    ),
+)
+
+DEFAULT_MODULES: Mapping[Role, KernelModules] = {"guest": GUEST_MODULES, "host": HOST_MODULES}
+
+# Files a guest never uses: the second kernel copy, docs, translations, the
+# hardware database. Removed after packages are installed.
+GUEST_REMOVE_FILES: tuple[str, ...] = (
+    "/boot/*",
+    "/usr/share/doc",
+    "/usr/share/info",
+    "/usr/share/locale",
+    "/usr/share/man",
+    "/usr/lib/udev/hwdb.bin",
+    "/usr/lib/udev/hwdb.d",
+)
+HOST_REMOVE_FILES: tuple[str, ...] = (
+    "/usr/share/doc",
+    "/usr/share/info",
+    "/usr/share/man",
+)
+
+UNITS: Mapping[Role, tuple[str, ...]] = {
+    "guest": ("sevimg-guest-check.service",),
+    "host": ("sevimg-host-check.service",),
+}
+ENABLE: Mapping[Role, tuple[str, ...]] = {
+    "guest": ("sevimg-guest-check.service", "systemd-networkd.service"),
+    "host": (
+        "avahi-daemon.service",
+        "sevimg-host-check.service",
+        "systemd-networkd.service",
+        "systemd-resolved.service",
+    ),
+}
+
+# What the payload needs installed, per family: capability → package.
+_BY_FAMILY: Mapping[str, Mapping[Family, str]] = {
+    "systemd": {"debian": "systemd", "ubuntu": "systemd", "fedora": "systemd", "el": "systemd"},
+    "udev": {"debian": "udev", "ubuntu": "udev", "fedora": "systemd-udev", "el": "systemd-udev"},
+    "systemd-networkd": {
+        "debian": "systemd",
+        "ubuntu": "systemd",
+        "fedora": "systemd-networkd",
+        "el": "systemd-networkd",
+    },
+    "systemd-resolved": {
+        "debian": "systemd-resolved",
+        "ubuntu": "systemd-resolved",
+        "fedora": "systemd-resolved",
+        "el": "systemd-resolved",
+    },
+    "journal-remote": {
+        "debian": "systemd-journal-remote",
+        "ubuntu": "systemd-journal-remote",
+        "fedora": "systemd-journal-remote",
+        "el": "systemd-journal-remote",
+    },
+    "avahi": {"debian": "avahi-daemon", "ubuntu": "avahi-daemon", "fedora": "avahi", "el": "avahi"},
+    "python3": {"debian": "python3", "ubuntu": "python3", "fedora": "python3", "el": "python3"},
+    "jq": {"debian": "jq", "ubuntu": "jq", "fedora": "jq", "el": "jq"},
+    "openssl": {"debian": "openssl", "ubuntu": "openssl", "fedora": "openssl", "el": "openssl"},
+}
+_NEEDS: Mapping[Role, tuple[str, ...]] = {
+    "guest": ("systemd", "udev", "systemd-networkd"),
+    "host": (
+        "systemd",
+        "udev",
+        "systemd-networkd",
+        "systemd-resolved",
+        "journal-remote",
+        "avahi",
+        "python3",
+        "jq",
+        "openssl",
+    ),
+}
+
+
+def required_packages(role: Role, family: Family) -> dict[str, str]:
+    """What the role's payload needs: capability → package name in `family`."""
+    return {need: _BY_FAMILY[need][family] for need in _NEEDS[role]}
+
+
+# Where distributions put the AMD SEV build of OVMF, in the order a host looks.
+KNOWN_SEV_FIRMWARE: tuple[str, ...] = (
+    "/usr/share/ovmf/OVMF.amdsev.fd",
+    "/usr/share/edk2/ovmf/OVMF.amdsev.fd",
+    "/usr/share/qemu/ovmf-x86_64-sev.bin",
+)
+
+
+def module_kept(rules: KernelModules, path: str) -> bool:
+    """Whether a module at `path` (below the module tree, no .ko) survives `rules`.
+
+    Mirrors mkosi: an include beats an exclude; without `keep_all` only
+    included modules stay.
+    """
+
+    def matches(entry: str) -> bool:
+        if entry.endswith("/"):  # folders are anchored at the top of the module tree
+            return path.startswith(entry)
+        return path.rsplit("/", 1)[-1] == entry
+
+    if any(matches(e) for e in rules.include):
+        return True
+    if any(matches(e) for e in rules.exclude):
+        return False
+    return rules.keep_all

@@ -1,0 +1,81 @@
+"""Problems found in user input, and the one exception type the CLI turns into an exit code.
+
+Every message a user sees about their input is a :class:`Problem`: it names the
+file, line, column and field, so editors and CI logs can jump straight to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Severity(str, Enum):
+    """How bad a problem is: errors fail a command, warnings do not."""
+
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One thing wrong with an input file (or with the machine), with where it is."""
+
+    file: str
+    line: int
+    column: int
+    severity: Severity
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line:
+            where += f":{self.line}:{self.column or 1}"
+        what = f"{self.field}: {self.message}" if self.field else self.message
+        return f"{where}: {self.severity.value}: {what}"
+
+    @property
+    def is_error(self) -> bool:
+        """True for errors, False for warnings."""
+        return self.severity is Severity.ERROR
+
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-friendly form, for `--json` outputs."""
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "severity": self.severity.value,
+            "field": self.field,
+            "message": self.message,
+        }
+
+
+def error(file: str, message: str, *, line: int = 0, column: int = 0, field: str = "") -> Problem:
+    """Shorthand for an error problem."""
+    return Problem(file, line, column, Severity.ERROR, field, message)
+
+
+def warning(file: str, message: str, *, line: int = 0, column: int = 0, field: str = "") -> Problem:
+    """Shorthand for a warning problem."""
+    return Problem(file, line, column, Severity.WARNING, field, message)
+
+
+def has_errors(problems: Iterable[Problem]) -> bool:
+    """True when any of the problems is an error."""
+    return any(p.is_error for p in problems)
+
+
+class SevimgError(Exception):
+    """A failure the user can act on. The CLI prints it without a traceback and exits 1."""
+
+    def __init__(self, message: str, problems: Iterable[Problem] = (), *, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.problems = tuple(sorted(set(problems)))
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message

@@ -1,0 +1,340 @@
+"""Resolve a release into one frozen :class:`ImageSpec` per role.
+
+distro defaults + release overrides + role → spec. Pure: takes documents
+that passed the schema, returns a spec or raises :class:`ResolveError` with
+located problems. Nothing here reads files or looks at the machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, cast
+
+from sevimg import payload
+from sevimg.catalog import Entry
+from sevimg.loader import Document, JsonPath
+from sevimg.problems import Problem, SevimgError
+from sevimg.spec import (
+    AptSource,
+    Family,
+    ImageSpec,
+    KernelModules,
+    Payload,
+    Role,
+    RpmRepo,
+    Status,
+    Versions,
+)
+
+APT_FAMILIES: tuple[Family, ...] = ("debian", "ubuntu")
+ARCHITECTURE = "x86-64"
+COMPONENT_KEYS: Mapping[Role, tuple[str, ...]] = {
+    "guest": ("kernel",),
+    "host": ("kernel", "qemu", "ovmf"),
+}
+
+
+class ResolveError(SevimgError):
+    """The release cannot be resolved; `problems` say where and why."""
+
+
+def roles_of(entry: Entry) -> tuple[Role, ...]:
+    """The roles a release provides, guest first (the build order)."""
+    declared = entry.release.data.get("roles") or ["host", "guest"]
+    return tuple(r for r in ("guest", "host") if r in declared)
+
+
+def mkosi_release(release: Mapping[str, Any]) -> str:
+    """What mkosi's Release= gets: the codename when there is one, else the release."""
+    return cast(str, release.get("codename") or release["release"])
+
+
+def resolve(entry: Entry, role: Role, *, debug: bool = False) -> ImageSpec:
+    """The spec for one role of one release; raises ResolveError with located problems."""
+    resolver = _Resolver(entry, role)
+    spec = resolver.spec(debug=debug)
+    if resolver.problems:
+        raise ResolveError(f"{entry.image}: cannot resolve the {role} image", resolver.problems)
+    return spec
+
+
+def resolve_all(entry: Entry, *, debug: bool = False) -> tuple[list[ImageSpec], list[Problem]]:
+    """Specs for every role of a release, and the problems of those that failed."""
+    specs: list[ImageSpec] = []
+    problems: list[Problem] = []
+    for role in roles_of(entry):
+        try:
+            specs.append(resolve(entry, role, debug=debug))
+        except ResolveError as exc:
+            problems += exc.problems
+    return specs, sorted(set(problems))
+
+
+class _Resolver:
+    def __init__(self, entry: Entry, role: Role) -> None:
+        self.entry = entry
+        self.role = role
+        self.d: Mapping[str, Any] = entry.distro_doc.data
+        self.r: Mapping[str, Any] = entry.release.data
+        self.problems: list[Problem] = []
+
+    # --- helpers -----------------------------------------------------------------
+
+    def fail(self, doc: Document, path: JsonPath, message: str) -> None:
+        self.problems.append(doc.problem(path, message))
+
+    def rsec(self, section: str) -> Mapping[str, Any]:
+        return cast(Mapping[str, Any], self.r.get(section) or {})
+
+    def dsec(self, section: str) -> Mapping[str, Any]:
+        return cast(Mapping[str, Any], self.d.get(section) or {})
+
+    def setting(self, section: str, key: str) -> Any:
+        """A role setting: the release's value if it sets one, else the distro's."""
+        if key in self.rsec(section):
+            return self.rsec(section)[key]
+        return self.dsec(section).get(key)
+
+    def sections(self) -> tuple[str, str]:
+        return ("common", self.role)
+
+    # --- the spec ----------------------------------------------------------------
+
+    def spec(self, *, debug: bool) -> ImageSpec:
+        family = cast(Family, self.d["family"])
+        release = cast(str, self.r["release"])
+        codename = cast(str | None, self.r.get("codename"))
+        mkosi = cast(Mapping[str, Any], self.d["mkosi"])
+        self.check_roles()
+        mrelease = self.check_release_name(mkosi, release, codename)
+
+        components = self.components()
+        packages = self.packages(components)
+        apt_sources, rpm_repos = self.extra_repositories(family, packages)
+        archived = bool(self.r.get("archived"))
+        mirror, replace_sources = self.archive(family, mkosi, archived, mrelease, apt_sources)
+        if replace_sources:
+            apt_sources = (replace_sources, *apt_sources)
+
+        image = self.entry.image
+        image_id = f"{self.role}-{image}" + ("-debug" if debug else "")
+        environment = (("VERSION", release),) if release != mrelease else ()
+        versions = Versions(**{k: v for k, v in (self.r.get("versions") or {}).items()})
+
+        return ImageSpec(
+            image=image,
+            image_id=image_id,
+            role=self.role,
+            distro=self.entry.distro,
+            distro_name=cast(str, self.r.get("name") or f"{self.d['name']} {release}"),
+            family=family,
+            release=release,
+            codename=codename,
+            status=cast(Status, self.r["status"]),
+            sources=(self.entry.release.display, self.entry.distro_doc.display),
+            source_sha256=(self.entry.release.sha256, self.entry.distro_doc.sha256),
+            mkosi_distribution=cast(str, mkosi["distribution"]),
+            mkosi_release=mrelease,
+            architecture=ARCHITECTURE,
+            repositories=tuple(sorted(mkosi.get("repositories") or ())),
+            repository_key_fetch=bool(mkosi.get("repository_key_fetch")),
+            mirror=mirror,
+            apt_sources=apt_sources,
+            apt_replace_default_sources=replace_sources is not None,
+            rpm_repos=rpm_repos,
+            packages=packages,
+            components=tuple(sorted(components.items())),
+            kernel_command_line=self.kernel_command_line(),
+            kernel_modules=self.kernel_modules(),
+            remove_files=payload.GUEST_REMOVE_FILES if self.role == "guest" else payload.HOST_REMOVE_FILES,
+            clean_package_metadata=self.role == "guest",
+            environment=environment,
+            autologin=debug,
+            payload=self.payload(image),
+            versions=versions,
+            debug=debug,
+        )
+
+    def check_roles(self) -> None:
+        roles = self.r.get("roles")
+        if roles and "host" in roles and "guest" not in roles:
+            self.fail(
+                self.entry.release,
+                ("roles",),
+                "a host embeds its release's guest, so a release with the host role needs the guest role too",
+            )
+
+    def check_release_name(self, mkosi: Mapping[str, Any], release: str, codename: str | None) -> str:
+        if mkosi.get("release_is_codename") and release[0].isdigit() and not codename:
+            self.fail(
+                self.entry.release,
+                ("release",),
+                f"{self.d['name']}'s mkosi Release= is a codename: add `codename:` "
+                f"(e.g. codename: trixie for Debian 13)",
+            )
+        return mkosi_release(self.r)
+
+    def components(self) -> dict[str, str]:
+        found = {key: cast(str, self.setting(self.role, key)) for key in COMPONENT_KEYS[self.role]}
+        found["systemd_boot"] = cast(str, self.setting("common", "systemd_boot"))
+        return found
+
+    def packages(self, components: Mapping[str, str]) -> tuple[str, ...]:
+        chosen: dict[str, None] = dict.fromkeys(components.values())
+        for section in self.sections():
+            chosen.update(dict.fromkeys(self.dsec(section).get("packages") or ()))
+        for section in self.sections():
+            chosen.update(dict.fromkeys(self.rsec(section).get("add_packages") or ()))
+        for section in self.sections():
+            for i, name in enumerate(self.rsec(section).get("remove_packages") or ()):
+                if name in chosen:
+                    del chosen[name]
+                else:
+                    self.fail(
+                        self.entry.release,
+                        (section, "remove_packages", i),
+                        f"{name!r} is not among the {self.role} image's packages, so it cannot be removed",
+                    )
+        return tuple(sorted(chosen))
+
+    def kernel_command_line(self) -> tuple[str, ...]:
+        tokens: dict[str, None] = dict.fromkeys(self.d.get("kernel_command_line") or ())
+        tokens.update(dict.fromkeys(self.dsec(self.role).get("kernel_command_line") or ()))
+        for section in self.sections():
+            tokens.update(dict.fromkeys(self.rsec(section).get("add_kernel_command_line") or ()))
+        for section in self.sections():
+            for i, token in enumerate(self.rsec(section).get("remove_kernel_command_line") or ()):
+                if token in tokens:
+                    del tokens[token]
+                else:
+                    self.fail(
+                        self.entry.release,
+                        (section, "remove_kernel_command_line", i),
+                        f"{token!r} is not on the {self.role} kernel command line, so it cannot be removed",
+                    )
+        # Order matters on a kernel command line (console= last wins): keep it.
+        return tuple(tokens)
+
+    def kernel_modules(self) -> KernelModules:
+        base = payload.DEFAULT_MODULES[self.role]
+        include = list(base.include)
+        exclude = list(base.exclude)
+        for rules in (self.dsec(self.role).get("kernel_modules"), self.rsec(self.role).get("kernel_modules")):
+            rules = rules or {}
+            include += [m for m in rules.get("include") or () if m not in include]
+            exclude += [m for m in rules.get("exclude") or () if m not in exclude]
+        return KernelModules(keep_all=base.keep_all, include=tuple(include), exclude=tuple(exclude))
+
+    def extra_repositories(
+        self, family: Family, packages: Sequence[str]
+    ) -> tuple[tuple[AptSource, ...], tuple[RpmRepo, ...]]:
+        apt: list[AptSource] = []
+        rpm: list[RpmRepo] = []
+        doc = self.entry.release
+        for i, repo in enumerate(self.r.get("extra_repositories") or ()):
+            where: JsonPath = ("extra_repositories", i)
+            if self.role not in (repo.get("roles") or ("host", "guest")):
+                continue
+            for j, name in enumerate(repo["packages"]):
+                if name not in packages:
+                    self.fail(
+                        doc,
+                        (*where, "packages", j),
+                        f"{name!r} is taken from {repo['name']!r} but the {self.role} image does not "
+                        f"install it; add it to {self.role}.add_packages or name the component it replaces",
+                    )
+            only = tuple(sorted(repo["packages"]))
+            if family in APT_FAMILIES:
+                for key in ("baseurl", "gpgkey"):
+                    if key in repo:
+                        self.fail(doc, (*where, key), f"{key} is for rpm repositories; apt ones take suite (and url)")
+                if "suite" not in repo:
+                    self.fail(doc, where, "an apt repository needs `suite:` (e.g. suite: forky)")
+                    continue
+                archive = self.d.get("repository")
+                if not archive:
+                    self.fail(
+                        doc,
+                        where,
+                        f"images/{self.entry.distro}.yaml has no `repository:` (url and keyring) "
+                        "for extra apt suites",
+                    )
+                    continue
+                apt.append(
+                    AptSource(
+                        name=repo["name"],
+                        url=repo.get("url") or archive["url"],
+                        suites=(repo["suite"],),
+                        components=tuple(repo.get("components") or ("main",)),
+                        signed_by=archive["keyring"],
+                        only_packages=only,
+                    )
+                )
+            else:
+                for key in ("suite", "url", "components"):
+                    if key in repo:
+                        self.fail(doc, (*where, key), f"{key} is for apt repositories; rpm ones take baseurl (and gpgkey)")
+                if "baseurl" not in repo:
+                    self.fail(doc, where, "an rpm repository needs `baseurl:`")
+                    continue
+                rpm.append(RpmRepo(name=repo["name"], baseurl=repo["baseurl"], gpgkey=repo.get("gpgkey"), only_packages=only))
+        names = [r.name for r in apt] + [r.name for r in rpm]
+        if len(set(names)) != len(names):
+            self.fail(doc, ("extra_repositories",), "two repositories share a name; names must be unique")
+        return tuple(apt), tuple(rpm)
+
+    def archive(
+        self,
+        family: Family,
+        mkosi: Mapping[str, Any],
+        archived: bool,
+        mrelease: str,
+        apt_sources: Iterable[AptSource],
+    ) -> tuple[str | None, AptSource | None]:
+        """Mirror= for an archived rpm release, or the apt sources replacing mkosi's defaults."""
+        if not archived:
+            return None, None
+        url = mkosi.get("archive_mirror")
+        if not url:
+            self.fail(
+                self.entry.release,
+                ("archived",),
+                f"images/{self.entry.distro}.yaml has no mkosi.archive_mirror to take an archived release from",
+            )
+            return None, None
+        if family not in APT_FAMILIES:
+            return cast(str, url), None
+        # mkosi's own apt sources point at the live mirrors (and security.*),
+        # which drop a release when it is archived: list them ourselves.
+        archive = self.d.get("repository")
+        if not archive:
+            self.fail(
+                self.entry.release,
+                ("archived",),
+                f"images/{self.entry.distro}.yaml has no `repository:` keyring for the archive's sources",
+            )
+            return None, None
+        components = ("main", *sorted(mkosi.get("repositories") or ()))
+        return None, AptSource(
+            name="mkosi",
+            url=cast(str, url),
+            suites=(mrelease, f"{mrelease}-updates", f"{mrelease}-security"),
+            components=components,
+            signed_by=cast(str, archive["keyring"]),
+        )
+
+    def payload(self, image: str) -> Payload:
+        if self.role == "guest":
+            return Payload(
+                modules_load=payload.GUEST_MODULES_LOAD,
+                units=payload.UNITS["guest"],
+                enable=payload.ENABLE["guest"],
+            )
+        return Payload(
+            modules_load=(),
+            units=payload.UNITS["host"],
+            enable=payload.ENABLE["host"],
+            qemu_binary=cast(str, self.setting("host", "qemu_binary")),
+            sev_firmware=cast(str, self.setting("host", "sev_firmware")),
+            guest_image=f"guest-{image}",
+        )

@@ -1,0 +1,127 @@
+"""`sevimg new`: write the smallest valid release file for a known distribution.
+
+The file carries only what cannot be inherited from images/<distro>.yaml:
+the release, a codename where mkosi needs one, and the status. With --from,
+the source release's own overrides (roles, versions, package changes, extra
+repositories) are carried over, since those are not in the distro file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from sevimg.catalog import IMAGE_NAME_HELP, Catalog, split_image_name
+from sevimg.problems import SevimgError
+
+# Keys of a release file that belong to the release itself, never copied by --from.
+_OWN_KEYS = ("schema_version", "release", "codename", "name", "status", "archived")
+
+
+@dataclass(frozen=True)
+class NewRelease:
+    """The file `sevimg new` is about to write."""
+
+    image: str
+    text: str
+    copied: tuple[str, ...]
+
+
+def _quote(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid double-quoted YAML scalar
+
+
+class _Dumper(yaml.SafeDumper):
+    """Double-quotes strings YAML would otherwise read as numbers (versions, releases)."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = '"' if value.replace(".", "").isdigit() else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
+def new_release(
+    catalog: Catalog,
+    image: str,
+    *,
+    from_image: str | None = None,
+    codename: str | None = None,
+    prerelease: bool = False,
+) -> NewRelease:
+    """Compose images/<image>.yaml; raises SevimgError when the name or distro is unusable."""
+    parts = split_image_name(image)
+    if parts is None:
+        raise SevimgError(
+            f"{image!r} is not a release name",
+            hint=f"name it {IMAGE_NAME_HELP}: the distribution, a dash, and the release "
+            "number or name (lower-case letters and digits)",
+        )
+    distro, release = parts
+    ws = catalog.workspace
+    target = ws.images_dir / f"{image}.yaml"
+    if target.exists():
+        raise SevimgError(
+            f"{ws.display(target)} already exists; edit it, or delete it to start over",
+        )
+    if distro not in catalog.distros:
+        known = ", ".join(sorted(catalog.distros)) or "none"
+        raise SevimgError(
+            f"unknown distribution {distro!r} (the catalog knows: {known})",
+            hint=f"to add one, create images/{distro}.yaml with its defaults (copy the closest of "
+            f"images/{{{known}}}.yaml and change the mkosi distribution and package names), "
+            f"then run `sevimg new {image}` again",
+        )
+    distro_doc = catalog.distros[distro]
+    distro_problems = [p for p in catalog.problems if p.file == distro_doc.display and p.is_error]
+    if distro_problems:
+        raise SevimgError(f"{distro_doc.display} has errors; fix them first", distro_problems)
+    dd: Mapping[str, Any] = distro_doc.data
+    mk: Mapping[str, Any] = dd["mkosi"]
+
+    source: Mapping[str, Any] = {}
+    if from_image:
+        base = catalog.get(from_image)
+        if base.distro != distro:
+            raise SevimgError(
+                f"--from {from_image} is a {base.distro} release; {image} is {distro}: "
+                f"start from one of {', '.join(n for n in catalog.names() if n.startswith(distro + '-')) or 'none'}"
+            )
+        source = base.release.data
+
+    comments = []
+    if codename is None and prerelease:
+        codename = mk.get("prerelease_codename")
+        if codename:
+            comments.append(f"pre-release: built from {codename} until {dd['name']} {release} has its own repositories")
+    if codename is None and mk.get("release_is_codename") and release[0].isdigit():
+        raise SevimgError(
+            f"{dd['name']}'s mkosi Release= is a codename: pass --codename NAME"
+            + (" (for a pre-release, the development series' codename)" if prerelease else ""),
+        )
+
+    lines = [
+        f"# {dd['name']} {release}, added with `sevimg new {image}`"
+        + (f" from {from_image}." if from_image else "."),
+        f"# Everything not set here comes from images/{distro}.yaml.",
+        "schema_version: 1",
+        f"release: {_quote(release)}",
+    ]
+    if codename:
+        lines.append(f"codename: {codename}" + (f"  # {comments[0]}" if comments else ""))
+    lines.append(f"status: {'prerelease' if prerelease else 'supported'}")
+
+    copied = tuple(k for k in source if k not in _OWN_KEYS)
+    if copied:
+        lines.append(f"# Copied from images/{from_image}.yaml; check each value for {release}:")
+        body = yaml.dump(
+            {k: source[k] for k in copied}, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100
+        )
+        lines.append(body.rstrip("\n"))
+    return NewRelease(image=image, text="\n".join(lines) + "\n", copied=copied)

@@ -1,0 +1,72 @@
+"""Version parsing and the SEV-SNP floors.
+
+Distributions write versions in many ways (1:10.0.13+ds-0+deb13u1,
+2025.02-8, 20241117, 6.12.117-1); a floor check only needs the leading
+numbers. edk2's date versions (20241117) compare as year.month.day.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+_LEADING = re.compile(r"^(?:\d+:)?(\d+(?:\.\d+)*)")
+_EDK2_DATE = re.compile(r"^(20\d\d)(\d\d)(\d\d)$")
+
+
+def parse(version: str) -> tuple[int, ...]:
+    """The numeric core of a version string: '1:10.0.13+ds-1' → (10, 0, 13)."""
+    match = _LEADING.match(version.strip())
+    if not match:
+        raise ValueError(f"not a version: {version!r}")
+    core = match.group(1)
+    if date := _EDK2_DATE.match(core):
+        return tuple(int(x) for x in date.groups())
+    return tuple(int(x) for x in core.split("."))
+
+
+def compare(a: str, b: str) -> int:
+    """-1, 0 or 1 as version `a` is older than, equal to, or newer than `b`."""
+    pa, pb = parse(a), parse(b)
+    width = max(len(pa), len(pb))
+    pa += (0,) * (width - len(pa))
+    pb += (0,) * (width - len(pb))
+    return (pa > pb) - (pa < pb)
+
+
+class Verdict(str, Enum):
+    """Outcome of a floor check."""
+
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Floor:
+    """A minimum version: below `minimum` fails, below `recommended` warns."""
+
+    component: str
+    minimum: str
+    recommended: str
+    why: str
+
+    def check(self, version: str | None) -> Verdict:
+        """Judge a declared version against this floor."""
+        if version is None:
+            return Verdict.UNKNOWN
+        if compare(version, self.minimum) < 0:
+            return Verdict.FAIL
+        if compare(version, self.recommended) < 0:
+            return Verdict.WARN
+        return Verdict.OK
+
+
+# Floors for an SEV-SNP host (../shared/reference/distros.md).
+HOST_FLOORS: tuple[Floor, ...] = (
+    Floor("kernel", "6.11", "6.11", "SEV-SNP host support landed in Linux 6.11"),
+    Floor("qemu", "9.1", "9.2", "sev-snp-guest appeared in QEMU 9.1; 9.2 is the supported floor"),
+    Floor("ovmf", "2024.11", "2024.11", "OVMF 2024.11 is the first with working SNP kernel-hashes"),
+)
