@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+
 from sevimg.loader import Document, LoadError, load_file
 from sevimg.problems import Problem, SevimgError, error, has_errors
 from sevimg.schema import DISTRO, RELEASE, schemas_for
@@ -49,9 +50,11 @@ class Catalog:
         """The entry for `image`, or a SevimgError naming the known images."""
         if image in self.entries:
             return self.entries[image]
-        close = [n for n in self.names() if n.split("-")[0] == image.split("-")[0]]
+        close = [n for n in self.names() if n.split("-")[0] == image.split("-", maxsplit=1)[0]]
         known = ", ".join(close or self.names()) or "none"
-        raise SevimgError(f"no image {image!r} in {self.workspace.display(self.workspace.images_dir)}/ (known: {known})")
+        raise SevimgError(
+            f"no image {image!r} in {self.workspace.display(self.workspace.images_dir)}/ (known: {known})"
+        )
 
     def select(self, images: Iterable[str]) -> list[Entry]:
         """Entries for the given names, in catalog order; all of them when none are given."""
@@ -91,7 +94,10 @@ def load_catalog(ws: Workspace) -> Catalog:
             kind, name = RELEASE, stem
         else:
             problems.append(
-                error(display, f"file name must be <distro>.yaml or {IMAGE_NAME_HELP.replace('e.g.', 'as in')}.yaml")
+                error(
+                    display,
+                    f"file name must be <distro>.yaml or {IMAGE_NAME_HELP.replace('e.g.', 'as in')}.yaml",
+                )
             )
             continue
         try:
@@ -108,7 +114,10 @@ def load_catalog(ws: Workspace) -> Catalog:
             distros[name] = doc
             if not has_errors(found) and doc.data.get("distro") != name:
                 problems.append(
-                    doc.problem(("distro",), f"says {doc.data.get('distro')!r} but the file is {path.name}; they must agree")
+                    doc.problem(
+                        ("distro",),
+                        f"says {doc.data.get('distro')!r} but the file is {path.name}; they must agree",
+                    )
                 )
                 bad_distros.add(name)
         else:
@@ -120,7 +129,7 @@ def load_catalog(ws: Workspace) -> Catalog:
                         doc.problem(
                             ("release",),
                             f"says {doc.data.get('release')!r} but the file is {path.name}; "
-                            f"they must agree (release: \"{expected}\")",
+                            f'they must agree (release: "{expected}")',
                         )
                     )
                     broken.add(name)

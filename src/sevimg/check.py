@@ -79,5 +79,7 @@ def specs_or_raise(checked: Iterable[Checked], extra: Iterable[Problem] = ()) ->
     problems = all_problems(checked, extra)
     if has_errors(problems):
         count = sum(p.is_error for p in problems)
-        raise SevimgError(f"{count} error{'s' if count != 1 else ''} in the catalog; nothing written", problems)
+        raise SevimgError(
+            f"{count} error{'s' if count != 1 else ''} in the catalog; nothing written", problems
+        )
     return [spec for c in checked for spec in c.specs]

@@ -109,7 +109,9 @@ class _Builder:
         if len(path) > MAX_DEPTH:
             raise self.fail(node, f"nested deeper than {MAX_DEPTH} levels", path)
         if id(node) in self.seen:
-            raise self.fail(node, "YAML anchors and aliases are not supported; write the value out", path)
+            raise self.fail(
+                node, "YAML anchors and aliases are not supported; write the value out", path
+            )
         self.seen.add(id(node))
         self.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
 
@@ -160,11 +162,15 @@ def load_text(text: str, *, path: Path, display: str) -> Document:
         line = mark.line + 1 if mark else 0
         column = mark.column + 1 if mark else 0
         reason = exc.problem or exc.context or "invalid YAML"
-        raise LoadError(error(display, f"invalid YAML: {reason}", line=line, column=column)) from None
+        raise LoadError(
+            error(display, f"invalid YAML: {reason}", line=line, column=column)
+        ) from None
     except yaml.YAMLError as exc:
         raise LoadError(error(display, f"invalid YAML: {exc}")) from None
     except RecursionError:
-        raise LoadError(error(display, f"invalid YAML: nested deeper than {MAX_DEPTH} levels")) from None
+        raise LoadError(
+            error(display, f"invalid YAML: nested deeper than {MAX_DEPTH} levels")
+        ) from None
 
     if len(nodes) > 1:
         second = nodes[1]
@@ -177,13 +183,17 @@ def load_text(text: str, *, path: Path, display: str) -> Document:
             )
         )
     if not nodes or nodes[0] is None:
-        return Document(path=path, display=display, data=None, sha256=digest, positions={(): (1, 1)})
+        return Document(
+            path=path, display=display, data=None, sha256=digest, positions={(): (1, 1)}
+        )
 
     builder = _Builder(display)
     try:
         data = builder.build(nodes[0], ())
     except RecursionError:
-        raise LoadError(error(display, f"invalid YAML: nested deeper than {MAX_DEPTH} levels")) from None
+        raise LoadError(
+            error(display, f"invalid YAML: nested deeper than {MAX_DEPTH} levels")
+        ) from None
     except yaml.constructor.ConstructorError as exc:
         mark = exc.problem_mark
         raise LoadError(
@@ -210,7 +220,11 @@ def load_file(path: Path, *, display: str) -> Document:
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
-            raise LoadError(error(display, f"file is {size} bytes; catalog files are limited to {MAX_FILE_BYTES}"))
+            raise LoadError(
+                error(
+                    display, f"file is {size} bytes; catalog files are limited to {MAX_FILE_BYTES}"
+                )
+            )
         raw = path.read_bytes()
     except OSError as exc:
         raise LoadError(error(display, f"cannot read: {exc.strerror or exc}")) from None

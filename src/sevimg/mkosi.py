@@ -35,34 +35,49 @@ class Mkosi:
         """(25, 3)"""
         return parse_mkosi_version(self.version)
 
-    def run(self, args: Sequence[str], *, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, args: Sequence[str], *, cwd: Path | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         """Run mkosi with `args`, capturing output."""
         return subprocess.run(
-            [str(self.path), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+            [str(self.path), *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
 
     def summary(self, tree: Path) -> tuple[dict[str, Any], str]:
         """`mkosi -C tree --json summary`: the resolved configuration and mkosi's stderr."""
         proc = self.run(["-C", str(tree), "--json", "summary"], cwd=tree)
         if proc.returncode != 0:
-            raise SevimgError(f"mkosi {self.version} rejected {tree}:\n{proc.stderr.strip() or proc.stdout.strip()}")
+            raise SevimgError(
+                f"mkosi {self.version} rejected {tree}:\n{proc.stderr.strip() or proc.stdout.strip()}"
+            )
         try:
             return json.loads(proc.stdout), proc.stderr
         except ValueError as exc:
-            raise SevimgError(f"mkosi {self.version} printed no JSON summary for {tree}: {exc}") from None
+            raise SevimgError(
+                f"mkosi {self.version} printed no JSON summary for {tree}: {exc}"
+            ) from None
 
 
 def version_of(path: Path) -> str:
     """The version an mkosi executable reports ('25.3')."""
     try:
-        proc = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=60, check=False)
+        proc = subprocess.run(
+            [str(path), "--version"], capture_output=True, text=True, timeout=60, check=False
+        )
     except OSError as exc:
         raise SevimgError(f"cannot run {path}: {exc.strerror or exc}") from None
     if proc.returncode != 0:
         raise SevimgError(f"{path} --version failed: {proc.stderr.strip()}")
     text = proc.stdout.strip()
     # "mkosi 25.3" or "mkosi 25.3 (…)"
-    return ".".join(map(str, parse_mkosi_version(text.split()[1] if text.startswith("mkosi ") else text)))
+    return ".".join(
+        map(str, parse_mkosi_version(text.split()[1] if text.startswith("mkosi ") else text))
+    )
 
 
 def cached(cache_dir: Path) -> list[tuple[tuple[int, ...], Path]]:

@@ -123,4 +123,6 @@ def check(specs: Iterable[ImageSpec], entry: Entry) -> list[Problem]:
 
 
 def _as_warning(problem: Problem) -> Problem:
-    return Problem(problem.file, problem.line, problem.column, Severity.WARNING, problem.field, problem.message)
+    return Problem(
+        problem.file, problem.line, problem.column, Severity.WARNING, problem.field, problem.message
+    )

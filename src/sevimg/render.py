@@ -88,11 +88,23 @@ class Renderer:
         add("mkosi.conf.j2", "mkosi.conf")
         for source in spec.apt_sources:
             name = "mkosi" if source.name == "mkosi" else f"sevimg-{source.name}"
-            add("sandbox/apt.sources.j2", f"{SANDBOX}/etc/apt/sources.list.d/{name}.sources", source=source)
+            add(
+                "sandbox/apt.sources.j2",
+                f"{SANDBOX}/etc/apt/sources.list.d/{name}.sources",
+                source=source,
+            )
             if source.only_packages:
-                add("sandbox/apt.pref.j2", f"{SANDBOX}/etc/apt/preferences.d/{name}.pref", source=source)
+                add(
+                    "sandbox/apt.pref.j2",
+                    f"{SANDBOX}/etc/apt/preferences.d/{name}.pref",
+                    source=source,
+                )
         for repo in spec.rpm_repos:
-            add("sandbox/rpm.repo.j2", f"{SANDBOX}/etc/yum.repos.d/sevimg-{repo.name}.repo", repo=repo)
+            add(
+                "sandbox/rpm.repo.j2",
+                f"{SANDBOX}/etc/yum.repos.d/sevimg-{repo.name}.repo",
+                repo=repo,
+            )
 
         add("payload/image.env.j2", f"{EXTRA}/etc/sevimg/image.env")
         add("payload/wired.network.j2", f"{EXTRA}/etc/systemd/network/80-sevimg-wired.network")
@@ -102,7 +114,10 @@ class Renderer:
         check = f"{spec.role}-check"
         add(f"payload/{spec.role}/{check}.sh.j2", f"{EXTRA}/usr/libexec/sevimg/{check}", 0o755)
         if spec.payload.modules_load:
-            add("payload/guest/modules-load.conf.j2", f"{EXTRA}/etc/modules-load.d/sevimg-guest.conf")
+            add(
+                "payload/guest/modules-load.conf.j2",
+                f"{EXTRA}/etc/modules-load.d/sevimg-guest.conf",
+            )
         if spec.role == "host":
             add("guest-image/README.j2", f"{GUEST_TREE}/README")
 

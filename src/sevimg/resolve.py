@@ -119,7 +119,7 @@ class _Resolver:
         image = self.entry.image
         image_id = f"{self.role}-{image}" + ("-debug" if debug else "")
         environment = (("VERSION", release),) if release != mrelease else ()
-        versions = Versions(**{k: v for k, v in (self.r.get("versions") or {}).items()})
+        versions = Versions(**dict((self.r.get("versions") or {}).items()))
 
         return ImageSpec(
             image=image,
@@ -146,7 +146,9 @@ class _Resolver:
             components=tuple(sorted(components.items())),
             kernel_command_line=self.kernel_command_line(),
             kernel_modules=self.kernel_modules(),
-            remove_files=payload.GUEST_REMOVE_FILES if self.role == "guest" else payload.HOST_REMOVE_FILES,
+            remove_files=payload.GUEST_REMOVE_FILES
+            if self.role == "guest"
+            else payload.HOST_REMOVE_FILES,
             clean_package_metadata=self.role == "guest",
             environment=environment,
             autologin=debug,
@@ -164,7 +166,9 @@ class _Resolver:
                 "a host embeds its release's guest, so a release with the host role needs the guest role too",
             )
 
-    def check_release_name(self, mkosi: Mapping[str, Any], release: str, codename: str | None) -> str:
+    def check_release_name(
+        self, mkosi: Mapping[str, Any], release: str, codename: str | None
+    ) -> str:
         if mkosi.get("release_is_codename") and release[0].isdigit() and not codename:
             self.fail(
                 self.entry.release,
@@ -219,8 +223,11 @@ class _Resolver:
         base = payload.DEFAULT_MODULES[self.role]
         include = list(base.include)
         exclude = list(base.exclude)
-        for rules in (self.dsec(self.role).get("kernel_modules"), self.rsec(self.role).get("kernel_modules")):
-            rules = rules or {}
+        for found in (
+            self.dsec(self.role).get("kernel_modules"),
+            self.rsec(self.role).get("kernel_modules"),
+        ):
+            rules = found or {}
             include += [m for m in rules.get("include") or () if m not in include]
             exclude += [m for m in rules.get("exclude") or () if m not in exclude]
         return KernelModules(keep_all=base.keep_all, include=tuple(include), exclude=tuple(exclude))
@@ -247,7 +254,11 @@ class _Resolver:
             if family in APT_FAMILIES:
                 for key in ("baseurl", "gpgkey"):
                     if key in repo:
-                        self.fail(doc, (*where, key), f"{key} is for rpm repositories; apt ones take suite (and url)")
+                        self.fail(
+                            doc,
+                            (*where, key),
+                            f"{key} is for rpm repositories; apt ones take suite (and url)",
+                        )
                 if "suite" not in repo:
                     self.fail(doc, where, "an apt repository needs `suite:` (e.g. suite: forky)")
                     continue
@@ -273,14 +284,27 @@ class _Resolver:
             else:
                 for key in ("suite", "url", "components"):
                     if key in repo:
-                        self.fail(doc, (*where, key), f"{key} is for apt repositories; rpm ones take baseurl (and gpgkey)")
+                        self.fail(
+                            doc,
+                            (*where, key),
+                            f"{key} is for apt repositories; rpm ones take baseurl (and gpgkey)",
+                        )
                 if "baseurl" not in repo:
                     self.fail(doc, where, "an rpm repository needs `baseurl:`")
                     continue
-                rpm.append(RpmRepo(name=repo["name"], baseurl=repo["baseurl"], gpgkey=repo.get("gpgkey"), only_packages=only))
+                rpm.append(
+                    RpmRepo(
+                        name=repo["name"],
+                        baseurl=repo["baseurl"],
+                        gpgkey=repo.get("gpgkey"),
+                        only_packages=only,
+                    )
+                )
         names = [r.name for r in apt] + [r.name for r in rpm]
         if len(set(names)) != len(names):
-            self.fail(doc, ("extra_repositories",), "two repositories share a name; names must be unique")
+            self.fail(
+                doc, ("extra_repositories",), "two repositories share a name; names must be unique"
+            )
         return tuple(apt), tuple(rpm)
 
     def archive(

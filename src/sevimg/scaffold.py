@@ -99,7 +99,9 @@ def new_release(
     if codename is None and prerelease:
         codename = mk.get("prerelease_codename")
         if codename:
-            comments.append(f"pre-release: built from {codename} until {dd['name']} {release} has its own repositories")
+            comments.append(
+                f"pre-release: built from {codename} until {dd['name']} {release} has its own repositories"
+            )
     if codename is None and mk.get("release_is_codename") and release[0].isdigit():
         raise SevimgError(
             f"{dd['name']}'s mkosi Release= is a codename: pass --codename NAME"
@@ -121,7 +123,11 @@ def new_release(
     if copied:
         lines.append(f"# Copied from images/{from_image}.yaml; check each value for {release}:")
         body = yaml.dump(
-            {k: source[k] for k in copied}, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100
+            {k: source[k] for k in copied},
+            Dumper=_Dumper,
+            sort_keys=False,
+            default_flow_style=False,
+            width=100,
         )
         lines.append(body.rstrip("\n"))
     return NewRelease(image=image, text="\n".join(lines) + "\n", copied=copied)

@@ -65,7 +65,9 @@ class Schemas:
                     try:
                         documents[name] = json.loads(candidate.read_text(encoding="utf-8"))
                     except (OSError, ValueError) as exc:
-                        raise SevimgError(f"{candidate}: not a readable JSON Schema: {exc}") from None
+                        raise SevimgError(
+                            f"{candidate}: not a readable JSON Schema: {exc}"
+                        ) from None
                     break
             else:
                 raise SevimgError(f"schema {name} not found in {', '.join(map(str, search_path))}")
@@ -83,7 +85,11 @@ class Schemas:
     def validate(self, doc: Document, kind: str) -> list[Problem]:
         """All schema problems of `doc` as a `kind` file (DISTRO or RELEASE), sorted by position."""
         if doc.data is None:
-            return [error(doc.display, "file is empty; expected a mapping of settings", line=1, column=1)]
+            return [
+                error(
+                    doc.display, "file is empty; expected a mapping of settings", line=1, column=1
+                )
+            ]
         validator = self._validators[kind]
         problems = [p for err in validator.iter_errors(doc.data) for p in _explain(err, doc)]
         return sorted(set(problems))
@@ -112,15 +118,18 @@ def _explain(err: ValidationError, doc: Document) -> Iterator[Problem]:
 def _problem(err: ValidationError, doc: Document) -> Problem:
     path: JsonPath = tuple(err.absolute_path)
     schema = err.schema if isinstance(err.schema, dict) else {}
-    validator = err.validator
-    value = err.instance
+    validator = str(err.validator)
+    value: Any = err.instance
+    rule: Any = err.validator_value
 
     if validator == "additionalProperties" and isinstance(value, dict):
         allowed = sorted(schema.get("properties", {}))
         extras = sorted(k for k in value if k not in allowed)
         key = extras[0] if extras else ""
         close = difflib.get_close_matches(key, allowed, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f" (allowed here: {', '.join(allowed)})"
+        hint = (
+            f"; did you mean {close[0]!r}?" if close else f" (allowed here: {', '.join(allowed)})"
+        )
         return doc.problem((*path, key), f"unknown key {key!r}{hint}", key=True)
 
     if validator == "required":
@@ -130,21 +139,21 @@ def _problem(err: ValidationError, doc: Document) -> Problem:
         return doc.problem(path, f"missing required key {missing!r} {where}{description}")
 
     if validator == "type":
-        expected = err.validator_value
+        expected = rule
         names = [expected] if isinstance(expected, str) else list(expected)
         wanted = " or ".join(_TYPE_NAMES.get(n, n) for n in names)
         message = f"expected {wanted}, got {_yaml_type(value)}"
         written = doc.source_text(path)
         if "string" in names and not isinstance(value, str | list | dict) and written is not None:
-            message += f"; YAML read {written!r} as {_yaml_type(value)}: quote it, as \"{written}\""
+            message += f'; YAML read {written!r} as {_yaml_type(value)}: quote it, as "{written}"'
         return doc.problem(path, message)
 
     if validator == "pattern":
-        expected = schema.get("x-expected") or f"a value matching {err.validator_value}"
+        expected = schema.get("x-expected") or f"a value matching {rule}"
         return doc.problem(path, f"{_show(value)} is not {expected}")
 
     if validator in ("enum", "const"):
-        options = err.validator_value if validator == "enum" else [err.validator_value]
+        options = rule if validator == "enum" else [rule]
         shown = ", ".join(_show(o) for o in options)
         close = difflib.get_close_matches(str(value), [str(o) for o in options], n=1)
         hint = f"; did you mean {close[0]!r}?" if close and close[0] != str(value) else ""
@@ -152,11 +161,17 @@ def _problem(err: ValidationError, doc: Document) -> Problem:
 
     if validator == "uniqueItems":
         seen: set[str] = set()
-        dupes = [v for v in value if (s := json.dumps(v, sort_keys=True)) in seen or seen.add(s)]
-        return doc.problem(path, f"lists an item twice: {_show(dupes[0]) if dupes else '?'}")
+        dupe: Any = "?"
+        for item in value:
+            key = json.dumps(item, sort_keys=True)
+            if key in seen:
+                dupe = item
+                break
+            seen.add(key)
+        return doc.problem(path, f"lists an item twice: {_show(dupe)}")
 
     if validator in ("minItems", "maxItems", "minLength", "maxLength"):
-        bound = err.validator_value
+        bound = rule
         what = "items" if "Items" in validator else "characters"
         relation = "at least" if validator.startswith("min") else "at most"
         return doc.problem(path, f"must have {relation} {bound} {what}")

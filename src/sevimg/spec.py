@@ -80,7 +80,7 @@ class Payload:
 
 @dataclass(frozen=True)
 class ImageSpec:
-    """One image (role × release), fully resolved."""
+    """One image (one role of one release), fully resolved."""
 
     image: str  # catalog name: debian-13
     image_id: str  # guest-debian-13

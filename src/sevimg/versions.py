@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 _LEADING = re.compile(r"^(?:\d+:)?(\d+(?:\.\d+)*)")
 _EDK2_DATE = re.compile(r"^(20\d\d)(\d\d)(\d\d)$")
@@ -35,7 +35,7 @@ def compare(a: str, b: str) -> int:
     return (pa > pb) - (pa < pb)
 
 
-class Verdict(str, Enum):
+class Verdict(StrEnum):
     """Outcome of a floor check."""
 
     OK = "ok"

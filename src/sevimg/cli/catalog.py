@@ -1,47 +1,36 @@
-"""The `sevimg` command line.
-
-Thin: each command parses its options, calls the stage modules, and prints.
-Every failure a user can cause ends as a :class:`SevimgError`, printed as
-`file:line:col: error: field: message` lines without a traceback, exit 1.
-"""
+"""Catalog commands: list, show, validate, render, new."""
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import sys
-import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import Any
 
 import click
 import yaml
-from rich.console import Console
 from rich.table import Table
 
-from sevimg import __version__, mkosi
-from sevimg.catalog import Catalog, load_catalog
 from sevimg.check import Checked, all_problems, check_catalog, specs_or_raise
+from sevimg.cli.base import (
+    Context,
+    err,
+    handle_errors,
+    main,
+    mkosi_version_option,
+    out,
+    pass_ctx,
+    print_problems,
+)
 from sevimg.loader import LoadError, load_text
 from sevimg.output import write_file_atomic, write_trees
 from sevimg.policy import floor_verdicts
 from sevimg.problems import Problem, SevimgError, has_errors
-from sevimg.render import OLDEST_MKOSI, Renderer, parse_mkosi_version
 from sevimg.resolve import roles_of
 from sevimg.scaffold import new_release
 from sevimg.schema import RELEASE, schemas_for
 from sevimg.versions import HOST_FLOORS, Verdict
-from sevimg.workspace import Workspace, find_workspace
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-# Pipes and CI logs get a fixed, wide layout instead of rich's 80-column guess.
-_WIDTH = None if sys.stdout.isatty() else 132
-out = Console(highlight=False, soft_wrap=True, width=_WIDTH)
-err = Console(stderr=True, highlight=False, soft_wrap=True, width=_WIDTH)
 
 _VERDICT_STYLE = {
     Verdict.OK: ("ok", "green"),
@@ -49,127 +38,6 @@ _VERDICT_STYLE = {
     Verdict.FAIL: ("FAIL", "red"),
     Verdict.UNKNOWN: ("?", "dim"),
 }
-
-
-def print_problems(problems: Iterable[Problem]) -> None:
-    """file:line:col: severity: field: message, one per line, on stderr."""
-    for problem in problems:
-        style = "red" if problem.is_error else "yellow"
-        err.print(str(problem), style=style, markup=False)
-
-
-def fail(exc: SevimgError) -> NoReturn:
-    """Print a SevimgError the way users should see it and exit 1."""
-    print_problems(exc.problems)
-    err.print(f"sevimg: error: {exc.message}", style="bold red", markup=False)
-    if exc.hint:
-        err.print(f"hint: {exc.hint}", markup=False)
-    sys.exit(1)
-
-
-def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn SevimgError (and any unexpected crash) into a clean message and exit code."""
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return func(*args, **kwargs)
-        except SevimgError as exc:
-            fail(exc)
-        except KeyboardInterrupt:
-            err.print("sevimg: interrupted")
-            sys.exit(130)
-        except click.exceptions.Exit:
-            raise
-        except click.ClickException:
-            raise
-        except Exception as exc:  # a bug in sevimg, not bad input: say so plainly
-            if os.environ.get("SEVIMG_DEBUG"):
-                traceback.print_exc()
-            err.print(
-                f"sevimg: internal error: {type(exc).__name__}: {exc}\n"
-                "This is a bug in sevimg; please report it (set SEVIMG_DEBUG=1 for a traceback).",
-                style="bold red",
-                markup=False,
-            )
-            sys.exit(70)
-
-    return wrapper
-
-
-class Context:
-    """Per-invocation state shared by the commands."""
-
-    def __init__(self, root: Path | None) -> None:
-        self.root_option = root
-        self._ws: Workspace | None = None
-        self._catalog: Catalog | None = None
-
-    @property
-    def ws(self) -> Workspace:
-        """The workspace (found once)."""
-        if self._ws is None:
-            self._ws = find_workspace(root=self.root_option)
-        return self._ws
-
-    @property
-    def catalog(self) -> Catalog:
-        """The loaded catalog (loaded once)."""
-        if self._catalog is None:
-            self._catalog = load_catalog(self.ws)
-        return self._catalog
-
-    def renderer(self, mkosi_version: str | None) -> Renderer:
-        """A renderer for the requested mkosi version, else the one found, else the oldest supported."""
-        if mkosi_version is None:
-            found = mkosi.find(self.ws.cache_dir)
-            mkosi_version = found.version if found else OLDEST_MKOSI
-        return Renderer(self.ws.search_path("templates"), mkosi_version)
-
-
-pass_ctx = click.make_pass_decorator(Context)
-
-
-def _mkosi_version_option(func: Callable[P, R]) -> Callable[P, R]:
-    def check(_: click.Context, __: click.Parameter, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            parsed = parse_mkosi_version(value)
-        except ValueError:
-            raise click.BadParameter(f"{value!r} is not a version such as 25.3 or 27.1") from None
-        if parsed < mkosi.MIN_VERSION:
-            raise click.BadParameter(f"sevimg supports mkosi {OLDEST_MKOSI} and newer")
-        return ".".join(map(str, parsed))
-
-    return click.option(
-        "--mkosi-version",
-        metavar="VERSION",
-        callback=check,
-        help="Render for this mkosi version (default: the mkosi found, else "
-        f"{OLDEST_MKOSI}). 26 and newer get KernelModules=, older ones KernelModulesInclude/Exclude=.",
-    )(func)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="sevimg")
-@click.option(
-    "--root",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="SEVIMG_ROOT",
-    help="Workspace folder (holding images/). Default: the nearest folder above the current one "
-    "that has images/.",
-)
-@click.pass_context
-def main(ctx: click.Context, root: Path | None) -> None:
-    """sevimg: AMD SEV-SNP host and guest images from one YAML file per release.
-
-    \b
-    Onboard a release:   sevimg new fedora-45 && $EDITOR images/fedora-45.yaml
-    Check it:            sevimg validate fedora-45
-    Render mkosi trees:  sevimg render fedora-45      (into build/)
-    """
-    ctx.obj = Context(root)
 
 
 # --- list --------------------------------------------------------------------------
@@ -192,7 +60,18 @@ def list_command(ctx: Context, as_json: bool) -> None:
         out.print_json(json.dumps(rows))
     else:
         table = Table(title=f"{len(rows)} releases in {ctx.ws.display(ctx.ws.images_dir)}/")
-        for column in ("image", "distro", "release", "mkosi Release=", "status", "roles", "kernel", "qemu", "ovmf", "check"):
+        for column in (
+            "image",
+            "distro",
+            "release",
+            "mkosi Release=",
+            "status",
+            "roles",
+            "kernel",
+            "qemu",
+            "ovmf",
+            "check",
+        ):
             table.add_column(column, no_wrap=True)
         for row in rows:
             cells = [
@@ -248,9 +127,16 @@ def _list_row(c: Checked) -> dict[str, Any]:
 
 @main.command()
 @click.argument("image")
-@click.option("--role", type=click.Choice(["host", "guest"]), help="Only this role (default: every role).")
+@click.option(
+    "--role", type=click.Choice(["host", "guest"]), help="Only this role (default: every role)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of YAML.")
-@click.option("--debug-image", "debug", is_flag=True, help="Resolve the debug variant (autologin, -debug suffix).")
+@click.option(
+    "--debug-image",
+    "debug",
+    is_flag=True,
+    help="Resolve the debug variant (autologin, -debug suffix).",
+)
 @pass_ctx
 @handle_errors
 def show(ctx: Context, image: str, role: str | None, as_json: bool, debug: bool) -> None:
@@ -265,7 +151,10 @@ def show(ctx: Context, image: str, role: str | None, as_json: bool, debug: bool)
     if as_json:
         out.print_json(json.dumps(data))
     else:
-        out.print(yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=100).rstrip(), markup=False)
+        out.print(
+            yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=100).rstrip(),
+            markup=False,
+        )
     print_problems(p for p in c.problems if not p.is_error)
 
 
@@ -314,14 +203,27 @@ def validate(ctx: Context, images: Sequence[str], as_json: bool, strict: bool) -
 @click.argument("images", nargs=-1)
 @click.option("--all", "all_images", is_flag=True, help="Render every release of the catalog.")
 @click.option(
-    "-o", "--output", type=click.Path(file_okay=False, path_type=Path), help="Output folder (default: build/ in the workspace)."
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder (default: build/ in the workspace).",
 )
-@click.option("--debug-image", "debug", is_flag=True, help="Render debug variants: autologin on the console, image ids ending in -debug.")
-@_mkosi_version_option
+@click.option(
+    "--debug-image",
+    "debug",
+    is_flag=True,
+    help="Render debug variants: autologin on the console, image ids ending in -debug.",
+)
+@mkosi_version_option
 @pass_ctx
 @handle_errors
 def render(
-    ctx: Context, images: Sequence[str], all_images: bool, output: Path | None, debug: bool, mkosi_version: str | None
+    ctx: Context,
+    images: Sequence[str],
+    all_images: bool,
+    output: Path | None,
+    debug: bool,
+    mkosi_version: str | None,
 ) -> None:
     """Render mkosi trees for IMAGES (or --all) into OUTPUT/<role>-<image>/.
 
@@ -329,7 +231,9 @@ def render(
     nothing is written. Each tree is then replaced atomically.
     """
     if not images and not all_images:
-        raise SevimgError("name the images to render, or pass --all", hint="`sevimg list` shows them")
+        raise SevimgError(
+            "name the images to render, or pass --all", hint="`sevimg list` shows them"
+        )
     if images and all_images:
         raise SevimgError("pass image names or --all, not both")
     written, warnings = render_images(ctx, images, output, debug=debug, mkosi_version=mkosi_version)
@@ -339,7 +243,12 @@ def render(
 
 
 def render_images(
-    ctx: Context, images: Sequence[str], output: Path | None, *, debug: bool = False, mkosi_version: str | None = None
+    ctx: Context,
+    images: Sequence[str],
+    output: Path | None,
+    *,
+    debug: bool = False,
+    mkosi_version: str | None = None,
 ) -> tuple[list[tuple[str, str]], list[Problem]]:
     """Check, render and write trees: (displayed path, image id) per tree, and the warnings."""
     checked, orphans = check_catalog(ctx.catalog, images, debug=debug)
@@ -360,8 +269,15 @@ def render_images(
 
 @main.command()
 @click.argument("image", metavar="DISTRO-RELEASE")
-@click.option("--from", "from_image", metavar="IMAGE", help="Carry over the overrides of this release of the same distribution.")
-@click.option("--codename", metavar="NAME", help="The codename mkosi's Release= takes (Debian, Ubuntu).")
+@click.option(
+    "--from",
+    "from_image",
+    metavar="IMAGE",
+    help="Carry over the overrides of this release of the same distribution.",
+)
+@click.option(
+    "--codename", metavar="NAME", help="The codename mkosi's Release= takes (Debian, Ubuntu)."
+)
 @click.option(
     "--prerelease",
     is_flag=True,
@@ -369,7 +285,7 @@ def render_images(
     "(Fedora rawhide, Debian testing; Ubuntu: pass the development series as --codename).",
 )
 @click.option("--no-render", is_flag=True, help="Only write the YAML file.")
-@_mkosi_version_option
+@mkosi_version_option
 @pass_ctx
 @handle_errors
 def new(
@@ -387,7 +303,9 @@ def new(
     codename and status (plus, with --from, that release's own overrides).
     """
     catalog = ctx.catalog
-    made = new_release(catalog, image, from_image=from_image, codename=codename, prerelease=prerelease)
+    made = new_release(
+        catalog, image, from_image=from_image, codename=codename, prerelease=prerelease
+    )
     target = ctx.ws.images_dir / f"{made.image}.yaml"
     display = ctx.ws.display(target)
 
@@ -395,7 +313,9 @@ def new(
     try:
         doc = load_text(made.text, path=target, display=display)
     except LoadError as exc:
-        raise SevimgError(f"the generated {display} does not parse; this is a bug", [exc.problem]) from None
+        raise SevimgError(
+            f"the generated {display} does not parse; this is a bug", [exc.problem]
+        ) from None
     problems = schemas_for(ctx.ws.search_path("schema")).validate(doc, RELEASE)
     if has_errors(problems):
         raise SevimgError(f"{display} would not be valid; nothing written", problems)
@@ -407,7 +327,11 @@ def new(
         problems = list(checked[0].problems)
         if has_errors(problems):
             raise SevimgError(f"{display} does not validate", problems)
-        written = [] if no_render else render_images(ctx, [made.image], None, mkosi_version=mkosi_version)[0]
+        written = (
+            []
+            if no_render
+            else render_images(ctx, [made.image], None, mkosi_version=mkosi_version)[0]
+        )
     except SevimgError:
         target.unlink(missing_ok=True)
         raise
@@ -425,7 +349,3 @@ def new(
     ]
     for number, step in enumerate(steps, 1):
         out.print(f"  {number}. {step}", markup=False)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

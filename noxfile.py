@@ -1,0 +1,53 @@
+"""Sessions: `nox` runs lint, typecheck and tests; the others are named explicitly.
+
+nox                     lint + typecheck + tests (what CI and the README run)
+nox -s tests -- -k render   pass pytest arguments after --
+nox -s golden           re-render the golden trees in tests/golden after an intended change
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_venv = "yes"
+nox.options.error_on_missing_interpreters = True
+
+MKOSI_VERSIONS = ("25.3", "27.1")
+
+
+def _install_mkosi(session: nox.Session) -> None:
+    # Idempotent and offline once cached; the tests run the real mkosi.
+    for version in MKOSI_VERSIONS:
+        session.run("tools/install-mkosi", version, external=True, silent=True)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff (lint and format) and shellcheck on the shell tools."""
+    session.install("ruff>=0.5")
+    session.run("ruff", "check", "src", "tests", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "noxfile.py")
+    session.run("shellcheck", "tools/install-mkosi", "tools/setup", ".ci/run", external=True)
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over the package, the tests and this file."""
+    session.install("-e", ".[dev]")
+    session.run("mypy", "--strict")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite, against the real mkosi 25.3 and 27.1."""
+    session.install("-e", ".[test]")
+    _install_mkosi(session)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def golden(session: nox.Session) -> None:
+    """Re-render tests/golden/ from the catalog (review the diff, then commit it)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests/test_golden.py", "--update-golden", *session.posargs)

@@ -1,0 +1,153 @@
+"""Shared parts of the command line: the `sevimg` group, error handling, output.
+
+Every failure a user can cause ends as a :class:`SevimgError`, printed as
+`file:line:col: error: field: message` lines without a traceback, exit 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import NoReturn, ParamSpec, TypeVar
+
+import click
+from rich.console import Console
+
+from sevimg import __version__, mkosi
+from sevimg.catalog import Catalog, load_catalog
+from sevimg.problems import Problem, SevimgError
+from sevimg.render import OLDEST_MKOSI, Renderer, parse_mkosi_version
+from sevimg.workspace import Workspace, find_workspace
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# Pipes and CI logs get a fixed, wide layout instead of rich's 80-column guess.
+_WIDTH = None if sys.stdout.isatty() else 132
+out = Console(highlight=False, soft_wrap=True, width=_WIDTH)
+err = Console(stderr=True, highlight=False, soft_wrap=True, width=_WIDTH)
+
+
+def print_problems(problems: Iterable[Problem]) -> None:
+    """file:line:col: severity: field: message, one per line, on stderr."""
+    for problem in problems:
+        style = "red" if problem.is_error else "yellow"
+        err.print(str(problem), style=style, markup=False)
+
+
+def fail(exc: SevimgError) -> NoReturn:
+    """Print a SevimgError the way users should see it and exit 1."""
+    print_problems(exc.problems)
+    err.print(f"sevimg: error: {exc.message}", style="bold red", markup=False)
+    if exc.hint:
+        err.print(f"hint: {exc.hint}", markup=False)
+    sys.exit(1)
+
+
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn SevimgError (and any unexpected crash) into a clean message and exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except SevimgError as exc:
+            fail(exc)
+        except KeyboardInterrupt:
+            err.print("sevimg: interrupted")
+            sys.exit(130)
+        except click.exceptions.Exit:
+            raise
+        except click.ClickException:
+            raise
+        except Exception as exc:  # a bug in sevimg, not bad input: say so plainly
+            if os.environ.get("SEVIMG_DEBUG"):
+                traceback.print_exc()
+            err.print(
+                f"sevimg: internal error: {type(exc).__name__}: {exc}\n"
+                "This is a bug in sevimg; please report it (set SEVIMG_DEBUG=1 for a traceback).",
+                style="bold red",
+                markup=False,
+            )
+            sys.exit(70)
+
+    return wrapper
+
+
+class Context:
+    """Per-invocation state shared by the commands."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root_option = root
+        self._ws: Workspace | None = None
+        self._catalog: Catalog | None = None
+
+    @property
+    def ws(self) -> Workspace:
+        """The workspace (found once)."""
+        if self._ws is None:
+            self._ws = find_workspace(root=self.root_option)
+        return self._ws
+
+    @property
+    def catalog(self) -> Catalog:
+        """The loaded catalog (loaded once)."""
+        if self._catalog is None:
+            self._catalog = load_catalog(self.ws)
+        return self._catalog
+
+    def renderer(self, mkosi_version: str | None) -> Renderer:
+        """A renderer for the requested mkosi version, else the one found, else the oldest supported."""
+        if mkosi_version is None:
+            found = mkosi.find(self.ws.cache_dir)
+            mkosi_version = found.version if found else OLDEST_MKOSI
+        return Renderer(self.ws.search_path("templates"), mkosi_version)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def mkosi_version_option(func: Callable[P, R]) -> Callable[P, R]:
+    def check(_: click.Context, __: click.Parameter, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            parsed = parse_mkosi_version(value)
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not a version such as 25.3 or 27.1") from None
+        if parsed < mkosi.MIN_VERSION:
+            raise click.BadParameter(f"sevimg supports mkosi {OLDEST_MKOSI} and newer")
+        return ".".join(map(str, parsed))
+
+    return click.option(
+        "--mkosi-version",
+        metavar="VERSION",
+        callback=check,
+        help="Render for this mkosi version (default: the mkosi found, else "
+        f"{OLDEST_MKOSI}). 26 and newer get KernelModules=, older ones KernelModulesInclude/Exclude=.",
+    )(func)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="sevimg")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="SEVIMG_ROOT",
+    help="Workspace folder (holding images/). Default: the nearest folder above the current one "
+    "that has images/.",
+)
+@click.pass_context
+def main(ctx: click.Context, root: Path | None) -> None:
+    """sevimg: AMD SEV-SNP host and guest images from one YAML file per release.
+
+    \b
+    Onboard a release:   sevimg new fedora-45 && $EDITOR images/fedora-45.yaml
+    Check it:            sevimg validate fedora-45
+    Render mkosi trees:  sevimg render fedora-45      (into build/)
+    """
+    ctx.obj = Context(root)

@@ -1,0 +1,95 @@
+"""Shared fixtures: a throwaway workspace copied from the real catalog, and CLI runners."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from sevimg.catalog import Catalog, load_catalog
+from sevimg.cli import main
+from sevimg.workspace import Workspace
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGES = REPO / "images"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        help="rewrite tests/golden from the current catalog instead of comparing",
+    )
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    """A copy of the catalog (images/ only: templates and schema come from the package)."""
+    root = tmp_path / "ws"
+    shutil.copytree(IMAGES, root / "images")
+    return root
+
+
+@pytest.fixture
+def catalog(workspace: Path) -> Catalog:
+    """The copied catalog, loaded."""
+    return load_catalog(Workspace(workspace))
+
+
+@dataclass
+class Run:
+    """Result of one CLI invocation."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+CliFn = Callable[..., Run]
+
+
+@pytest.fixture
+def cli(workspace: Path) -> CliFn:
+    """Run `sevimg ARGS` in-process against the copied workspace."""
+
+    def run(*args: str, root: Path | None = None, input: str | None = None) -> Run:
+        runner = CliRunner()
+        result: Result = runner.invoke(
+            main, ["--root", str(root or workspace), *args], input=input, catch_exceptions=True
+        )
+        if result.exception and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return Run(result.exit_code, result.stdout, result.stderr)
+
+    return run
+
+
+@pytest.fixture
+def sevimg_process(workspace: Path) -> Iterator[CliFn]:
+    """Run the installed `sevimg` as a real process (tracebacks and exit codes as users see them)."""
+
+    def run(*args: str, cwd: Path | None = None, root: Path | None = None) -> Run:
+        argv = [sys.executable, "-m", "sevimg"]
+        if root is not None:
+            argv += ["--root", str(root)]
+        proc = subprocess.run(
+            [*argv, *args],
+            cwd=cwd or workspace,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        return Run(proc.returncode, proc.stdout, proc.stderr)
+
+    yield run
