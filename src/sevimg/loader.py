@@ -121,12 +121,13 @@ class _Builder:
             return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
         assert isinstance(node, yaml.ScalarNode)
         self.scalars[path] = node.value
-        if node.tag not in _PLAIN_TAGS:
-            # Dates, binary and custom tags have no place in the catalog; keep the text
-            # so the schema reports it as the string the author wrote.
-            if node.tag.startswith("!"):
-                raise self.fail(node, f"YAML tag {node.tag} is not supported", path)
+        if node.tag == "tag:yaml.org,2002:timestamp":
+            # A date has no place in the catalog; keep the text so the schema
+            # reports it as the string the author wrote.
             return str(node.value)
+        if node.tag not in _PLAIN_TAGS:
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            raise self.fail(node, f"YAML tag {tag} is not supported", path)
         return self.constructor.construct_object(node, deep=True)
 
     def _mapping(self, node: yaml.MappingNode, path: JsonPath) -> dict[str, Any]:

@@ -172,7 +172,8 @@ def _problem(err: ValidationError, doc: Document) -> Problem:
 
     if validator in ("minItems", "maxItems", "minLength", "maxLength"):
         bound = rule
-        what = "items" if "Items" in validator else "characters"
+        what = "item" if "Items" in validator else "character"
+        what += "" if bound == 1 else "s"
         relation = "at least" if validator.startswith("min") else "at most"
         return doc.problem(path, f"must have {relation} {bound} {what}")
 

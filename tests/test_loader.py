@@ -1,0 +1,90 @@
+"""The YAML loader: positions for every value, and strictness where YAML is lax."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sevimg.loader import MAX_DEPTH, LoadError, load_file, load_text
+
+
+def load(text: str):  # type: ignore[no-untyped-def]
+    return load_text(text, path=Path("x.yaml"), display="images/x.yaml")
+
+
+def problem_of(text: str) -> str:
+    with pytest.raises(LoadError) as info:
+        load(text)
+    return str(info.value.problem)
+
+
+def test_positions_of_values_and_keys() -> None:
+    doc = load("a: 1\nb:\n  - x\n  - y: [1, 2]\n")
+    assert doc.data == {"a": 1, "b": ["x", {"y": [1, 2]}]}
+    assert doc.locate(("a",)) == (1, 4)
+    assert doc.locate(("b", 1, "y", 1)) == (4, 12)
+    assert doc.locate(("b",), key=True) == (2, 1)
+    # an unknown path falls back to its nearest known ancestor
+    assert doc.locate(("b", 1, "nope", 3)) == (4, 5)
+
+
+def test_scalars_keep_their_source_text() -> None:
+    doc = load("release: 25.10\n")
+    assert doc.data["release"] == 25.1
+    assert doc.source_text(("release",)) == "25.10"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a: 1\na: 2\n", "images/x.yaml:2:1: error: a: duplicate key 'a'"),
+        ("a: &x 1\nb: *x\n", "anchors and aliases are not supported"),
+        ("base: &b {k: 1}\nother:\n  <<: *b\n", "not supported"),
+        ("1: x\n", "keys must be plain strings; '1' is read as another type"),
+        ("yes: x\n", "'yes' is read as another type"),
+        ("? [a]\n: x\n", "keys must be plain strings"),
+        ("a: 1\n---\nb: 2\n", "images/x.yaml:3:1: error: a catalog file holds exactly one YAML document"),
+        ("a: [1, 2\n", "images/x.yaml:2:1: error: invalid YAML"),
+        ("a: b: c\n", "images/x.yaml:1:5: error: invalid YAML: mapping values are not allowed here"),
+        ("a: !!python/object:os.system x\n", "YAML tag !!python/object:os.system is not supported"),
+        ("a: !!binary aGVsbG8=\n", "YAML tag !!binary is not supported"),
+        ("a: !custom x\n", "YAML tag !custom is not supported"),
+        ("\tkey: 1\n", "invalid YAML"),
+        ("a: \x00\n", "invalid YAML"),
+    ],
+)
+def test_bad_yaml_is_a_located_problem(text: str, expected: str) -> None:
+    assert expected in problem_of(text)
+
+
+def test_deep_nesting_is_refused_not_a_crash() -> None:
+    assert "nested deeper" in problem_of("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert f"nested deeper than {MAX_DEPTH}" in problem_of("a: " + "[" * (MAX_DEPTH + 2) + "]" * (MAX_DEPTH + 2))
+
+
+def test_empty_file_loads_as_nothing() -> None:
+    assert load("").data is None
+    assert load("# only a comment\n").data is None
+
+
+def test_dates_stay_strings() -> None:
+    assert load("d: 2025-01-01\n").data == {"d": "2025-01-01"}
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"a: 1\nb: \xff\xfe\n")
+    with pytest.raises(LoadError, match=r"bad.yaml:2:1: error: file is not valid UTF-8"):
+        load_file(bad, display="bad.yaml")
+    big = tmp_path / "big.yaml"
+    big.write_text("a: " + "x" * 300_000)
+    with pytest.raises(LoadError, match="catalog files are limited"):
+        load_file(big, display="big.yaml")
+    with pytest.raises(LoadError, match="cannot read"):
+        load_file(tmp_path / "missing.yaml", display="missing.yaml")
+
+
+def test_digest_is_of_the_text() -> None:
+    assert load("a: 1\n").sha256 == load("a: 1\n").sha256
+    assert load("a: 1\n").sha256 != load("a: 2\n").sha256

@@ -1,0 +1,203 @@
+"""Resolution: distro defaults + release overrides + role → one frozen spec."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from sevimg.catalog import Catalog, load_catalog
+from sevimg.check import check_entry
+from sevimg.resolve import ResolveError, resolve, roles_of
+from sevimg.spec import ImageSpec
+from sevimg.workspace import Workspace
+
+
+def spec_of(catalog: Catalog, image: str, role: str) -> ImageSpec:
+    return resolve(catalog.entries[image], role)  # type: ignore[arg-type]
+
+
+def edit(workspace: Path, name: str, append: str = "", replace: tuple[str, str] | None = None) -> Catalog:
+    path = workspace / "images" / f"{name}.yaml"
+    text = path.read_text()
+    if replace:
+        assert replace[0] in text
+        text = text.replace(*replace)
+    path.write_text(text + append)
+    return load_catalog(Workspace(workspace))
+
+
+def test_debian_13_guest(catalog: Catalog) -> None:
+    spec = spec_of(catalog, "debian-13", "guest")
+    assert spec.image_id == "guest-debian-13"
+    assert (spec.mkosi_distribution, spec.mkosi_release, spec.release) == ("debian", "trixie", "13")
+    assert spec.packages == ("linux-image-amd64", "systemd", "systemd-boot-efi", "udev")
+    assert spec.kernel_command_line == ("console=ttyS0,115200n8",)
+    assert spec.environment == (("VERSION", "13"),)
+    assert spec.apt_sources == ()  # ovmf-amdsev from forky is for the host only
+    assert spec.payload.modules_load == ("msr", "sev-guest")
+    assert not spec.kernel_modules.keep_all
+    assert spec.autologin is False and spec.debug is False
+    assert spec.sources == ("images/debian-13.yaml", "images/debian.yaml")
+
+
+def test_debian_13_host_takes_ovmf_amdsev_from_forky(catalog: Catalog) -> None:
+    spec = spec_of(catalog, "debian-13", "host")
+    assert "ovmf-amdsev" in spec.packages and "ovmf" not in spec.packages
+    assert "qemu-system-x86" in spec.packages and "qemu-system" not in spec.packages
+    (source,) = spec.apt_sources
+    assert (source.name, source.suites, source.only_packages) == ("forky", ("forky",), ("ovmf-amdsev",))
+    assert source.url == "http://deb.debian.org/debian"
+    assert spec.payload.sev_firmware == "/usr/share/ovmf/OVMF.amdsev.fd"
+    assert spec.payload.guest_image == "guest-debian-13"
+    assert spec.kernel_command_line == ("console=tty0", "console=ttyS0,115200n8")
+    assert spec.kernel_modules.keep_all and "drivers/gpu/" in spec.kernel_modules.exclude
+
+
+def test_numbered_and_named_releases(catalog: Catalog) -> None:
+    assert spec_of(catalog, "fedora-43", "host").mkosi_release == "43"
+    assert spec_of(catalog, "fedora-43", "host").environment == ()
+    forky = spec_of(catalog, "debian-forky", "host")
+    assert (forky.mkosi_release, forky.environment) == ("forky", ())
+    ubuntu = spec_of(catalog, "ubuntu-25.10", "guest")
+    assert (ubuntu.mkosi_release, ubuntu.environment) == ("questing", (("VERSION", "25.10"),))
+
+
+def test_family_quirks(catalog: Catalog) -> None:
+    ubuntu = spec_of(catalog, "ubuntu-26.04", "guest")
+    assert "plymouth" in ubuntu.packages and ubuntu.repositories == ("universe",)
+    assert spec_of(catalog, "ubuntu-26.04", "host").component("ovmf") == "ovmf-amdsev"
+    centos = spec_of(catalog, "centos-10", "host")
+    assert centos.repository_key_fetch and centos.payload.qemu_binary == "/usr/libexec/qemu-kvm"
+    assert "kernel-modules-core" in spec_of(catalog, "centos-10", "guest").packages
+    fedora = spec_of(catalog, "fedora-41", "guest")
+    assert "selinux=0" in fedora.kernel_command_line
+    assert all('"' not in t for t in fedora.kernel_command_line)
+
+
+def test_archived_releases(catalog: Catalog) -> None:
+    fedora = spec_of(catalog, "fedora-41", "host")
+    assert fedora.mirror == "https://archives.fedoraproject.org/pub/archive/fedora"
+    plucky = spec_of(catalog, "ubuntu-25.04", "guest")
+    assert plucky.mirror is None and plucky.apt_replace_default_sources
+    (source,) = plucky.apt_sources
+    assert source.url == "http://old-releases.ubuntu.com/ubuntu"
+    assert source.suites == ("plucky", "plucky-updates", "plucky-security")
+    assert source.components == ("main", "universe")
+    assert spec_of(catalog, "ubuntu-25.10", "guest").apt_sources == ()
+
+
+def test_guest_only_release(catalog: Catalog) -> None:
+    assert roles_of(catalog.entries["ubuntu-24.04"]) == ("guest",)
+    checked = check_entry(catalog, catalog.entries["ubuntu-24.04"])
+    assert [s.role for s in checked.specs] == ["guest"]
+
+
+def test_specs_are_frozen_and_hashable(catalog: Catalog) -> None:
+    spec = spec_of(catalog, "debian-13", "host")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.packages = ()  # type: ignore[misc]
+    assert hash(spec) == hash(spec_of(catalog, "debian-13", "host"))
+
+
+def test_release_overrides(workspace: Path) -> None:
+    catalog = edit(
+        workspace,
+        "fedora-44",
+        "host:\n  add_packages: [tpm2-tools]\n  remove_packages: [avahi]\n"
+        "common:\n  add_kernel_command_line: [quiet]\n  remove_kernel_command_line: [selinux=0]\n",
+    )
+    host = spec_of(catalog, "fedora-44", "host")
+    assert "tpm2-tools" in host.packages and "avahi" not in host.packages
+    assert host.kernel_command_line == ("console=tty0", "console=ttyS0,115200n8", "quiet")
+    guest = spec_of(catalog, "fedora-44", "guest")
+    assert "tpm2-tools" not in guest.packages and "quiet" in guest.kernel_command_line
+
+
+def test_debug_variant(catalog: Catalog) -> None:
+    spec = resolve(catalog.entries["debian-13"], "guest", debug=True)
+    assert spec.image_id == "guest-debian-13-debug" and spec.autologin and spec.debug
+
+
+@pytest.mark.parametrize(
+    ("name", "append", "replace", "expected"),
+    [
+        (
+            "debian-13",
+            "host:\n  remove_packages: [nonexistent]\n",
+            None,
+            "images/debian-13.yaml:18:21: error: host.remove_packages[0]: 'nonexistent' is not among the host image's packages",
+        ),
+        (
+            "debian-13",
+            "guest:\n  remove_kernel_command_line: [quiet]\n",
+            None,
+            "guest.remove_kernel_command_line[0]: 'quiet' is not on the guest kernel command line",
+        ),
+        (
+            "debian-13",
+            "",
+            ("codename: trixie\n", ""),
+            "images/debian-13.yaml:3:10: error: release: Debian's mkosi Release= is a codename: add `codename:`",
+        ),
+        (
+            "ubuntu-26.04",
+            "roles: [host]\n",
+            None,
+            "roles: a host embeds its release's guest",
+        ),
+        (
+            "debian-13",
+            "",
+            ("packages: [ovmf-amdsev]", "packages: [ovmf-amdsev, nothere]"),
+            "extra_repositories[0].packages[1]: 'nothere' is taken from 'forky' but the host image does not install it",
+        ),
+        (
+            "debian-13",
+            "",
+            ("suite: forky", "baseurl: http://example.org/repo"),
+            "extra_repositories[0].baseurl: baseurl is for rpm repositories",
+        ),
+        (
+            "fedora-44",
+            "extra_repositories:\n  - name: x\n    suite: forky\n    packages: [kernel]\n",
+            None,
+            "extra_repositories[0].suite: suite is for apt repositories",
+        ),
+        (
+            "fedora-44",
+            "extra_repositories:\n  - name: x\n    packages: [kernel]\n",
+            None,
+            "extra_repositories[0]: an rpm repository needs `baseurl:`",
+        ),
+        (
+            "rocky-10",
+            "archived: true\n",
+            None,
+            "archived: images/rocky.yaml has no mkosi.archive_mirror",
+        ),
+    ],
+)
+def test_resolution_errors_are_located(
+    workspace: Path, name: str, append: str, replace: tuple[str, str] | None, expected: str
+) -> None:
+    catalog = edit(workspace, name, append, replace)
+    checked = check_entry(catalog, catalog.entries[name])
+    messages = [str(p) for p in checked.problems if p.is_error]
+    assert any(expected in m for m in messages), messages
+    with pytest.raises(ResolveError):
+        for role in roles_of(catalog.entries[name]):
+            resolve(catalog.entries[name], role)
+
+
+def test_rpm_extra_repository(workspace: Path) -> None:
+    catalog = edit(
+        workspace,
+        "fedora-44",
+        "host:\n  add_packages: [snphost]\nextra_repositories:\n  - name: copr\n"
+        "    baseurl: https://download.copr.fedorainfracloud.org/results/x/snp/fedora-44-x86_64\n"
+        "    roles: [host]\n    packages: [snphost]\n",
+    )
+    (repo,) = spec_of(catalog, "fedora-44", "host").rpm_repos
+    assert (repo.name, repo.only_packages, repo.gpgkey) == ("copr", ("snphost",), None)
