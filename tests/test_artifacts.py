@@ -1,0 +1,429 @@
+"""The artifact folder format: SHA256SUMS, manifests, verification and merging."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sevimg.artifacts import (
+    MANIFEST_SCHEMA,
+    SHA256SUMS,
+    Manifest,
+    load_artifact_folder,
+    load_manifest,
+    merge_artifact_folders,
+    parse_image_id,
+    read_sha256sums,
+    sha256_file,
+    verify_artifacts,
+    write_sha256sums,
+)
+from sevimg.problems import SevimgError
+from tests.artifactkit import make_folder
+
+HEX = "0123456789abcdef" * 4
+
+
+def messages(problems: Any) -> str:
+    return "\n".join(str(p) for p in problems)
+
+
+# --- sha256_file and SHA256SUMS ------------------------------------------------------------
+
+
+def test_sha256_file_streams_large_files(tmp_path: Path) -> None:
+    data = bytes(range(256)) * (3 * 4096 + 7)  # several read chunks, odd tail
+    path = tmp_path / "big.efi"
+    path.write_bytes(data)
+    assert sha256_file(path) == hashlib.sha256(data).hexdigest()
+
+
+def test_write_sha256sums_is_sorted_exact_and_checked_by_sha256sum(tmp_path: Path) -> None:
+    for name, content in (("zeta.efi", b"z"), ("alpha.efi", b"a"), ("Beta.manifest.json", b"{}")):
+        (tmp_path / name).write_bytes(content)
+    path = write_sha256sums(tmp_path, ["zeta.efi", "alpha.efi", "Beta.manifest.json"])
+    text = path.read_text()
+    assert text == (
+        f"{hashlib.sha256(b'{}').hexdigest()}  Beta.manifest.json\n"
+        f"{hashlib.sha256(b'a').hexdigest()}  alpha.efi\n"
+        f"{hashlib.sha256(b'z').hexdigest()}  zeta.efi\n"
+    )
+    assert read_sha256sums(path) == {
+        "Beta.manifest.json": hashlib.sha256(b"{}").hexdigest(),
+        "alpha.efi": hashlib.sha256(b"a").hexdigest(),
+        "zeta.efi": hashlib.sha256(b"z").hexdigest(),
+    }
+    if shutil.which("sha256sum"):
+        done = subprocess.run(
+            ["sha256sum", "--strict", "-c", SHA256SUMS],
+            check=False,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_write_sha256sums_defaults_to_images_and_manifests(tmp_path: Path) -> None:
+    make_folder(tmp_path, sums=False)
+    (tmp_path / "notes.txt").write_text("not an artifact")
+    write_sha256sums(tmp_path)
+    assert sorted(read_sha256sums(tmp_path / SHA256SUMS)) == [
+        "guest-debian-13.efi",
+        "guest-debian-13.manifest.json",
+        "host-debian-13.efi",
+        "host-debian-13.manifest.json",
+    ]
+
+
+@pytest.mark.parametrize("name", ["../etc/passwd", "sub/dir.efi", "/abs.efi", "..", "-rf"])
+def test_write_sha256sums_refuses_paths(tmp_path: Path, name: str) -> None:
+    with pytest.raises(SevimgError, match="plain file name"):
+        write_sha256sums(tmp_path, [name])
+    assert not (tmp_path / SHA256SUMS).exists()
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        (f"{HEX}  ../escape.efi", "not a plain file name"),
+        (f"{HEX}  sub/file.efi", "not a plain file name"),
+        (f"{HEX} *binary.efi", "binary-mode"),
+        (f"{HEX.upper()}  upper.efi", "expected `<64 lowercase hex"),
+        (f"{HEX} one-space.efi", "expected `<64 lowercase hex"),
+        (f"{HEX[:-1]}  short.efi", "expected `<64 lowercase hex"),
+        (f"{HEX}  crlf.efi\r", "carriage return"),
+        (f"\\{HEX}  new\\nline.efi", "escaped file names"),
+        ("", "expected `<64 lowercase hex"),
+        (f"{HEX}  SHA256SUMS", "cannot list itself"),
+    ],
+)
+def test_read_sha256sums_rejects_odd_lines_naming_file_and_line(
+    tmp_path: Path, line: str, why: str
+) -> None:
+    path = tmp_path / SHA256SUMS
+    path.write_text(f"{HEX}  fine.efi\n{line}\n")
+    with pytest.raises(SevimgError) as caught:
+        read_sha256sums(path)
+    text = messages(caught.value.problems)
+    assert f"{path}:2:1: error:" in text
+    assert why in text
+
+
+def test_read_sha256sums_rejects_duplicates(tmp_path: Path) -> None:
+    path = tmp_path / SHA256SUMS
+    path.write_text(f"{HEX}  a.efi\n{'f' * 64}  a.efi\n")
+    with pytest.raises(SevimgError) as caught:
+        read_sha256sums(path)
+    assert "listed twice" in messages(caught.value.problems)
+
+
+def test_read_sha256sums_missing_file_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SevimgError, match="not found"):
+        read_sha256sums(tmp_path / SHA256SUMS)
+
+
+# --- manifests ------------------------------------------------------------------------------
+
+
+def test_manifest_round_trips_with_documented_keys(tmp_path: Path) -> None:
+    make_folder(tmp_path)
+    path = tmp_path / "host-debian-13.manifest.json"
+    data = json.loads(path.read_text())
+    assert list(data) == [
+        "schema",
+        "image_id",
+        "role",
+        "image",
+        "distro",
+        "release",
+        "artifact",
+        "size",
+        "sha256",
+        "sources",
+        "sevimg_version",
+        "mkosi_version",
+        "tools",
+        "packages",
+        "embedded_guest",
+        "built_at",
+    ]
+    assert data["schema"] == MANIFEST_SCHEMA
+    assert data["role"] == "host"
+    assert data["image"] == "debian-13"
+    assert data["artifact"] == "host-debian-13.efi"
+    assert data["size"] == 4096
+    assert data["sha256"] == sha256_file(tmp_path / "host-debian-13.efi")
+    assert data["embedded_guest"] == {
+        "image_id": "guest-debian-13",
+        "sha256": sha256_file(tmp_path / "guest-debian-13.efi"),
+    }
+    assert data["built_at"] == "2026-05-09T07:35:25Z"
+    assert data["tools"]["snphost"] == {"version": "0.7.0", "sha256": "b" * 64}
+    manifest = load_manifest(path)
+    assert manifest.to_json() == path.read_text()
+    assert Manifest.from_json(manifest.to_json()) == manifest
+    guest = load_manifest(tmp_path / "guest-debian-13.manifest.json")
+    assert guest.embedded_guest is None
+    assert guest.tool("snphost") is None
+    assert guest.tool("snpguest") is not None
+
+
+def test_for_artifact_honours_source_date_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    path = tmp_path / "guest-fedora-43.efi"
+    path.write_bytes(b"uki")
+    manifest = Manifest.for_artifact(
+        path,
+        distro="fedora",
+        release="43",
+        sources=[],
+        mkosi_version="27.1",
+        tools={},
+        packages=[],
+        embedded_guest=None,
+    )
+    assert manifest.built_at == "2023-11-14T22:13:20Z"
+    assert manifest.size == 3
+    assert manifest.sha256 == hashlib.sha256(b"uki").hexdigest()
+
+
+def test_for_artifact_refuses_bad_names_and_a_host_without_guest(tmp_path: Path) -> None:
+    bad = tmp_path / "debian-13.efi"
+    bad.write_bytes(b"x")
+    kwargs: dict[str, Any] = {
+        "distro": "debian",
+        "release": "13",
+        "sources": [],
+        "mkosi_version": "25.3",
+        "tools": {},
+        "packages": [],
+        "embedded_guest": None,
+    }
+    with pytest.raises(SevimgError, match="not named <role>"):
+        Manifest.for_artifact(bad, **kwargs)
+    host = tmp_path / "host-debian-13.efi"
+    host.write_bytes(b"x")
+    with pytest.raises(SevimgError) as caught:
+        Manifest.for_artifact(host, **kwargs)
+    assert "embedded_guest: a host image must name the guest" in messages(caught.value.problems)
+
+
+def _manifest_data(tmp_path: Path) -> dict[str, Any]:
+    make_folder(tmp_path)
+    data: dict[str, Any] = json.loads((tmp_path / "host-debian-13.manifest.json").read_text())
+    return data
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda d: d.pop("sha256"), "sha256: missing"),
+        (lambda d: d.update(colour="blue"), "colour: unknown key"),
+        (lambda d: d.update(size="4096"), "size: must be a whole number of bytes, not a string"),
+        (lambda d: d.update(size=True), "size: must be a whole number of bytes, not a boolean"),
+        (lambda d: d.update(sha256="XYZ"), "sha256: must be a SHA-256"),
+        (
+            lambda d: d.update(role="guest"),
+            "image_id: 'host-debian-13' does not start with its role",
+        ),
+        (lambda d: d.update(artifact="other.efi"), "artifact: must be 'host-debian-13.efi'"),
+        (lambda d: d.update(schema="sevimg-manifest/2"), "schema: is 'sevimg-manifest/2'"),
+        (lambda d: d.update(embedded_guest=None), "embedded_guest: a host image must name"),
+        (
+            lambda d: d.update(built_at="2026-05-09T09:35:25+02:00"),
+            "built_at: '2026-05-09T09:35:25+02:00' must be in UTC",
+        ),
+        (lambda d: d.update(built_at="yesterday"), "built_at: 'yesterday' is not an ISO-8601 time"),
+        (
+            lambda d: d.update(sources=[{"path": "x"}]),
+            "sources[0]: must be an object with exactly path, sha256",
+        ),
+        (
+            lambda d: d.update(tools={"snphost": "0.7.0"}),
+            "tools.snphost: must be null or an object",
+        ),
+        (lambda d: d.update(packages={}), "packages: must be a list, not an object"),
+        (lambda d: d.update(image="debian-12"), "image: is 'debian-12' but image_id"),
+    ],
+)
+def test_load_manifest_names_the_field(tmp_path: Path, change: Any, expected: str) -> None:
+    data = _manifest_data(tmp_path)
+    change(data)
+    path = tmp_path / "host-debian-13.manifest.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(SevimgError) as caught:
+        load_manifest(path)
+    text = messages(caught.value.problems)
+    assert f"{path}: error: {expected}" in text
+
+
+def test_load_manifest_reports_json_syntax_with_position(tmp_path: Path) -> None:
+    path = tmp_path / "guest-debian-13.manifest.json"
+    path.write_text('{\n  "schema": "sevimg-manifest/1",\n  oops\n}\n')
+    with pytest.raises(SevimgError, match="not valid JSON") as caught:
+        load_manifest(path)
+    assert f"{path}:3:3: error:" in messages(caught.value.problems)
+
+
+def test_guest_manifest_must_not_embed(tmp_path: Path) -> None:
+    make_folder(tmp_path)
+    path = tmp_path / "guest-debian-13.manifest.json"
+    data = json.loads(path.read_text())
+    data["embedded_guest"] = {"image_id": "guest-debian-13", "sha256": HEX}
+    path.write_text(json.dumps(data))
+    with pytest.raises(SevimgError) as caught:
+        load_manifest(path)
+    assert "embedded_guest: must be null for a guest image" in messages(caught.value.problems)
+
+
+def test_parse_image_id() -> None:
+    assert parse_image_id("host-debian-13") == ("host", "debian-13", False)
+    assert parse_image_id("guest-ubuntu-26.04-debug") == ("guest", "ubuntu-26.04", True)
+    assert parse_image_id("guest-debian-forky") == ("guest", "debian-forky", False)
+    assert parse_image_id("debian-13") is None
+    assert parse_image_id("host-../x") is None
+
+
+# --- verify_artifacts -----------------------------------------------------------------------
+
+
+def test_a_clean_folder_verifies(tmp_path: Path) -> None:
+    make_folder(tmp_path, ["debian-13", "fedora-43"], guest_only=["fedora-43"])
+    assert verify_artifacts(tmp_path) == []
+    folder = load_artifact_folder(tmp_path)
+    assert [f.name for f in folder.files] == [
+        "guest-debian-13.efi",
+        "guest-debian-13.manifest.json",
+        "guest-fedora-43.efi",
+        "guest-fedora-43.manifest.json",
+        "host-debian-13.efi",
+        "host-debian-13.manifest.json",
+        "SHA256SUMS",
+    ]
+    assert folder.images() == ["debian-13", "fedora-43"]
+
+
+def test_a_changed_image_fails_against_sha256sums(tmp_path: Path) -> None:
+    make_folder(tmp_path)
+    with (tmp_path / "host-debian-13.efi").open("ab") as handle:
+        handle.write(b"tampered")
+    text = messages(verify_artifacts(tmp_path))
+    assert f"{tmp_path / 'host-debian-13.efi'}: error: SHA-256 is" in text
+    assert "the file changed after the build" in text
+    # The manifest disagrees too: its size and sha256 are the build's.
+    assert "size: says 4096 bytes; host-debian-13.efi has 4104" in text
+    with pytest.raises(SevimgError, match="not publishable"):
+        load_artifact_folder(tmp_path)
+
+
+def test_a_manifest_that_disagrees_with_its_image(tmp_path: Path) -> None:
+    make_folder(tmp_path)
+    path = tmp_path / "guest-debian-13.manifest.json"
+    data = json.loads(path.read_text())
+    data["sha256"] = HEX
+    path.write_text(json.dumps(data))
+    write_sha256sums(tmp_path)  # listed and matching: only the manifest's content is wrong
+    text = messages(verify_artifacts(tmp_path))
+    assert f"{path}: error: sha256: says {HEX}; guest-debian-13.efi has SHA-256" in text
+
+
+def test_unlisted_and_missing_files(tmp_path: Path) -> None:
+    make_folder(tmp_path)
+    sums = read_sha256sums(tmp_path / SHA256SUMS)
+    del sums["host-debian-13.manifest.json"]
+    (tmp_path / SHA256SUMS).write_text("".join(f"{s}  {n}\n" for n, s in sorted(sums.items())))
+    (tmp_path / "guest-debian-13.efi").unlink()
+    text = messages(verify_artifacts(tmp_path))
+    assert "host-debian-13.manifest.json: error: not listed in SHA256SUMS" in text
+    assert "lists guest-debian-13.efi, which is not in" in text
+    assert "describes guest-debian-13.efi, which is not in" in text
+
+
+def test_an_image_without_manifest(tmp_path: Path) -> None:
+    make_folder(tmp_path)
+    (tmp_path / "host-debian-13.manifest.json").unlink()
+    write_sha256sums(tmp_path)
+    text = messages(verify_artifacts(tmp_path))
+    assert "host-debian-13.efi: error: has no manifest (host-debian-13.manifest.json)" in text
+
+
+def test_missing_sha256sums(tmp_path: Path) -> None:
+    make_folder(tmp_path, sums=False)
+    assert "SHA256SUMS: error: missing" in messages(verify_artifacts(tmp_path))
+
+
+def test_logs_are_ignored_and_strays_warned(tmp_path: Path) -> None:
+    make_folder(tmp_path)
+    (tmp_path / "notes.txt").write_text("hi")
+    problems = verify_artifacts(tmp_path)
+    assert [p.is_error for p in problems] == [False]
+    assert "notes.txt: warning: not an image, manifest or SHA256SUMS" in messages(problems)
+
+
+def test_a_host_embedding_another_guest_is_warned(tmp_path: Path) -> None:
+    make_folder(tmp_path)
+    (tmp_path / "guest-debian-13.efi").write_bytes(b"rebuilt guest")
+    guest = Manifest.from_json((tmp_path / "guest-debian-13.manifest.json").read_text())
+    rebuilt = Manifest.for_artifact(
+        tmp_path / "guest-debian-13.efi",
+        distro="debian",
+        release="13",
+        sources=guest.sources,
+        mkosi_version="25.3",
+        tools=dict(guest.tools),
+        packages=guest.packages,
+        embedded_guest=None,
+    )
+    (tmp_path / "guest-debian-13.manifest.json").write_text(rebuilt.to_json())
+    write_sha256sums(tmp_path)
+    problems = verify_artifacts(tmp_path)
+    assert len(problems) == 1 and not problems[0].is_error
+    assert "embedded_guest.sha256: embeds guest-debian-13" in str(problems[0])
+
+
+# --- merging ----------------------------------------------------------------------------------
+
+
+def test_merge_folders_writes_one_sha256sums(tmp_path: Path) -> None:
+    a = make_folder(tmp_path / "out-debian-13", ["debian-13"])
+    b = make_folder(tmp_path / "out-fedora-43", ["fedora-43"])
+    dest = tmp_path / "merged"
+    names = merge_artifact_folders([a, b], dest)
+    assert len(names) == 8
+    sums = read_sha256sums(dest / SHA256SUMS)
+    assert sorted(sums) == names
+    for name, sha in sums.items():
+        assert sha256_file(dest / name) == sha
+    assert verify_artifacts(dest) == []
+    assert not (dest / "logs").exists()
+
+
+def test_merge_refuses_conflicts_and_writes_nothing(tmp_path: Path) -> None:
+    a = make_folder(tmp_path / "a", ["debian-13"], generation=1)
+    b = make_folder(tmp_path / "b", ["debian-13"], generation=2)
+    dest = tmp_path / "merged"
+    with pytest.raises(SevimgError, match="disagree") as caught:
+        merge_artifact_folders([a, b], dest)
+    assert "two builds made different host-debian-13.efi" in messages(caught.value.problems)
+    assert not dest.exists()
+
+
+def test_merge_refuses_a_non_empty_destination_and_a_broken_source(tmp_path: Path) -> None:
+    a = make_folder(tmp_path / "a")
+    dest = tmp_path / "merged"
+    dest.mkdir()
+    (dest / "old").write_text("x")
+    with pytest.raises(SevimgError, match="not an empty folder"):
+        merge_artifact_folders([a], dest)
+    (a / "host-debian-13.efi").write_bytes(b"broken")
+    with pytest.raises(SevimgError, match="not publishable"):
+        merge_artifact_folders([a], tmp_path / "other")
