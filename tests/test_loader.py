@@ -44,9 +44,15 @@ def test_scalars_keep_their_source_text() -> None:
         ("1: x\n", "keys must be plain strings; '1' is read as another type"),
         ("yes: x\n", "'yes' is read as another type"),
         ("? [a]\n: x\n", "keys must be plain strings"),
-        ("a: 1\n---\nb: 2\n", "images/x.yaml:3:1: error: a catalog file holds exactly one YAML document"),
+        (
+            "a: 1\n---\nb: 2\n",
+            "images/x.yaml:3:1: error: a catalog file holds exactly one YAML document",
+        ),
         ("a: [1, 2\n", "images/x.yaml:2:1: error: invalid YAML"),
-        ("a: b: c\n", "images/x.yaml:1:5: error: invalid YAML: mapping values are not allowed here"),
+        (
+            "a: b: c\n",
+            "images/x.yaml:1:5: error: invalid YAML: mapping values are not allowed here",
+        ),
         ("a: !!python/object:os.system x\n", "YAML tag !!python/object:os.system is not supported"),
         ("a: !!binary aGVsbG8=\n", "YAML tag !!binary is not supported"),
         ("a: !custom x\n", "YAML tag !custom is not supported"),
@@ -60,7 +66,9 @@ def test_bad_yaml_is_a_located_problem(text: str, expected: str) -> None:
 
 def test_deep_nesting_is_refused_not_a_crash() -> None:
     assert "nested deeper" in problem_of("a: " + "[" * 5000 + "]" * 5000 + "\n")
-    assert f"nested deeper than {MAX_DEPTH}" in problem_of("a: " + "[" * (MAX_DEPTH + 2) + "]" * (MAX_DEPTH + 2))
+    assert f"nested deeper than {MAX_DEPTH}" in problem_of(
+        "a: " + "[" * (MAX_DEPTH + 2) + "]" * (MAX_DEPTH + 2)
+    )
 
 
 def test_empty_file_loads_as_nothing() -> None:

@@ -18,7 +18,9 @@ def spec_of(catalog: Catalog, image: str, role: str) -> ImageSpec:
     return resolve(catalog.entries[image], role)  # type: ignore[arg-type]
 
 
-def edit(workspace: Path, name: str, append: str = "", replace: tuple[str, str] | None = None) -> Catalog:
+def edit(
+    workspace: Path, name: str, append: str = "", replace: tuple[str, str] | None = None
+) -> Catalog:
     path = workspace / "images" / f"{name}.yaml"
     text = path.read_text()
     if replace:
@@ -47,7 +49,11 @@ def test_debian_13_host_takes_ovmf_amdsev_from_forky(catalog: Catalog) -> None:
     assert "ovmf-amdsev" in spec.packages and "ovmf" not in spec.packages
     assert "qemu-system-x86" in spec.packages and "qemu-system" not in spec.packages
     (source,) = spec.apt_sources
-    assert (source.name, source.suites, source.only_packages) == ("forky", ("forky",), ("ovmf-amdsev",))
+    assert (source.name, source.suites, source.only_packages) == (
+        "forky",
+        ("forky",),
+        ("ovmf-amdsev",),
+    )
     assert source.url == "http://deb.debian.org/debian"
     assert spec.payload.sev_firmware == "/usr/share/ovmf/OVMF.amdsev.fd"
     assert spec.payload.guest_image == "guest-debian-13"

@@ -38,23 +38,50 @@ def test_good_release_has_no_problems(workspace: Path) -> None:
     ("extra", "expected"),
     [
         # unknown keys, with a suggestion
-        ("stauts: eol\n", "images/debian-13.yaml:5:1: error: stauts: unknown key 'stauts'; did you mean 'status'?"),
-        ("host:\n  qemu_bin: /x\n", "6:3: error: host.qemu_bin: unknown key 'qemu_bin'; did you mean 'qemu_binary'?"),
+        (
+            "stauts: eol\n",
+            "images/debian-13.yaml:5:1: error: stauts: unknown key 'stauts'; did you mean 'status'?",
+        ),
+        (
+            "host:\n  qemu_bin: /x\n",
+            "6:3: error: host.qemu_bin: unknown key 'qemu_bin'; did you mean 'qemu_binary'?",
+        ),
         # package names cannot carry settings, sections, lists or shell
-        ("host:\n  add_packages: ['foo bar']\n", "6:18: error: host.add_packages[0]: 'foo bar' is not a package name"),
-        ("host:\n  add_packages: [\"foo\\n[Build]\"]\n", "host.add_packages[0]: 'foo\\n[Build]' is not a package name"),
+        (
+            "host:\n  add_packages: ['foo bar']\n",
+            "6:18: error: host.add_packages[0]: 'foo bar' is not a package name",
+        ),
+        (
+            'host:\n  add_packages: ["foo\\n[Build]"]\n',
+            "host.add_packages[0]: 'foo\\n[Build]' is not a package name",
+        ),
         ("host:\n  add_packages: ['a,b']\n", "'a,b' is not a package name"),
         ("host:\n  add_packages: ['x=1']\n", "'x=1' is not a package name"),
         ("host:\n  add_packages: ['-x']\n", "'-x' is not a package name"),
         ("host:\n  add_packages: ['%x']\n", "'%x' is not a package name"),
         ("host:\n  add_packages: [foo, foo]\n", "host.add_packages: lists an item twice: 'foo'"),
         # kernel command-line tokens: no quotes, spaces or newlines
-        ("guest:\n  add_kernel_command_line: ['\"selinux=0\"']\n", "is not one kernel command-line token"),
-        ("guest:\n  add_kernel_command_line: ['a b']\n", "'a b' is not one kernel command-line token"),
-        ("guest:\n  add_kernel_command_line: [\"x\\nKernelCommandLine=y\"]\n", "is not one kernel command-line token"),
-        ("guest:\n  add_kernel_command_line: ['$(reboot)']\n", "is not one kernel command-line token"),
+        (
+            "guest:\n  add_kernel_command_line: ['\"selinux=0\"']\n",
+            "is not one kernel command-line token",
+        ),
+        (
+            "guest:\n  add_kernel_command_line: ['a b']\n",
+            "'a b' is not one kernel command-line token",
+        ),
+        (
+            'guest:\n  add_kernel_command_line: ["x\\nKernelCommandLine=y"]\n',
+            "is not one kernel command-line token",
+        ),
+        (
+            "guest:\n  add_kernel_command_line: ['$(reboot)']\n",
+            "is not one kernel command-line token",
+        ),
         # paths: absolute, plain names, no shell metacharacters or ..
-        ("host:\n  qemu_binary: 'usr/bin/qemu'\n", "host.qemu_binary: 'usr/bin/qemu' is not an absolute path"),
+        (
+            "host:\n  qemu_binary: 'usr/bin/qemu'\n",
+            "host.qemu_binary: 'usr/bin/qemu' is not an absolute path",
+        ),
         ("host:\n  qemu_binary: '/usr/bin/qemu;reboot'\n", "is not an absolute path"),
         ("host:\n  qemu_binary: '/usr/bin/$(id)'\n", "is not an absolute path"),
         ("host:\n  sev_firmware: '/usr/../etc/shadow'\n", "is not an absolute path"),
@@ -62,17 +89,38 @@ def test_good_release_has_no_problems(workspace: Path) -> None:
         # codenames and releases
         ("name: Debian\nrelease: '13'\n", "duplicate key 'release'"),
         # types, with the YAML number trap spelled out
-        ("versions:\n  kernel: 6.12\n", 'versions.kernel: expected a string, got the number 6.12; YAML read \'6.12\' as the number 6.12: quote it, as "6.12"'),
+        (
+            "versions:\n  kernel: 6.12\n",
+            "versions.kernel: expected a string, got the number 6.12; YAML read '6.12' as the number 6.12: quote it, as \"6.12\"",
+        ),
         ("roles: host\n", "roles: expected a list, got a string"),
         ("roles: []\n", "roles: must have at least 1 item"),
         ("roles: [host, server]\n", "roles[1]: 'server' is not one of: 'host', 'guest'"),
         ("archived: maybe\n", "archived: expected true or false, got a string"),
-        ("versions:\n  ovmf: 'latest'\n", "versions.ovmf: 'latest' is not a version of dotted numbers"),
-        ("extra_repositories:\n  - name: forky\n", "extra_repositories[0]: missing required key 'packages'"),
-        ("extra_repositories:\n  - name: forky\n    packages: []\n", "extra_repositories[0].packages: must have at least 1 item"),
-        ("extra_repositories:\n  - name: x\n    url: 'http://h/a b'\n    packages: [a]\n", "is not an http:// or https:// URL"),
-        ("extra_repositories:\n  - name: x\n    url: 'file:///etc'\n    packages: [a]\n", "is not an http:// or https:// URL"),
-        ("guest:\n  kernel_modules:\n    exclude: ['.*']\n", "guest.kernel_modules.exclude[0]: '.*' is not a kernel module name"),
+        (
+            "versions:\n  ovmf: 'latest'\n",
+            "versions.ovmf: 'latest' is not a version of dotted numbers",
+        ),
+        (
+            "extra_repositories:\n  - name: forky\n",
+            "extra_repositories[0]: missing required key 'packages'",
+        ),
+        (
+            "extra_repositories:\n  - name: forky\n    packages: []\n",
+            "extra_repositories[0].packages: must have at least 1 item",
+        ),
+        (
+            "extra_repositories:\n  - name: x\n    url: 'http://h/a b'\n    packages: [a]\n",
+            "is not an http:// or https:// URL",
+        ),
+        (
+            "extra_repositories:\n  - name: x\n    url: 'file:///etc'\n    packages: [a]\n",
+            "is not an http:// or https:// URL",
+        ),
+        (
+            "guest:\n  kernel_modules:\n    exclude: ['.*']\n",
+            "guest.kernel_modules.exclude[0]: '.*' is not a kernel module name",
+        ),
     ],
 )
 def test_bad_values_are_located_and_explained(workspace: Path, extra: str, expected: str) -> None:
@@ -88,7 +136,7 @@ def test_release_number_in_yaml_must_be_quoted(workspace: Path) -> None:
 
 
 def test_25_10_is_not_25_1(workspace: Path) -> None:
-    body = 'schema_version: 1\nrelease: 25.10\ncodename: questing\nstatus: eol\n'
+    body = "schema_version: 1\nrelease: 25.10\ncodename: questing\nstatus: eol\n"
     message = one_error(workspace, body, "ubuntu-25.10")
     assert "got the number 25.1" in message and 'quote it, as "25.10"' in message
 
@@ -115,7 +163,9 @@ def test_empty_and_non_mapping_files(workspace: Path) -> None:
 
 def test_release_must_match_file_name(workspace: Path) -> None:
     message = one_error(workspace, GOOD_RELEASE.replace('"13"', '"14"'))
-    assert message.startswith("images/debian-13.yaml:2:10: error: release: says '14' but the file is debian-13.yaml")
+    assert message.startswith(
+        "images/debian-13.yaml:2:10: error: release: says '14' but the file is debian-13.yaml"
+    )
 
 
 def test_distro_file_errors_are_reported_once(workspace: Path) -> None:

@@ -50,6 +50,10 @@ class Catalog:
         """The entry for `image`, or a SevimgError naming the known images."""
         if image in self.entries:
             return self.entries[image]
+        if image in self.broken:
+            # The file exists but could not even be loaded: its problems say why.
+            own = [p for p in self.problems if p.file.endswith(f"/{image}.yaml")]
+            raise SevimgError(f"{image} cannot be loaded", own)
         close = [n for n in self.names() if n.split("-")[0] == image.split("-", maxsplit=1)[0]]
         known = ", ".join(close or self.names()) or "none"
         raise SevimgError(
