@@ -29,10 +29,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 @pytest.fixture
-def workspace(tmp_path: Path) -> Path:
-    """A copy of the catalog (images/ only: templates and schema come from the package)."""
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the catalog (images/ only: templates and schema come from the package).
+
+    Its cache is the checkout's, where tools/install-mkosi put mkosi.
+    """
     root = tmp_path / "ws"
     shutil.copytree(IMAGES, root / "images")
+    monkeypatch.setenv("SEVIMG_CACHE", str(REPO / ".cache"))
     return root
 
 

@@ -1,0 +1,188 @@
+"""`sevimg doctor`: the truth about this machine, and about simulated ones."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from sevimg import doctor
+from sevimg.doctor import GIB, Machine, Status
+from tests.conftest import REPO, CliFn
+
+
+def fake_root(
+    tmp_path: Path, files: dict[str, str], kvm: bool = True, tools: tuple[str, ...] = ("apt-get",)
+) -> Path:
+    root = tmp_path / "sysroot"
+    for name, content in files.items():
+        path = root / name.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content + "\n")
+    (root / "dev").mkdir(parents=True, exist_ok=True)
+    if kvm:
+        (root / "dev" / "kvm").write_text("")
+    for tool in tools:
+        (root / "usr" / "bin").mkdir(parents=True, exist_ok=True)
+        (root / "usr" / "bin" / tool).write_text("")
+    return root
+
+
+UBUNTU_RESTRICTED = {
+    "/etc/os-release": 'ID=ubuntu\nVERSION_ID="24.04"',
+    "/proc/sys/kernel/apparmor_restrict_unprivileged_userns": "1",
+    "/proc/sys/kernel/apparmor_restrict_unprivileged_unconfined": "0",
+    "/proc/sys/user/max_user_namespaces": "63704",
+}
+
+
+def test_apparmor_restriction_fails_unprivileged_builds(tmp_path: Path) -> None:
+    root = fake_root(tmp_path, UBUNTU_RESTRICTED)
+    user = doctor.check_apparmor(Machine(root=root, uid=1000))
+    assert user.status is Status.FAIL
+    assert "kernel.apparmor_restrict_unprivileged_userns = 1" in user.detail
+    assert "sysctl -w kernel.apparmor_restrict_unprivileged_userns=0" in user.fix
+    assert doctor.check_apparmor(Machine(root=root, uid=0)).status is Status.WARN
+
+
+def test_no_apparmor_knobs_is_fine(tmp_path: Path) -> None:
+    root = fake_root(tmp_path, {})
+    assert doctor.check_apparmor(Machine(root=root, uid=1000)).status is Status.OK
+    relaxed = fake_root(
+        tmp_path / "b", {"/proc/sys/kernel/apparmor_restrict_unprivileged_userns": "0"}
+    )
+    assert doctor.check_apparmor(Machine(root=relaxed, uid=1000)).status is Status.OK
+
+
+@pytest.mark.parametrize(
+    ("files", "uid", "status"),
+    [
+        ({}, 0, Status.OK),
+        ({"/proc/sys/kernel/unprivileged_userns_clone": "1"}, 1000, Status.OK),
+        ({"/proc/sys/kernel/unprivileged_userns_clone": "0"}, 1000, Status.FAIL),
+        ({"/proc/sys/user/max_user_namespaces": "0"}, 1000, Status.FAIL),
+        ({"/proc/sys/user/max_user_namespaces": "0"}, 0, Status.OK),
+    ],
+)
+def test_privileges(tmp_path: Path, files: dict[str, str], uid: int, status: Status) -> None:
+    assert (
+        doctor.check_privileges(Machine(root=fake_root(tmp_path, files), uid=uid)).status is status
+    )
+
+
+@pytest.mark.parametrize(
+    ("free_gib", "status"), [(100, Status.OK), (8, Status.WARN), (2, Status.FAIL)]
+)
+def test_disk(tmp_path: Path, free_gib: int, status: Status) -> None:
+    machine = Machine(root=tmp_path, disk_usage=lambda _p: (500 * GIB, 0, free_gib * GIB))
+    result = doctor.check_disk(machine, tmp_path / "not" / "yet" / "made")
+    assert result.status is status
+    assert f"{free_gib:.1f} GiB free at {tmp_path}" in result.detail
+
+
+def test_kvm_and_package_manager(tmp_path: Path) -> None:
+    assert (
+        doctor.check_kvm(Machine(root=fake_root(tmp_path / "a", {}, kvm=False))).status
+        is Status.WARN
+    )
+    assert (
+        doctor.check_package_manager(Machine(root=fake_root(tmp_path / "b", {}, tools=()))).status
+        is Status.FAIL
+    )
+    assert (
+        "dnf"
+        in doctor.check_package_manager(
+            Machine(root=fake_root(tmp_path / "c", {}, tools=("dnf",)))
+        ).detail
+    )
+
+
+def test_mkosi_missing_and_too_old(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.delenv("SEVIMG_MKOSI", raising=False)
+    missing = doctor.check_mkosi(tmp_path / "no-cache")
+    assert missing.status is Status.FAIL and missing.fix == "tools/install-mkosi 25.3"
+    old = tmp_path / "mkosi"
+    old.write_text("#!/bin/sh\necho 'mkosi 24'\n")
+    old.chmod(0o755)
+    monkeypatch.setenv("SEVIMG_MKOSI", str(old))
+    result = doctor.check_mkosi(tmp_path / "no-cache")
+    assert result.status is Status.FAIL and "older than 25.3" in result.detail
+
+
+@pytest.fixture
+def http_server() -> Iterator[str]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/debian"
+    server.shutdown()
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/ubuntu"
+
+
+def test_mirrors(http_server: str) -> None:
+    results = doctor.check_mirrors(
+        [("debian", http_server), ("ubuntu", closed_port_url())], timeout=2
+    )
+    by_name = {r.check: r for r in results}
+    assert by_name["mirror debian"].status is Status.OK
+    assert by_name["mirror ubuntu"].status is Status.WARN
+    assert "ubuntu images cannot be built here" in by_name["mirror ubuntu"].detail
+    nothing = doctor.check_mirrors([("ubuntu", closed_port_url())], timeout=2)
+    assert [r.status for r in nothing] == [Status.FAIL]
+
+
+def test_doctor_on_a_simulated_ubuntu_as_json(cli: CliFn, tmp_path: Path) -> None:
+    root = fake_root(tmp_path, UBUNTU_RESTRICTED, kvm=False)
+    run = cli("doctor", "--json", "--no-network", "--sysroot", str(root))
+    data = json.loads(run.stdout)
+    checks = {c["check"]: c for c in data["checks"]}
+    assert checks["kvm"]["status"] == "WARN"
+    # running as root here: the restriction is a warning, not a failure
+    assert checks["apparmor userns"]["status"] == "WARN"
+    assert run.code == (0 if data["ok"] else 1)
+
+
+def test_doctor_tells_the_truth_here(cli: CliFn) -> None:
+    run = cli("doctor", "--json", "--timeout", "5")
+    checks = {c["check"]: c for c in json.loads(run.stdout)["checks"]}
+    assert checks["mkosi"]["status"] == "OK"  # nox -s tests installs mkosi first
+    assert checks["package manager"]["status"] == "OK"
+    assert checks["kvm"]["status"] == ("OK" if Path("/dev/kvm").exists() else "WARN")
+    assert checks["mirror debian"]["status"] == "OK", checks[
+        "mirror debian"
+    ]  # Debian's archive is reachable here
+    assert {
+        "mirror fedora",
+        "mirror centos",
+        "mirror rocky",
+        "mirror alma",
+        "mirror ubuntu",
+    } <= set(checks)
+    assert run.code == 0, run.output
+    table = cli("doctor", "--no-network")
+    assert "sevimg doctor" in table.stdout and "privileges" in table.stdout
+
+
+def test_doctor_outside_a_workspace(sevimg_process: CliFn) -> None:
+    run = sevimg_process("doctor", "--no-network", "--json", cwd=REPO / "tests" / "golden")
+    assert json.loads(run.stdout)["checks"][0]["check"] == "mkosi"

@@ -1,0 +1,285 @@
+"""mkosi is the judge: every tree of the catalog, parsed by the real mkosi 25.3 and 27.1.
+
+Assertions are on what mkosi resolved (`mkosi --json summary`), not on our
+own text. The mkosi versions are installed by `tools/install-mkosi` (the
+`tests` nox session does that); a missing one fails these tests loudly.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sevimg import mkosi, treecheck
+from sevimg.catalog import load_catalog
+from sevimg.check import check_catalog, specs_or_raise
+from sevimg.output import write_trees
+from sevimg.render import Renderer
+from sevimg.spec import ImageSpec
+from sevimg.workspace import Workspace
+from tests.conftest import REPO, CliFn
+
+pytestmark = pytest.mark.mkosi
+
+WS = Workspace(REPO)
+SPECS: list[ImageSpec] = specs_or_raise(*check_catalog(load_catalog(WS)))
+IDS = [s.image_id for s in SPECS]
+# (tree rendered for, mkosi that parses it)
+PAIRS = [("25.3", "25.3"), ("25.3", "27.1"), ("27.1", "27.1")]
+
+
+@dataclass(frozen=True)
+class Parsed:
+    tree: Path
+    returncode: int
+    stderr: str
+    image: dict[str, Any]
+
+
+def require_mkosi(version: str) -> mkosi.Mkosi:
+    found = mkosi.find(WS.cache_dir, version)
+    if found is None:
+        pytest.fail(
+            f"mkosi {version} is not installed: run tools/install-mkosi {version} (nox -s tests does)"
+        )
+    return found
+
+
+@pytest.fixture(scope="module")
+def parsed(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str, str], Parsed]:
+    """Render every spec for each target and parse each tree with each mkosi, once."""
+    jobs: list[tuple[str, str, str, Path, mkosi.Mkosi]] = []
+    for target, parser in PAIRS:
+        out = tmp_path_factory.mktemp(f"trees-{target}")
+        renderer = Renderer(WS.search_path("templates"), target)
+        write_trees([renderer.render(s) for s in SPECS], out)
+        tool = require_mkosi(parser)
+        jobs += [(target, parser, s.image_id, out / s.image_id, tool) for s in SPECS]
+
+    def run(job: tuple[str, str, str, Path, mkosi.Mkosi]) -> tuple[tuple[str, str, str], Parsed]:
+        target, parser, image_id, tree, tool = job
+        proc = tool.run(["-C", str(tree), "--json", "summary"], cwd=tree)
+        image = json.loads(proc.stdout)["Images"][-1] if proc.returncode == 0 else {}
+        return (target, parser, image_id), Parsed(tree, proc.returncode, proc.stderr, image)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return dict(pool.map(run, jobs))
+
+
+@pytest.mark.parametrize(("target", "parser"), PAIRS)
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_mkosi_resolves_what_the_yaml_means(
+    parsed: dict[tuple[str, str, str], Parsed], spec: ImageSpec, target: str, parser: str
+) -> None:
+    result = parsed[(target, parser, spec.image_id)]
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "", f"mkosi {parser} warned: {result.stderr}"
+    image = result.image
+    assert image["Distribution"] == spec.mkosi_distribution
+    assert image["Release"] == spec.mkosi_release
+    assert image["Format"] == "uki"
+    assert image["ImageId"] == spec.image_id == f"{spec.role}-{spec.image}"
+    assert image["Packages"] == sorted(spec.packages)
+    assert image["KernelCommandLine"] == list(spec.kernel_command_line)
+    for token in image["KernelCommandLine"]:
+        assert '"' not in token and " " not in token
+    sources = [(t["Source"], t["Target"]) for t in image["ExtraTrees"]]
+    assert (str(result.tree / "extra"), None) in sources
+    if spec.role == "host":
+        assert (str(result.tree / "guest-image"), "/usr/local/lib/guest-image") in sources
+    assert image["Environment"].get("VERSION") == (
+        spec.release if spec.release != spec.mkosi_release else None
+    )
+    assert image["Autologin"] is False and image["RootPassword"] is None
+    assert treecheck.compare_summary(image, result.tree, spec) == []
+
+
+@pytest.mark.parametrize("spec", [s for s in SPECS if s.role == "guest"], ids=lambda s: s.image_id)
+def test_guest_modules_as_mkosi_sees_them(
+    parsed: dict[tuple[str, str, str], Parsed], spec: ImageSpec
+) -> None:
+    old = parsed[("25.3", "25.3", spec.image_id)].image
+    assert old["KernelModulesExclude"] == [".*"]
+    for regex in (
+        r"(^|/)sev-guest\.ko",
+        r"(^|/)msr\.ko",
+        r"(^|/)virtio_net\.ko",
+        "^net/vmw_vsock/",
+        "^drivers/virtio/",
+    ):
+        assert regex in old["KernelModulesInclude"]
+    new = parsed[("27.1", "27.1", spec.image_id)].image
+    assert new["KernelModulesExclude"] == []
+    for glob in ("sev-guest", "msr", "virtio_net", "/net/vmw_vsock/", "/drivers/virtio/"):
+        assert glob in new["KernelModules"]
+
+
+def test_the_catalog_essentials_are_covered(parsed: dict[tuple[str, str, str], Parsed]) -> None:
+    """Each release's kernel, QEMU, OVMF and systemd-boot packages, per role, as mkosi resolved them."""
+    images = {
+        image_id: p.image for (t, m, image_id), p in parsed.items() if (t, m) == ("25.3", "25.3")
+    }
+    essentials = {
+        "host-debian-13": (
+            "debian",
+            "trixie",
+            {"linux-image-amd64", "qemu-system-x86", "ovmf-amdsev", "systemd-boot-efi"},
+        ),
+        "guest-debian-13": ("debian", "trixie", {"linux-image-amd64", "systemd-boot-efi"}),
+        "host-debian-forky": (
+            "debian",
+            "forky",
+            {"linux-image-amd64", "qemu-system-x86", "ovmf-amdsev", "systemd-boot-efi"},
+        ),
+        "host-debian-sid": (
+            "debian",
+            "sid",
+            {"linux-image-amd64", "qemu-system-x86", "ovmf-amdsev", "systemd-boot-efi"},
+        ),
+        "host-ubuntu-26.04": (
+            "ubuntu",
+            "resolute",
+            {"linux-image-generic", "qemu-system-x86", "ovmf-amdsev", "systemd-boot-efi"},
+        ),
+        "guest-ubuntu-24.04": (
+            "ubuntu",
+            "noble",
+            {"linux-image-virtual", "systemd-boot-efi", "plymouth"},
+        ),
+        "host-ubuntu-25.10": (
+            "ubuntu",
+            "questing",
+            {"linux-image-generic", "qemu-system-x86", "ovmf", "systemd-boot-efi"},
+        ),
+        "host-fedora-41": (
+            "fedora",
+            "41",
+            {"kernel", "qemu-system-x86-core", "edk2-ovmf", "systemd-boot-unsigned"},
+        ),
+        "guest-fedora-rawhide": ("fedora", "rawhide", {"kernel", "systemd-boot-unsigned"}),
+        "host-centos-10": (
+            "centos",
+            "10",
+            {"kernel", "qemu-kvm-core", "edk2-ovmf", "systemd-boot-unsigned"},
+        ),
+        "guest-centos-10": (
+            "centos",
+            "10",
+            {"kernel", "kernel-modules-core", "systemd-boot-unsigned"},
+        ),
+        "host-rocky-10": (
+            "rocky",
+            "10",
+            {"kernel", "qemu-kvm-core", "edk2-ovmf", "systemd-boot-unsigned"},
+        ),
+        "host-alma-10": (
+            "alma",
+            "10",
+            {"kernel", "qemu-kvm-core", "edk2-ovmf", "systemd-boot-unsigned"},
+        ),
+    }
+    for image_id, (distribution, release, packages) in essentials.items():
+        image = images[image_id]
+        assert (image["Distribution"], image["Release"]) == (distribution, release), image_id
+        assert packages <= set(image["Packages"]), (image_id, packages - set(image["Packages"]))
+    assert images["guest-ubuntu-26.04"]["Repositories"] == ["universe"]
+    assert images["host-centos-10"]["RepositoryKeyFetch"] is True
+    assert (
+        "qemu-system" not in images["host-debian-forky"]["Packages"]
+    )  # every-arch emulators stay out
+
+
+def test_mkosi_25_refuses_trees_for_26_and_newer(
+    parsed: dict[tuple[str, str, str], Parsed],
+) -> None:
+    tree = parsed[("27.1", "27.1", "guest-debian-13")].tree
+    proc = require_mkosi("25.3").run(["-C", str(tree), "--json", "summary"], cwd=tree)
+    assert proc.returncode != 0 and "Unknown setting KernelModules" in proc.stderr
+
+
+def test_mismatch_detection_notices_a_hand_edit(
+    parsed: dict[tuple[str, str, str], Parsed], tmp_path: Path
+) -> None:
+    spec = next(s for s in SPECS if s.image_id == "host-debian-13")
+    tree = tmp_path / "tree"
+    subprocess.run(
+        ["cp", "-a", str(parsed[("25.3", "25.3", spec.image_id)].tree), str(tree)], check=True
+    )
+    conf = tree / "mkosi.conf"
+    conf.write_text(
+        conf.read_text()
+        .replace("        ovmf-amdsev\n", "")
+        .replace("Release=trixie", "Release=bookworm")
+    )
+    found = treecheck.mkosi_mismatches(require_mkosi("25.3"), tree, spec)
+    assert any(m.startswith('Release: mkosi resolved "bookworm"') for m in found)
+    assert any(m.startswith("Packages:") for m in found)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_generated_scripts_and_units_pass_their_checkers(
+    parsed: dict[tuple[str, str, str], Parsed], spec: ImageSpec
+) -> None:
+    tree = parsed[("25.3", "25.3", spec.image_id)].tree
+    assert list(treecheck.generated_scripts(tree)), "every image carries its check script"
+    assert list(treecheck.generated_units(tree))
+    assert treecheck.script_problems(tree) == []
+    assert treecheck.unit_problems(tree) == []
+
+
+def test_checkers_catch_real_mistakes(
+    parsed: dict[tuple[str, str, str], Parsed], tmp_path: Path
+) -> None:
+    tree = tmp_path / "tree"
+    subprocess.run(
+        ["cp", "-a", str(parsed[("25.3", "25.3", "host-debian-13")].tree), str(tree)], check=True
+    )
+    script = tree / "extra/usr/libexec/sevimg/host-check"
+    script.write_text(script.read_text() + "\nif [ $x = 1 ]; then echo $undefined\n")
+    problems = treecheck.script_problems(tree)
+    assert any("bash -n" in p for p in problems)
+    script.write_text(
+        script.read_text().replace("\nif [ $x = 1 ]; then echo $undefined\n", "\necho $1 `date`\n")
+    )
+    assert any("shellcheck" in p and "SC2006" in p for p in treecheck.script_problems(tree))
+    unit = tree / "extra/usr/lib/systemd/system/sevimg-host-check.service"
+    unit.write_text(
+        unit.read_text().replace(
+            "ExecStart=/usr/libexec/sevimg/host-check",
+            "ExecStart=/usr/libexec/sevimg/missing\nBogusKey=1",
+        )
+    )
+    problems = treecheck.unit_problems(tree)
+    assert any("is not executable" in p for p in problems) and any(
+        "BogusKey" in p for p in problems
+    )
+
+
+def test_validate_with_mkosi(cli: CliFn, workspace: Path) -> None:
+    run = cli("validate", "--mkosi", "--mkosi-version", "25.3", "debian-13", "ubuntu-24.04")
+    assert run.code == 0, run.output
+    # A workspace template that writes a setting mkosi does not know is caught by mkosi itself.
+    own = workspace / "templates"
+    own.mkdir()
+    conf = (
+        (REPO / "templates" / "mkosi.conf.j2")
+        .read_text()
+        .replace("WithDocs=no", "WithDocs=no\nWithDocumentation=no")
+    )
+    (own / "mkosi.conf.j2").write_text(conf)
+    run = cli("validate", "--mkosi", "--mkosi-version", "27.1", "debian-13")
+    assert run.code == 1
+    assert "images/debian-13.yaml: error: guest-debian-13: mkosi 27.1 warned" in run.stderr
+    assert "Unknown setting WithDocumentation" in run.stderr
+    missing = cli("validate", "--mkosi", "--mkosi-version", "26.0", "debian-13")
+    assert (
+        missing.code == 1
+        and "mkosi 26.0 not found" in missing.stderr
+        and "tools/install-mkosi 26.0" in missing.stderr
+    )
