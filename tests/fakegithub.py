@@ -109,6 +109,7 @@ class FakeGitHub:
         self.requests: list[Recorded] = []
         self.snapshots: list[dict[str, tuple[str, ...]]] = []
         self.log_lines: list[str] = []
+        self.corrupt_uploads = 0  # store the next N uploads with a changed last byte
         self._next_id = 1000
         self._servers: list[ThreadingHTTPServer] = []
         self.api_url = ""
@@ -352,27 +353,29 @@ def _handler(fake: FakeGitHub, role: str) -> type[BaseHTTPRequestHandler]:
             query = parse_qs(parts.query)
             self._status = 500
             self._body_read = False
-            try:
-                try:
-                    self._body = b""
-                    self._dispatch(method, path, query)
-                except _Reply as reply:
-                    self._send(reply)
-            except (BrokenPipeError, ConnectionResetError):
-                self._status = 0
-            finally:
+            self._body = b""
+
+            def record(status: int) -> None:
+                # Before answering: once the client has the answer it may send
+                # its next request, and the snapshots must stay in order.
                 with fake.lock:
                     fake.requests.append(
-                        Recorded(
-                            role,
-                            method,
-                            path,
-                            query,
-                            dict(self.headers.items()),
-                            self._status,
-                        )
+                        Recorded(role, method, path, query, dict(self.headers.items()), status)
                     )
-                fake._snapshot()
+                    fake._snapshot()
+
+            try:
+                try:
+                    self._dispatch(method, path, query)
+                except _Reply as reply:
+                    if not self._body_read:
+                        self._read_body()  # keep the connection in step for the next request
+                    record(reply.status)
+                    self._send(reply)
+                else:
+                    record(0)  # dropped on purpose
+            except (BrokenPipeError, ConnectionResetError):
+                pass
 
         def _read_body(self, limit: int | None = None) -> bytes:
             length = int(self.headers.get("Content-Length") or 0)
@@ -384,8 +387,6 @@ def _handler(fake: FakeGitHub, role: str) -> type[BaseHTTPRequestHandler]:
             return data
 
         def _send(self, reply: _Reply) -> None:
-            if not self._body_read:
-                self._read_body()  # keep the connection in step for the next request
             if isinstance(reply.body, bytes):
                 payload = reply.body
             else:
@@ -687,6 +688,9 @@ def _handler(fake: FakeGitHub, role: str) -> type[BaseHTTPRequestHandler]:
                 release = self._find_release(release_id, access)
                 if release.asset(name) is not None:
                     raise _already_exists("ReleaseAsset", "name")
+                if fake.corrupt_uploads > 0 and data:
+                    fake.corrupt_uploads -= 1
+                    data = data[:-1] + bytes([data[-1] ^ 0xFF])
                 asset = fake.add_asset(release, name, data, content_type)
                 asset.label = (query.get("label") or [""])[0]
                 body = fake.asset_json(release, asset)

@@ -1,0 +1,452 @@
+"""Publish an artifact folder to a GitHub release, in the form dispatch consumes.
+
+Three steps, each taking the previous one's value:
+
+1. :func:`select` verifies the folder (SHA256SUMS, manifests) and picks the
+   files to publish;
+2. :func:`make_plan` reads the release and decides, per asset, create,
+   replace or keep (nothing is written; `--dry-run` stops here);
+3. :func:`execute` carries the plan out.
+
+What dispatch needs (shared/reference/dispatch.md): host images carry
+exactly `application/vnd.dispatch+efi`, nothing else carries a dispatch
+type, and the release never lacks an asset it had. So a new release is
+made as a draft and published only once every asset is up, and an asset is
+replaced by uploading the new one under a temporary name, checking GitHub's
+digest of it, deleting the old one and renaming the new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal, Protocol
+
+from sevimg.artifacts import (
+    ARTIFACT_SUFFIX,
+    MANIFEST_SUFFIX,
+    SHA256SUMS,
+    LocalArtifact,
+    format_sha256sums,
+    load_artifact_folder,
+    parse_image_id,
+)
+from sevimg.github import Asset, GitHub, GitHubError, ProgressFn, Release
+from sevimg.problems import SevimgError
+
+HOST_TYPE = "application/vnd.dispatch+efi"
+DISPATCH_TYPES = frozenset(
+    {"application/vnd.dispatch+efi", "application/vnd.dispatch+iso", "application/vnd.dispatch+img"}
+)
+GUEST_TYPE = "application/efi"
+MANIFEST_TYPE = "application/json"
+SUMS_TYPE = "text/plain"
+OTHER_TYPE = "application/octet-stream"
+TMP_PREFIX = "sevimg-tmp-"
+MAX_ASSETS = 1000  # GitHub's limit per release
+DEVEL_TAG = "devel"
+
+Action = Literal["create", "replace", "keep"]
+
+
+def content_type_for(name: str) -> str:
+    """The Content-Type an asset is uploaded with: only host images get a dispatch type."""
+    if name.endswith(ARTIFACT_SUFFIX):
+        parsed = parse_image_id(name.removesuffix(ARTIFACT_SUFFIX))
+        if parsed is not None and parsed[0] == "host":
+            return HOST_TYPE
+        return GUEST_TYPE
+    if name.endswith(MANIFEST_SUFFIX):
+        return MANIFEST_TYPE
+    if name == SHA256SUMS:
+        return SUMS_TYPE
+    return OTHER_TYPE
+
+
+def is_prerelease(tag: str) -> bool:
+    """`v*` tags make normal releases; `devel` (and any other tag) a prerelease."""
+    return not (tag.startswith("v") and len(tag) > 1 and tag[1].isdigit())
+
+
+def check_tag(tag: str) -> str:
+    """`tag` if it can name a git tag, else a SevimgError."""
+    bad = (
+        not tag
+        or tag.startswith(("-", "/", "."))
+        or tag.endswith(("/", ".", ".lock"))
+        or ".." in tag
+        or any(c in tag for c in " ~^:?*[\\\t\n@{")
+    )
+    if bad:
+        raise SevimgError(f"{tag!r} is not a usable tag name (use devel or v1.2.3)")
+    return tag
+
+
+# --- 1. what to publish --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The verified local files chosen for publishing."""
+
+    folder: Path
+    files: tuple[LocalArtifact, ...]  # images and manifests, not SHA256SUMS
+    images: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+
+def select(folder: Path, images: Sequence[str] = ()) -> Selection:
+    """Verify `folder` and pick the images and manifests of `images` (all when empty)."""
+    found = load_artifact_folder(folder)
+    available = found.images()
+    wanted = list(dict.fromkeys(images)) or available
+    missing = [i for i in wanted if i not in available]
+    if missing:
+        raise SevimgError(
+            f"no artifacts for {', '.join(missing)} in {folder} (it has: {', '.join(available) or 'none'})"
+        )
+    if not wanted:
+        raise SevimgError(f"{folder} holds no images to publish")
+    files = tuple(f for f in found.files if f.kind != "sums" and f.image in wanted)
+    return Selection(folder, files, tuple(wanted), tuple(str(p) for p in found.problems))
+
+
+# --- 2. the plan ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Item:
+    """One asset of the plan."""
+
+    name: str
+    action: Action
+    content_type: str
+    size: int
+    sha256: str
+    reason: str
+    path: Path | None = None  # a local file
+    content: bytes | None = None  # generated (SHA256SUMS)
+    existing: Asset | None = None  # the asset it replaces or keeps
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What publishing will do to the release."""
+
+    repo: str
+    tag: str
+    prerelease: bool
+    release: Release | None  # None: it will be created
+    items: tuple[Item, ...]
+    cleanup: tuple[Asset, ...]  # leftovers of broken uploads, deleted first
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def release_action(self) -> str:
+        """create, publish (a draft left by an earlier run), or update."""
+        if self.release is None:
+            return "create"
+        return "publish" if self.release.draft else "update"
+
+    def count(self, action: Action) -> int:
+        """How many assets get `action`."""
+        return sum(item.action == action for item in self.items)
+
+
+def _is_leftover(asset: Asset) -> bool:
+    return asset.state != "uploaded" or asset.name.startswith(TMP_PREFIX)
+
+
+def make_plan(gh: GitHub, selection: Selection, tag: str) -> Plan:
+    """Read the release of `tag` and decide what to do with each asset; writes nothing."""
+    check_tag(tag)
+    release = gh.release_by_tag(tag)
+    if release is None and gh.token is not None:
+        release = gh.draft_by_tag(tag)
+    remote = gh.list_assets(release) if release is not None else []
+    warnings = list(selection.warnings)
+    cleanup = tuple(a for a in remote if _is_leftover(a))
+    current = {a.name: a for a in remote if not _is_leftover(a)}
+
+    items: list[Item] = []
+    order = sorted(selection.files, key=lambda f: (f.kind != "image", f.name))
+    for f in order:
+        items.append(_decide(f.name, f.sha256, f.size, current.get(f.name), path=f.path))
+
+    # SHA256SUMS covers every image and manifest the release will hold: ours
+    # by their local checksum, the others (earlier builds) by GitHub's digest.
+    sums = {f.name: f.sha256 for f in selection.files}
+    for name, asset in sorted(current.items()):
+        if name in sums or not name.endswith((ARTIFACT_SUFFIX, MANIFEST_SUFFIX)):
+            continue
+        stem = name.removesuffix(MANIFEST_SUFFIX).removesuffix(ARTIFACT_SUFFIX)
+        if parse_image_id(stem) is None:
+            continue
+        if asset.sha256 is None:
+            warnings.append(
+                f"{name} on the release has no digest from GitHub; SHA256SUMS leaves it out"
+            )
+            continue
+        sums[name] = asset.sha256
+    content = format_sha256sums(sums)
+    items.append(
+        _decide(
+            SHA256SUMS, _sha256(content), len(content), current.get(SHA256SUMS), content=content
+        )
+    )
+
+    for name, asset in sorted(current.items()):
+        if asset.content_type in DISPATCH_TYPES and content_type_for(name) != HOST_TYPE:
+            warnings.append(
+                f"{name} on the release has the dispatch type {asset.content_type}, so dispatch will boot it; "
+                "sevimg leaves assets it does not publish alone"
+            )
+    total = len(current) + sum(i.action == "create" for i in items)
+    if total > MAX_ASSETS:
+        raise SevimgError(
+            f"the release would hold {total} assets; GitHub allows {MAX_ASSETS} per release"
+        )
+    return Plan(
+        repo=gh.repo,
+        tag=tag,
+        prerelease=release.prerelease if release else is_prerelease(tag),
+        release=release,
+        items=tuple(items),
+        cleanup=cleanup,
+        warnings=tuple(warnings),
+    )
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _decide(
+    name: str,
+    sha256: str,
+    size: int,
+    existing: Asset | None,
+    *,
+    path: Path | None = None,
+    content: bytes | None = None,
+) -> Item:
+    ctype = content_type_for(name)
+    item = Item(name, "create", ctype, size, sha256, "new", path, content, existing)
+    if existing is None:
+        return item
+    if existing.content_type != ctype:
+        return replace(
+            item, action="replace", reason=f"content type is {existing.content_type or 'unset'}"
+        )
+    if existing.sha256 is None:
+        return replace(item, action="replace", reason="GitHub has no digest of it")
+    if existing.sha256 != sha256:
+        return replace(item, action="replace", reason="content differs")
+    return replace(item, action="keep", reason="same content and type")
+
+
+# --- 3. carrying it out -----------------------------------------------------------------------
+
+
+class Reporter(Protocol):
+    """Where publishing reports progress (the CLI prints it; tests record it)."""
+
+    def info(self, message: str) -> None:
+        """A step done."""
+        ...
+
+    def warn(self, message: str) -> None:
+        """Something the user should know."""
+        ...
+
+    def progress(self, name: str, total: int) -> contextlib.AbstractContextManager[ProgressFn]:
+        """A progress display for one upload of `total` bytes, fed the bytes sent so far."""
+        ...
+
+
+@dataclass
+class SilentReporter:
+    """A reporter that keeps messages in lists."""
+
+    infos: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def info(self, message: str) -> None:
+        """Record it."""
+        self.infos.append(message)
+
+    def warn(self, message: str) -> None:
+        """Record it."""
+        self.warnings.append(message)
+
+    @contextlib.contextmanager
+    def progress(self, name: str, total: int) -> Iterator[ProgressFn]:
+        """No display."""
+        yield lambda _: None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What publishing did."""
+
+    release: Release
+    created: tuple[str, ...]
+    replaced: tuple[str, ...]
+    kept: tuple[str, ...]
+
+
+def execute(gh: GitHub, plan: Plan, reporter: Reporter) -> Outcome:
+    """Carry out `plan`; on failure the release keeps every asset it had (see module doc)."""
+    release = plan.release
+    if release is None:
+        release = _create_release(gh, plan, reporter)
+    for leftover in plan.cleanup:
+        reporter.info(
+            f"removing {leftover.name} (state {leftover.state}), left by an interrupted upload"
+        )
+        gh.delete_asset(leftover)
+    for item in plan.items:
+        if item.action == "keep":
+            continue
+        if item.action == "create":
+            reporter.info(f"uploading {item.name} ({item.content_type}, {human_size(item.size)})")
+            _upload(gh, release, item, item.name, reporter)
+            continue
+        assert item.existing is not None
+        reporter.info(
+            f"replacing {item.name} ({item.reason}; {item.content_type}, {human_size(item.size)})"
+        )
+        temporary = f"{TMP_PREFIX}{item.name}"
+        new = _upload(gh, release, item, temporary, reporter)
+        # The new asset is up and checked: only now does the old one go.
+        gh.delete_asset(item.existing)
+        gh.rename_asset(new, item.name, item.name)
+    if release.draft:
+        reporter.info(f"publishing release {release.tag_name}")
+        release = gh.publish_release(release)
+    _check_result(gh, release, plan)
+    return Outcome(
+        release=release,
+        created=tuple(i.name for i in plan.items if i.action == "create"),
+        replaced=tuple(i.name for i in plan.items if i.action == "replace"),
+        kept=tuple(i.name for i in plan.items if i.action == "keep"),
+    )
+
+
+def _create_release(gh: GitHub, plan: Plan, reporter: Reporter) -> Release:
+    kind = "prerelease" if plan.prerelease else "release"
+    reporter.info(f"creating draft {kind} {plan.tag}")
+    for attempt in range(gh.retry.attempts):
+        try:
+            return gh.create_release(
+                plan.tag,
+                prerelease=plan.prerelease,
+                name=plan.tag,
+                body=_release_body(plan.tag),
+                target=None,
+            )
+        except GitHubError as exc:
+            # The POST is not blindly retried (it could make two drafts): look
+            # first for what an unanswered attempt, or another publisher, made.
+            again = gh.release_by_tag(plan.tag) or gh.draft_by_tag(plan.tag)
+            if again is not None:
+                return again
+            if (exc.status is not None and exc.status < 500) or attempt + 1 >= gh.retry.attempts:
+                raise
+            gh.clock.sleep(gh.retry.delay(attempt))
+    raise AssertionError("unreachable")
+
+
+def _release_body(tag: str) -> str:
+    what = "Rolling prerelease from the main branch" if tag == DEVEL_TAG else f"Release {tag}"
+    return (
+        f"{what}, published by sevimg.\n\n"
+        f"Host images (`host-*.efi`) carry the content type `{HOST_TYPE}` for dispatch; "
+        "guest images, manifests and SHA256SUMS do not.\n"
+    )
+
+
+def _upload(gh: GitHub, release: Release, item: Item, name: str, reporter: Reporter) -> Asset:
+    """Upload one item under `name` and check what GitHub stored; a bad copy is deleted."""
+    label = item.name if name == item.name else f"{item.name} (upload in progress)"
+    path = item.path if item.path is not None else Path(item.name)
+    with reporter.progress(item.name, item.size) as progress:
+        asset = gh.upload_asset(
+            release,
+            path,
+            name=name,
+            label=label,
+            content_type=item.content_type,
+            sha256=item.sha256,
+            progress=progress,
+            content=item.content,
+        )
+    problem = ""
+    if asset.content_type != item.content_type:
+        problem = f"GitHub stored it as {asset.content_type}, not {item.content_type}"
+    elif asset.sha256 is not None and asset.sha256 != item.sha256:
+        problem = f"GitHub's digest is sha256:{asset.sha256}, the file's is sha256:{item.sha256}"
+    elif asset.sha256 is None and asset.size != item.size:
+        problem = f"GitHub stored {asset.size} bytes of {item.size}"
+    if problem:
+        gh.delete_asset(asset)
+        raise GitHubError(
+            f"uploading {item.name}: {problem}; the upload was removed, the release is as it was"
+        )
+    if asset.sha256 is None:
+        reporter.warn(f"GitHub returned no digest for {item.name}; only its size was checked")
+    return asset
+
+
+def _check_result(gh: GitHub, release: Release, plan: Plan) -> None:
+    """Read the release back: every planned asset is there, complete, with its type and digest."""
+    remote = {a.name: a for a in gh.list_assets(release)}
+    wrong: list[str] = []
+    for item in plan.items:
+        asset = remote.get(item.name)
+        if asset is None or asset.state != "uploaded":
+            wrong.append(f"{item.name} is missing")
+        elif asset.content_type != item.content_type:
+            wrong.append(f"{item.name} has type {asset.content_type}")
+        elif asset.sha256 not in (None, item.sha256):
+            wrong.append(f"{item.name} has another digest")
+    if wrong:
+        raise GitHubError(
+            f"release {release.tag_name} is not as planned after publishing: {'; '.join(wrong)}"
+        )
+
+
+def human_size(size: int) -> str:
+    """1234567 → '1.2 MB'."""
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{size} B"
+
+
+def publish(
+    gh: GitHub,
+    folder: Path,
+    tag: str,
+    *,
+    images: Sequence[str] = (),
+    reporter: Reporter | None = None,
+    dry_run: bool = False,
+    on_plan: Callable[[Plan], None] | None = None,
+) -> tuple[Plan, Outcome | None]:
+    """Verify, plan and (unless `dry_run`) execute; returns the plan and what was done."""
+    reporter = reporter or SilentReporter()
+    selection = select(folder, images)
+    plan = make_plan(gh, selection, tag)
+    for message in plan.warnings:
+        reporter.warn(message)
+    if on_plan is not None:
+        on_plan(plan)
+    if dry_run:
+        return plan, None
+    return plan, execute(gh, plan, reporter)

@@ -1,0 +1,632 @@
+"""`sevimg publish` end to end: real files, through real HTTP, into the fake GitHub API.
+
+Every test asserts on the server's final state (and, where it matters, on
+what the public saw after every single request).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sevimg.artifacts import (
+    SHA256SUMS,
+    Manifest,
+    read_sha256sums,
+    sha256_file,
+    write_manifest,
+    write_sha256sums,
+)
+from sevimg.cli import release as release_cli
+from sevimg.github import GitHub, GitHubError, Token
+from sevimg.problems import SevimgError
+from sevimg.publish import (
+    DISPATCH_TYPES,
+    HOST_TYPE,
+    TMP_PREFIX,
+    Plan,
+    SilentReporter,
+    content_type_for,
+    is_prerelease,
+    publish,
+)
+from tests.artifactkit import efi_bytes, make_folder
+from tests.conftest import CliFn
+from tests.fakegithub import READ_TOKEN, TOKEN, FakeClock, FakeGitHub
+
+IMAGES = ("debian-13", "ubuntu-26.04")
+GUEST_ONLY = ("fedora-43",)
+ALL_NAMES = sorted(
+    [
+        f"{role}-{image}{ext}"
+        for image in IMAGES
+        for role in ("guest", "host")
+        for ext in (".efi", ".manifest.json")
+    ]
+    + [f"guest-{image}{ext}" for image in GUEST_ONLY for ext in (".efi", ".manifest.json")]
+    + [SHA256SUMS]
+)
+HOSTS = sorted(f"host-{image}.efi" for image in IMAGES)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def fake(clock: FakeClock) -> Iterator[FakeGitHub]:
+    with FakeGitHub(tokens={TOKEN: "write", READ_TOKEN: "read"}, now=clock.time) as server:
+        yield server
+
+
+@pytest.fixture
+def reporter() -> SilentReporter:
+    return SilentReporter()
+
+
+@pytest.fixture
+def gh(fake: FakeGitHub, clock: FakeClock, reporter: SilentReporter) -> Iterator[GitHub]:
+    with GitHub(
+        f"{fake.owner}/{fake.repo}",
+        Token(TOKEN, "GITHUB_TOKEN"),
+        api_url=fake.api_url,
+        clock=clock,
+        log=reporter.info,
+    ) as client:
+        yield client
+
+
+def artifacts(tmp_path: Path, generation: int = 1, name: str = "out") -> Path:
+    return make_folder(
+        tmp_path / f"{name}{generation}",
+        [*IMAGES, *GUEST_ONLY],
+        generation=generation,
+        guest_only=GUEST_ONLY,
+    )
+
+
+def final_assets(fake: FakeGitHub, tag: str = "devel") -> dict[str, tuple[str, bytes, str]]:
+    release = fake.release(tag)
+    assert release is not None
+    return {a.name: (a.content_type, a.data, a.state) for a in release.assets}
+
+
+def assert_published(fake: FakeGitHub, folder: Path, tag: str = "devel") -> None:
+    """The release is public and holds exactly the folder's files, each with its right type."""
+    release = fake.release(tag)
+    assert release is not None and not release.draft
+    assets = final_assets(fake, tag)
+    assert sorted(assets) == ALL_NAMES
+    for name, (ctype, data, state) in assets.items():
+        assert state == "uploaded"
+        assert data == (folder / name).read_bytes(), name
+        assert ctype == content_type_for(name)
+        if name.startswith("host-") and name.endswith(".efi"):
+            assert ctype == "application/vnd.dispatch+efi"
+        else:
+            assert ctype not in DISPATCH_TYPES, name
+    sums = assets[SHA256SUMS][1].decode()
+    for line in sums.splitlines():
+        sha, name = line.split("  ")
+        assert hashlib.sha256(assets[name][1]).hexdigest() == sha
+    assert sorted(line.split("  ")[1] for line in sums.splitlines()) == [
+        n for n in ALL_NAMES if n != SHA256SUMS
+    ]
+
+
+def writes(fake: FakeGitHub) -> list[str]:
+    return [f"{r.method} {r.path}" for r in fake.requests if r.method != "GET"]
+
+
+# --- the happy paths ----------------------------------------------------------------------------
+
+
+def test_first_publish_creates_a_draft_and_publishes_it_complete(
+    fake: FakeGitHub, gh: GitHub, tmp_path: Path
+) -> None:
+    folder = artifacts(tmp_path)
+    plan, outcome = publish(gh, folder, "devel")
+    assert outcome is not None
+    assert plan.release_action == "create"
+    assert sorted(outcome.created) == ALL_NAMES and not outcome.replaced and not outcome.kept
+    assert_published(fake, folder)
+    release = fake.release("devel")
+    assert release is not None and release.prerelease
+    assert len(fake.releases) == 1
+    # SHA256SUMS on the release is byte for byte the folder's.
+    assert final_assets(fake)[SHA256SUMS][1] == (folder / SHA256SUMS).read_bytes()
+    # Nobody saw the release before it was complete: it was a draft until then.
+    seen = [s["devel"] for s in fake.snapshots if "devel" in s]
+    assert seen and all(list(names) == ALL_NAMES for names in seen)
+    # Uploads went to the release's upload_url host, never to the API host.
+    uploads = [r for r in fake.requests if r.method == "POST" and "name" in r.query]
+    assert uploads and all(r.server == "uploads" for r in uploads)
+
+
+def test_a_version_tag_makes_a_normal_release(fake: FakeGitHub, gh: GitHub, tmp_path: Path) -> None:
+    folder = artifacts(tmp_path)
+    publish(gh, folder, "v1.2.0")
+    release = fake.release("v1.2.0")
+    assert release is not None and not release.prerelease and not release.draft
+    assert is_prerelease("devel") and not is_prerelease("v2") and is_prerelease("vnext")
+
+
+def test_publishing_again_replaces_without_a_gap(
+    fake: FakeGitHub, gh: GitHub, tmp_path: Path
+) -> None:
+    publish(gh, artifacts(tmp_path, 1), "devel")
+    first = len(fake.snapshots)
+    rebuilt = artifacts(tmp_path, 2)
+    plan, outcome = publish(gh, rebuilt, "devel")
+    assert outcome is not None and plan.release_action == "update"
+    # Every file changed (the manifests hold the new sha256s, so SHA256SUMS did too).
+    assert sorted(outcome.replaced) == ALL_NAMES
+    assert_published(fake, rebuilt)
+    later = [set(s["devel"]) for s in fake.snapshots[first:]]
+    assert len(later) > 3 * len(ALL_NAMES)  # upload, delete, rename per asset, and more
+    assert_never_without_an_asset(later)
+    assert not any(a.startswith(TMP_PREFIX) for a in final_assets(fake))
+
+
+def assert_never_without_an_asset(snapshots: list[set[str]]) -> None:
+    """After every request, every asset was there: under its name, or (new, checked) under its temporary name.
+
+    GitHub cannot rename over an existing asset, so between deleting the old
+    asset and renaming the new one (two consecutive requests) the content
+    is up only as `sevimg-tmp-<name>`, a name that still contains the
+    original, so dispatch's substring filters keep finding it.
+    """
+    gaps = 0
+    for names in snapshots:
+        for name in ALL_NAMES:
+            if name not in names:
+                assert TMP_PREFIX + name in names, f"the release lacked {name} at some moment"
+                gaps += 1
+    # One request-long gap per replaced asset, never more.
+    assert gaps <= len(ALL_NAMES)
+
+
+def test_publishing_the_same_files_keeps_everything(
+    fake: FakeGitHub, gh: GitHub, tmp_path: Path
+) -> None:
+    folder = artifacts(tmp_path)
+    publish(gh, folder, "devel")
+    before = len(writes(fake))
+    _plan, outcome = publish(gh, folder, "devel")
+    assert outcome is not None
+    assert sorted(outcome.kept) == ALL_NAMES and not outcome.created and not outcome.replaced
+    assert len(writes(fake)) == before  # nothing written at all
+    assert_published(fake, folder)
+
+
+def test_a_wrong_content_type_is_replaced(fake: FakeGitHub, gh: GitHub, tmp_path: Path) -> None:
+    folder = artifacts(tmp_path)
+    release = fake.add_release("devel", prerelease=True)
+    # Someone uploaded the guest with a dispatch type and the host without one.
+    guest = folder / "guest-debian-13.efi"
+    host = folder / "host-debian-13.efi"
+    fake.add_asset(release, guest.name, guest.read_bytes(), HOST_TYPE)
+    fake.add_asset(release, host.name, host.read_bytes(), "application/octet-stream")
+    plan, _ = publish(gh, folder, "devel")
+    by_name = {i.name: i for i in plan.items}
+    assert by_name[guest.name].action == "replace"
+    assert by_name[guest.name].reason == f"content type is {HOST_TYPE}"
+    assert by_name[host.name].action == "replace"
+    assert_published(fake, folder)
+
+
+def test_only_the_named_images_are_published(fake: FakeGitHub, gh: GitHub, tmp_path: Path) -> None:
+    folder = artifacts(tmp_path)
+    publish(gh, folder, "devel", images=["debian-13"])
+    assets = final_assets(fake)
+    assert sorted(assets) == [
+        SHA256SUMS,
+        "guest-debian-13.efi",
+        "guest-debian-13.manifest.json",
+        "host-debian-13.efi",
+        "host-debian-13.manifest.json",
+    ]
+    listed = read_sums(assets[SHA256SUMS][1], tmp_path)
+    assert sorted(listed) == sorted(n for n in assets if n != SHA256SUMS)
+    # A second run for another image: SHA256SUMS then covers both.
+    publish(gh, folder, "devel", images=["ubuntu-26.04"])
+    assets = final_assets(fake)
+    listed = read_sums(assets[SHA256SUMS][1], tmp_path)
+    assert sorted(listed) == sorted(n for n in assets if n != SHA256SUMS)
+    assert len(listed) == 8
+    for name, sha in listed.items():
+        assert sha == sha256_file(folder / name)
+    with pytest.raises(SevimgError, match=r"no artifacts for rocky-10 in .* \(it has: debian-13"):
+        publish(gh, folder, "devel", images=["rocky-10"])
+
+
+def read_sums(data: bytes, tmp_path: Path) -> dict[str, str]:
+    path = tmp_path / "downloaded-SHA256SUMS"
+    path.write_bytes(data)
+    return read_sha256sums(path)
+
+
+def test_a_release_with_more_than_100_assets(fake: FakeGitHub, gh: GitHub, tmp_path: Path) -> None:
+    folder = artifacts(tmp_path)
+    release = fake.add_release("devel", prerelease=True)
+    for i in range(150):
+        fake.add_asset(release, f"aaa-filler-{i:03}.txt", b"f", "text/plain")
+    # Our assets sit on page 2 and 3 of 100: unseen without pagination, their
+    # upload would be refused as a duplicate.
+    for name in ALL_NAMES:
+        fake.add_asset(release, name, (folder / name).read_bytes(), content_type_for(name))
+    host = folder / "host-debian-13.efi"
+    host.write_bytes(efi_bytes("host-debian-13", 9))
+    folder = rebuild_sums(folder)
+    _plan, outcome = publish(gh, folder, "devel")
+    assert outcome is not None
+    assert set(outcome.replaced) == {host.name, "host-debian-13.manifest.json", SHA256SUMS}
+    assert len(outcome.kept) == len(ALL_NAMES) - 3
+    stored = fake.release("devel")
+    assert stored is not None and len(stored.assets) == 150 + len(ALL_NAMES)
+    assert final_assets(fake)[host.name][1] == host.read_bytes()
+
+
+def rebuild_sums(folder: Path) -> Path:
+    """After changing an image by hand: its manifest and SHA256SUMS as a rebuild writes them."""
+    for manifest_path in folder.glob("*.manifest.json"):
+        manifest = Manifest.from_json(manifest_path.read_text())
+        image = folder / manifest.artifact
+        if sha256_file(image) != manifest.sha256:
+            fixed = Manifest.from_json(
+                manifest.to_json()
+                .replace(manifest.sha256, sha256_file(image))
+                .replace(f'"size": {manifest.size}', f'"size": {image.stat().st_size}')
+            )
+            write_manifest(folder, fixed)
+    write_sha256sums(folder)
+    return folder
+
+
+# --- leftovers and faults -------------------------------------------------------------------------
+
+
+def test_a_502_mid_upload_is_survived(
+    fake: FakeGitHub, gh: GitHub, clock: FakeClock, tmp_path: Path
+) -> None:
+    folder = artifacts(tmp_path)
+    fake.fail("POST", r".*/assets", 502, starter=True, times=2)
+    publish(gh, folder, "devel")
+    assert_published(fake, folder)
+    assert clock.sleeps == [2.0, 4.0]  # one upload failed twice: backoff doubles
+
+
+def test_a_failed_replacement_leaves_the_old_asset(
+    fake: FakeGitHub, gh: GitHub, clock: FakeClock, tmp_path: Path
+) -> None:
+    old = artifacts(tmp_path, 1)
+    publish(gh, old, "devel")
+    first = len(fake.snapshots)
+    fake.fail("POST", r".*/assets", 502, starter=True, times=1000)
+    with pytest.raises(GitHubError) as caught:
+        publish(gh, artifacts(tmp_path, 2), "devel")
+    assert "\n" not in str(caught.value)
+    assert "GitHub answered 502" in str(caught.value)
+    # Still the first build, complete, and it never lacked anything.
+    assets = final_assets(fake)
+    for name in ALL_NAMES:
+        assert assets[name][1] == (old / name).read_bytes()
+    assert all(set(ALL_NAMES) <= set(s["devel"]) for s in fake.snapshots[first:])
+    # The next run cleans up what the broken one left and finishes the job.
+    fake.faults.clear()
+    new = artifacts(tmp_path, 2)
+    publish(gh, new, "devel")
+    assert_published(fake, new)
+
+
+def test_a_corrupted_upload_is_caught_by_its_digest(
+    fake: FakeGitHub, gh: GitHub, tmp_path: Path
+) -> None:
+    old = artifacts(tmp_path, 1)
+    publish(gh, old, "devel")
+    fake.corrupt_uploads = 1
+    with pytest.raises(GitHubError, match=r"GitHub's digest is sha256:[0-9a-f]{64}, the file's is"):
+        publish(gh, artifacts(tmp_path, 2), "devel")
+    assets = final_assets(fake)
+    assert sorted(assets) == ALL_NAMES  # the bad copy was removed, the old one kept
+    assert all(assets[n][1] == (old / n).read_bytes() for n in ALL_NAMES)
+
+
+def test_leftovers_of_an_interrupted_run_are_cleaned(
+    fake: FakeGitHub, gh: GitHub, reporter: SilentReporter, tmp_path: Path
+) -> None:
+    folder = artifacts(tmp_path)
+    draft = fake.add_release("devel", draft=True, prerelease=True)
+    fake.add_asset(draft, "guest-debian-13.efi", b"", "application/efi", state="starter")
+    fake.add_asset(draft, f"{TMP_PREFIX}host-debian-13.efi", b"half", HOST_TYPE)
+    fake.add_asset(
+        draft, "host-debian-13.efi", (folder / "host-debian-13.efi").read_bytes(), HOST_TYPE
+    )
+    plan, outcome = publish(gh, folder, "devel", reporter=reporter)
+    assert outcome is not None
+    assert plan.release_action == "publish"
+    assert {a.name for a in plan.cleanup} == {
+        "guest-debian-13.efi",
+        f"{TMP_PREFIX}host-debian-13.efi",
+    }
+    assert "host-debian-13.efi" in outcome.kept
+    assert len(fake.releases) == 1  # the draft was finished, not duplicated
+    assert_published(fake, folder)
+    assert any("state starter" in line for line in reporter.infos)
+
+
+def test_rate_limits_while_publishing_are_waited_out(
+    fake: FakeGitHub, gh: GitHub, clock: FakeClock, tmp_path: Path
+) -> None:
+    folder = artifacts(tmp_path)
+    fake.secondary_rate_limit("POST", r".*/assets", status=403, retry_after=45)
+    fake.secondary_rate_limit("PATCH", ".*", status=429, retry_after=None)
+    fake.primary_rate_limit("GET", r".*/releases/tags/.*", reset_in=600, status=429)
+    fake.fail("GET", r".*/assets", 503)
+    publish(gh, folder, "devel")
+    assert_published(fake, folder)
+    assert sorted(clock.sleeps) == [2.0, 45.0, 60.0, pytest.approx(601.0, abs=1.0)]
+
+
+def test_a_server_error_creating_the_release_makes_no_second_draft(
+    fake: FakeGitHub, gh: GitHub, clock: FakeClock, tmp_path: Path
+) -> None:
+    folder = artifacts(tmp_path)
+    fake.fail("POST", r".*/releases", 500)
+    publish(gh, folder, "devel")
+    assert len(fake.releases) == 1
+    assert_published(fake, folder)
+
+
+def test_a_read_only_token_changes_nothing(
+    fake: FakeGitHub, clock: FakeClock, tmp_path: Path
+) -> None:
+    folder = artifacts(tmp_path)
+    with (
+        GitHub(
+            "acme/sev-images", Token(READ_TOKEN, "GITHUB_TOKEN"), api_url=fake.api_url, clock=clock
+        ) as gh,
+        pytest.raises(GitHubError) as caught,
+    ):
+        publish(gh, folder, "devel")
+    assert "needs contents=write" in str(caught.value)
+    assert fake.releases == []
+
+
+def test_a_broken_folder_is_refused_before_any_request(
+    fake: FakeGitHub, gh: GitHub, tmp_path: Path
+) -> None:
+    folder = artifacts(tmp_path)
+    with (folder / "guest-debian-13.efi").open("ab") as handle:
+        handle.write(b"!")
+    with pytest.raises(SevimgError, match="is not publishable") as caught:
+        publish(gh, folder, "devel")
+    assert "guest-debian-13.efi: error: SHA-256 is" in "\n".join(map(str, caught.value.problems))
+    assert fake.requests == []
+
+
+def test_dry_run_writes_nothing(fake: FakeGitHub, gh: GitHub, tmp_path: Path) -> None:
+    publish(gh, artifacts(tmp_path, 1), "devel")
+    before = writes(fake)
+    folder = artifacts(tmp_path, 2)
+    (folder / "guest-fedora-43.efi").write_bytes(
+        (tmp_path / "out1" / "guest-fedora-43.efi").read_bytes()
+    )
+    rebuild_sums(folder)
+    plans: list[Plan] = []
+    plan, outcome = publish(gh, folder, "devel", dry_run=True, on_plan=plans.append)
+    assert outcome is None and plans == [plan]
+    assert writes(fake) == before
+    actions = {i.name: i.action for i in plan.items}
+    assert actions["guest-fedora-43.efi"] == "keep"
+    assert actions["host-debian-13.efi"] == "replace"
+
+
+# --- dispatch's view ------------------------------------------------------------------------------
+
+
+def dispatch_select(
+    api_url: str, repo: str, tag: str, filters: list[str]
+) -> list[dict[str, object]]:
+    """dispatch's selection rule, as shared/reference/dispatch.md states it."""
+    response = httpx.get(
+        f"{api_url}/repos/{repo}/releases/tags/{tag}",
+        headers={"Accept": "application/vnd.github+json", "User-Agent": "dispatch"},
+    )
+    response.raise_for_status()
+    chosen = []
+    for asset in response.json()["assets"]:
+        wanted = {
+            "application/vnd.dispatch+efi",
+            "application/vnd.dispatch+iso",
+            "application/vnd.dispatch+img",
+        }
+        if asset["content_type"] not in wanted:
+            continue
+        if filters and not any(f in asset["name"] for f in filters):
+            continue
+        chosen.append(
+            {k: asset[k] for k in ("name", "size", "browser_download_url", "content_type")}
+        )
+    return sorted(chosen, key=lambda a: str(a["name"]))
+
+
+def test_dispatch_picks_exactly_the_host_images(
+    fake: FakeGitHub, gh: GitHub, tmp_path: Path
+) -> None:
+    folder = artifacts(tmp_path)
+    draft_seen: list[int] = []
+    publish(
+        gh,
+        folder,
+        "devel",
+        on_plan=lambda _: draft_seen.append(
+            httpx.get(
+                f"{fake.api_url}/repos/acme/sev-images/releases/tags/devel",
+                headers={"User-Agent": "d"},
+            ).status_code
+        ),
+    )
+    assert draft_seen == [404]
+    jobs = dispatch_select(fake.api_url, "acme/sev-images", "devel", [])
+    assert [j["name"] for j in jobs] == HOSTS
+    for job in jobs:
+        data = httpx.get(str(job["browser_download_url"])).content  # anonymous, like dispatch
+        assert data == (folder / str(job["name"])).read_bytes()
+        assert job["size"] == len(data)
+    assert [
+        j["name"] for j in dispatch_select(fake.api_url, "acme/sev-images", "devel", ["ubuntu"])
+    ] == ["host-ubuntu-26.04.efi"]
+    assert dispatch_select(fake.api_url, "acme/sev-images", "devel", ["fedora"]) == []
+    # The published SHA256SUMS checks every downloaded asset.
+    sums = httpx.get(f"{fake.api_url}/acme/sev-images/releases/download/devel/SHA256SUMS").text
+    for line in sums.splitlines():
+        sha, name = line.split("  ")
+        body = httpx.get(f"{fake.api_url}/acme/sev-images/releases/download/devel/{name}").content
+        assert hashlib.sha256(body).hexdigest() == sha
+
+
+# --- the command line -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_clock_for_cli(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> FakeClock:
+    monkeypatch.setattr(release_cli, "CLOCK", clock)
+    return clock
+
+
+def test_cli_publishes_and_never_shows_the_token(
+    cli: CliFn,
+    fake: FakeGitHub,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_clock_for_cli: FakeClock,
+) -> None:
+    folder = artifacts(tmp_path)
+    monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
+    monkeypatch.setenv("GITHUB_API_URL", fake.api_url)
+    fake.fail("POST", r".*/assets", 502, starter=True)
+    fake.secondary_rate_limit("GET", ".*", retry_after=3)
+    dry = cli(
+        "publish", "--repo", "acme/sev-images", "--tag", "devel", "--from", str(folder), "--dry-run"
+    )
+    assert dry.code == 0, dry.output
+    assert "create" in dry.stdout and "application/vnd.dispatch+efi" in dry.stdout
+    assert "host-debian-13.efi" in dry.stdout and "4.1 kB" in dry.stdout
+    assert fake.releases == []
+    run = cli("publish", "--repo", "acme/sev-images", "--tag", "devel", "--from", str(folder))
+    assert run.code == 0, run.output
+    assert f"published {len(ALL_NAMES)} assets" in run.stdout
+    assert_published(fake, folder)
+    again = cli(
+        "publish", "--repo", "acme/sev-images", "--tag", "devel", "--from", str(folder), "--dry-run"
+    )
+    assert (
+        again.code == 0 and f"0 to create, 0 to replace, {len(ALL_NAMES)} to keep" in again.stdout
+    )
+    for text in (dry.output, run.output, again.output, *fake.log_lines):
+        assert TOKEN not in text
+
+
+@pytest.mark.parametrize(
+    ("token", "expected"),
+    [
+        (
+            "ghp_SEVIMGbadTOKEN000111222",
+            "GitHub rejected the token from GITHUB_TOKEN (401 Bad credentials)",
+        ),
+        (READ_TOKEN, "needs contents=write on acme/sev-images"),
+    ],
+)
+def test_cli_failures_are_one_line(
+    cli: CliFn,
+    fake: FakeGitHub,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fake_clock_for_cli: FakeClock,
+    token: str,
+    expected: str,
+) -> None:
+    folder = artifacts(tmp_path)
+    monkeypatch.setenv("GITHUB_TOKEN", token)
+    run = cli(
+        "publish",
+        "--repo",
+        "acme/sev-images",
+        "--tag",
+        "devel",
+        "--from",
+        str(folder),
+        "--api-url",
+        fake.api_url,
+    )
+    assert run.code == 1
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sevimg: error: ") and expected in lines[0]
+    assert token not in run.output
+    assert "Traceback" not in run.output
+
+
+def test_cli_reports_a_missing_token_and_repo(
+    cli: CliFn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = artifacts(tmp_path)
+    monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+    monkeypatch.delenv("GITHUB_REPOSITORY", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no gh
+    run = cli("publish", "--tag", "devel", "--from", str(folder))
+    assert run.code == 1 and "--repo OWNER/NAME" in run.stderr
+    run = cli("publish", "--repo", "acme/x", "--tag", "devel", "--from", str(folder))
+    assert run.code == 1 and "no GitHub token" in run.stderr
+    run = cli(
+        "publish", "--repo", "not a repo", "--tag", "devel", "--from", str(folder), "--token", TOKEN
+    )
+    assert run.code == 1 and "is not a repository name" in run.stderr
+    assert TOKEN not in run.output
+
+
+def test_a_real_process_publishes_and_fails_cleanly(
+    sevimg_process: CliFn, fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = artifacts(tmp_path)
+    monkeypatch.setenv("GITHUB_API_URL", fake.api_url)
+    monkeypatch.setenv("GITHUB_TOKEN", READ_TOKEN)
+    denied = sevimg_process(
+        "publish", "--repo", "acme/sev-images", "--tag", "v1.0.0", "--from", str(folder)
+    )
+    assert denied.code == 1
+    assert denied.stderr.count("\n") == 1 and "needs contents=write" in denied.stderr
+    assert "Traceback" not in denied.stderr and READ_TOKEN not in denied.output
+    monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
+    done = sevimg_process(
+        "publish", "--repo", "acme/sev-images", "--tag", "v1.0.0", "--from", str(folder)
+    )
+    assert done.code == 0, done.output
+    assert TOKEN not in done.output
+    assert_published(fake, folder, "v1.0.0")
+
+
+def test_merge_artifacts_command(cli: CliFn, tmp_path: Path) -> None:
+    a = make_folder(tmp_path / "artifacts" / "out-debian-13", ["debian-13"])
+    b = make_folder(
+        tmp_path / "artifacts" / "out-fedora-43", ["fedora-43"], guest_only=["fedora-43"]
+    )
+    run = cli("merge-artifacts", str(a), str(b), "-o", str(tmp_path / "out"))
+    assert run.code == 0, run.output
+    assert "6 files and SHA256SUMS" in run.stdout
+    assert sorted(read_sha256sums(tmp_path / "out" / SHA256SUMS)) == sorted(
+        p.name for p in (tmp_path / "out").iterdir() if p.name != SHA256SUMS
+    )
+    again = cli("merge-artifacts", str(a), "-o", str(tmp_path / "out"))
+    assert again.code == 1 and "not an empty folder" in again.stderr
+
+
+def test_environment_is_left_alone() -> None:
+    # The tests above set GITHUB_* only through monkeypatch.
+    assert os.environ.get("GITHUB_TOKEN") not in (TOKEN, READ_TOKEN)
