@@ -28,7 +28,15 @@ def lint(session: nox.Session) -> None:
     session.install("ruff>=0.5")
     session.run("ruff", "check", "src", "tests", "noxfile.py")
     session.run("ruff", "format", "--check", "src", "tests", "noxfile.py")
-    session.run("shellcheck", "tools/install-mkosi", "tools/setup", ".ci/run", external=True)
+    session.run(
+        "shellcheck",
+        "tools/install-mkosi",
+        "tools/setup",
+        "tools/build",
+        "tools/publish",
+        ".ci/run",
+        external=True,
+    )
 
 
 @nox.session

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,7 +38,7 @@ from sevimg.publish import (
     publish,
 )
 from tests.artifactkit import efi_bytes, make_folder
-from tests.conftest import CliFn
+from tests.conftest import REPO, CliFn
 from tests.fakegithub import READ_TOKEN, TOKEN, FakeClock, FakeGitHub
 
 IMAGES = ("debian-13", "ubuntu-26.04")
@@ -630,3 +632,78 @@ def test_merge_artifacts_command(cli: CliFn, tmp_path: Path) -> None:
 def test_environment_is_left_alone() -> None:
     # The tests above set GITHUB_* only through monkeypatch.
     assert os.environ.get("GITHUB_TOKEN") not in (TOKEN, READ_TOKEN)
+
+
+# --- the wrapper scripts ------------------------------------------------------------------------------
+
+
+def run_tool(tool: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
+    return subprocess.run(
+        [str(REPO / "tools" / tool), *args],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("ref", "ref_name", "tag"),
+    [("refs/heads/main", "main", "devel"), ("refs/tags/v1.4.0", "v1.4.0", "v1.4.0")],
+)
+def test_tools_publish_maps_the_ref_to_the_release(
+    fake: FakeGitHub, tmp_path: Path, ref: str, ref_name: str, tag: str
+) -> None:
+    folder = artifacts(tmp_path)
+    env = {
+        "GITHUB_REPOSITORY": "acme/sev-images",
+        "GITHUB_REF": ref,
+        "GITHUB_REF_NAME": ref_name,
+        "GITHUB_TOKEN": TOKEN,
+        "GITHUB_API_URL": fake.api_url,
+    }
+    done = run_tool("publish", "--from", str(folder), env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"release {tag} of acme/sev-images" in done.stdout
+    assert TOKEN not in done.stdout + done.stderr
+    assert_published(fake, folder, tag)
+    # The token went through the environment, not the command line.
+    assert all(TOKEN not in line for line in fake.log_lines)
+
+
+def test_tools_publish_skips_other_refs_and_needs_its_environment(
+    fake: FakeGitHub, tmp_path: Path
+) -> None:
+    folder = artifacts(tmp_path)
+    env = {
+        "GITHUB_REPOSITORY": "acme/sev-images",
+        "GITHUB_REF": "refs/heads/feature",
+        "GITHUB_TOKEN": TOKEN,
+    }
+    done = run_tool("publish", "--from", str(folder), env=env)
+    assert done.returncode == 0 and "nothing to publish" in done.stdout
+    assert fake.requests == []
+    missing = run_tool("publish", env={"GITHUB_REF": "refs/heads/main"})
+    assert missing.returncode == 1 and "GITHUB_REPOSITORY is not set" in missing.stderr
+    helped = run_tool("publish", "--help", env={})
+    assert helped.returncode == 0 and "GITHUB_REF" in helped.stdout
+
+
+def test_tools_build_usage() -> None:
+    helped = run_tool("build", "--help", env={})
+    assert helped.returncode == 0 and "tools/build IMAGE..." in helped.stdout
+    bare = run_tool("build", env={})
+    assert bare.returncode == 2 and "tools/build IMAGE..." in bare.stderr
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
+def test_wrappers_pass_shellcheck() -> None:
+    done = subprocess.run(
+        ["shellcheck", str(REPO / "tools" / "build"), str(REPO / "tools" / "publish")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout
