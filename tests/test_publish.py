@@ -7,6 +7,7 @@ what the public saw after every single request).
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from rich.console import Console
 
 from sevimg.artifacts import (
     SHA256SUMS,
@@ -707,3 +709,60 @@ def test_wrappers_pass_shellcheck() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout
+
+
+def test_dry_run_without_a_token_plans_from_the_public_view(
+    cli: CliFn, fake: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = artifacts(tmp_path)
+    monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no gh to ask
+    run = cli(
+        "publish",
+        "--repo",
+        "acme/sev-images",
+        "--tag",
+        "devel",
+        "--from",
+        str(folder),
+        "--api-url",
+        fake.api_url,
+        "--dry-run",
+    )
+    assert run.code == 0, run.output
+    assert "warning: no token" in run.stderr
+    assert "create it as a draft prerelease" in run.stdout
+    assert all(
+        r.method == "GET" and "authorization" not in {k.lower() for k in r.headers}
+        for r in fake.requests
+    )
+    missing = cli(
+        "publish",
+        "--repo",
+        "acme/nope",
+        "--tag",
+        "devel",
+        "--from",
+        str(folder),
+        "--api-url",
+        fake.api_url,
+        "--dry-run",
+    )
+    assert missing.code == 1
+    assert "acme/nope does not exist or the token cannot see it" in missing.stderr
+
+
+def test_large_uploads_get_a_progress_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    screen = io.StringIO()
+    monkeypatch.setattr(release_cli, "err", Console(file=screen, force_terminal=True, width=100))
+    reporter = release_cli.ConsoleReporter()
+    total = release_cli.PROGRESS_MIN_BYTES * 2
+    with reporter.progress("host-debian-13.efi", total) as advance:
+        for sent in range(0, total + 1, total // 4):
+            advance(sent)
+    assert "host-debian-13.efi" in screen.getvalue()
+    quiet = io.StringIO()
+    monkeypatch.setattr(release_cli, "err", Console(file=quiet, force_terminal=False))
+    with reporter.progress("small", total) as advance:
+        advance(total)
+    assert quiet.getvalue() == ""  # logs and pipes get no bar

@@ -164,7 +164,9 @@ def make_plan(gh: GitHub, selection: Selection, tag: str) -> Plan:
     """Read the release of `tag` and decide what to do with each asset; writes nothing."""
     check_tag(tag)
     release = gh.release_by_tag(tag)
-    if release is None and gh.token is not None:
+    if release is None:
+        # A 404 by tag means missing, a draft, or no such repository; the
+        # listing tells them apart (drafts only show up with a token).
         release = gh.draft_by_tag(tag)
     remote = gh.list_assets(release) if release is not None else []
     warnings = list(selection.warnings)
