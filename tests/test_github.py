@@ -388,11 +388,22 @@ def test_unknown_repository_is_a_404_line(fake: FakeGitHub, clock: FakeClock) ->
         GitHub("acme/nope", Token(TOKEN, "--token"), api_url=fake.api_url, clock=clock) as gh,
         pytest.raises(GitHubError) as caught,
     ):
-        gh.draft_by_tag("devel")
+        assert gh.draft_by_tag("devel") is None  # GitHub answers 404 for the listing too
+        gh.create_release("devel", prerelease=True, name="devel", body="", target=None)
     assert str(caught.value) == (
-        "listing releases of acme/nope: not found (404); "
+        "creating release devel in acme/nope: not found (404); "
         "acme/nope does not exist or the token cannot see it"
     )
+
+
+def test_a_server_without_the_release_listing_has_no_drafts(fake: FakeGitHub, gh: GitHub) -> None:
+    fake.fail("GET", r".*/releases", 404, times=1)
+    assert gh.draft_by_tag("devel") is None
+    fake.fail("GET", r".*/releases", 500, times=100)
+    with pytest.raises(
+        GitHubError, match="listing releases of acme/sev-images: GitHub answered 500"
+    ):
+        gh.draft_by_tag("devel")
 
 
 def test_unreachable_api_is_one_line_after_retries(clock: FakeClock) -> None:

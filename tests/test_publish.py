@@ -746,10 +746,14 @@ def test_dry_run_without_a_token_plans_from_the_public_view(
         str(folder),
         "--api-url",
         fake.api_url,
-        "--dry-run",
+        "--token",
+        TOKEN,
     )
     assert missing.code == 1
-    assert "acme/nope does not exist or the token cannot see it" in missing.stderr
+    assert missing.stderr.strip() == (
+        "sevimg: error: creating release devel in acme/nope: not found (404); "
+        "acme/nope does not exist or the token cannot see it"
+    )
 
 
 def test_large_uploads_get_a_progress_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:

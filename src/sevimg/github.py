@@ -200,8 +200,8 @@ class Release:
         return cls(
             id=int(data["id"]),
             tag_name=str(data["tag_name"]),
-            draft=bool(data["draft"]),
-            prerelease=bool(data["prerelease"]),
+            draft=bool(data.get("draft")),
+            prerelease=bool(data.get("prerelease")),
             upload_url=str(data["upload_url"]),
             html_url=str(data.get("html_url") or ""),
         )
@@ -314,10 +314,21 @@ class GitHub:
         return Release.from_json(self._json(response, dict))
 
     def draft_by_tag(self, tag: str) -> Release | None:
-        """A draft release named for `tag` (left by an interrupted publish), newest first."""
-        for data in self._paginate(self._url("/releases"), what=f"listing releases of {self.repo}"):
-            if data.get("draft") and data.get("tag_name") == tag:
-                return Release.from_json(data)
+        """A draft release named for `tag` (left by an interrupted publish), newest first.
+
+        A 404 counts as "no draft": some GitHub-compatible servers do not
+        list releases, and for a repository that really is missing the next
+        call (creating the release) says so.
+        """
+        try:
+            for data in self._paginate(
+                self._url("/releases"), what=f"listing releases of {self.repo}"
+            ):
+                if data.get("draft") and data.get("tag_name") == tag:
+                    return Release.from_json(data)
+        except GitHubError as exc:
+            if exc.status != 404:
+                raise
         return None
 
     def create_release(
