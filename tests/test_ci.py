@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from sevimg import ci
@@ -90,7 +89,7 @@ def test_jobs_do_what_the_release_process_needs(catalog: Catalog) -> None:
     assert "sudo tools/install-mkosi 25.3" in script
     assert "sysctl -w kernel.apparmor_restrict_unprivileged_userns=0" in script
     assert "python -m pip install --quiet ." in script
-    assert 'tools/build "$IMAGE" $BUILD_ARGS -o out' in script
+    assert '.venv/bin/sevimg build "$IMAGE" $BUILD_ARGS -o out' in script
     build_step = next(s for s in steps(build) if s.get("name") == "Build")
     assert build_step["env"] == {
         "IMAGE": "${{ matrix.image }}",
@@ -113,9 +112,12 @@ def test_jobs_do_what_the_release_process_needs(catalog: Catalog) -> None:
     assert download["with"] == {"pattern": "out-*", "path": "artifacts"}
     script = runs(publish)
     assert ".venv/bin/sevimg merge-artifacts artifacts/out-* -o out" in script
-    assert "tools/publish --from out" in script
+    assert '.venv/bin/sevimg publish --repo "$GITHUB_REPOSITORY" --tag "$TAG" --from out' in script
     publish_step = next(s for s in steps(publish) if s.get("name") == "Publish")
-    assert publish_step["env"] == {"GITHUB_TOKEN": "${{ secrets.GITHUB_TOKEN }}"}
+    assert publish_step["env"] == {
+        "GITHUB_TOKEN": "${{ secrets.GITHUB_TOKEN }}",
+        "TAG": "${{ github.ref_type == 'tag' && github.ref_name || 'devel' }}",
+    }
     # The token reaches only the publish step.
     assert ci.generate(catalog).text.count("secrets.") == 1
 
@@ -238,9 +240,3 @@ def test_render_quotes_every_matrix_value() -> None:
     assert '- image: "debian-13"' in text
     assert 'roles: "guest host"' in text
     assert 'build-args: ""' in text
-
-
-@pytest.mark.parametrize("tool", ["build", "publish"])
-def test_wrapper_scripts_are_used_by_the_workflow(catalog: Catalog, tool: str) -> None:
-    assert f"tools/{tool} " in ci.generate(catalog).text
-    assert (REPO / "tools" / tool).is_file()

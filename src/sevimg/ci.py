@@ -30,6 +30,7 @@ MKOSI_VERSION = "25.3"
 RUNNER = "ubuntu-24.04"
 PYTHON_VERSION = "3.12"
 ARTIFACT_PREFIX = "out-"
+DEVEL_TAG = "devel"
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,9 @@ def render(entries: Sequence[MatrixEntry], skipped: Sequence[tuple[str, int]] = 
     add("          SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)")
     add("          export SOURCE_DATE_EPOCH")
     add("          # BUILD_ARGS is empty or `--role guest`: split on purpose.")
-    add('          sudo --preserve-env=SOURCE_DATE_EPOCH tools/build "$IMAGE" $BUILD_ARGS -o out')
+    add(
+        '          sudo --preserve-env=SOURCE_DATE_EPOCH .venv/bin/sevimg build "$IMAGE" $BUILD_ARGS -o out'
+    )
     add("      - name: Upload the artifact folder")
     add(f"        uses: {UPLOAD_ARTIFACT.uses()}")
     add("        with:")
@@ -233,12 +236,14 @@ def render(entries: Sequence[MatrixEntry], skipped: Sequence[tuple[str, int]] = 
     add("      - name: Publish")
     add("        env:")
     add("          GITHUB_TOKEN: ${{ secrets.GITHUB_TOKEN }}")
-    add("        run: tools/publish --from out")
+    add("          # v* tags publish to their own release, main to the rolling `devel`.")
+    add(f"          TAG: ${{{{ github.ref_type == 'tag' && github.ref_name || '{DEVEL_TAG}' }}}}")
+    add('        run: .venv/bin/sevimg publish --repo "$GITHUB_REPOSITORY" --tag "$TAG" --from out')
     return "\n".join(lines) + "\n"
 
 
 def _setup_steps(add: Any) -> None:
-    """Check out, set up Python, install sevimg into .venv (the wrappers look there)."""
+    """Check out, set up Python, install sevimg into .venv (root runs it from there too)."""
     add(f"      - uses: {CHECKOUT.uses()}")
     add("        with:")
     add("          persist-credentials: false")
