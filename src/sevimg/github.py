@@ -236,7 +236,7 @@ class Asset:
             state=str(data.get("state") or "uploaded"),
             content_type=str(data.get("content_type") or ""),
             size=int(data.get("size") or 0),
-            digest=data.get("digest"),
+            digest=data["digest"] if isinstance(data.get("digest"), str) else None,
         )
 
 
