@@ -71,22 +71,65 @@ HOST_MODULES = KernelModules(
 
 DEFAULT_MODULES: Mapping[Role, KernelModules] = {"guest": GUEST_MODULES, "host": HOST_MODULES}
 
-# Files a guest never uses: the second kernel copy, docs, translations, the
-# hardware database. Removed after packages are installed.
-GUEST_REMOVE_FILES: tuple[str, ...] = (
-    "/boot/*",
+# Files a guest never uses: the kernel's second copy (the UKI carries it in
+# its .linux section), docs, translations, character-set converters, the
+# hardware database, perl (only package scripts need it) and package-manager
+# caches. Removed after packages are installed and the UKI's kernel is saved.
+# Paths for both Debian (x86_64-linux-gnu) and RPM (lib64) layouts; a glob
+# that matches nothing is harmless.
+_EVERY_IMAGE_REMOVES: tuple[str, ...] = (
+    "/usr/lib/modules/*/vmlinuz",
     "/usr/share/doc",
     "/usr/share/info",
-    "/usr/share/locale",
     "/usr/share/man",
+)
+GUEST_REMOVE_FILES: tuple[str, ...] = (
+    *_EVERY_IMAGE_REMOVES,
+    "/boot/*",
+    "/etc/udev/hwdb.bin",
+    "/usr/bin/perl*",
+    "/usr/lib/locale",
     "/usr/lib/udev/hwdb.bin",
     "/usr/lib/udev/hwdb.d",
+    "/usr/lib/x86_64-linux-gnu/gconv",
+    "/usr/lib/x86_64-linux-gnu/perl-base",
+    "/usr/lib64/gconv",
+    "/usr/share/bash-completion",
+    "/usr/share/common-licenses",
+    "/usr/share/locale",
+    "/usr/share/perl5",
+    "/usr/share/zoneinfo",
+    "/var/cache/debconf",
+    "/var/cache/ldconfig",
+    "/var/lib/systemd/catalog",
 )
+# A host keeps the hardware database (bare metal) and character sets, and
+# drops the other architectures' emulators and firmware that qemu-system-x86
+# and qemu-system-data bring along.
 HOST_REMOVE_FILES: tuple[str, ...] = (
-    "/usr/share/doc",
-    "/usr/share/info",
-    "/usr/share/man",
+    *_EVERY_IMAGE_REMOVES,
+    "/boot/*",
+    "/usr/bin/perl*",
+    "/usr/bin/qemu-system-i386",
+    "/usr/bin/qemu-system-x86_64-microvm",
+    "/usr/lib/python3*/__pycache__",
+    "/usr/lib/udev/hwdb.d",
+    "/usr/lib/x86_64-linux-gnu/perl-base",
+    "/usr/share/locale",
+    "/usr/share/perl5",
+    "/usr/share/qemu/hppa-firmware*",
+    "/usr/share/qemu/openbios-*",
+    "/usr/share/qemu/opensbi-*",
+    "/usr/share/qemu/palcode-*",
+    "/usr/share/qemu/s390-*",
+    "/usr/share/qemu/skiboot.lid",
+    "/usr/share/qemu/slof.bin",
+    "/usr/share/qemu/u-boot*",
 )
+
+# Every image boots unattended: without this, systemd-firstboot stops the boot
+# at "Please configure your system! Press any key" on the console.
+KERNEL_COMMAND_LINE: tuple[str, ...] = ("systemd.firstboot=off",)
 
 UNITS: Mapping[Role, tuple[str, ...]] = {
     "guest": ("sevimg-guest-check.service",),

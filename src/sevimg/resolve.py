@@ -149,7 +149,8 @@ class _Resolver:
             remove_files=payload.GUEST_REMOVE_FILES
             if self.role == "guest"
             else payload.HOST_REMOVE_FILES,
-            clean_package_metadata=self.role == "guest",
+            # Neither image installs packages at run time: drop the package database.
+            clean_package_metadata=True,
             environment=environment,
             autologin=debug,
             payload=self.payload(image),
@@ -216,6 +217,7 @@ class _Resolver:
                         (section, "remove_kernel_command_line", i),
                         f"{token!r} is not on the {self.role} kernel command line, so it cannot be removed",
                     )
+        tokens.update(dict.fromkeys(payload.KERNEL_COMMAND_LINE))
         # Order matters on a kernel command line (console= last wins): keep it.
         return tuple(tokens)
 

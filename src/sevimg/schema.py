@@ -24,7 +24,9 @@ from sevimg.problems import Problem, SevimgError, error
 
 DISTRO = "distro.schema.json"
 RELEASE = "release.schema.json"
-SCHEMA_FILES = ("common.schema.json", DISTRO, RELEASE)
+PROJECT = "project.schema.json"
+LOCAL = "local.schema.json"
+SCHEMA_FILES = ("common.schema.json", DISTRO, RELEASE, PROJECT, LOCAL)
 
 _TYPE_NAMES = {
     "object": "a mapping (key: value)",
@@ -78,7 +80,7 @@ class Schemas:
         registry: Registry[Any] = Registry().with_resources(resources)
         self._validators = {
             name: Draft202012Validator(documents[name], registry=registry)
-            for name in (DISTRO, RELEASE)
+            for name in (DISTRO, RELEASE, PROJECT, LOCAL)
         }
         self.documents = documents
 

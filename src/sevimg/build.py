@@ -1,0 +1,434 @@
+"""`sevimg build`: run mkosi on rendered trees and collect checked artifacts.
+
+The side-effect edge of the pipeline. Per run: one tools tree (built once
+per mkosi version and tools distribution, then reused), one package cache,
+mkosi's incremental cache; per image: render, stage pinned tools, run mkosi
+(full output to out/logs/<image>.log), check the real artifact, then move it
+into out/ with its manifest and an updated SHA256SUMS. A guest is built
+before the host that embeds it, and never twice in one run. An image whose
+inputs have not changed since its last successful build is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from sevimg import __version__, artifacts, pins, postcheck, uki
+from sevimg.config import LocalConfig, ToolPin
+from sevimg.mkosi import Mkosi
+from sevimg.output import write_file_atomic, write_tree
+from sevimg.problems import SevimgError
+from sevimg.render import GUEST_TREE, File, Renderer, Tree
+from sevimg.spec import ImageSpec
+
+DEFAULT_TOOLS_TREE = ("debian", "trixie")
+KEYRINGS = {
+    "debian": "/usr/share/keyrings/debian-archive-keyring.gpg",
+    "ubuntu": "/usr/share/keyrings/ubuntu-archive-keyring.gpg",
+}
+# Suites without -updates / -security pockets.
+_NO_POCKETS = {"sid", "unstable", "rawhide"}
+LOG_TAIL = 25
+
+Report = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """Everything a build run needs besides the specs."""
+
+    workspace_root: Path
+    build_dir: Path  # rendered trees
+    out_dir: Path  # artifacts
+    cache_dir: Path  # tools tree, packages, incremental images, downloads, state
+    mkosi: Mkosi
+    renderer: Renderer
+    local: LocalConfig = field(default_factory=LocalConfig)
+    pins: tuple[ToolPin, ...] = ()
+    with_tools: bool = True
+    tools_dir: Path | None = None
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one image."""
+
+    image_id: str
+    status: str  # built | skipped | failed
+    seconds: float
+    artifact: Path | None = None
+    size: int = 0
+    warnings: tuple[str, ...] = ()
+    error: str = ""
+
+
+def build_order(specs: Iterable[ImageSpec]) -> list[ImageSpec]:
+    """Guests before hosts; each image once."""
+    unique = {s.image_id: s for s in specs}
+    return sorted(unique.values(), key=lambda s: (s.role != "guest", s.image_id))
+
+
+class Builder:
+    """Builds specs with mkosi into the artifact folder."""
+
+    def __init__(
+        self, settings: BuildSettings, report: Report, stage: Callable[[str], None] | None = None
+    ) -> None:
+        self.s = settings
+        self.report = report
+        self.stage = stage or (lambda _line: None)
+        self.logs = settings.out_dir / artifacts.LOGS_DIR
+        self.state_dir = settings.cache_dir / "state"
+        self.guest_artifacts: dict[str, Path] = {}
+
+    # --- the run -----------------------------------------------------------------------
+
+    def run(self, specs: Sequence[ImageSpec]) -> list[Outcome]:
+        """Build every spec (guests first); stops at the first failure."""
+        self.s.out_dir.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        outcomes: list[Outcome] = []
+        tools_tree: Path | None = None
+        for spec in build_order(specs):
+            started = time.monotonic()
+            try:
+                tree = self.render(spec)
+                staged = self.stage_pins(spec)
+                key = self.inputs_key(tree, staged)
+                if not self.s.force and (skipped := self.up_to_date(spec, key)) is not None:
+                    outcomes.append(
+                        Outcome(
+                            spec.image_id,
+                            "skipped",
+                            time.monotonic() - started,
+                            skipped,
+                            skipped.stat().st_size,
+                        )
+                    )
+                    self.report(
+                        f"{spec.image_id}: up to date ({artifacts.artifact_name(spec.image_id)}), skipped"
+                    )
+                    continue
+                if tools_tree is None:
+                    tools_tree = self.tools_tree()
+                outcome = self.build_one(spec, tools_tree, staged, key, started)
+            except SevimgError as exc:
+                outcomes.append(
+                    Outcome(spec.image_id, "failed", time.monotonic() - started, error=exc.message)
+                )
+                raise
+            outcomes.append(outcome)
+        return outcomes
+
+    # --- inputs ------------------------------------------------------------------------
+
+    def render(self, spec: ImageSpec) -> Path:
+        """Render the spec's tree into build/, with the built guest in a host's guest tree."""
+        tree = self.s.renderer.render(spec)
+        if spec.role == "host":
+            guest_id = spec.payload.guest_image or ""
+            guest = self.guest_artifacts.get(guest_id) or self.s.out_dir / artifacts.artifact_name(
+                guest_id
+            )
+            if not guest.is_file():
+                raise SevimgError(
+                    f"{spec.image_id} embeds {guest_id}, which has not been built",
+                    hint=f"sevimg build {spec.image}",
+                )
+            tree = _with_file(tree, f"{GUEST_TREE}/guest.efi", guest.read_bytes())
+        return write_tree(tree, self.s.build_dir / spec.image_id)
+
+    def stage_pins(self, spec: ImageSpec) -> dict[str, ToolPin]:
+        """Pinned tools for this role, staged as an extra tree (or none, --without-tools)."""
+        if not self.s.with_tools:
+            return {}
+        dest = self.s.cache_dir / "staged-tools" / spec.image_id
+        return pins.stage(
+            self.s.pins, spec.role, self.s.cache_dir, dest, self.s.tools_dir, self.s.local.proxy
+        )
+
+    def inputs_key(self, tree: Path, staged: Mapping[str, ToolPin]) -> str:
+        """A digest of everything that decides the artifact's content."""
+        h = hashlib.sha256()
+        h.update(f"sevimg {__version__}\nmkosi {self.s.mkosi.version}\n".encode())
+        h.update(json.dumps(self.tools_tree_id()).encode())
+        h.update(
+            json.dumps(
+                sorted((p.name, p.version, p.sha256, p.target) for p in staged.values())
+            ).encode()
+        )
+        h.update(
+            json.dumps(
+                [
+                    self.s.local.apt_mirrors.get(d).__repr__()
+                    for d in sorted(self.s.local.apt_mirrors)
+                ]
+            ).encode()
+        )
+        h.update(json.dumps(sorted(self.s.local.rpm_mirrors.items())).encode())
+        for path in sorted(tree.rglob("*")):
+            if path.is_file():
+                h.update(f"{path.relative_to(tree)}:{path.stat().st_mode & 0o777:o}:".encode())
+                with path.open("rb") as handle:
+                    h.update(hashlib.file_digest(handle, "sha256").digest())
+        return h.hexdigest()
+
+    def up_to_date(self, spec: ImageSpec, key: str) -> Path | None:
+        """The existing artifact when it was built from exactly these inputs, else None."""
+        state = self.state_dir / f"{spec.image_id}.json"
+        artifact = self.s.out_dir / artifacts.artifact_name(spec.image_id)
+        manifest = self.s.out_dir / artifacts.manifest_name(spec.image_id)
+        try:
+            recorded = json.loads(state.read_text())
+        except (OSError, ValueError):
+            return None
+        if recorded.get("inputs") != key or not artifact.is_file() or not manifest.is_file():
+            return None
+        if artifacts.sha256_file(artifact) != recorded.get("sha256"):
+            return None
+        if spec.role == "guest":
+            self.guest_artifacts[spec.image_id] = artifact
+        return artifact
+
+    # --- mkosi ---------------------------------------------------------------------------
+
+    def tools_tree_id(self) -> tuple[str, str, str]:
+        """(mkosi version, distribution, release) of the tools tree."""
+        distribution, release = self.s.local.tools_tree or DEFAULT_TOOLS_TREE
+        return self.s.mkosi.version, distribution, release
+
+    def tools_tree(self) -> Path:
+        """The shared tools tree, built on first use."""
+        version, distribution, release = self.tools_tree_id()
+        folder = self.s.cache_dir / "tools" / f"mkosi-{version}-{distribution}-{release}"
+        tree = folder / "tree"
+        if (folder / ".complete").is_file() and tree.is_dir():
+            return tree
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        args = [
+            "--directory=",
+            "--include=mkosi-tools",
+            f"--distribution={distribution}",
+            f"--release={release}",
+            "--format=directory",
+            f"--output-directory={folder}",
+            "--output=tree",
+            *self.common_args(),
+            *self.sandbox_args(distribution, release, "tools", ()),
+            "build",
+        ]
+        self.report(
+            f"tools tree: building {distribution} {release} with mkosi {version} (once; reused by every image)"
+        )
+        self.run_mkosi(args, log=self.logs / "tools-tree.log", cwd=folder, what="the tools tree")
+        (folder / ".complete").write_text(f"{distribution} {release} mkosi {version}\n")
+        return tree
+
+    def common_args(self) -> list[str]:
+        """Caches and proxy, for images and the tools tree alike."""
+        args = [
+            f"--package-cache-directory={self.s.cache_dir / 'packages'}",
+            f"--cache-directory={self.s.cache_dir / 'incremental'}",
+            "--incremental=yes",
+        ]
+        if self.s.local.proxy:
+            args.append(f"--proxy-url={self.s.local.proxy}")
+        return args
+
+    def sandbox_args(
+        self, distribution: str, release: str, name: str, repositories: Sequence[str]
+    ) -> list[str]:
+        """--sandbox-tree/--mirror arguments from sevimg.local.yaml for one distribution release."""
+        args = [f"--sandbox-tree={tree}" for tree in self.s.local.sandbox_trees]
+        if mirror := self.s.local.apt_mirrors.get(distribution):
+            folder = self.s.cache_dir / "sandbox" / name
+            write_file_atomic(
+                folder / "etc/apt/sources.list.d/mkosi.sources",
+                apt_sources(
+                    distribution, release, mirror.url, mirror.security_url, repositories
+                ).encode(),
+            )
+            args.append(f"--sandbox-tree={folder}")
+        elif url := self.s.local.rpm_mirrors.get(distribution):
+            args.append(f"--mirror={url}")
+        return args
+
+    def build_one(
+        self,
+        spec: ImageSpec,
+        tools_tree: Path,
+        staged: Mapping[str, ToolPin],
+        key: str,
+        started: float,
+    ) -> Outcome:
+        """mkosi build, check, and publish one image into out/."""
+        tree = self.s.build_dir / spec.image_id
+        output = self.s.cache_dir / "output" / spec.image_id
+        shutil.rmtree(output, ignore_errors=True)
+        output.mkdir(parents=True)
+        args = [
+            "-C",
+            str(tree),
+            f"--tools-tree={tools_tree}",
+            f"--output-directory={output}",
+            *self.common_args(),
+        ]
+        if not spec.apt_replace_default_sources:  # an archived release keeps its own sources
+            args += self.sandbox_args(
+                spec.mkosi_distribution, spec.mkosi_release, spec.image_id, spec.repositories
+            )
+        if staged:
+            args.append(f"--extra-tree={self.s.cache_dir / 'staged-tools' / spec.image_id}")
+        args.append("build")
+        log = self.logs / f"{spec.image_id}.log"
+        self.report(f"{spec.image_id}: building with mkosi {self.s.mkosi.version} (log: {log})")
+        self.run_mkosi(args, log=log, cwd=tree, what=spec.image_id)
+
+        built = output / artifacts.artifact_name(spec.image_id)
+        if not built.is_file():
+            raise SevimgError(f"mkosi finished but wrote no {built.name}", hint=f"see {log}")
+        packages = mkosi_packages(output / f"{spec.image_id}.manifest")
+        guest_sha = None
+        if spec.role == "host":
+            guest_sha = artifacts.sha256_file(tree / GUEST_TREE / "guest.efi")
+        self.stage(f"{spec.image_id}: checking the built image")
+        findings = postcheck.check(spec, uki.read_uki(built), packages, guest_sha)
+        if findings.errors:
+            raise SevimgError(
+                f"{spec.image_id} was built but fails its checks; not copied to {self.s.out_dir}",
+                hint="; ".join(findings.errors) + f" (the rejected image is {built})",
+            )
+
+        final = self.publish(spec, built, packages, staged, guest_sha)
+        write_file_atomic(
+            self.state_dir / f"{spec.image_id}.json",
+            json.dumps({"inputs": key, "sha256": artifacts.sha256_file(final)}).encode(),
+        )
+        if spec.role == "guest":
+            self.guest_artifacts[spec.image_id] = final
+        seconds = time.monotonic() - started
+        size = final.stat().st_size
+        self.report(f"{spec.image_id}: built {final.name}, {size / 1e6:.1f} MB, in {seconds:.0f} s")
+        for message in findings.warnings:
+            self.report(f"{spec.image_id}: warning: {message}")
+        return Outcome(spec.image_id, "built", seconds, final, size, findings.warnings)
+
+    def publish(
+        self,
+        spec: ImageSpec,
+        built: Path,
+        packages: Mapping[str, str],
+        staged: Mapping[str, ToolPin],
+        guest_sha: str | None,
+    ) -> Path:
+        """Move the artifact into out/ (temporary name, then rename), then its manifest and SHA256SUMS."""
+        final = self.s.out_dir / built.name
+        temporary = self.s.out_dir / f".{built.name}.partial"
+        shutil.copyfile(built, temporary)
+        temporary.replace(final)
+        manifest = artifacts.Manifest.for_artifact(
+            final,
+            distro=spec.distro,
+            release=spec.release,
+            sources=[
+                artifacts.SourceFile(path, sha)
+                for path, sha in zip(spec.sources, spec.source_sha256, strict=True)
+            ],
+            mkosi_version=self.s.mkosi.version,
+            tools={
+                pin.name: (
+                    artifacts.Tool(staged[pin.name].version, staged[pin.name].sha256)
+                    if pin.name in staged
+                    else None
+                )
+                for pin in self.s.pins
+                if spec.role in pin.roles
+            },
+            packages=[artifacts.Package(name, version) for name, version in packages.items()],
+            embedded_guest=artifacts.EmbeddedGuest(spec.payload.guest_image or "", guest_sha)
+            if guest_sha
+            else None,
+        )
+        artifacts.write_manifest(self.s.out_dir, manifest)
+        artifacts.write_sha256sums(self.s.out_dir)
+        return final
+
+    def run_mkosi(self, args: Sequence[str], *, log: Path, cwd: Path, what: str) -> None:
+        """Run mkosi, streaming its output to `log` and its steps to the progress line."""
+        env = dict(os.environ)
+        env.setdefault("TERM", "dumb")
+        with log.open("w", encoding="utf-8") as sink:
+            sink.write(f"$ {self.s.mkosi.path} {' '.join(args)}\n")
+            sink.flush()
+            try:
+                proc = subprocess.Popen(
+                    [str(self.s.mkosi.path), *args],
+                    cwd=cwd,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    text=True,
+                    errors="replace",
+                    env=env,
+                )
+            except OSError as exc:
+                raise SevimgError(
+                    f"cannot run {self.s.mkosi.path}: {exc.strerror or exc}"
+                ) from None
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                sink.write(line)
+                stripped = line.strip()
+                if stripped.startswith("‣"):
+                    self.stage(f"{what}: {stripped.lstrip('‣ ').strip()}")
+            code = proc.wait()
+        if code != 0:
+            tail = log.read_text(errors="replace").splitlines()[-LOG_TAIL:]
+            raise SevimgError(
+                f"mkosi failed building {what} (exit {code}); last lines of {log}:\n"
+                + "\n".join(f"  {t}" for t in tail),
+                hint=f"full log: {log}",
+            )
+
+
+def apt_sources(
+    distribution: str, release: str, url: str, security_url: str | None, repositories: Sequence[str]
+) -> str:
+    """deb822 sources for one release from one mirror: main, -updates and -security, no debug suites."""
+    components = " ".join(("main", *repositories))
+    keyring = KEYRINGS[distribution]
+    if security_url is None:
+        security_url = url.rstrip("/") + "-security" if distribution == "debian" else url
+    suites = [release] if release in _NO_POCKETS else [release, f"{release}-updates"]
+    text = (
+        "# Written by sevimg from sevimg.local.yaml: this machine's mirror, without debug suites.\n"
+        f"Types: deb\nURIs: {url}\nSuites: {' '.join(suites)}\nComponents: {components}\nSigned-By: {keyring}\n"
+    )
+    if release not in _NO_POCKETS:
+        text += f"\nTypes: deb\nURIs: {security_url}\nSuites: {release}-security\nComponents: {components}\nSigned-By: {keyring}\n"
+    return text
+
+
+def mkosi_packages(manifest: Path) -> dict[str, str]:
+    """name → version from mkosi's JSON manifest (ManifestFormat=json)."""
+    try:
+        data = json.loads(manifest.read_text())
+        return {p["name"]: p["version"] for p in data["packages"]}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SevimgError(f"cannot read mkosi's package manifest {manifest}: {exc}") from None
+
+
+def _with_file(tree: Tree, path: str, content: bytes) -> Tree:
+    """`tree` with one more file (the guest UKI a host embeds)."""
+    files = (*tree.files, File(PurePosixPath(path), content, 0o644))
+    return Tree(tree.image_id, tuple(sorted(files, key=lambda f: f.path)))

@@ -1,0 +1,321 @@
+"""Build commands: build, run."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from sevimg import artifacts, config, mkosi, run
+from sevimg.build import Builder, BuildSettings, Outcome
+from sevimg.check import all_problems, check_catalog, specs_or_raise
+from sevimg.cli.base import (
+    Context,
+    err,
+    handle_errors,
+    main,
+    mkosi_version_option,
+    out,
+    pass_ctx,
+    print_problems,
+)
+from sevimg.launch import MIN_MEMORY_MB
+from sevimg.payload import KNOWN_SEV_FIRMWARE
+from sevimg.problems import SevimgError
+from sevimg.spec import ImageSpec
+
+SNP_SYSFS = Path("/sys/module/kvm_amd/parameters/sev_snp")
+
+
+@main.command()
+@click.argument("images", nargs=-1)
+@click.option("--all", "all_images", is_flag=True, help="Build every release of the catalog.")
+@click.option(
+    "--role",
+    type=click.Choice(["host", "guest"]),
+    help="Only this role (a host still builds the guest it embeds).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Artifact folder (default: out/ in the workspace).",
+)
+@click.option(
+    "--force", is_flag=True, help="Rebuild even when nothing changed since the last build."
+)
+@click.option(
+    "--tools-dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Take the pinned payload tools from this folder (offline builds).",
+)
+@click.option(
+    "--without-tools",
+    is_flag=True,
+    help="Build without the pinned payload tools (the manifests say so).",
+)
+@click.option(
+    "--debug-image",
+    "debug",
+    is_flag=True,
+    help="Build debug variants (console autologin, ids ending in -debug).",
+)
+@mkosi_version_option
+@pass_ctx
+@handle_errors
+def build(
+    ctx: Context,
+    images: Sequence[str],
+    all_images: bool,
+    role: str | None,
+    output: Path | None,
+    force: bool,
+    tools_dir: Path | None,
+    without_tools: bool,
+    debug: bool,
+    mkosi_version: str | None,
+) -> None:
+    """Build IMAGES (or --all) with mkosi: out/<role>-<image>.efi, manifests, SHA256SUMS.
+
+    Guests are built first and embedded in their hosts (never mkosi inside
+    mkosi, never a guest twice). An image whose inputs are unchanged since its
+    last successful build is skipped. Full mkosi output goes to
+    out/logs/<image>.log. Each artifact is checked before it reaches out/:
+    installed kernel/QEMU/OVMF against the SEV floors, the host's SEV firmware,
+    QEMU binary and guest, the guest's modules, no root password.
+
+    Machine-specific settings (mirrors, tools tree, proxy, caches) come from
+    sevimg.local.yaml; pinned payload tools from sevimg.yaml.
+    """
+    if not images and not all_images:
+        raise SevimgError(
+            "name the images to build, or pass --all", hint="`sevimg list` shows them"
+        )
+    ws = ctx.ws
+    checked, orphans = check_catalog(ctx.catalog, images, debug=debug)
+    specs = specs_or_raise(checked, orphans)
+    print_problems(p for p in all_problems(checked, orphans) if not p.is_error)
+    wanted = _with_guests(specs, role)
+    local = config.load_local(ws)
+    tool = mkosi.require(ws.cache_dir, mkosi_version)
+    settings = BuildSettings(
+        workspace_root=ws.root,
+        build_dir=ws.build_dir,
+        out_dir=(output or ws.out_dir).resolve(),
+        cache_dir=(local.cache_dir or ws.cache_dir / "build").resolve(),
+        mkosi=tool,
+        renderer=ctx.renderer(tool.version),
+        local=local,
+        pins=config.load_tool_pins(ws),
+        with_tools=not without_tools,
+        tools_dir=tools_dir or local.tools_dir,
+        force=force,
+    )
+    if local.source:
+        out.print(f"machine settings: {local.source}", markup=False)
+    started = time.monotonic()
+    with err.status("starting…") as status:
+
+        def stage(line: str) -> None:
+            status.update(f"[{time.monotonic() - started:5.0f} s] {line}")
+
+        outcomes = Builder(
+            settings, report=lambda line: out.print(line, markup=False), stage=stage
+        ).run(wanted)
+    _summary(outcomes, settings.out_dir)
+
+
+def _with_guests(specs: Sequence[ImageSpec], role: str | None) -> list[ImageSpec]:
+    """The specs of `role` (all when None), plus the guest each host embeds."""
+    chosen = [s for s in specs if role is None or s.role == role]
+    by_id = {s.image_id: s for s in specs}
+    for spec in list(chosen):
+        if spec.role == "host" and spec.payload.guest_image in by_id:
+            chosen.append(by_id[spec.payload.guest_image])
+    return chosen
+
+
+def _summary(outcomes: Sequence[Outcome], out_dir: Path) -> None:
+    table = Table(title=f"artifacts in {out_dir}")
+    for column in ("image", "result", "size", "time"):
+        table.add_column(column)
+    for o in outcomes:
+        style = {"built": "green", "skipped": "dim", "failed": "red"}[o.status]
+        size = f"{o.size / 1e6:.1f} MB" if o.size else ""
+        table.add_row(o.image_id, f"[{style}]{o.status}[/{style}]", size, f"{o.seconds:.0f} s")
+    out.print(table)
+    out.print(
+        f"check them with: (cd {out_dir} && sha256sum -c {artifacts.SHA256SUMS})", markup=False
+    )
+
+
+@main.command("run")
+@click.argument("image")
+@click.option(
+    "--no-sev",
+    is_flag=True,
+    help="Boot without SEV under plain QEMU and OVMF and wait for the guest's readiness marker.",
+)
+@click.option("--dry-run", is_flag=True, help="Print the QEMU command instead of running it.")
+@click.option(
+    "--memory",
+    type=int,
+    default=MIN_MEMORY_MB,
+    show_default=True,
+    help=f"Guest memory in MB (at least {MIN_MEMORY_MB}).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(1),
+    default=600,
+    show_default=True,
+    help="--no-sev: seconds to wait for the marker.",
+)
+@click.option(
+    "--accel",
+    type=click.Choice(["auto", "kvm", "tcg"]),
+    default="auto",
+    show_default=True,
+    help="--no-sev: KVM, TCG, or KVM falling back to TCG.",
+)
+@click.option(
+    "--qemu",
+    metavar="PATH",
+    help="QEMU binary (default: qemu-system-x86_64 on PATH, or /usr/libexec/qemu-kvm).",
+)
+@click.option(
+    "--firmware",
+    metavar="PATH",
+    help="OVMF build (default: the AMD SEV build for SNP, the ordinary one for --no-sev).",
+)
+@click.option(
+    "--from",
+    "from_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Artifact folder (default: out/).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="--no-sev: echo the guest's console.")
+@pass_ctx
+@handle_errors
+def run_command(
+    ctx: Context,
+    image: str,
+    no_sev: bool,
+    dry_run: bool,
+    memory: int,
+    timeout: float,
+    accel: str,
+    qemu: str | None,
+    firmware: str | None,
+    from_dir: Path | None,
+    verbose: bool,
+) -> None:
+    """Launch the guest UKI of IMAGE (debian-13, or a path to a .efi) as an SEV-SNP guest.
+
+    The command is the one from AMD's SEV getting-started guide: q35, EPYC-v4,
+    memory-backend-memfd, sev-snp-guest with kernel-hashes=on, the AMD SEV
+    OVMF (OVMF.amdsev.fd) and the UKI as -kernel. The C-bit position is read
+    from CPUID (51 when it cannot be). With --no-sev the same UKI boots under
+    plain QEMU and OVMF as a smoke test: exit 0 when the guest prints its
+    readiness marker, non-zero with the console's last lines otherwise.
+    """
+    kernel = _guest_artifact(ctx, image, from_dir)
+    if no_sev:
+        qemu_path = run.find_qemu(qemu) if not dry_run else (qemu or "qemu-system-x86_64")
+        ovmf = (
+            run.find_firmware(run.PLAIN_OVMF, firmware, "plain OVMF")
+            if not dry_run
+            else (firmware or run.PLAIN_OVMF[0])
+        )
+        if dry_run:
+            argv = run.plain_argv(
+                kernel,
+                memory_mb=memory,
+                qemu=qemu_path,
+                firmware=ovmf,
+                kvm=accel == "kvm",
+                console=Path("console.log"),
+            )
+            out.print(shlex.join(argv), markup=False, soft_wrap=True)
+            return
+        out.print(
+            f"booting {kernel.name} without SEV ({accel}), waiting up to {timeout:.0f} s for the readiness marker…",
+            markup=False,
+        )
+        echo = (lambda line: err.print(line, markup=False, highlight=False)) if verbose else None
+        result = run.smoke_boot(
+            kernel,
+            qemu=qemu_path,
+            firmware=ovmf,
+            memory_mb=memory,
+            timeout=timeout,
+            accel=accel,
+            on_line=echo,
+        )
+        if result.ready:
+            out.print(
+                f"ready after {result.seconds:.1f} s ({result.accel}): {result.marker_line}",
+                markup=False,
+            )
+            return
+        err.print(
+            f"sevimg: error: {kernel.name} did not become ready: {result.reason}",
+            style="bold red",
+            markup=False,
+        )
+        err.print("last lines of the console:", markup=False)
+        for line in result.console_tail:
+            err.print(f"  {line}", markup=False, highlight=False)
+        sys.exit(1)
+
+    position, origin = run.cbit_position()
+    firmware_path = firmware or next(
+        (p for p in KNOWN_SEV_FIRMWARE if Path(p).is_file()), KNOWN_SEV_FIRMWARE[0]
+    )
+    qemu_path = qemu or next(
+        (q for q in ("qemu-system-x86_64", "/usr/libexec/qemu-kvm") if shutil.which(q)),
+        "qemu-system-x86_64",
+    )
+    argv = run.snp_argv(
+        kernel, memory_mb=memory, qemu=qemu_path, firmware=firmware_path, cbitpos=position
+    )
+    if dry_run:
+        out.print(f"# cbitpos {position}: {origin}", markup=False)
+        if not Path(firmware_path).is_file():
+            out.print(f"# note: {firmware_path} does not exist on this machine", markup=False)
+        out.print(shlex.join(argv), markup=False, soft_wrap=True)
+        return
+    snp = SNP_SYSFS.read_text().strip() if SNP_SYSFS.exists() else "missing"
+    if snp not in ("Y", "1"):
+        raise SevimgError(
+            f"this machine cannot launch SEV-SNP guests (kvm_amd sev_snp: {snp})",
+            hint="--dry-run prints the command; --no-sev boots the same UKI without SEV",
+        )
+    run.find_firmware([firmware_path], None, "AMD SEV firmware")
+    run.find_qemu(qemu_path)
+    os.execvp(argv[0], argv)  # noqa: S606 - QEMU takes over the terminal, as a user would run it
+
+
+def _guest_artifact(ctx: Context, image: str, from_dir: Path | None) -> Path:
+    """The guest UKI for an image name, or the path given."""
+    candidate = Path(image)
+    if image.endswith(artifacts.ARTIFACT_SUFFIX) and candidate.is_file():
+        return candidate.resolve()
+    if image.endswith(artifacts.ARTIFACT_SUFFIX):
+        raise SevimgError(f"{image} does not exist")
+    folder = from_dir or ctx.ws.out_dir
+    name = image if image.startswith("guest-") else f"guest-{image}"
+    path = folder / artifacts.artifact_name(name)
+    if not path.is_file():
+        base = name.removeprefix("guest-")
+        raise SevimgError(
+            f"{path} does not exist", hint=f"build it first: sevimg build {base} --role guest"
+        )
+    return path.resolve()

@@ -1,0 +1,261 @@
+"""`sevimg run`: launch a built guest UKI, with SEV-SNP or as a plain smoke boot.
+
+The SNP command line is the one AMD's SEV getting-started guide gives (see
+:mod:`sevimg.launch`, shared with the host image's own check). `--no-sev`
+boots the same UKI under ordinary QEMU and OVMF, watches the serial console
+for the guest's readiness marker, and reports how long it took.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import shutil
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sevimg.launch import DEFAULT_CBITPOS, MIN_MEMORY_MB, READY_MARKER, Launch, snp_command
+from sevimg.problems import SevimgError
+
+QEMU_NAMES = ("qemu-system-x86_64", "/usr/libexec/qemu-kvm")
+# Ordinary (non-SEV) OVMF builds that boot a -kernel UKI; the AMD SEV build does not.
+PLAIN_OVMF = (
+    "/usr/share/ovmf/OVMF.fd",
+    "/usr/share/OVMF/OVMF_CODE_4M.fd",
+    "/usr/share/OVMF/OVMF_CODE.fd",
+    "/usr/share/edk2/ovmf/OVMF_CODE.fd",
+    "/usr/share/qemu/OVMF.fd",
+)
+# What QEMU prints when KVM cannot run the firmware (seen with nested KVM).
+KVM_FAILURES = (
+    "KVM internal error",
+    "emulation failure",
+    "failed to initialize kvm",
+    "Could not access KVM",
+)
+CPUID_SEV_LEAF = 0x8000001F
+
+
+def find_qemu(explicit: str | None = None) -> str:
+    """The QEMU binary: `explicit`, else qemu-system-x86_64 on PATH, else RHEL's qemu-kvm."""
+    if explicit:
+        if shutil.which(explicit) is None:
+            raise SevimgError(f"QEMU binary {explicit} not found or not executable")
+        return explicit
+    for name in QEMU_NAMES:
+        if found := shutil.which(name):
+            return found
+    raise SevimgError(
+        "QEMU not found",
+        hint="install qemu-system-x86 (Debian/Ubuntu) or qemu-kvm (RHEL-likes), or pass --qemu",
+    )
+
+
+def find_firmware(candidates: Sequence[str], explicit: str | None, what: str) -> str:
+    """The first firmware file that exists."""
+    if explicit:
+        if not Path(explicit).is_file():
+            raise SevimgError(f"{what} {explicit} does not exist")
+        return explicit
+    for path in candidates:
+        if Path(path).is_file():
+            return path
+    raise SevimgError(
+        f"no {what} found (looked at {', '.join(candidates)})", hint="pass --firmware PATH"
+    )
+
+
+def cbit_position(cpuid_device: Path = Path("/dev/cpu/0/cpuid")) -> tuple[int, str]:
+    """The C-bit position from CPUID 0x8000001F EBX[5:0], with where it came from."""
+    try:
+        fd = os.open(cpuid_device, os.O_RDONLY)
+    except OSError as exc:
+        return (
+            DEFAULT_CBITPOS,
+            f"default ({cpuid_device}: {exc.strerror}; modprobe cpuid as root to read it)",
+        )
+    try:
+        _, ebx, _, _ = struct.unpack("<4I", os.pread(fd, 16, CPUID_SEV_LEAF))
+    except OSError as exc:
+        return DEFAULT_CBITPOS, f"default (CPUID 0x8000001F unreadable: {exc.strerror})"
+    finally:
+        os.close(fd)
+    position = ebx & 0x3F
+    if position == 0:
+        return DEFAULT_CBITPOS, "default (this CPU reports no SEV C-bit)"
+    return position, "CPUID 0x8000001F"
+
+
+def snp_argv(kernel: Path, *, memory_mb: int, qemu: str, firmware: str, cbitpos: int) -> list[str]:
+    """The SEV-SNP launch command for `kernel`, checked."""
+    if memory_mb < MIN_MEMORY_MB:
+        raise SevimgError(
+            f"--memory {memory_mb} is too small: an SNP guest needs at least {MIN_MEMORY_MB} MB"
+        )
+    return [
+        *snp_command(Launch(qemu=qemu, firmware=firmware, kernel=str(kernel), memory_mb=str(memory_mb), cbitpos=str(cbitpos))),
+        "-serial", "stdio",
+    ]  # fmt: skip
+
+
+def plain_argv(
+    kernel: Path, *, memory_mb: int, qemu: str, firmware: str, kvm: bool, console: Path
+) -> list[str]:
+    """A plain (no SEV) boot of the same UKI, its serial console written to `console`."""
+    accel = ["-accel", "kvm", "-cpu", "host"] if kvm else ["-accel", "tcg", "-cpu", "max"]
+    return [
+        qemu,
+        "-machine", "q35",
+        *accel,
+        "-m", str(memory_mb),
+        "-nodefaults",
+        "-display", "none",
+        "-monitor", "none",
+        "-nic", "none",
+        "-serial", f"file:{console}",
+        "-bios", firmware,
+        "-kernel", str(kernel),
+    ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BootResult:
+    """How a smoke boot went."""
+
+    ready: bool
+    seconds: float
+    accel: str
+    marker_line: str
+    console_tail: tuple[str, ...]
+    reason: str = ""
+
+
+def smoke_boot(
+    kernel: Path,
+    *,
+    qemu: str,
+    firmware: str,
+    memory_mb: int,
+    timeout: float,
+    accel: str = "auto",
+    on_line: Callable[[str], None] | None = None,
+) -> BootResult:
+    """Boot without SEV until the readiness marker appears; KVM when it works, else TCG."""
+    if memory_mb < MIN_MEMORY_MB:
+        raise SevimgError(
+            f"--memory {memory_mb} is too small: the guest needs at least {MIN_MEMORY_MB} MB"
+        )
+    kvm_usable = os.access("/dev/kvm", os.R_OK | os.W_OK)
+    attempts = {"kvm": [True], "tcg": [False], "auto": [True, False] if kvm_usable else [False]}[
+        accel
+    ]
+    if accel == "kvm" and not kvm_usable:
+        raise SevimgError("--accel kvm, but /dev/kvm is not usable here")
+    result: BootResult | None = None
+    for kvm in attempts:
+        result = _boot_once(kernel, qemu, firmware, memory_mb, timeout, kvm, on_line)
+        if result.ready or not result.reason.startswith("kvm:"):
+            return result
+    assert result is not None
+    return result
+
+
+def _boot_once(
+    kernel: Path,
+    qemu: str,
+    firmware: str,
+    memory_mb: int,
+    timeout: float,
+    kvm: bool,
+    on_line: Callable[[str], None] | None,
+) -> BootResult:
+    label = "kvm" if kvm else "tcg"
+    with tempfile.TemporaryDirectory(prefix="sevimg-run-") as tmp:
+        console = Path(tmp) / "console.log"
+        console.touch()
+        argv = plain_argv(
+            kernel, memory_mb=memory_mb, qemu=qemu, firmware=firmware, kvm=kvm, console=console
+        )
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+        )
+        qemu_output: deque[str] = deque(maxlen=50)
+        assert proc.stdout is not None
+        reader = threading.Thread(target=lambda: qemu_output.extend(proc.stdout or ()), daemon=True)
+        reader.start()
+        seen = 0
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        tail: deque[str] = deque(maxlen=30)
+        partial = ""
+        try:
+            while True:
+                with console.open("rb") as handle:
+                    handle.seek(seen)
+                    raw = handle.read()
+                seen += len(raw)
+                chunk = decoder.decode(raw)
+                if chunk:
+                    lines = (partial + chunk).split("\n")
+                    partial = lines.pop()
+                    for line in lines:
+                        clean = line.rstrip("\r")
+                        tail.append(clean)
+                        if on_line:
+                            on_line(clean)
+                        if READY_MARKER in clean:
+                            return BootResult(
+                                True,
+                                time.monotonic() - started,
+                                label,
+                                clean[clean.index(READY_MARKER) :],
+                                tuple(tail),
+                            )
+                qemu_text = "".join(qemu_output)
+                if kvm and any(f in qemu_text for f in KVM_FAILURES):
+                    return BootResult(
+                        False,
+                        time.monotonic() - started,
+                        label,
+                        "",
+                        tuple(tail),
+                        f"kvm: {qemu_text.strip().splitlines()[0]}",
+                    )
+                if proc.poll() is not None:
+                    reason = (
+                        f"QEMU exited with status {proc.returncode}: {qemu_text.strip()[-500:]}"
+                    )
+                    return BootResult(
+                        False,
+                        time.monotonic() - started,
+                        label,
+                        "",
+                        tuple(tail),
+                        ("kvm: " if kvm else "") + reason,
+                    )
+                if time.monotonic() - started > timeout:
+                    return BootResult(
+                        False,
+                        timeout,
+                        label,
+                        "",
+                        tuple(tail),
+                        f"no {READY_MARKER} within {timeout:.0f} s",
+                    )
+                time.sleep(0.5)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
