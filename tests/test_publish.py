@@ -11,6 +11,7 @@ import io
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -641,6 +642,8 @@ def test_environment_is_left_alone() -> None:
 
 def run_tool(tool: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
+    # Without a .venv in the checkout, the wrappers find the sevimg of this interpreter.
+    base["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), base.get("PATH", "")])
     return subprocess.run(
         [str(REPO / "tools" / tool), *args],
         env={**base, **env},
