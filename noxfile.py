@@ -59,3 +59,19 @@ def golden(session: nox.Session) -> None:
     """Re-render tests/golden/ from the catalog (review the diff, then commit it)."""
     session.install("-e", ".[test]")
     session.run("pytest", "tests/test_golden.py", "--update-golden", *session.posargs)
+
+
+@nox.session
+def e2e(session: nox.Session) -> None:
+    """Real builds from the Debian archive and a real boot; fails loudly without the archive."""
+    session.install("-e", ".[test]")
+    _install_mkosi(session)
+    session.run("pytest", "-m", "e2e", "tests/e2e", "-s", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Cold, no-op and warm build times of the debian-13 guest, image sizes, boot time."""
+    session.install("-e", ".[test]")
+    _install_mkosi(session)
+    session.run("python", "-m", "tests.bench", *session.posargs)

@@ -144,7 +144,10 @@ def _newc(blob: bytes, offset: int) -> Generator[Member, None, int]:
         header = blob[offset : offset + 110]
         if len(header) < 110 or header[:6] not in _NEWC:
             raise SevimgError(f"corrupt cpio archive in the initrd at byte {offset}")
-        fields = [int(header[6 + 8 * i : 14 + 8 * i], 16) for i in range(13)]
+        try:
+            fields = [int(header[6 + 8 * i : 14 + 8 * i], 16) for i in range(13)]
+        except ValueError:
+            raise SevimgError(f"corrupt cpio archive in the initrd at byte {offset}") from None
         mode, filesize, namesize = fields[1], fields[6], fields[11]
         name_start = offset + 110
         name = blob[name_start : name_start + namesize - 1].decode("utf-8", "surrogateescape")

@@ -1,0 +1,105 @@
+"""`nox -s bench`: build and boot numbers for this machine, printed and saved.
+
+    cold      debian-13 guest from an empty cache (tools tree, packages, image)
+    no-op     the same build again, nothing changed
+    warm      after a one-line YAML change (a kernel command-line token)
+    sizes     guest-debian-13.efi, and host-debian-forky.efi with its guest embedded
+    boot      guest-debian-13 to its readiness marker with `sevimg run --no-sev`
+
+Results go to stdout and to out/bench.json in the checkout. Pass --keep-cache
+to measure "cold" with the existing tools tree and package cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.e2e.conftest import MKOSI_VERSION, machine_debian_mirror
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sevimg(root: Path, *args: str) -> float:
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "sevimg", "--root", str(root), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    seconds = time.monotonic() - started
+    if proc.returncode != 0:
+        sys.exit(f"bench: sevimg {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--keep-cache", action="store_true", help="reuse .cache/bench instead of starting cold"
+    )
+    options = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="sevimg-bench-"))
+    cache = REPO / ".cache" / "bench"
+    if not options.keep_cache:
+        shutil.rmtree(cache, ignore_errors=True)
+    shutil.copytree(REPO / "images", work / "images")
+    shutil.copy(REPO / "sevimg.yaml", work / "sevimg.yaml")
+    mirror = machine_debian_mirror()
+    (work / "sevimg.local.yaml").write_text(
+        f"schema_version: 1\nmirrors:\n  debian:\n    url: {mirror}\n    security_url: {mirror}-security\n"
+        f"tools_tree:\n  distribution: debian\n  release: trixie\ncache_dir: {cache}\n"
+    )
+    out = work / "out"
+    build = ["build", "-o", str(out), "--mkosi-version", MKOSI_VERSION]
+    results: dict[str, float | str] = {"mkosi": MKOSI_VERSION}
+    print(f"bench: workspace {work}, cache {cache}, mkosi {MKOSI_VERSION}", flush=True)
+
+    results["cold_build_guest_debian_13_s"] = sevimg(work, *build, "debian-13", "--role", "guest")
+    results["noop_build_guest_debian_13_s"] = sevimg(work, *build, "debian-13", "--role", "guest")
+    release = work / "images" / "debian-13.yaml"
+    release.write_text(release.read_text() + "guest:\n  add_kernel_command_line: [quiet]\n")
+    results["warm_build_after_one_line_change_s"] = sevimg(
+        work, *build, "debian-13", "--role", "guest"
+    )
+    results["guest_debian_13_mb"] = round((out / "guest-debian-13.efi").stat().st_size / 1e6, 1)
+
+    results["build_debian_forky_host_and_guest_s"] = sevimg(work, *build, "debian-forky")
+    results["guest_debian_forky_mb"] = round(
+        (out / "guest-debian-forky.efi").stat().st_size / 1e6, 1
+    )
+    results["host_debian_forky_mb"] = round((out / "host-debian-forky.efi").stat().st_size / 1e6, 1)
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "sevimg", "--root", str(work), "run", "debian-13", "--no-sev", "--from", str(out)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    match = re.search(r"ready after ([0-9.]+) s \((\w+)\)", proc.stdout)
+    if not match:
+        sys.exit(f"bench: the guest did not boot:\n{proc.stdout}\n{proc.stderr}")
+    results["boot_to_marker_s"] = float(match.group(1))
+    results["boot_accel"] = match.group(2)
+
+    width = max(map(len, results))
+    for key, value in results.items():
+        print(f"{key:<{width}}  {value}")
+    target = REPO / "out" / "bench.json"
+    target.parent.mkdir(exist_ok=True)
+    target.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"bench: saved {target}")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""End to end on this machine: build debian-13 and debian-forky from the Debian archive
+with the real mkosi, check the artifacts, and boot the guest to its readiness marker.
+
+Run with `nox -s e2e` (about ten minutes from scratch, less with a warm cache).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from sevimg import artifacts
+from sevimg.uki import read_uki
+from tests.e2e.conftest import E2E, MKOSI_VERSION
+
+pytestmark = pytest.mark.e2e
+
+GUEST_LIMIT = 40 * 1000**2
+HOST_LIMIT = 250 * 1000**2
+
+
+@pytest.fixture(scope="module")
+def built(e2e: E2E) -> E2E:
+    for args in (["debian-13", "--role", "guest"], ["debian-forky"]):
+        started = time.monotonic()
+        proc = e2e.sevimg("build", *args, "-o", str(e2e.out), "--mkosi-version", MKOSI_VERSION)
+        print(f"sevimg build {' '.join(args)}: {time.monotonic() - started:.0f} s\n{proc.stdout}")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "Traceback" not in proc.stderr
+    return e2e
+
+
+def test_artifacts_and_sizes(built: E2E) -> None:
+    names = sorted(p.name for p in built.out.iterdir() if p.is_file())
+    assert names == [
+        "SHA256SUMS",
+        "guest-debian-13.efi",
+        "guest-debian-13.manifest.json",
+        "guest-debian-forky.efi",
+        "guest-debian-forky.manifest.json",
+        "host-debian-forky.efi",
+        "host-debian-forky.manifest.json",
+    ]
+    guest = (built.out / "guest-debian-13.efi").stat().st_size
+    host = (built.out / "host-debian-forky.efi").stat().st_size
+    print(f"guest-debian-13.efi {guest / 1e6:.1f} MB, host-debian-forky.efi {host / 1e6:.1f} MB")
+    assert guest <= GUEST_LIMIT, f"guest-debian-13 is {guest / 1e6:.1f} MB, over 40 MB"
+    assert host <= HOST_LIMIT, f"host-debian-forky is {host / 1e6:.1f} MB, over 250 MB"
+    assert (built.out / "logs" / "host-debian-forky.log").is_file()
+
+
+def test_sha256sums_pass_sha256sum(built: E2E) -> None:
+    proc = subprocess.run(
+        ["sha256sum", "-c", "SHA256SUMS"],
+        cwd=built.out,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count(": OK") == 6
+
+
+def test_manifests_are_complete(built: E2E) -> None:
+    for manifest_path in sorted(built.out.glob("*.manifest.json")):
+        manifest = artifacts.load_manifest(manifest_path)
+        artifact = built.out / manifest.artifact
+        assert manifest.sha256 == artifacts.sha256_file(artifact)
+        assert manifest.size == artifact.stat().st_size
+        assert manifest.mkosi_version == MKOSI_VERSION
+        names = {p.name for p in manifest.packages}
+        assert {"systemd", "linux-image-amd64", "systemd-boot-efi"} <= names
+        for source in manifest.sources:
+            assert artifacts.sha256_file(built.root / source.path) == source.sha256
+        if manifest.role == "host":
+            assert {"qemu-system-x86", "ovmf-amdsev"} <= names
+            guest = manifest.embedded_guest
+            assert guest is not None and guest.image_id == "guest-debian-forky"
+            assert guest.sha256 == artifacts.sha256_file(built.out / "guest-debian-forky.efi")
+            snphost = manifest.tool("snphost")
+            assert (
+                snphost is not None and snphost.version == "0.7.0"
+            )  # pinned from Debian's archive
+        else:
+            assert manifest.embedded_guest is None and dict(manifest.tools) == {}
+
+
+def test_host_carries_what_an_snp_host_needs(built: E2E) -> None:
+    members = read_uki(built.out / "host-debian-forky.efi").members()
+    assert "usr/share/ovmf/OVMF.amdsev.fd" in members
+    assert "usr/bin/qemu-system-x86_64" in members and "usr/bin/qemu-system-i386" not in members
+    assert members["usr/local/bin/snphost"].mode & 0o111
+    assert "usr/local/lib/guest-image/guest.efi" in members
+
+
+def test_second_build_is_a_no_op(built: E2E) -> None:
+    started = time.monotonic()
+    proc = built.sevimg(
+        "build", "debian-13", "debian-forky", "-o", str(built.out), "--mkosi-version", MKOSI_VERSION
+    )
+    seconds = time.monotonic() - started
+    print(f"no-op build: {seconds:.1f} s")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("up to date") == 3 and "building" not in proc.stdout
+
+
+def test_guest_boots_to_its_marker(built: E2E) -> None:
+    proc = built.sevimg(
+        "run", "debian-13", "--no-sev", "--from", str(built.out), "--timeout", "900"
+    )
+    print(proc.stdout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SEVIMG-GUEST-READY image=guest-debian-13 sev=none" in proc.stdout
+
+
+def test_snp_dry_run(built: E2E) -> None:
+    proc = built.sevimg("run", "debian-forky", "--dry-run", "--from", str(built.out))
+    assert proc.returncode == 0 and "sev-snp-guest,id=sev0" in proc.stdout
+
+
+def test_broken_yaml_gives_a_located_error_and_no_artifact(built: E2E, tmp_path: Path) -> None:
+    root = tmp_path / "ws"
+    shutil.copytree(built.root, root, ignore=shutil.ignore_patterns("out"))
+    path = root / "images" / "debian-13.yaml"
+    path.write_text(path.read_text().replace('release: "13"', "release: 13"))
+    out = tmp_path / "out"
+    proc = built.sevimg(
+        "build", "debian-13", "-o", str(out), "--mkosi-version", MKOSI_VERSION, root=root
+    )
+    assert proc.returncode == 1
+    assert "images/debian-13.yaml:3:10: error: release: expected a string" in proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_missing_package_gives_a_clear_error_and_no_artifact(built: E2E, tmp_path: Path) -> None:
+    root = tmp_path / "ws"
+    shutil.copytree(built.root, root, ignore=shutil.ignore_patterns("out"))
+    path = root / "images" / "debian-13.yaml"
+    path.write_text(path.read_text() + "guest:\n  add_packages: [sevimg-no-such-package]\n")
+    out = tmp_path / "out"
+    proc = built.sevimg(
+        "build",
+        "debian-13",
+        "--role",
+        "guest",
+        "-o",
+        str(out),
+        "--mkosi-version",
+        MKOSI_VERSION,
+        root=root,
+    )
+    assert proc.returncode == 1
+    assert "mkosi failed building guest-debian-13" in proc.stderr
+    assert "sevimg-no-such-package" in proc.stderr  # apt's own words, from the log's tail
+    assert f"full log: {out / 'logs' / 'guest-debian-13.log'}" in proc.stderr
+    assert not list(out.glob("*.efi")) and not (out / "SHA256SUMS").exists()
+    assert json.dumps([]) == json.dumps([p.name for p in out.glob("*.partial")])
