@@ -57,7 +57,11 @@ def test_debian_13_host_takes_ovmf_amdsev_from_forky(catalog: Catalog) -> None:
     assert source.url == "http://deb.debian.org/debian"
     assert spec.payload.sev_firmware == "/usr/share/ovmf/OVMF.amdsev.fd"
     assert spec.payload.guest_image == "guest-debian-13"
-    assert spec.kernel_command_line == ("console=tty0", "console=ttyS0,115200n8", "systemd.firstboot=off")
+    assert spec.kernel_command_line == (
+        "console=tty0",
+        "console=ttyS0,115200n8",
+        "systemd.firstboot=off",
+    )
     assert spec.kernel_modules.keep_all and "drivers/gpu/" in spec.kernel_modules.exclude
 
 
@@ -116,7 +120,12 @@ def test_release_overrides(workspace: Path) -> None:
     )
     host = spec_of(catalog, "fedora-44", "host")
     assert "tpm2-tools" in host.packages and "avahi" not in host.packages
-    assert host.kernel_command_line == ("console=tty0", "console=ttyS0,115200n8", "quiet", "systemd.firstboot=off")
+    assert host.kernel_command_line == (
+        "console=tty0",
+        "console=ttyS0,115200n8",
+        "quiet",
+        "systemd.firstboot=off",
+    )
     guest = spec_of(catalog, "fedora-44", "guest")
     assert "tpm2-tools" not in guest.packages and "quiet" in guest.kernel_command_line
 
