@@ -186,3 +186,43 @@ def test_doctor_tells_the_truth_here(cli: CliFn) -> None:
 def test_doctor_outside_a_workspace(sevimg_process: CliFn) -> None:
     run = sevimg_process("doctor", "--no-network", "--json", cwd=REPO / "tests" / "golden")
     assert json.loads(run.stdout)["checks"][0]["check"] == "mkosi"
+
+
+@pytest.fixture
+def refusing_server() -> Iterator[str]:
+    """Answers 400, as this environment's mirror does for debian-debug."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            self.send_response(400)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/debian-debug/dists/trixie-debug/InRelease"
+    server.shutdown()
+
+
+def test_debian_debug_refused(refusing_server: str, http_server: str) -> None:
+    refused = doctor.check_debian_debug(False, timeout=2, url=refusing_server)
+    assert (
+        refused.status is Status.WARN
+        and "HTTP 400" in refused.detail
+        and "sevimg.local.yaml" in refused.fix
+    )
+    assert doctor.check_debian_debug(False, timeout=2, url=http_server).status is Status.OK
+    assert doctor.check_debian_debug(True, timeout=2, url=refusing_server).status is Status.OK
+
+
+def test_doctor_reports_a_broken_local_file(cli: CliFn, workspace: Path) -> None:
+    (workspace / "sevimg.local.yaml").write_text("schema_version: 1\nmirors: {}\n")
+    run = cli("doctor", "--no-network", "--json")
+    checks = {c["check"]: c for c in json.loads(run.stdout)["checks"]}
+    assert (
+        checks["local settings"]["status"] == "FAIL"
+        and "unknown key 'mirors'" in checks["local settings"]["detail"]
+    )
+    assert run.code == 1

@@ -317,6 +317,39 @@ def mirror_targets(
     return sorted(targets)
 
 
+DEBIAN_DEBUG_PROBE = "http://deb.debian.org/debian-debug/dists/trixie-debug/InRelease"
+
+
+def check_debian_debug(
+    has_local_mirror: bool, timeout: float = NETWORK_TIMEOUT, url: str = DEBIAN_DEBUG_PROBE
+) -> Result:
+    """mkosi's default Debian sources include debian-debug; some mirrors and proxies refuse it."""
+    if has_local_mirror:
+        return Result(
+            "debian sources",
+            Status.OK,
+            "sevimg.local.yaml sets a Debian mirror: sevimg writes the apt sources (no debug suites)",
+        )
+    try:
+        status = httpx.head(url, timeout=timeout, follow_redirects=True).status_code
+    except httpx.HTTPError as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+    else:
+        if status == 200:
+            return Result(
+                "debian sources",
+                Status.OK,
+                "mkosi's default Debian sources (with debian-debug) answer",
+            )
+        reason = f"HTTP {status}"
+    return Result(
+        "debian sources",
+        Status.WARN,
+        f"debian-debug, which mkosi adds to Debian images by default, does not answer here ({reason}): Debian builds will fail",
+        "copy sevimg.local.yaml.example to sevimg.local.yaml (mirrors.debian: sevimg then writes the sources without debug suites)",
+    )
+
+
 def has_failures(results: Iterable[Result]) -> bool:
     """True when any check failed."""
     return any(r.status is Status.FAIL for r in results)

@@ -15,8 +15,10 @@ import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sevimg.render import Tree
+if TYPE_CHECKING:  # only for annotations: writing files must not load the templates
+    from sevimg.render import Tree
 
 
 def write_tree(tree: Tree, dest: Path) -> Path:

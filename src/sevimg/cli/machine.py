@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from sevimg import doctor
+from sevimg import config, doctor
 from sevimg.cli.base import Context, handle_errors, main, out, pass_ctx
 from sevimg.problems import SevimgError
 
@@ -47,8 +47,27 @@ def doctor_command(
     when any check FAILs.
     """
     machine = doctor.Machine(root=sysroot)
+    local_result: doctor.Result | None = None
+    local_mirror = False
     try:
         ws = ctx.ws
+        try:
+            local = config.load_local(ws)
+        except SevimgError as exc:
+            local_result = doctor.Result(
+                "local settings",
+                doctor.Status.FAIL,
+                f"{config.LOCAL_FILE}: " + "; ".join(str(p) for p in exc.problems),
+                "fix the file (sevimg.local.yaml.example documents it)",
+            )
+        else:
+            local_mirror = "debian" in local.apt_mirrors
+            detail = (
+                f"{local.source}"
+                if local.source
+                else f"no {config.LOCAL_FILE}: mkosi's default mirrors and sources"
+            )
+            local_result = doctor.Result("local settings", doctor.Status.OK, detail)
         cache_dir, disk_at = ws.cache_dir, ws.root
         distributions = sorted(
             {
@@ -77,8 +96,11 @@ def doctor_command(
         doctor.check_package_manager(machine),
         doctor.check_checkers(),
     ]
+    if local_result is not None:
+        results.append(local_result)
     if not no_network:
         results += doctor.check_mirrors(doctor.mirror_targets(distributions, extra), timeout)
+        results.append(doctor.check_debian_debug(local_mirror, timeout))
 
     failed = doctor.has_failures(results)
     if as_json:
