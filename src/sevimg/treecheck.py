@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+import sh
 
 from sevimg.mkosi import Mkosi
 from sevimg.output import write_tree
@@ -109,28 +110,27 @@ def generated_units(tree: Path) -> Iterator[Path]:
         yield from sorted((tree / EXTRA / folder).glob("*.timer"))
 
 
+def _run(tool: str, *args: str) -> tuple[int, str]:
+    """Exit status and combined output of one checker run."""
+    result = sh.Command(tool)(*args, _ok_code=list(range(256)), _return_cmd=True, _err_to_out=True)
+    return int(result.exit_code), bytes(result.stdout).decode(errors="replace").strip()
+
+
 def script_problems(tree: Path) -> list[str]:
     """`bash -n` and shellcheck findings for every generated script."""
     found: list[str] = []
     shellcheck = shutil.which("shellcheck")
     for script in generated_scripts(tree):
         name = script.relative_to(tree)
-        proc = subprocess.run(
-            ["bash", "-n", str(script)], capture_output=True, text=True, check=False
-        )
-        if proc.returncode != 0:
-            found.append(f"{name}: bash -n: {proc.stderr.strip()}")
+        code, output = _run("bash", "-n", str(script))
+        if code != 0:
+            found.append(f"{name}: bash -n: {output}")
         if shellcheck is None:
             found.append(f"{name}: shellcheck not installed (apt-get install shellcheck)")
             continue
-        proc = subprocess.run(
-            [shellcheck, "--format=gcc", "--shell=bash", str(script)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            found += [f"{name}: shellcheck: {line}" for line in proc.stdout.strip().splitlines()]
+        code, output = _run(shellcheck, "--format=gcc", "--shell=bash", str(script))
+        if code != 0:
+            found += [f"{name}: shellcheck: {line}" for line in output.splitlines()]
     return found
 
 
@@ -151,16 +151,11 @@ def unit_problems(tree: Path) -> list[str]:
         shutil.copytree(HOST_SYSTEMD, root / "usr" / "lib" / "systemd", symlinks=True)
         shutil.copytree(tree / EXTRA, root, symlinks=True, dirs_exist_ok=True)
         for unit in units:
-            proc = subprocess.run(
-                [analyze, "verify", f"--root={root}", "--man=no", unit.name],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            output = (proc.stdout + proc.stderr).replace(str(root), "").strip()
-            if proc.returncode != 0 or output:
+            code, output = _run(analyze, "verify", f"--root={root}", "--man=no", unit.name)
+            output = output.replace(str(root), "")
+            if code != 0 or output:
                 found.append(
-                    f"{unit.relative_to(tree)}: systemd-analyze verify: {output or f'exit {proc.returncode}'}"
+                    f"{unit.relative_to(tree)}: systemd-analyze verify: {output or f'exit {code}'}"
                 )
     return found
 
