@@ -51,7 +51,7 @@ def test_new_from_carries_release_overrides(cli: CliFn, workspace: Path) -> None
     data = load_file(workspace / "images" / "debian-14.yaml", display="x").data
     assert data["codename"] == "duke" and data["release"] == "14"
     assert data["extra_repositories"][0]["packages"] == ["ovmf-amdsev"]
-    assert data["versions"]["kernel"] == "6.12.117"  # a string, quoted on write
+    assert data["versions"]["kernel"] == "6.12.118"  # a string, quoted on write
     assert "status: supported" in (workspace / "images" / "debian-14.yaml").read_text()
 
 

@@ -14,7 +14,7 @@ from sevimg.problems import SevimgError
 from sevimg.resolve import resolve
 from sevimg.uki import Uki, read_uki
 
-KVER = "6.12.118+deb13-amd64"
+KVER = "6.12.119+deb13-amd64"
 
 
 def newc(entries: list[tuple[str, int, bytes]]) -> bytes:
@@ -179,7 +179,7 @@ def test_host_checks(catalog: Catalog) -> None:
         "qemu": "1:10.0.13+ds-0+deb13u1",
         "ovmf": "2026.08+ds-2",
     }
-    assert any("kernel: declared 6.12.117, installed" in w for w in ok.warnings)
+    assert any("kernel: declared 6.12.118, installed" in w for w in ok.warnings)
 
     no_fw = postcheck.check(spec, make_uki(host_files(guest, firmware=False)), HOST_PACKAGES, sha)
     assert no_fw.errors == (
