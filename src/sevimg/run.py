@@ -200,60 +200,36 @@ def _boot_once(
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         tail: deque[str] = deque(maxlen=30)
         partial = ""
+
+        def result(marker: str = "", reason: str = "") -> BootResult:
+            seconds = min(time.monotonic() - started, timeout)
+            return BootResult(bool(marker), seconds, label, marker, tuple(tail), reason)
+
         try:
             while True:
                 with console.open("rb") as handle:
                     handle.seek(seen)
                     raw = handle.read()
                 seen += len(raw)
-                chunk = decoder.decode(raw)
-                if chunk:
-                    lines = (partial + chunk).split("\n")
-                    partial = lines.pop()
-                    for line in lines:
-                        clean = line.rstrip("\r")
-                        tail.append(clean)
-                        if on_line:
-                            on_line(clean)
-                        if READY_MARKER in clean:
-                            return BootResult(
-                                True,
-                                time.monotonic() - started,
-                                label,
-                                clean[clean.index(READY_MARKER) :],
-                                tuple(tail),
-                            )
-                qemu_text = "".join(qemu_output)
+                lines = (partial + decoder.decode(raw)).split("\n")
+                partial = lines.pop()
+                for line in lines:
+                    clean = line.rstrip("\r")
+                    tail.append(clean)
+                    if on_line:
+                        on_line(clean)
+                    if READY_MARKER in clean:
+                        return result(marker=clean[clean.index(READY_MARKER) :])
+                qemu_text = "".join(qemu_output).strip()
                 if kvm and any(f in qemu_text for f in KVM_FAILURES):
-                    return BootResult(
-                        False,
-                        time.monotonic() - started,
-                        label,
-                        "",
-                        tuple(tail),
-                        f"kvm: {qemu_text.strip().splitlines()[0]}",
-                    )
+                    return result(reason=f"kvm: {qemu_text.splitlines()[0]}")
                 if proc.poll() is not None:
-                    reason = (
-                        f"QEMU exited with status {proc.returncode}: {qemu_text.strip()[-500:]}"
-                    )
-                    return BootResult(
-                        False,
-                        time.monotonic() - started,
-                        label,
-                        "",
-                        tuple(tail),
-                        ("kvm: " if kvm else "") + reason,
+                    prefix = "kvm: " if kvm else ""
+                    return result(
+                        reason=f"{prefix}QEMU exited with status {proc.returncode}: {qemu_text[-500:]}"
                     )
                 if time.monotonic() - started > timeout:
-                    return BootResult(
-                        False,
-                        timeout,
-                        label,
-                        "",
-                        tuple(tail),
-                        f"no {READY_MARKER} within {timeout:.0f} s",
-                    )
+                    return result(reason=f"no {READY_MARKER} within {timeout:.0f} s")
                 time.sleep(0.5)
         finally:
             if proc.poll() is None:
