@@ -153,7 +153,7 @@ class _Resolver:
             clean_package_metadata=True,
             environment=environment,
             autologin=debug,
-            payload=self.payload(image),
+            payload=self.payload(image, debug=debug),
             versions=versions,
             debug=debug,
         )
@@ -349,7 +349,7 @@ class _Resolver:
             signed_by=cast(str, archive["keyring"]),
         )
 
-    def payload(self, image: str) -> Payload:
+    def payload(self, image: str, *, debug: bool) -> Payload:
         if self.role == "guest":
             return Payload(
                 modules_load=payload.GUEST_MODULES_LOAD,
@@ -362,5 +362,5 @@ class _Resolver:
             enable=payload.ENABLE["host"],
             qemu_binary=cast(str, self.setting("host", "qemu_binary")),
             sev_firmware=cast(str, self.setting("host", "sev_firmware")),
-            guest_image=f"guest-{image}",
+            guest_image=f"guest-{image}" + ("-debug" if debug else ""),
         )
