@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -25,6 +26,8 @@ from pathlib import Path
 from tests.e2e.conftest import MKOSI_VERSION, machine_debian_mirror
 
 REPO = Path(__file__).resolve().parents[1]
+# mkosi as tools/install-mkosi put it in this checkout's cache.
+ENV = {**os.environ, "SEVIMG_CACHE": str(REPO / ".cache")}
 
 
 def sevimg(root: Path, *args: str) -> float:
@@ -34,6 +37,7 @@ def sevimg(root: Path, *args: str) -> float:
         capture_output=True,
         text=True,
         check=False,
+        env=ENV,
     )
     seconds = time.monotonic() - started
     if proc.returncode != 0:
@@ -83,7 +87,7 @@ def main() -> None:
 
     proc = subprocess.run(
         [sys.executable, "-m", "sevimg", "--root", str(work), "run", "debian-13", "--no-sev", "--from", str(out)],
-        capture_output=True, text=True, check=False,
+        capture_output=True, text=True, check=False, env=ENV,
     )  # fmt: skip
     match = re.search(r"ready after ([0-9.]+) s \((\w+)\)", proc.stdout)
     if not match:
