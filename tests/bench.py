@@ -42,7 +42,7 @@ def sevimg(root: Path, *args: str) -> float:
     seconds = time.monotonic() - started
     if proc.returncode != 0:
         sys.exit(f"bench: sevimg {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return seconds
+    return round(seconds, 1)
 
 
 def main() -> None:
