@@ -7,14 +7,12 @@ the newest version `tools/install-mkosi` unpacked into the cache
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sevimg.problems import SevimgError
 from sevimg.render import OLDEST_MKOSI, parse_mkosi_version
@@ -47,20 +45,6 @@ class Mkosi:
             timeout=timeout,
             check=False,
         )
-
-    def summary(self, tree: Path) -> tuple[dict[str, Any], str]:
-        """`mkosi -C tree --json summary`: the resolved configuration and mkosi's stderr."""
-        proc = self.run(["-C", str(tree), "--json", "summary"], cwd=tree)
-        if proc.returncode != 0:
-            raise SevimgError(
-                f"mkosi {self.version} rejected {tree}:\n{proc.stderr.strip() or proc.stdout.strip()}"
-            )
-        try:
-            return json.loads(proc.stdout), proc.stderr
-        except ValueError as exc:
-            raise SevimgError(
-                f"mkosi {self.version} printed no JSON summary for {tree}: {exc}"
-            ) from None
 
 
 def version_of(path: Path) -> str:

@@ -9,7 +9,7 @@ it out. Writing trees to disk is :mod:`sevimg.output`'s job.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -214,8 +214,3 @@ def _regex(entry: str) -> str:
 def _glob(entry: str) -> str:
     """mkosi 26+ glob: folders anchored below kernel/, names matched on the basename."""
     return "/" + entry if entry.endswith("/") else entry
-
-
-def render_all(renderer: Renderer, specs: Sequence[ImageSpec]) -> Mapping[str, Tree]:
-    """Render every spec; image id → tree."""
-    return {spec.image_id: renderer.render(spec) for spec in specs}
