@@ -134,7 +134,8 @@ def test_debug_variant(catalog: Catalog) -> None:
     spec = resolve(catalog.entries["debian-13"], "guest", debug=True)
     assert spec.image_id == "guest-debian-13-debug" and spec.autologin and spec.debug
     host = resolve(catalog.entries["debian-13"], "host", debug=True)
-    assert host.payload.guest_image == "guest-debian-13-debug"  # a debug host embeds the debug guest
+    # a debug host embeds the debug guest
+    assert host.payload.guest_image == "guest-debian-13-debug"
 
 
 @pytest.mark.parametrize(
