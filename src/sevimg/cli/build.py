@@ -279,10 +279,7 @@ def run_command(
     firmware_path = firmware or next(
         (p for p in KNOWN_SEV_FIRMWARE if Path(p).is_file()), KNOWN_SEV_FIRMWARE[0]
     )
-    qemu_path = qemu or next(
-        (q for q in ("qemu-system-x86_64", "/usr/libexec/qemu-kvm") if shutil.which(q)),
-        "qemu-system-x86_64",
-    )
+    qemu_path = qemu or next((q for q in run.QEMU_NAMES if shutil.which(q)), run.QEMU_NAMES[0])
     argv = run.snp_argv(
         kernel, memory_mb=memory, qemu=qemu_path, firmware=firmware_path, cbitpos=position
     )
