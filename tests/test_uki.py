@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from sevimg import postcheck
+from sevimg import payload, postcheck
 from sevimg.catalog import Catalog
 from sevimg.problems import SevimgError
 from sevimg.resolve import resolve
@@ -153,6 +153,10 @@ def host_files(
         ("usr/libexec/sevimg/host-check", EXE, b"#!/bin/bash\n"),
         ("usr/local/lib/guest-image/guest.efi", FILE, guest),
         ("bin", LINK, b"usr/bin"),
+    ]
+    files += [
+        (f"usr/lib/modules/{KVER}/kernel/{path}.ko.zst", FILE, b"x")
+        for path in (*payload.HOST_REQUIRED_MODULES.values(), *payload.HOST_NIC_MODULES.values())
     ]
     if firmware:
         files += [("usr/share/ovmf/OVMF.amdsev.fd", FILE, b"fw")]

@@ -26,6 +26,34 @@ GUEST_REQUIRED_MODULES: Mapping[str, str] = {
 }
 GUEST_MODULES_LOAD: tuple[str, ...] = ("msr", "sev-guest")
 
+# Modules a host cannot run SEV-SNP guests without: KVM and its AMD part, the
+# CCP driver that carries the PSP/SEV firmware interface (/dev/sev, SNP_INIT),
+# and msr for reading the SEV capability MSRs.
+HOST_REQUIRED_MODULES: Mapping[str, str] = {
+    "kvm": "arch/x86/kvm/kvm",
+    "kvm-amd": "arch/x86/kvm/kvm-amd",
+    "ccp": "drivers/crypto/ccp/ccp",
+    "msr": "arch/x86/kernel/msr",
+}
+# A host is booted over the network and reports over it: the NIC drivers of
+# the servers SEV-SNP runs on (and QEMU's, for the lab under QEMU) must stay.
+HOST_NIC_MODULES: Mapping[str, str] = {
+    "e1000e": "drivers/net/ethernet/intel/e1000e/e1000e",
+    "igb": "drivers/net/ethernet/intel/igb/igb",
+    "ixgbe": "drivers/net/ethernet/intel/ixgbe/ixgbe",
+    "i40e": "drivers/net/ethernet/intel/i40e/i40e",
+    "ice": "drivers/net/ethernet/intel/ice/ice",
+    "bnxt_en": "drivers/net/ethernet/broadcom/bnxt/bnxt_en",
+    "tg3": "drivers/net/ethernet/broadcom/tg3",
+    "mlx5_core": "drivers/net/ethernet/mellanox/mlx5/core/mlx5_core",
+    "r8169": "drivers/net/ethernet/realtek/r8169",
+    "virtio_net": "drivers/net/virtio_net",
+}
+REQUIRED_MODULES: Mapping[Role, Mapping[str, str]] = {
+    "guest": GUEST_REQUIRED_MODULES,
+    "host": {**HOST_REQUIRED_MODULES, **HOST_NIC_MODULES},
+}
+
 # A guest keeps only these (and what they depend on): virtio, vsock and the
 # confidential-computing drivers. Everything else is launch time and memory.
 GUEST_MODULES = KernelModules(
@@ -201,6 +229,11 @@ KNOWN_SEV_FIRMWARE: tuple[str, ...] = (
 )
 
 
+def module_name(name: str) -> str:
+    """The kernel's name for a module: '-' and '_' are the same (kvm-amd is kvm_amd)."""
+    return name.replace("-", "_")
+
+
 def module_kept(rules: KernelModules, path: str) -> bool:
     """Whether a module at `path` (below the module tree, no .ko) survives `rules`.
 
@@ -211,6 +244,7 @@ def module_kept(rules: KernelModules, path: str) -> bool:
     def matches(entry: str) -> bool:
         if entry.endswith("/"):  # folders are anchored at the top of the module tree
             return path.startswith(entry)
+        # mkosi matches a name against the file's name as it is (kvm-amd, not kvm_amd)
         return path.rsplit("/", 1)[-1] == entry
 
     if any(matches(e) for e in rules.include):

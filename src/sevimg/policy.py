@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sevimg import payload
+from sevimg import payload, security
 from sevimg.catalog import Entry
+from sevimg.loader import Document, JsonPath
 from sevimg.problems import Problem, Severity
 from sevimg.spec import ImageSpec
 from sevimg.versions import HOST_FLOORS, Verdict
@@ -101,17 +102,108 @@ def check_spec(spec: ImageSpec, entry: Entry) -> list[Problem]:
             )
         problems += check_floors(entry)
 
-    if spec.role == "guest":
-        for module, path in payload.GUEST_REQUIRED_MODULES.items():
-            if not payload.module_kept(spec.kernel_modules, path):
+    required = payload.REQUIRED_MODULES[spec.role]
+    for module, path in required.items():
+        if not payload.module_kept(spec.kernel_modules, path):
+            problems.append(
+                doc.problem(
+                    (spec.role, "kernel_modules"),
+                    f"the {spec.role} would lose the {module} module ({path}); an SEV-SNP "
+                    f"{spec.role} needs {', '.join(required)}",
+                )
+            )
+    problems += check_rpm_repos(spec, entry)
+    if not spec.debug:
+        problems += check_security(spec, entry)
+    return problems
+
+
+def check_security(spec: ImageSpec, entry: Entry) -> list[Problem]:
+    """Ways into a published image: unsafe kernel command-line tokens and login servers.
+
+    A debug image (`--debug-image`) is exempt; everything else is refused
+    here, before rendering, and again in the built UKI (postcheck).
+    """
+    problems: list[Problem] = []
+    hint = "; only a debug image (--debug-image, never published) may have it: move it to `debug:`"
+    for finding in security.kernel_command_line(spec.kernel_command_line):
+        doc, path = _locate(entry, spec.role, finding.what, "kernel_command_line")
+        problem = doc.problem(
+            path, f"kernel command-line token {finding.what!r} {finding.why}{hint}"
+        )
+        problems.append(problem if finding.error else _as_warning(problem))
+    for finding in security.packages(spec.packages):
+        doc, path = _locate(entry, spec.role, finding.what, "packages")
+        problems.append(
+            doc.problem(
+                path,
+                f"package {finding.what!r} is {finding.why}: published images accept no "
+                f"remote login{hint}",
+            )
+        )
+    return problems
+
+
+def check_rpm_repos(spec: ImageSpec, entry: Entry) -> list[Problem]:
+    """Unsigned or plain-HTTP rpm repositories: a warning, an error when one supplies a component."""
+    doc = entry.release
+    declared = doc.data.get("extra_repositories") or []
+    index = {repo.get("name"): i for i, repo in enumerate(declared)}
+    components = dict(spec.components)
+    problems: list[Problem] = []
+    for repo in spec.rpm_repos:
+        where: JsonPath = ("extra_repositories", index.get(repo.name, 0))
+        if not repo.gpgcheck:
+            supplied = sorted(k for k, p in components.items() if p in repo.only_packages)
+            if supplied:
                 problems.append(
                     doc.problem(
-                        ("guest", "kernel_modules"),
-                        f"the guest would lose the {module} module ({path}); an SEV-SNP guest needs "
-                        f"{', '.join(payload.GUEST_REQUIRED_MODULES)}",
+                        (*where, "gpgcheck"),
+                        f"{repo.name!r} is not signature-checked but supplies the "
+                        f"{', '.join(supplied)}: give it a gpgkey",
                     )
                 )
+            else:
+                problems.append(
+                    _as_warning(
+                        doc.problem(
+                            (*where, "gpgcheck"),
+                            f"{repo.name!r} is not signature-checked (gpgcheck: false): anyone on "
+                            "the path to it can change what the image installs; give it a gpgkey",
+                        )
+                    )
+                )
+        if repo.baseurl.startswith("http://"):
+            problems.append(
+                _as_warning(
+                    doc.problem(
+                        (*where, "baseurl"),
+                        f"{repo.name!r} is fetched over plain HTTP; prefer https",
+                    )
+                )
+            )
     return problems
+
+
+def _locate(entry: Entry, role: str, value: str, kind: str) -> tuple[Document, JsonPath]:
+    """Where a package or command-line token was added: release file first, then distro file."""
+    if kind == "packages":
+        release_keys, distro_keys = ("add_packages",), ("packages",)
+    else:
+        release_keys, distro_keys = ("add_kernel_command_line",), ("kernel_command_line",)
+    candidates: list[tuple[Document, JsonPath]] = [
+        *((entry.release, (section, release_keys[0])) for section in ("common", role)),
+        *((entry.distro_doc, (section, distro_keys[0])) for section in ("common", role)),
+        (entry.distro_doc, (distro_keys[0],)),
+    ]
+    for doc, path in candidates:
+        node = doc.data
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, list) and value in node:
+            return doc, (*path, node.index(value))
+    # a component (kernel=, qemu=) or a value from elsewhere: point at the role's section
+    return entry.release, (role,)
 
 
 def check(specs: Iterable[ImageSpec], entry: Entry) -> list[Problem]:

@@ -3,7 +3,9 @@
 The configuration said what should be there; this says what is: the kernel,
 QEMU and OVMF versions mkosi installed (from its package manifest and the
 UKI's .uname), the host's SEV firmware, QEMU binary and embedded guest, the
-guest's modules, the payload units enabled, and no root password.
+modules each role needs, the payload units enabled, and none of the ways in
+that :mod:`sevimg.security` forbids (command-line tokens, login servers,
+getty autologin, accounts with a password) unless the image is a debug one.
 """
 
 from __future__ import annotations
@@ -13,13 +15,9 @@ import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sevimg import payload, versions
+from sevimg import payload, security, versions
 from sevimg.spec import GUEST_EMBED_PATH, ImageSpec
 from sevimg.uki import Member, Uki
-
-# Password fields in /etc/shadow that allow no login with a password.
-_IN_SHADOW = "x"
-_LOCKED = ("*", "!", "!*", "!!", "!locked")
 
 
 @dataclass(frozen=True)
@@ -128,8 +126,9 @@ def check(
                 f"{kind}: declared {want}, installed {have}; update versions.{kind} in {spec.sources[0]}"
             )
 
-    if spec.role == "guest":
-        errors += _missing_modules(members)
+    module_errors, module_warnings = _missing_modules(spec, members)
+    errors += module_errors
+    warnings += module_warnings
 
     for unit in spec.payload.units:
         if f"etc/systemd/system/multi-user.target.wants/{unit}" not in members:
@@ -140,33 +139,22 @@ def check(
     if check_script not in members or not members[check_script].mode & 0o111:
         errors.append(f"/{check_script} is missing or not executable")
 
-    if not spec.debug and (problem := _root_password(members)):
-        errors.append(problem)
+    if not spec.debug:
+        for finding in security.kernel_command_line(uki.cmdline.split()):
+            (errors if finding.error else warnings).append(
+                f"the UKI's .cmdline has {finding.what!r}, which {finding.why}"
+            )
+        for finding in security.image_files(members, lambda path: _resolve(members, path)):
+            (errors if finding.error else warnings).append(str(finding))
     return Findings(installed.get("kernel"), installed, tuple(errors), tuple(warnings))
 
 
-def _root_password(members: Mapping[str, Member]) -> str | None:
-    """Why root could log in with a password (or without one), or None when it cannot."""
+def _missing_modules(spec: ImageSpec, members: Mapping[str, Member]) -> tuple[list[str], list[str]]:
+    """The role's required modules that are neither files nor built into the kernel.
 
-    def field(path: str) -> str | None:
-        member = _resolve(members, path)
-        for line in member.data.decode(errors="replace").splitlines() if member else ():
-            parts = line.split(":")
-            if parts[0] == "root" and len(parts) > 1:
-                return parts[1]
-        return None
-
-    password = field("/etc/passwd")
-    if password == _IN_SHADOW:  # the real field is in /etc/shadow; no entry there means locked
-        password = field("/etc/shadow")
-    if password is None or password in _LOCKED:
-        return None
-    what = "an empty password (login without one)" if password == "" else "a password"
-    return f"root has {what}: published images must not"
-
-
-def _missing_modules(members: Mapping[str, Member]) -> list[str]:
-    """The guest's required modules that are neither files nor built into the kernel."""
+    Errors for the modules SEV-SNP needs; for a host's NIC drivers a warning
+    each (a distribution kernel may lack one), and an error when none is left.
+    """
     module_files: set[str] = set()
     builtin: set[str] = set()
     for path, member in members.items():
@@ -174,15 +162,29 @@ def _missing_modules(members: Mapping[str, Member]) -> list[str]:
             continue
         name = path.rsplit("/", 1)[-1]
         if ".ko" in name:
-            module_files.add(name.split(".ko", 1)[0].replace("-", "_"))
+            module_files.add(payload.module_name(name.split(".ko", 1)[0]))
         elif name == "modules.builtin":
             builtin.update(
-                line.rsplit("/", 1)[-1].removesuffix(".ko").replace("-", "_")
+                payload.module_name(line.rsplit("/", 1)[-1].removesuffix(".ko"))
                 for line in member.data.decode(errors="replace").splitlines()
             )
     present = module_files | builtin
-    return [
-        f"guest module {module} ({path}) is missing"
-        for module, path in payload.GUEST_REQUIRED_MODULES.items()
-        if module.replace("-", "_") not in present
-    ]
+
+    def missing(modules: Mapping[str, str]) -> list[str]:
+        return [
+            f"{spec.role} module {module} ({path}) is missing"
+            for module, path in modules.items()
+            if payload.module_name(module) not in present
+        ]
+
+    if spec.role == "guest":
+        return missing(payload.GUEST_REQUIRED_MODULES), []
+    errors = missing(payload.HOST_REQUIRED_MODULES)
+    nics = missing(payload.HOST_NIC_MODULES)
+    if len(nics) == len(payload.HOST_NIC_MODULES):
+        errors.append(
+            f"the host has none of the NIC drivers {', '.join(payload.HOST_NIC_MODULES)}: "
+            "it could not report its result"
+        )
+        return errors, []
+    return errors, nics

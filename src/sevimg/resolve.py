@@ -109,7 +109,7 @@ class _Resolver:
         mrelease = self.check_release_name(mkosi, release, codename)
 
         components = self.components()
-        packages = self.packages(components)
+        packages = self.packages(components, debug=debug)
         apt_sources, rpm_repos = self.extra_repositories(family, packages)
         archived = bool(self.r.get("archived"))
         mirror, replace_sources = self.archive(family, mkosi, archived, mrelease, apt_sources)
@@ -144,7 +144,7 @@ class _Resolver:
             rpm_repos=rpm_repos,
             packages=packages,
             components=tuple(sorted(components.items())),
-            kernel_command_line=self.kernel_command_line(),
+            kernel_command_line=self.kernel_command_line(debug=debug),
             kernel_modules=self.kernel_modules(),
             remove_files=payload.GUEST_REMOVE_FILES
             if self.role == "guest"
@@ -184,12 +184,17 @@ class _Resolver:
         found["systemd_boot"] = cast(str, self.setting("common", "systemd_boot"))
         return found
 
-    def packages(self, components: Mapping[str, str]) -> tuple[str, ...]:
+    def debug_section(self, debug: bool) -> Mapping[str, Any]:
+        """The release's `debug:` additions, which only a debug image takes."""
+        return self.rsec("debug") if debug else {}
+
+    def packages(self, components: Mapping[str, str], *, debug: bool) -> tuple[str, ...]:
         chosen: dict[str, None] = dict.fromkeys(components.values())
         for section in self.sections():
             chosen.update(dict.fromkeys(self.dsec(section).get("packages") or ()))
         for section in self.sections():
             chosen.update(dict.fromkeys(self.rsec(section).get("add_packages") or ()))
+        chosen.update(dict.fromkeys(self.debug_section(debug).get("add_packages") or ()))
         for section in self.sections():
             for i, name in enumerate(self.rsec(section).get("remove_packages") or ()):
                 if name in chosen:
@@ -202,11 +207,13 @@ class _Resolver:
                     )
         return tuple(sorted(chosen))
 
-    def kernel_command_line(self) -> tuple[str, ...]:
+    def kernel_command_line(self, *, debug: bool) -> tuple[str, ...]:
         tokens: dict[str, None] = dict.fromkeys(self.d.get("kernel_command_line") or ())
         tokens.update(dict.fromkeys(self.dsec(self.role).get("kernel_command_line") or ()))
         for section in self.sections():
             tokens.update(dict.fromkeys(self.rsec(section).get("add_kernel_command_line") or ()))
+        debug_tokens = self.debug_section(debug).get("add_kernel_command_line") or ()
+        tokens.update(dict.fromkeys(debug_tokens))
         for section in self.sections():
             for i, token in enumerate(self.rsec(section).get("remove_kernel_command_line") or ()):
                 if token in tokens:
@@ -254,7 +261,7 @@ class _Resolver:
                     )
             only = tuple(sorted(repo["packages"]))
             if family in APT_FAMILIES:
-                for key in ("baseurl", "gpgkey"):
+                for key in ("baseurl", "gpgkey", "gpgcheck"):
                     if key in repo:
                         self.fail(
                             doc,
@@ -294,12 +301,30 @@ class _Resolver:
                 if "baseurl" not in repo:
                     self.fail(doc, where, "an rpm repository needs `baseurl:`")
                     continue
+                gpgcheck = repo.get("gpgcheck", True)
+                if gpgcheck and "gpgkey" not in repo:
+                    self.fail(
+                        doc,
+                        where,
+                        f"rpm repository {repo['name']!r} has no `gpgkey:`: packages from it would "
+                        "not be signature-checked; give its signing key, or say `gpgcheck: false` "
+                        "to accept that (a warning)",
+                    )
+                    continue
+                if not gpgcheck and "gpgkey" in repo:
+                    self.fail(
+                        doc,
+                        (*where, "gpgcheck"),
+                        "gpgcheck: false with a gpgkey: drop one of them",
+                    )
+                    continue
                 rpm.append(
                     RpmRepo(
                         name=repo["name"],
                         baseurl=repo["baseurl"],
                         gpgkey=repo.get("gpgkey"),
                         only_packages=only,
+                        gpgcheck=bool(gpgcheck),
                     )
                 )
         names = [r.name for r in apt] + [r.name for r in rpm]

@@ -58,12 +58,17 @@ class AptSource:
 
 @dataclass(frozen=True)
 class RpmRepo:
-    """An extra dnf repository, optionally limited to a few packages."""
+    """An extra dnf repository, optionally limited to a few packages.
+
+    `gpgcheck` is False only when the release file says `gpgcheck: false`
+    explicitly (a warning, or an error when the repository supplies a component).
+    """
 
     name: str
     baseurl: str
     gpgkey: str | None
     only_packages: tuple[str, ...] = ()
+    gpgcheck: bool = True
 
 
 @dataclass(frozen=True)
