@@ -215,7 +215,12 @@ def test_rpm_extra_repository(workspace: Path) -> None:
         "fedora-44",
         "host:\n  add_packages: [snphost]\nextra_repositories:\n  - name: copr\n"
         "    baseurl: https://download.copr.fedorainfracloud.org/results/x/snp/fedora-44-x86_64\n"
-        "    roles: [host]\n    packages: [snphost]\n",
+        "    roles: [host]\n    packages: [snphost]\n    gpgkey: /etc/pki/rpm-gpg/copr.gpg\n",
     )
     (repo,) = spec_of(catalog, "fedora-44", "host").rpm_repos
-    assert (repo.name, repo.only_packages, repo.gpgkey) == ("copr", ("snphost",), None)
+    assert (repo.name, repo.only_packages, repo.gpgkey, repo.gpgcheck) == (
+        "copr",
+        ("snphost",),
+        "/etc/pki/rpm-gpg/copr.gpg",
+        True,
+    )

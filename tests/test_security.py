@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from sevimg import payload, postcheck, security
-from sevimg.catalog import load_catalog
+from sevimg.catalog import Catalog, load_catalog
 from sevimg.resolve import resolve
 from sevimg.workspace import Workspace
 from tests.conftest import CliFn
@@ -448,8 +448,8 @@ WAYS_IN: list[tuple[str, list[tuple[str, int, bytes]], str]] = [
 
 @pytest.mark.parametrize(("case", "extra", "expected"), WAYS_IN, ids=[w[0] for w in WAYS_IN])
 def test_built_guest_with_a_way_in_fails(
-    catalog, case: str, extra: list[tuple[str, int, bytes]], expected: str
-) -> None:  # type: ignore[no-untyped-def]
+    catalog: Catalog, case: str, extra: list[tuple[str, int, bytes]], expected: str
+) -> None:
     spec = resolve(catalog.entries["debian-13"], "guest")
     files = {path: (path, mode, data) for path, mode, data in guest_files()}
     files.update({path: (path, mode, data) for path, mode, data in extra})
@@ -484,14 +484,14 @@ HARMLESS = [
 ]
 
 
-def test_a_clean_image_passes(catalog) -> None:  # type: ignore[no-untyped-def]
+def test_a_clean_image_passes(catalog: Catalog) -> None:
     spec = resolve(catalog.entries["debian-13"], "guest")
     uki = make_uki(guest_files() + HARMLESS)
     assert postcheck.check(spec, uki, {"systemd-boot-efi": "257"}).errors == ()
 
 
 @pytest.mark.parametrize("token", UNSAFE_TOKENS)
-def test_unsafe_cmdline_in_the_uki_fails(catalog, token: str) -> None:  # type: ignore[no-untyped-def]
+def test_unsafe_cmdline_in_the_uki_fails(catalog: Catalog, token: str) -> None:
     spec = resolve(catalog.entries["debian-13"], "guest")
     uki = make_uki(guest_files())
     uki = type(uki)(
@@ -502,7 +502,7 @@ def test_unsafe_cmdline_in_the_uki_fails(catalog, token: str) -> None:  # type: 
 
 
 @pytest.mark.parametrize("module", [*payload.HOST_REQUIRED_MODULES])
-def test_built_host_without_an_snp_module_fails(catalog, module: str) -> None:  # type: ignore[no-untyped-def]
+def test_built_host_without_an_snp_module_fails(catalog: Catalog, module: str) -> None:
     spec = resolve(catalog.entries["debian-13"], "host")
     guest = b"guest uki"
     files = [
@@ -514,7 +514,7 @@ def test_built_host_without_an_snp_module_fails(catalog, module: str) -> None:  
     )
 
 
-def test_built_host_without_nics(catalog) -> None:  # type: ignore[no-untyped-def]
+def test_built_host_without_nics(catalog: Catalog) -> None:
     spec = resolve(catalog.entries["debian-13"], "host")
     guest = b"guest uki"
     sha = hashlib.sha256(guest).hexdigest()
@@ -526,7 +526,7 @@ def test_built_host_without_nics(catalog) -> None:  # type: ignore[no-untyped-de
     assert any("none of the NIC drivers" in e for e in found.errors)
 
 
-def test_builtin_modules_count(catalog) -> None:  # type: ignore[no-untyped-def]
+def test_builtin_modules_count(catalog: Catalog) -> None:
     spec = resolve(catalog.entries["debian-13"], "host")
     guest = b"guest uki"
     kver = "6.12.119+deb13-amd64"
