@@ -31,7 +31,7 @@ from sevimg.artifacts import (
     write_sha256sums,
 )
 from sevimg.cli import release as release_cli
-from sevimg.github import GitHub, GitHubError, Token
+from sevimg.github import GitHub, GitHubError, Token, url_segment
 from sevimg.problems import SevimgError
 from sevimg.publish import (
     DISPATCH_TYPES,
@@ -39,9 +39,11 @@ from sevimg.publish import (
     TMP_PREFIX,
     Plan,
     SilentReporter,
+    check_tag,
     content_type_for,
     is_prerelease,
     publish,
+    tag_problem,
 )
 from tests.artifactkit import efi_bytes, make_folder
 from tests.conftest import REPO, CliFn, Run
@@ -1028,3 +1030,202 @@ def test_the_library_refuses_debug_too(fake: FakeGitHub, gh: GitHub, tmp_path: P
     assert {i.name: i.content_type for i in plan.items}[
         "host-debian-13-debug.efi"
     ] == "application/efi"
+
+
+# --- names that are not names never take the token anywhere -----------------------------------
+
+BAD_TAGS = [
+    "",
+    " ",
+    "a b",
+    "v1\n",
+    "\nv1",
+    "v1\t",
+    "v1\r",
+    "v1\x00",
+    "v1\x7f",
+    "-x",
+    "--help",
+    "/x",
+    "x/",
+    "a//b",
+    "a..b",
+    "..",
+    "x.lock",
+    "a/b.lock",
+    "a/b.lock/c",
+    ".x",
+    "a/.b",
+    "x.",
+    "x~1",
+    "x^",
+    "x:y",
+    "x?",
+    "x*",
+    "x[",
+    "x\\y",
+    "x@{y}",
+    "@",
+    "v" * 256,
+]
+GOOD_TAGS = [
+    "devel",
+    "v1.2.3",
+    "v1.0.0-rc.1",
+    "release/2026",
+    "v1@x",
+    "é",
+    "a.b",
+    "x-y_z+1",
+    "v" * 255,
+]
+
+
+@pytest.mark.parametrize("tag", BAD_TAGS)
+def test_bad_tags_are_refused_as_git_would(tag: str) -> None:
+    why = tag_problem(tag)
+    assert why is not None
+    with pytest.raises(SevimgError, match=r"^--tag: .* is not a usable tag name: "):
+        check_tag(tag)
+    # git agrees, except where sevimg is stricter on purpose (a leading -, a lone @, length).
+    if (
+        shutil.which("git")
+        and "\x00" not in tag
+        and not tag.startswith("-")
+        and tag != "@"
+        and len(tag) <= 255
+    ):
+        git = subprocess.run(["git", "check-ref-format", f"refs/tags/{tag}"], check=False)
+        assert git.returncode != 0, tag
+
+
+@pytest.mark.parametrize("tag", GOOD_TAGS)
+def test_good_tags_are_accepted_as_git_would(tag: str) -> None:
+    assert tag_problem(tag) is None and check_tag(tag) == tag
+    if shutil.which("git"):
+        git = subprocess.run(["git", "check-ref-format", f"refs/tags/{tag}"], check=False)
+        assert git.returncode == 0, tag
+
+
+def _publish_args(fake: FakeGitHub, folder: Path, *extra: str) -> list[str]:
+    return ["publish", "--from", str(folder), "--api-url", fake.api_url, "--token", TOKEN, *extra]
+
+
+def _refused_before_any_request(run: Run, fake: FakeGitHub, start: str, children: set[int]) -> None:
+    assert run.code == 1, run.output
+    lines = run.stderr.strip().splitlines()
+    assert lines[0].startswith(f"sevimg: error: {start}"), run.stderr
+    assert "Traceback" not in run.output and TOKEN not in run.output
+    assert fake.requests == [], [r.raw_path for r in fake.requests]
+    assert child_pids() <= children
+
+
+@pytest.mark.parametrize(
+    "repo",
+    [
+        "o/.",
+        "o/..",
+        "o/r\n",
+        "acme/sev-images\n",
+        "acme/../x",
+        "o/r.git",
+        "-o/r",
+        "o--x/r",
+        "o/",
+        "o/r/releases",
+        "acme/sev-images#",
+        "a" * 40 + "/r",
+    ],
+)
+@pytest.mark.parametrize("source", ["--repo", "GITHUB_REPOSITORY"])
+def test_a_bad_repository_sends_nothing(
+    cli: CliFn,
+    fake: FakeGitHub,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    repo: str,
+    source: str,
+) -> None:
+    folder = artifacts(tmp_path)
+    children = child_pids()
+    if source == "--repo":
+        run = cli(*_publish_args(fake, folder, f"--repo={repo}", "--tag", "devel"))
+    else:
+        monkeypatch.setenv("GITHUB_REPOSITORY", repo)
+        run = cli(*_publish_args(fake, folder, "--tag", "devel"))
+    _refused_before_any_request(run, fake, f"{source}: {repo!r} is not a repository name", children)
+
+
+@pytest.mark.parametrize("tag", BAD_TAGS)
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_a_bad_tag_sends_nothing(
+    cli: CliFn, fake: FakeGitHub, tmp_path: Path, tag: str, dry_run: bool
+) -> None:
+    folder = artifacts(tmp_path)
+    children = child_pids()
+    extra = ["--dry-run"] if dry_run else []
+    run = cli(*_publish_args(fake, folder, "--repo", "acme/sev-images", f"--tag={tag}", *extra))
+    _refused_before_any_request(run, fake, f"--tag: {tag!r} is not a usable tag name", children)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://127.0.0.1",
+        "http://user:APIPASSWORD@127.0.0.1:{port}",
+        "http://127.0.0.1:{port}/?repo=acme/sev-images",
+        "http://127.0.0.1:{port}/#x",
+        "http://127.0.0.1:{port}/x/../",
+        "http://127.0.0.1:{port}\n",
+        "127.0.0.1:{port}",
+        "http://127.0.0.1:99999",
+    ],
+)
+@pytest.mark.parametrize("source", ["--api-url", "GITHUB_API_URL"])
+def test_a_bad_api_url_sends_nothing(
+    cli: CliFn,
+    fake: FakeGitHub,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    url: str,
+    source: str,
+) -> None:
+    folder = artifacts(tmp_path)
+    url = url.format(port=fake.api_url.rsplit(":", 1)[1])
+    children = child_pids()
+    args = [
+        "publish",
+        "--from",
+        str(folder),
+        "--repo",
+        "acme/sev-images",
+        "--tag",
+        "devel",
+        "--token",
+        TOKEN,
+    ]
+    if source == "--api-url":
+        args.append(f"--api-url={url}")
+    else:
+        monkeypatch.setenv("GITHUB_API_URL", url)
+    run = cli(*args)
+    _refused_before_any_request(run, fake, f"{source}: ", children)
+    assert "is not a usable GitHub API URL" in run.stderr
+    assert "APIPASSWORD" not in run.output
+
+
+@pytest.mark.parametrize("repo", ["acme/sev-images", "acme/.github", "acme/..x", "a-b/c.d_e-f"])
+@pytest.mark.parametrize("tag", ["devel", "v1.2.3", "release/2026", "v1@x"])
+def test_good_names_reach_exactly_their_own_url(
+    cli: CliFn, fake: FakeGitHub, tmp_path: Path, repo: str, tag: str
+) -> None:
+    folder = artifacts(tmp_path)
+    run = cli(*_publish_args(fake, folder, "--repo", repo, "--tag", tag, "--dry-run"))
+    assert run.code in (0, 1) and "Traceback" not in run.output
+    owner, name = repo.split("/")
+    assert fake.requests
+    for request in fake.requests:
+        assert request.raw_path.startswith(f"/repos/{owner}/{name}/releases"), request.raw_path
+    assert fake.requests[0].raw_path == f"/repos/{owner}/{name}/releases/tags/{url_segment(tag)}"
+    if repo == "acme/sev-images":
+        assert run.code == 0, run.output

@@ -110,7 +110,7 @@ def check_api_url(url: str, source: str = "--api-url") -> str:
     replace it with the URL's). The message never shows the credentials.
     """
     shown = redact_text(url)
-    stripped = url.strip()
+    stripped = url.strip(" ")
 
     def bad(why: str) -> SevimgError:
         return SevimgError(
