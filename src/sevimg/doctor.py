@@ -290,6 +290,19 @@ def probe_url(url: str, timeout: float = NETWORK_TIMEOUT) -> str | None:
     return None
 
 
+def _host(url: str) -> str:
+    """host[:port] of `url`: never the user or password in front of it."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    host = parts.hostname or "?"
+    if ":" in host:
+        host = f"[{host}]"
+    return host if port is None else f"{host}:{port}"
+
+
 def check_mirrors(
     targets: Sequence[tuple[str, str]], timeout: float = NETWORK_TIMEOUT
 ) -> list[Result]:
@@ -297,7 +310,7 @@ def check_mirrors(
 
     def run(target: tuple[str, str]) -> Result:
         what, url = target
-        host = redact_text(urlsplit(url).netloc)
+        host = _host(url)
         reason = probe_url(url, timeout)
         if reason is None:
             return Result(f"mirror {what}", Status.OK, f"{host} reachable")
