@@ -34,12 +34,14 @@ def make_folder(
     size: int = 4096,
     guest_only: Iterable[str] = (),
     sums: bool = True,
+    debug: bool = False,
 ) -> Path:
     """An artifact folder holding guest and host UKIs of `images`, manifests and SHA256SUMS.
 
     Releases in `guest_only` get only a guest. `generation` changes the bytes,
-    as a rebuild would.
+    as a rebuild would. `debug` makes the images of a --debug-image build.
     """
+    suffix = "-debug" if debug else ""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "logs").mkdir(exist_ok=True)
     single = set(guest_only)
@@ -49,8 +51,8 @@ def make_folder(
             SourceFile(f"images/{image}.yaml", hashlib.sha256(image.encode()).hexdigest()),
             SourceFile(f"images/{distro}.yaml", hashlib.sha256(distro.encode()).hexdigest()),
         ]
-        guest_path = folder / f"guest-{image}.efi"
-        guest_path.write_bytes(efi_bytes(f"guest-{image}", generation, size))
+        guest_path = folder / f"guest-{image}{suffix}.efi"
+        guest_path.write_bytes(efi_bytes(f"guest-{image}{suffix}", generation, size))
         (folder / "logs" / f"guest-{image}.log").write_text("mkosi said things\n")
         guest = Manifest.for_artifact(
             guest_path,
@@ -62,12 +64,13 @@ def make_folder(
             packages=[Package("linux-image-amd64", "6.12.117-1"), Package("systemd", "257.9-1")],
             embedded_guest=None,
             built_at=BUILT_AT,
+            debug=debug,
         )
         write_manifest(folder, guest)
         if image in single:
             continue
-        host_path = folder / f"host-{image}.efi"
-        host_path.write_bytes(efi_bytes(f"host-{image}", generation, size))
+        host_path = folder / f"host-{image}{suffix}.efi"
+        host_path.write_bytes(efi_bytes(f"host-{image}{suffix}", generation, size))
         host = Manifest.for_artifact(
             host_path,
             distro=distro,
@@ -76,8 +79,9 @@ def make_folder(
             mkosi_version="25.3",
             tools={"snphost": Tool("0.7.0", "b" * 64), "beacon": Tool("1.2.0", "c" * 64)},
             packages=[Package("qemu-system-x86", "1:10.0.3+ds-1")],
-            embedded_guest=EmbeddedGuest(f"guest-{image}", guest.sha256),
+            embedded_guest=EmbeddedGuest(f"guest-{image}{suffix}", guest.sha256),
             built_at=BUILT_AT,
+            debug=debug,
         )
         write_manifest(folder, host)
     if sums:

@@ -85,6 +85,7 @@ class Recorded:
     query: dict[str, list[str]]
     headers: dict[str, str]
     status: int
+    raw_path: str = ""  # as sent, before percent-decoding
 
 
 class FakeGitHub:
@@ -360,7 +361,15 @@ def _handler(fake: FakeGitHub, role: str) -> type[BaseHTTPRequestHandler]:
                 # its next request, and the snapshots must stay in order.
                 with fake.lock:
                     fake.requests.append(
-                        Recorded(role, method, path, query, dict(self.headers.items()), status)
+                        Recorded(
+                            role,
+                            method,
+                            path,
+                            query,
+                            dict(self.headers.items()),
+                            status,
+                            parts.path,
+                        )
                     )
                     fake._snapshot()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,8 +16,11 @@ from sevimg.artifacts import (
     MANIFEST_SCHEMA,
     SHA256SUMS,
     Manifest,
+    format_sha256sums,
+    is_plain_name,
     load_artifact_folder,
     load_manifest,
+    looks_debug,
     merge_artifact_folders,
     parse_image_id,
     read_sha256sums,
@@ -141,6 +145,7 @@ def test_manifest_round_trips_with_documented_keys(tmp_path: Path) -> None:
         "image_id",
         "role",
         "image",
+        "debug",
         "distro",
         "release",
         "artifact",
@@ -427,3 +432,229 @@ def test_merge_refuses_a_non_empty_destination_and_a_broken_source(tmp_path: Pat
     (a / "host-debian-13.efi").write_bytes(b"broken")
     with pytest.raises(SevimgError, match="not publishable"):
         merge_artifact_folders([a], tmp_path / "other")
+
+
+# --- debug images and names that are not names ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("image_id", "debug"),
+    [
+        ("host-debian-13", False),
+        ("guest-ubuntu-26.04", False),
+        ("host-fedora-rawhide", False),
+        ("host-debian-13-debug", True),
+        ("guest-ubuntu-26.04-debug", True),
+        ("host-debian-debug", True),  # parses as release "debug": still treated as debug
+        ("host-debug-13", True),
+        ("host-debian-13-DEBUG", True),
+        ("host-debian-13-Debug", True),
+        ("host-debian-13-debug-debug", True),
+        ("host-debugger-13", False),
+        ("host-debian-13debug", False),
+    ],
+)
+def test_looks_debug(image_id: str, debug: bool) -> None:
+    assert looks_debug(image_id) is debug
+    parsed = parse_image_id(image_id)
+    if parsed is not None and parsed[2]:
+        assert looks_debug(image_id)  # never narrower than the name's own flag
+
+
+@pytest.mark.parametrize(
+    "image_id",
+    [
+        "host-debian-13\n",
+        "host-debian-13-debug\n",
+        "\nhost-debian-13",
+        "host-debian-13 ",
+        "host-../13",
+        "host-debian-13/../x",
+        "host-debian-13\x00",
+        "HOST-debian-13",
+    ],
+)
+def test_parse_image_id_takes_the_whole_string(image_id: str) -> None:
+    assert parse_image_id(image_id) is None
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "x.efi\n",
+        "x.efi\r",
+        "../x.efi",
+        "..",
+        ".",
+        "/x.efi",
+        "a/b.efi",
+        "a\\b.efi",
+        ".hidden.efi",
+        "-rf.efi",
+        "x y.efi",
+        "x\x00.efi",
+        "",
+        "é.efi",
+        "x" * 256,
+    ],
+)
+def test_no_path_is_a_plain_name(name: str) -> None:
+    assert not is_plain_name(name)
+    with pytest.raises(SevimgError, match="plain file name"):
+        format_sha256sums({name: HEX})
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_the_manifest_records_debug_and_it_must_match_the_name(tmp_path: Path, debug: bool) -> None:
+    folder = make_folder(tmp_path / "out", ["debian-13"], debug=debug)
+    suffix = "-debug" if debug else ""
+    manifest = load_manifest(folder / f"host-debian-13{suffix}.manifest.json")
+    assert manifest.debug is debug
+    assert json.loads(manifest.to_json())["debug"] is debug
+    image = folder / f"host-debian-13{suffix}.efi"
+    with pytest.raises(SevimgError, match="build must"):
+        Manifest.for_artifact(
+            image,
+            distro="debian",
+            release="13",
+            sources=[],
+            mkosi_version="25.3",
+            tools={},
+            packages=[],
+            embedded_guest=manifest.embedded_guest,
+            debug=not debug,
+        )
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "expected"),
+    [
+        ("host-debian-13.manifest.json", {"debug": True}, "debug: is true, but image_id"),
+        ("guest-debian-13.manifest.json", {"debug": True}, "debug: is true, but image_id"),
+        (
+            "host-debian-13.manifest.json",
+            {"debug": 1},
+            "debug: must be true or false, not a number",
+        ),
+        ("host-debian-13.manifest.json", {"debug": None}, "debug: must be true or false, not null"),
+        (
+            "host-debian-13.manifest.json",
+            {"debug": "true"},
+            "debug: must be true or false, not a string",
+        ),
+        (
+            "host-debian-13.manifest.json",
+            {"embedded_guest": {"image_id": "guest-debian-13-debug", "sha256": HEX}},
+            "embedded_guest.image_id: 'guest-debian-13-debug' is a debug guest",
+        ),
+        (
+            "host-debian-13.manifest.json",
+            {"embedded_guest": {"image_id": "guest-debian-debug", "sha256": HEX}},
+            "embedded_guest.image_id: 'guest-debian-debug' is a debug guest",
+        ),
+        (
+            "host-debian-13.manifest.json",
+            {"image_id": "host-debian-13\n", "artifact": "host-debian-13\n.efi"},
+            "image_id: 'host-debian-13\\n' is not <role>-<distro>-<release>[-debug]",
+        ),
+        (
+            "host-debian-13.manifest.json",
+            {"artifact": "../host-debian-13.efi"},
+            "artifact: must be 'host-debian-13.efi', not '../host-debian-13.efi'",
+        ),
+    ],
+)
+def test_a_manifest_that_lies_about_debug_or_names_is_refused_everywhere(
+    tmp_path: Path, name: str, change: dict[str, Any], expected: str
+) -> None:
+    folder = make_folder(tmp_path / "out", ["debian-13"])
+    path = folder / name
+    data = json.loads(path.read_text())
+    data.update(change)
+    path.write_text(json.dumps(data, indent=2))
+    write_sha256sums(folder)
+    problems = messages(verify_artifacts(folder))
+    assert f"{path}: error: {expected}" in problems, problems
+    dest = tmp_path / "merged"
+    for allow in (False, True):
+        with pytest.raises(SevimgError, match="not publishable"):
+            merge_artifact_folders([folder], dest, allow_debug=allow)
+        assert not dest.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@pytest.mark.parametrize(
+    "listed",
+    [
+        "../outside.efi",
+        "/etc/passwd",
+        "sub/host-debian-13.efi",
+        "..",
+        "host-debian-13.efi/..",
+        "./host-debian-13.efi",
+        "logs/guest-debian-13.log",
+    ],
+)
+def test_sha256sums_cannot_point_outside_the_folder(tmp_path: Path, listed: str) -> None:
+    folder = make_folder(tmp_path / "out", ["debian-13"])
+    (tmp_path / "outside.efi").write_bytes(b"secret")
+    with (folder / SHA256SUMS).open("a") as sums:
+        sums.write(f"{HEX}  {listed}\n")
+    problems = messages(verify_artifacts(folder))
+    assert f"{folder / SHA256SUMS}:5:1: error: {listed!r} is not a plain file name" in problems
+    with pytest.raises(SevimgError, match="not publishable"):
+        merge_artifact_folders([folder], tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
+
+
+def test_a_symlinked_image_is_not_followed_out_of_the_folder(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "out", ["debian-13"])
+    image = folder / "host-debian-13.efi"
+    outside = tmp_path / "elsewhere.efi"
+    image.rename(outside)
+    image.symlink_to(outside)  # same bytes, so SHA256SUMS still matches
+    problems = messages(verify_artifacts(folder))
+    assert f"{image}: warning: not a regular file; it is not published" in problems
+    assert "describes host-debian-13.efi, which is not in" in problems
+    with pytest.raises(SevimgError, match="not publishable"):
+        merge_artifact_folders([folder], tmp_path / "merged")
+
+
+def test_merge_refuses_debug_images_unless_allowed(tmp_path: Path) -> None:
+    release = make_folder(tmp_path / "out-debian-13", ["debian-13"])
+    debug = make_folder(tmp_path / "out-debian-13-debug", ["debian-13"], debug=True)
+    dest = tmp_path / "merged"
+    with pytest.raises(SevimgError, match="are debug images; nothing was merged") as caught:
+        merge_artifact_folders([release, debug], dest)
+    shown = messages(caught.value.problems)
+    assert f"{debug / 'host-debian-13-debug.efi'}: error: a debug image (" in shown
+    assert "pass --allow-debug" in caught.value.hint
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out-debian-13", "out-debian-13-debug"]
+    names = merge_artifact_folders([release, debug], dest, allow_debug=True)
+    assert "host-debian-13-debug.efi" in names and "host-debian-13.efi" in names
+    assert verify_artifacts(dest) == []
+
+
+@pytest.mark.parametrize("after", [0, 3, 7])
+def test_an_interrupted_merge_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, after: int
+) -> None:
+    # Ctrl-C after `after` files: the destination never appears, no temporary folder stays.
+    a = make_folder(tmp_path / "a", ["debian-13"])
+    b = make_folder(tmp_path / "b", ["fedora-43"])
+    real_link = os.link
+    calls = 0
+
+    def link(src: Any, dst: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls > after:
+            raise KeyboardInterrupt
+        real_link(src, dst)
+
+    monkeypatch.setattr(os, "link", link)
+    with pytest.raises(KeyboardInterrupt):
+        merge_artifact_folders([a, b], tmp_path / "merged")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+    monkeypatch.setattr(os, "link", real_link)
+    assert len(merge_artifact_folders([a, b], tmp_path / "merged")) == 8

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from sevimg import ci
@@ -240,3 +241,36 @@ def test_render_quotes_every_matrix_value() -> None:
     assert '- image: "debian-13"' in text
     assert 'roles: "guest host"' in text
     assert 'build-args: ""' in text
+
+
+def test_the_workflow_never_publishes_debug_images(catalog: Catalog) -> None:
+    text = ci.generate(catalog).text
+    assert ci.debug_flags(text) == []
+    assert "--allow-debug" not in text and "--debug-image" not in text
+    assert "sevimg publish " in text and "sevimg merge-artifacts " in text
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "flag"),
+    [
+        ('--tag "$TAG" --from out', '--tag "$TAG" --from out --allow-debug', "--allow-debug"),
+        (
+            "-o out\n      - name: Publish",
+            "-o out --allow-debug\n      - name: Publish",
+            "--allow-debug",
+        ),
+        ("$BUILD_ARGS -o out", "$BUILD_ARGS --debug-image -o out", "--debug-image"),
+        ("sevimg publish --repo", "sevimg publish --allow-debug --repo", "--allow-debug"),
+    ],
+)
+def test_check_refuses_a_workflow_that_passes_a_debug_flag(
+    cli: CliFn, workspace: Path, old: str, new: str, flag: str
+) -> None:
+    assert cli("ci").code == 0
+    target = workspace / WORKFLOW
+    text = target.read_text()
+    assert old in text
+    target.write_text(text.replace(old, new))
+    check = cli("ci", "--check")
+    assert check.code == 1
+    assert f"it passes {flag}: CI builds and publishes release images only" in check.stderr

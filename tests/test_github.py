@@ -18,8 +18,10 @@ from sevimg.github import (
     Release,
     RetryPolicy,
     Token,
+    check_repo,
     resolve_api_url,
     resolve_token,
+    url_segment,
 )
 from sevimg.problems import SevimgError
 from tests.fakegithub import READ_TOKEN, TOKEN, FakeClock, FakeGitHub
@@ -435,3 +437,181 @@ def test_token_appears_in_no_error_or_log(
     texts += logs + fake.log_lines
     no_token_in(*texts)
     assert logs  # there was something to check
+
+
+# --- names that are not names -------------------------------------------------------------------
+
+BAD_REPOS = [
+    "o/.",
+    "o/..",
+    "o/r\n",
+    "o\n/r",
+    "o/r\r",
+    "o/r\t",
+    " o/r",
+    "o/r ",
+    "o/r.git",
+    "o/R.GIT",
+    "o/.git",
+    "o/",
+    "/r",
+    "o",
+    "",
+    "/",
+    "o/r/x",
+    "o//r",
+    "../r",
+    "o/../r",
+    "o/r x",
+    "o/r%2e",
+    "o/r?x",
+    "o/r#x",
+    "o/r@x",
+    "o/r:x",
+    "o/r\\x",
+    "-o/r",
+    "o-/r",
+    "o--x/r",
+    "o_x/r",
+    "o.x/r",
+    "ö/r",
+    "o/ř",
+    "o/r\x00",
+    "a" * 40 + "/r",
+    "o/" + "r" * 101,
+]
+GOOD_REPOS = [
+    "acme/sev-images",
+    "a/b",
+    "A-b-C/x.y_z",
+    "a" * 39 + "/r",
+    "o/" + "r" * 100,
+    "o/.github",
+    "o/..x",
+    "o/x.",
+    "o/_",
+    "o/-",
+    "0/0",
+    "o/git",
+    "o/.gitx",
+    "o/r.gi",
+    "o/x.git.y",
+    "1-2-3/R",
+]
+
+
+@pytest.mark.parametrize("repo", BAD_REPOS)
+def test_check_repo_refuses_what_github_does(repo: str) -> None:
+    with pytest.raises(SevimgError) as caught:
+        check_repo(repo)
+    assert str(caught.value).startswith(f"--repo: {repo!r} is not a repository name")
+    with pytest.raises(SevimgError):
+        GitHub(repo, Token(TOKEN, "--token"), api_url="http://127.0.0.1:9")
+
+
+@pytest.mark.parametrize("repo", GOOD_REPOS)
+def test_check_repo_accepts_what_github_does(repo: str) -> None:
+    assert check_repo(repo) == repo
+
+
+@pytest.mark.parametrize(
+    ("value", "segment"),
+    [
+        (".", "%2E"),
+        ("..", "%2E%2E"),
+        ("a/b", "a%2Fb"),
+        ("v1.0", "v1.0"),
+        ("release/2026", "release%2F2026"),
+        ("a b", "a%20b"),
+        ("a?b#c", "a%3Fb%23c"),
+        ("é", "%C3%A9"),
+        ("%2e", "%252e"),
+    ],
+)
+def test_url_segment(value: str, segment: str) -> None:
+    assert url_segment(value) == segment
+
+
+@pytest.mark.parametrize("tag", ["v1.0", "release/2026", "v1@x", "é-1"])
+def test_tags_travel_as_one_encoded_segment(fake: FakeGitHub, gh: GitHub, tag: str) -> None:
+    assert gh.release_by_tag(tag) is None
+    (request,) = fake.requests
+    assert request.raw_path == f"/repos/acme/sev-images/releases/tags/{url_segment(tag)}"
+    assert request.path == f"/repos/acme/sev-images/releases/tags/{tag}"
+
+
+BAD_API_URLS = [
+    "ftp://api.example",
+    "file:///etc/passwd",
+    "javascript:alert(1)",
+    "api.github.com",
+    "//api.github.com",
+    "https://",
+    "https:///path",
+    "https://user:PASSWORD@api.example",
+    "https://ghp_TOKEN@api.example",
+    "http://api.example/?x=1",
+    "http://api.example/api?",
+    "http://api.example/#top",
+    "http://api.example:99999",
+    "http://api.example:port",
+    "http://api.example:0",
+    "http://api.example /v3",
+    "http://api.example/\n",
+    "http://api.example\t/v3",
+    "http://api.example/api/../v3",
+    "http://api.example/./v3",
+    "http://[::1",
+    "",
+    "   ",
+]
+GOOD_API_URLS = [
+    ("https://api.github.com", "https://api.github.com"),
+    ("https://api.github.com/", "https://api.github.com"),
+    ("http://127.0.0.1:1", "http://127.0.0.1:1"),
+    ("https://ghe.example/api/v3/", "https://ghe.example/api/v3"),
+    ("HTTPS://API.GITHUB.COM", "HTTPS://API.GITHUB.COM"),
+    ("http://[::1]:8080/api", "http://[::1]:8080/api"),
+    (" https://api.github.com ", "https://api.github.com"),
+]
+
+
+@pytest.mark.parametrize("url", BAD_API_URLS)
+@pytest.mark.parametrize("source", ["--api-url", "GITHUB_API_URL"])
+def test_bad_api_urls_are_refused_naming_their_source(url: str, source: str) -> None:
+    option, env = (url, {}) if source == "--api-url" else (None, {"GITHUB_API_URL": url})
+    if source == "GITHUB_API_URL" and not url:
+        assert resolve_api_url(option, env) == DEFAULT_API_URL  # an empty variable is unset
+        return
+    with pytest.raises(SevimgError) as caught:
+        resolve_api_url(option, env)
+    message = str(caught.value)
+    assert message.startswith(f"{source}: ") and "is not a usable GitHub API URL" in message
+    assert "PASSWORD" not in message and "ghp_TOKEN" not in message
+
+
+@pytest.mark.parametrize(("url", "expected"), GOOD_API_URLS)
+def test_good_api_urls(url: str, expected: str) -> None:
+    assert resolve_api_url(url, {}) == expected
+    assert resolve_api_url(None, {"GITHUB_API_URL": url}) == expected
+
+
+@pytest.mark.parametrize(
+    "proxy",
+    [
+        "ftp://user:PROXYPASS@proxy.example",
+        "http://user:PROXYPASS@proxy.example:port",
+        "socks5://user:PROXYPASS@127.0.0.1:1",
+    ],
+)
+def test_an_unusable_proxy_variable_is_one_clean_line(
+    monkeypatch: pytest.MonkeyPatch, proxy: str
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", proxy)
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    with pytest.raises(GitHubError) as caught:
+        GitHub("acme/x", Token(TOKEN, "--token"), api_url="http://api.example")
+    message = str(caught.value)
+    assert "\n" not in message and "PROXYPASS" not in message and TOKEN not in message
+    assert "HTTPS_PROXY" in message

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,13 +24,14 @@ from rich.console import Console
 from sevimg.artifacts import (
     SHA256SUMS,
     Manifest,
+    load_artifact_folder,
     read_sha256sums,
     sha256_file,
     write_manifest,
     write_sha256sums,
 )
 from sevimg.cli import release as release_cli
-from sevimg.github import GitHub, GitHubError, Token
+from sevimg.github import GitHub, GitHubError, Token, url_segment
 from sevimg.problems import SevimgError
 from sevimg.publish import (
     DISPATCH_TYPES,
@@ -36,13 +39,16 @@ from sevimg.publish import (
     TMP_PREFIX,
     Plan,
     SilentReporter,
+    check_tag,
     content_type_for,
     is_prerelease,
     publish,
+    tag_problem,
 )
 from tests.artifactkit import efi_bytes, make_folder
-from tests.conftest import REPO, CliFn
+from tests.conftest import REPO, CliFn, Run
 from tests.fakegithub import READ_TOKEN, TOKEN, FakeClock, FakeGitHub
+from tests.leaks import child_pids
 
 IMAGES = ("debian-13", "ubuntu-26.04")
 GUEST_ONLY = ("fedora-43",)
@@ -773,3 +779,453 @@ def test_large_uploads_get_a_progress_bar_on_a_terminal(monkeypatch: pytest.Monk
     with reporter.progress("small", total) as advance:
         advance(total)
     assert quiet.getvalue() == ""  # logs and pipes get no bar
+
+
+# --- debug images never reach dispatch ----------------------------------------------------------
+#
+# Every way an artifact folder can hold a debug build, against publish,
+# publish --dry-run and merge-artifacts, with and without --allow-debug.
+
+
+def _edit_manifest(folder: Path, name: str, change: Callable[[dict[str, Any]], None]) -> None:
+    """Change a manifest's JSON by hand and re-list it in SHA256SUMS (so only the content lies)."""
+    path = folder / name
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    write_sha256sums(folder)
+
+
+def _debug_named(images: list[str], guest_only: tuple[str, ...] = ()) -> Callable[[Path], Path]:
+    return lambda root: make_folder(root / "out", images, debug=True, guest_only=guest_only)
+
+
+def _release_named(images: list[str]) -> Callable[[Path], Path]:
+    return lambda root: make_folder(root / "out", images)
+
+
+def _mixed(root: Path) -> Path:
+    folder = make_folder(root / "out", ["debian-13"])
+    return make_folder(folder, ["ubuntu-26.04"], debug=True)
+
+
+def _old_manifest_without_flag(root: Path) -> Path:
+    folder = make_folder(root / "out", ["debian-13"], debug=True)
+    for name in ("host-debian-13-debug.manifest.json", "guest-debian-13-debug.manifest.json"):
+        _edit_manifest(folder, name, lambda data: data.pop("debug"))
+    return folder
+
+
+def _lying(
+    name: str, change: Callable[[dict[str, Any]], None], *, debug: bool = False
+) -> Callable[[Path], Path]:
+    def build(root: Path) -> Path:
+        folder = make_folder(root / "out", ["debian-13"], debug=debug)
+        _edit_manifest(folder, name, change)
+        return folder
+
+    return build
+
+
+# (builder, the debug .efi files, or None when the folder is refused as inconsistent
+# whatever the options, and then what the error names)
+DEBUG_FOLDERS: dict[str, tuple[Callable[[Path], Path], list[str] | None, str]] = {
+    "debian-13": (
+        _debug_named(["debian-13"]),
+        ["guest-debian-13-debug.efi", "host-debian-13-debug.efi"],
+        "",
+    ),
+    "ubuntu-26.04": (
+        _debug_named(["ubuntu-26.04"]),
+        ["guest-ubuntu-26.04-debug.efi", "host-ubuntu-26.04-debug.efi"],
+        "",
+    ),
+    "debian-sid": (
+        _debug_named(["debian-sid"]),
+        ["guest-debian-sid-debug.efi", "host-debian-sid-debug.efi"],
+        "",
+    ),
+    "fedora-rawhide guest only": (
+        _debug_named(["fedora-rawhide"], ("fedora-rawhide",)),
+        ["guest-fedora-rawhide-debug.efi"],
+        "",
+    ),
+    "two releases": (
+        _debug_named(["debian-13", "fedora-43"], ("fedora-43",)),
+        ["guest-debian-13-debug.efi", "guest-fedora-43-debug.efi", "host-debian-13-debug.efi"],
+        "",
+    ),
+    "beside release images": (
+        _mixed,
+        ["guest-ubuntu-26.04-debug.efi", "host-ubuntu-26.04-debug.efi"],
+        "",
+    ),
+    "a release called debug": (
+        _release_named(["debian-debug"]),
+        ["guest-debian-debug.efi", "host-debian-debug.efi"],
+        "",
+    ),
+    "a distribution called debug": (
+        _release_named(["debug-13"]),
+        ["guest-debug-13.efi", "host-debug-13.efi"],
+        "",
+    ),
+    "a manifest from before the debug key": (
+        _old_manifest_without_flag,
+        ["guest-debian-13-debug.efi", "host-debian-13-debug.efi"],
+        "",
+    ),
+    "manifest says debug under a release name": (
+        _lying("host-debian-13.manifest.json", lambda d: d.update(debug=True)),
+        None,
+        "host-debian-13.manifest.json: error: debug: is true, but image_id 'host-debian-13' lacks the -debug suffix",
+    ),
+    "guest manifest says debug under a release name": (
+        _lying("guest-debian-13.manifest.json", lambda d: d.update(debug=True)),
+        None,
+        "guest-debian-13.manifest.json: error: debug: is true",
+    ),
+    "release host embeds a debug guest": (
+        _lying(
+            "host-debian-13.manifest.json",
+            lambda d: d["embedded_guest"].update(image_id="guest-debian-13-debug"),
+        ),
+        None,
+        "host-debian-13.manifest.json: error: embedded_guest.image_id: 'guest-debian-13-debug' is a debug guest",
+    ),
+    "debug name, manifest says release": (
+        _lying("host-debian-13-debug.manifest.json", lambda d: d.update(debug=False), debug=True),
+        None,
+        "host-debian-13-debug.manifest.json: error: debug: is false, but image_id 'host-debian-13-debug' ends in -debug",
+    ),
+    "debug flag that is not a boolean": (
+        _lying("host-debian-13.manifest.json", lambda d: d.update(debug="no")),
+        None,
+        "host-debian-13.manifest.json: error: debug: must be true or false, not a string",
+    ),
+}
+MODES = ("publish", "dry-run", "merge")
+
+
+def _run_mode(cli: CliFn, fake: FakeGitHub, folder: Path, mode: str, allow: bool) -> Run:
+    extra = ["--allow-debug"] if allow else []
+    if mode == "merge":
+        return cli("merge-artifacts", str(folder), "-o", str(folder.parent / "merged"), *extra)
+    args = ["--repo", "acme/sev-images", "--tag", "devel", "--from", str(folder)]
+    args += ["--api-url", fake.api_url, "--token", TOKEN]
+    return cli("publish", *args, *(["--dry-run"] if mode == "dry-run" else []), *extra)
+
+
+@pytest.mark.parametrize("allow", [False, True], ids=["refused", "allow-debug"])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", sorted(DEBUG_FOLDERS))
+def test_debug_images_never_get_a_dispatch_type(
+    cli: CliFn,
+    fake: FakeGitHub,
+    tmp_path: Path,
+    fake_clock_for_cli: FakeClock,
+    case: str,
+    mode: str,
+    allow: bool,
+) -> None:
+    build, debug_files, inconsistency = DEBUG_FOLDERS[case]
+    folder = build(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    children = child_pids()
+    run = _run_mode(cli, fake, folder, mode, allow)
+    assert "Traceback" not in run.output and TOKEN not in run.output
+    assert child_pids() <= children
+    if debug_files is None or not allow:
+        # Refused: exit 1, located, nothing sent, nothing merged, no debris.
+        assert run.code == 1, run.output
+        if debug_files is None:
+            assert inconsistency in run.stderr, run.stderr
+            assert "is not publishable" in run.stderr
+        else:
+            for name in debug_files:
+                assert f"{folder / name}: error: a debug image (" in run.stderr, run.stderr
+            assert "hint: to " in run.stderr and "pass --allow-debug" in run.stderr
+        assert fake.requests == []
+        assert sorted(p.name for p in tmp_path.iterdir()) == before
+        return
+    assert run.code == 0, run.output
+    if mode == "merge":
+        merged = load_artifact_folder(tmp_path / "merged")
+        assert {f.name for f in merged.debug_images()} == set(debug_files)
+        return
+    if mode == "dry-run":
+        assert writes(fake) == []
+        rows = {
+            line.split()[1]: line.split()[2]
+            for line in run.stdout.splitlines()
+            if line.startswith("create ")
+        }
+        for name in debug_files:
+            assert rows[name] == "application/efi", run.stdout
+        assert {n for n, t in rows.items() if t in DISPATCH_TYPES} == {
+            n for n in rows if n.startswith("host-") and n.endswith(".efi") and n not in debug_files
+        }
+        return
+    assets = final_assets(fake)
+    assert sorted(assets) == sorted(p.name for p in folder.iterdir() if p.is_file())
+    for name in debug_files:
+        assert assets[name][0] == "application/efi"
+    dispatched = [j["name"] for j in dispatch_select(fake.api_url, "acme/sev-images", "devel", [])]
+    assert not set(dispatched) & set(debug_files)
+    assert dispatched == sorted(
+        n for n in assets if n.startswith("host-") and n.endswith(".efi") and n not in debug_files
+    )
+
+
+DEBUGISH_NAMES = [
+    "host-debian-13-debug.efi",
+    "host-ubuntu-26.04-debug.efi",
+    "host-fedora-rawhide-debug.efi",
+    "host-debian-debug.efi",
+    "host-debug-13.efi",
+    "host-debug-debug.efi",
+    "host-debian-13-DEBUG.efi",
+    "host-debian-13-debug-debug.efi",
+    "host-Debian-13-Debug.efi",
+    "guest-debian-13-debug.efi",
+    "host-x-debug",
+    "host-debian-13-debug.iso",
+]
+
+
+@pytest.mark.parametrize("name", DEBUGISH_NAMES)
+@pytest.mark.parametrize("flag", [False, True])
+def test_no_debug_name_gets_a_dispatch_type(name: str, flag: bool) -> None:
+    assert content_type_for(name, debug=flag) not in DISPATCH_TYPES
+
+
+@pytest.mark.parametrize(
+    "name", ["host-debian-13.efi", "host-ubuntu-26.04.efi", "host-fedora-rawhide.efi"]
+)
+def test_a_release_host_gets_dispatch_unless_flagged_debug(name: str) -> None:
+    assert content_type_for(name) == HOST_TYPE
+    assert content_type_for(name, debug=True) == "application/efi"
+
+
+def test_a_debug_asset_left_on_the_release_with_a_dispatch_type_is_warned_about(
+    fake: FakeGitHub, gh: GitHub, reporter: SilentReporter, tmp_path: Path
+) -> None:
+    folder = artifacts(tmp_path)
+    release = fake.add_release("devel", prerelease=True)
+    fake.add_asset(release, "host-debian-13-debug.efi", b"old debug", HOST_TYPE)
+    publish(gh, folder, "devel", reporter=reporter)
+    assert any(
+        "host-debian-13-debug.efi on the release is a debug image but has the dispatch type" in w
+        for w in reporter.warnings
+    ), reporter.warnings
+
+
+def test_the_library_refuses_debug_too(fake: FakeGitHub, gh: GitHub, tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "out", ["debian-13"], debug=True)
+    with pytest.raises(SevimgError, match="is a debug image|are debug images") as caught:
+        publish(gh, folder, "devel", dry_run=True)
+    assert "--allow-debug" in caught.value.hint
+    assert fake.requests == []
+    plan, _ = publish(gh, folder, "devel", dry_run=True, allow_debug=True)
+    assert {i.name: i.content_type for i in plan.items}[
+        "host-debian-13-debug.efi"
+    ] == "application/efi"
+
+
+# --- names that are not names never take the token anywhere -----------------------------------
+
+BAD_TAGS = [
+    "",
+    " ",
+    "a b",
+    "v1\n",
+    "\nv1",
+    "v1\t",
+    "v1\r",
+    "v1\x00",
+    "v1\x7f",
+    "-x",
+    "--help",
+    "/x",
+    "x/",
+    "a//b",
+    "a..b",
+    "..",
+    "x.lock",
+    "a/b.lock",
+    "a/b.lock/c",
+    ".x",
+    "a/.b",
+    "x.",
+    "x~1",
+    "x^",
+    "x:y",
+    "x?",
+    "x*",
+    "x[",
+    "x\\y",
+    "x@{y}",
+    "@",
+    "v" * 256,
+]
+GOOD_TAGS = [
+    "devel",
+    "v1.2.3",
+    "v1.0.0-rc.1",
+    "release/2026",
+    "v1@x",
+    "é",
+    "a.b",
+    "x-y_z+1",
+    "v" * 255,
+]
+
+
+@pytest.mark.parametrize("tag", BAD_TAGS)
+def test_bad_tags_are_refused_as_git_would(tag: str) -> None:
+    why = tag_problem(tag)
+    assert why is not None
+    with pytest.raises(SevimgError, match=r"^--tag: .* is not a usable tag name: "):
+        check_tag(tag)
+    # git agrees, except where sevimg is stricter on purpose (a leading -, a lone @, length).
+    if (
+        shutil.which("git")
+        and "\x00" not in tag
+        and not tag.startswith("-")
+        and tag != "@"
+        and len(tag) <= 255
+    ):
+        git = subprocess.run(["git", "check-ref-format", f"refs/tags/{tag}"], check=False)
+        assert git.returncode != 0, tag
+
+
+@pytest.mark.parametrize("tag", GOOD_TAGS)
+def test_good_tags_are_accepted_as_git_would(tag: str) -> None:
+    assert tag_problem(tag) is None and check_tag(tag) == tag
+    if shutil.which("git"):
+        git = subprocess.run(["git", "check-ref-format", f"refs/tags/{tag}"], check=False)
+        assert git.returncode == 0, tag
+
+
+def _publish_args(fake: FakeGitHub, folder: Path, *extra: str) -> list[str]:
+    return ["publish", "--from", str(folder), "--api-url", fake.api_url, "--token", TOKEN, *extra]
+
+
+def _refused_before_any_request(run: Run, fake: FakeGitHub, start: str, children: set[int]) -> None:
+    assert run.code == 1, run.output
+    lines = run.stderr.strip().splitlines()
+    assert lines[0].startswith(f"sevimg: error: {start}"), run.stderr
+    assert "Traceback" not in run.output and TOKEN not in run.output
+    assert fake.requests == [], [r.raw_path for r in fake.requests]
+    assert child_pids() <= children
+
+
+@pytest.mark.parametrize(
+    "repo",
+    [
+        "o/.",
+        "o/..",
+        "o/r\n",
+        "acme/sev-images\n",
+        "acme/../x",
+        "o/r.git",
+        "-o/r",
+        "o--x/r",
+        "o/",
+        "o/r/releases",
+        "acme/sev-images#",
+        "a" * 40 + "/r",
+    ],
+)
+@pytest.mark.parametrize("source", ["--repo", "GITHUB_REPOSITORY"])
+def test_a_bad_repository_sends_nothing(
+    cli: CliFn,
+    fake: FakeGitHub,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    repo: str,
+    source: str,
+) -> None:
+    folder = artifacts(tmp_path)
+    children = child_pids()
+    if source == "--repo":
+        run = cli(*_publish_args(fake, folder, f"--repo={repo}", "--tag", "devel"))
+    else:
+        monkeypatch.setenv("GITHUB_REPOSITORY", repo)
+        run = cli(*_publish_args(fake, folder, "--tag", "devel"))
+    _refused_before_any_request(run, fake, f"{source}: {repo!r} is not a repository name", children)
+
+
+@pytest.mark.parametrize("tag", BAD_TAGS)
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_a_bad_tag_sends_nothing(
+    cli: CliFn, fake: FakeGitHub, tmp_path: Path, tag: str, dry_run: bool
+) -> None:
+    folder = artifacts(tmp_path)
+    children = child_pids()
+    extra = ["--dry-run"] if dry_run else []
+    run = cli(*_publish_args(fake, folder, "--repo", "acme/sev-images", f"--tag={tag}", *extra))
+    _refused_before_any_request(run, fake, f"--tag: {tag!r} is not a usable tag name", children)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://127.0.0.1",
+        "http://user:APIPASSWORD@127.0.0.1:{port}",
+        "http://127.0.0.1:{port}/?repo=acme/sev-images",
+        "http://127.0.0.1:{port}/#x",
+        "http://127.0.0.1:{port}/x/../",
+        "http://127.0.0.1:{port}\n",
+        "127.0.0.1:{port}",
+        "http://127.0.0.1:99999",
+    ],
+)
+@pytest.mark.parametrize("source", ["--api-url", "GITHUB_API_URL"])
+def test_a_bad_api_url_sends_nothing(
+    cli: CliFn,
+    fake: FakeGitHub,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    url: str,
+    source: str,
+) -> None:
+    folder = artifacts(tmp_path)
+    url = url.format(port=fake.api_url.rsplit(":", 1)[1])
+    children = child_pids()
+    args = [
+        "publish",
+        "--from",
+        str(folder),
+        "--repo",
+        "acme/sev-images",
+        "--tag",
+        "devel",
+        "--token",
+        TOKEN,
+    ]
+    if source == "--api-url":
+        args.append(f"--api-url={url}")
+    else:
+        monkeypatch.setenv("GITHUB_API_URL", url)
+    run = cli(*args)
+    _refused_before_any_request(run, fake, f"{source}: ", children)
+    assert "is not a usable GitHub API URL" in run.stderr
+    assert "APIPASSWORD" not in run.output
+
+
+@pytest.mark.parametrize("repo", ["acme/sev-images", "acme/.github", "acme/..x", "a-b/c.d_e-f"])
+@pytest.mark.parametrize("tag", ["devel", "v1.2.3", "release/2026", "v1@x"])
+def test_good_names_reach_exactly_their_own_url(
+    cli: CliFn, fake: FakeGitHub, tmp_path: Path, repo: str, tag: str
+) -> None:
+    folder = artifacts(tmp_path)
+    run = cli(*_publish_args(fake, folder, "--repo", repo, "--tag", tag, "--dry-run"))
+    assert run.code in (0, 1) and "Traceback" not in run.output
+    owner, name = repo.split("/")
+    assert fake.requests
+    for request in fake.requests:
+        assert request.raw_path.startswith(f"/repos/{owner}/{name}/releases"), request.raw_path
+    assert fake.requests[0].raw_path == f"/repos/{owner}/{name}/releases/tags/{url_segment(tag)}"
+    if repo == "acme/sev-images":
+        assert run.code == 0, run.output

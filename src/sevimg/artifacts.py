@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,12 +44,13 @@ ArtifactRole = Literal["host", "guest"]
 
 # Names that may appear in SHA256SUMS and in the folder: plain file names
 # only, so a crafted SHA256SUMS can never point outside the folder.
-_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,254}$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_SUMS_LINE = re.compile(r"^(?P<sha>[0-9a-f]{64})  (?P<name>[^\n]+)$")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,254}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_SUMS_LINE = re.compile(r"(?P<sha>[0-9a-f]{64})  (?P<name>[^\n]+)")
 # role-distro-release with an optional -debug suffix (see catalog.DISTRO_NAME/RELEASE_NAME).
 _IMAGE = r"[a-z][a-z0-9]{1,31}-(?:[0-9]{1,4}(?:\.[0-9]{1,4})?|[a-z][a-z0-9]{1,31})"
-_IMAGE_ID = re.compile(rf"^(?P<role>host|guest)-(?P<image>{_IMAGE})(?P<debug>-debug)?$")
+# Always fullmatch: `$` would also accept a final newline.
+_IMAGE_ID = re.compile(rf"(?P<role>host|guest)-(?P<image>{_IMAGE})(?P<debug>-debug)?")
 _CHUNK = 1 << 20
 
 
@@ -70,15 +72,25 @@ def manifest_name(image_id: str) -> str:
 
 def parse_image_id(image_id: str) -> tuple[ArtifactRole, str, bool] | None:
     """`host-debian-13-debug` → ('host', 'debian-13', True); None when it is no image id."""
-    match = _IMAGE_ID.match(image_id)
+    match = _IMAGE_ID.fullmatch(image_id)
     if not match:
         return None
     return cast(ArtifactRole, match["role"]), match["image"], bool(match["debug"])
 
 
+def looks_debug(image_id: str) -> bool:
+    """True for a debug image id: `-debug` at the end, or `debug` anywhere as a part of it.
+
+    Deliberately wider than :func:`parse_image_id`'s flag: `host-debian-debug`
+    parses as release "debug" of Debian, but a name that says debug is
+    treated as one wherever it decides what gets published.
+    """
+    return "debug" in image_id.lower().split("-")
+
+
 def is_plain_name(name: str) -> bool:
     """True for a plain file name (no folder, no traversal, no odd characters)."""
-    return bool(_PLAIN_NAME.match(name)) and name not in (".", "..")
+    return bool(_PLAIN_NAME.fullmatch(name)) and name not in (".", "..")
 
 
 def publishable_names(folder: Path) -> list[str]:
@@ -98,7 +110,7 @@ def format_sha256sums(sums: Mapping[str, str]) -> bytes:
     for name, sha in sums.items():
         if not is_plain_name(name):
             raise SevimgError(f"{name!r} is not a plain file name; SHA256SUMS lists files by name")
-        if not _SHA256.match(sha):
+        if not _SHA256.fullmatch(sha):
             raise SevimgError(f"{sha!r} (for {name}) is not a SHA-256 in lowercase hex")
     return "".join(f"{sums[name]}  {name}\n" for name in sorted(sums)).encode()
 
@@ -140,7 +152,7 @@ def parse_sha256sums(text: str, *, display: str) -> tuple[dict[str, str], list[P
         if "\r" in line:
             bad("carriage return in line; SHA256SUMS uses Unix line endings")
             continue
-        match = _SUMS_LINE.match(line)
+        match = _SUMS_LINE.fullmatch(line)
         if not match:
             if line.startswith("\\"):
                 bad("escaped file names are not accepted; names are plain file names")
@@ -239,6 +251,10 @@ class Manifest:
     embedded_guest: EmbeddedGuest | None
     built_at: str
     schema: str = field(default=MANIFEST_SCHEMA)
+    # A --debug-image build (console autologin). Also in the name (-debug);
+    # written so a reader need not trust the name alone. Manifests written
+    # before the key existed read as their name says.
+    debug: bool = False
 
     @property
     def file_name(self) -> str:
@@ -263,11 +279,13 @@ class Manifest:
         embedded_guest: EmbeddedGuest | None,
         built_at: datetime | None = None,
         sevimg_version: str = __version__,
+        debug: bool | None = None,
     ) -> Manifest:
-        """The manifest of a built artifact: role, image, size and sha256 come from the file.
+        """The manifest of a built artifact: role, image, size, sha256 and debug come from the file.
 
         `artifact` must be named `<image-id>.efi`. `built_at` defaults to
-        SOURCE_DATE_EPOCH when set (reproducible builds), else now.
+        SOURCE_DATE_EPOCH when set (reproducible builds), else now. `debug`,
+        when given (the build's --debug-image), must agree with the name.
         """
         image_id = artifact.name.removesuffix(ARTIFACT_SUFFIX)
         parsed = parse_image_id(image_id) if artifact.name.endswith(ARTIFACT_SUFFIX) else None
@@ -275,7 +293,12 @@ class Manifest:
             raise SevimgError(
                 f"{artifact.name} is not named <role>-<distro>-<release>.efi (e.g. host-debian-13.efi)"
             )
-        role, image, _ = parsed
+        role, image, named_debug = parsed
+        if debug is not None and debug != named_debug:
+            raise SevimgError(
+                f"{artifact.name}: a {'debug' if debug else 'release'} build must "
+                f"{'' if debug else 'not '}be named <role>-<distro>-<release>-debug.efi"
+            )
         manifest = cls(
             image_id=image_id,
             role=role,
@@ -292,6 +315,7 @@ class Manifest:
             packages=tuple(sorted(packages, key=lambda p: (p.name, p.version))),
             embedded_guest=embedded_guest,
             built_at=format_timestamp(built_at or default_build_time()),
+            debug=named_debug,
         )
         problems = _check_manifest(manifest.as_dict(), display=manifest.file_name)
         if problems:
@@ -305,6 +329,7 @@ class Manifest:
             "image_id": self.image_id,
             "role": self.role,
             "image": self.image,
+            "debug": self.debug,
             "distro": self.distro,
             "release": self.release,
             "artifact": self.artifact,
@@ -368,7 +393,13 @@ class Manifest:
                 data["embedded_guest"]["image_id"], data["embedded_guest"]["sha256"]
             ),
             built_at=data["built_at"],
+            debug=data["debug"] if "debug" in data else _named_debug(data["image_id"]),
         )
+
+
+def _named_debug(image_id: str) -> bool:
+    parsed = parse_image_id(image_id)
+    return parsed is not None and parsed[2]
 
 
 def default_build_time() -> datetime:
@@ -424,6 +455,7 @@ _MANIFEST_KEYS = (
     "embedded_guest",
     "built_at",
 )
+_OPTIONAL_MANIFEST_KEYS = ("debug",)
 
 
 def _check_manifest(data: Any, *, display: str) -> list[Problem]:
@@ -438,8 +470,9 @@ def _check_manifest(data: Any, *, display: str) -> list[Problem]:
     for key in _MANIFEST_KEYS:
         if key not in data:
             bad(key, "missing")
-    for key in sorted(set(data) - set(_MANIFEST_KEYS)):
-        bad(key, f"unknown key (a {MANIFEST_SCHEMA} manifest has: {', '.join(_MANIFEST_KEYS)})")
+    known = (*_MANIFEST_KEYS, *_OPTIONAL_MANIFEST_KEYS)
+    for key in sorted(set(data) - set(known)):
+        bad(key, f"unknown key (a {MANIFEST_SCHEMA} manifest has: {', '.join(known)})")
     if problems:
         return problems
 
@@ -450,7 +483,7 @@ def _check_manifest(data: Any, *, display: str) -> list[Problem]:
         return True
 
     def sha(where: str, value: Any) -> None:
-        if not isinstance(value, str) or not _SHA256.match(value):
+        if not isinstance(value, str) or not _SHA256.fullmatch(value):
             bad(where, "must be a SHA-256: 64 lowercase hex digits")
 
     def objects(where: str, value: Any, keys: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -491,6 +524,20 @@ def _check_manifest(data: Any, *, display: str) -> list[Problem]:
                 bad("distro", f"{data['distro']!r} does not match image {image!r}")
         if data["artifact"] != artifact_name(image_id):
             bad("artifact", f"must be {artifact_name(image_id)!r}, not {data['artifact']!r}")
+        if "debug" in data:
+            flag = data["debug"]
+            if not isinstance(flag, bool):
+                bad("debug", f"must be true or false, not {_json_type(flag)}")
+            elif parsed is not None and flag != parsed[2]:
+                bad(
+                    "debug",
+                    f"is {str(flag).lower()}, but image_id {image_id!r} "
+                    + (
+                        "lacks the -debug suffix: a debug image is never named as a release image"
+                        if flag
+                        else "ends in -debug"
+                    ),
+                )
 
     for i, src in enumerate(objects("sources", data["sources"], ("path", "sha256"))):
         string(f"sources[{i}].path", src["path"])
@@ -528,6 +575,16 @@ def _check_manifest(data: Any, *, display: str) -> list[Problem]:
             )
             if parsed_guest is None or parsed_guest[0] != "guest":
                 bad("embedded_guest.image_id", f"{guest['image_id']!r} is not a guest image id")
+            elif (
+                isinstance(image_id, str)
+                and looks_debug(guest["image_id"])
+                and not looks_debug(image_id)
+            ):
+                bad(
+                    "embedded_guest.image_id",
+                    f"{guest['image_id']!r} is a debug guest, but {image_id!r} is not named "
+                    "as a debug host: a release host never embeds a debug guest",
+                )
 
     built_at = data["built_at"]
     if string("built_at", built_at):
@@ -570,6 +627,9 @@ class LocalArtifact:
     kind: Literal["image", "manifest", "sums"]
     role: ArtifactRole | None  # images and manifests
     image: str | None  # catalog name, images and manifests
+    # A debug build, by any account: its name, its manifest, the guest it embeds.
+    debug: bool = False
+    debug_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -584,6 +644,38 @@ class ArtifactFolder:
     def images(self) -> list[str]:
         """Catalog names of the images in the folder, sorted."""
         return sorted({f.image for f in self.files if f.image})
+
+    def debug_images(self) -> list[LocalArtifact]:
+        """The debug images (.efi files) in the folder."""
+        return [f for f in self.files if f.kind == "image" and f.debug]
+
+
+def refuse_debug(files: Sequence[LocalArtifact], *, action: str) -> None:
+    """A SevimgError naming every debug image in `files`, unless there is none.
+
+    `action` is the command (publish, merge-artifacts) whose --allow-debug
+    lets them through.
+    """
+    images = [f for f in files if f.kind == "image" and f.debug]
+    if not images:
+        return
+    problems = [
+        error(
+            str(f.path),
+            f"a debug image ({f.debug_reason}): console autologin, not for a release; "
+            f"refused without --allow-debug",
+        )
+        for f in images
+    ]
+    names = ", ".join(f.name for f in images)
+    raise SevimgError(
+        f"{names} {'is a debug image' if len(images) == 1 else 'are debug images'}; "
+        f"nothing was {'published' if action == 'publish' else 'merged'}",
+        problems,
+        hint=f"to {action} {'it' if len(images) == 1 else 'them'} anyway, pass --allow-debug "
+        "(a debug image never gets a dispatch content type, so dispatch never boots it); "
+        "or build without --debug-image",
+    )
 
 
 def verify_artifacts(folder: Path) -> list[Problem]:
@@ -745,6 +837,7 @@ def _scan(folder: Path) -> tuple[ArtifactFolder | None, list[Problem]]:
     files: list[LocalArtifact] = []
     for image_id, path in sorted(images.items()):
         role, image, _ = cast(tuple[ArtifactRole, str, bool], parse_image_id(image_id))
+        reason = _debug_reason(image_id, manifests[image_id])
         for name, kind in ((path.name, "image"), (manifest_name(image_id), "manifest")):
             file_path = folder / name
             files.append(
@@ -756,6 +849,8 @@ def _scan(folder: Path) -> tuple[ArtifactFolder | None, list[Problem]]:
                     kind=cast(Literal["image", "manifest"], kind),
                     role=role,
                     image=image,
+                    debug=bool(reason),
+                    debug_reason=reason,
                 )
             )
     files.append(
@@ -772,16 +867,34 @@ def _scan(folder: Path) -> tuple[ArtifactFolder | None, list[Problem]]:
     return ArtifactFolder(folder, tuple(files), manifests, tuple(problems)), problems
 
 
+def _debug_reason(image_id: str, manifest: Manifest) -> str:
+    """Why the image is a debug build ('' when it is not), from every source there is."""
+    reasons = []
+    if looks_debug(image_id):
+        reasons.append(f"{image_id} is named as one")
+    if manifest.debug:
+        reasons.append("its manifest says debug: true")
+    guest = manifest.embedded_guest
+    if guest is not None and looks_debug(guest.image_id):
+        reasons.append(f"it embeds the debug guest {guest.image_id}")
+    return "; ".join(reasons)
+
+
 # --- merging the folders of several builds ---------------------------------------------
 
 
-def merge_artifact_folders(sources: Sequence[Path], dest: Path) -> list[str]:
+def merge_artifact_folders(
+    sources: Sequence[Path], dest: Path, *, allow_debug: bool = False
+) -> list[str]:
     """Merge verified artifact folders into `dest` and write one SHA256SUMS over the result.
 
     CI builds each release on its own runner, so each uploads its own folder
     with its own SHA256SUMS. Every source is verified first; the same file
-    name in two sources must have the same content. `dest` must be empty or
-    missing. Logs are not merged. Returns the merged file names.
+    name in two sources must have the same content, and debug images are
+    refused unless `allow_debug`. `dest` must be empty or missing. The merge
+    is made in a temporary folder beside `dest` and renamed into place, so a
+    failure (or an interrupt) leaves `dest` as it was. Logs are not merged.
+    Returns the merged file names.
     """
     if not sources:
         raise SevimgError("name at least one artifact folder to merge")
@@ -789,10 +902,12 @@ def merge_artifact_folders(sources: Sequence[Path], dest: Path) -> list[str]:
         raise SevimgError(f"{dest} exists and is not an empty folder; merge into a new one")
     chosen: dict[str, tuple[str, Path]] = {}
     problems: list[Problem] = []
+    debug: list[LocalArtifact] = []
     for source in sources:
         if source.resolve() == dest.resolve():
             raise SevimgError(f"{dest} cannot be both a source and the destination")
         found = load_artifact_folder(source)
+        debug += found.debug_images()
         for f in found.files:
             if f.kind == "sums":
                 continue
@@ -807,11 +922,31 @@ def merge_artifact_folders(sources: Sequence[Path], dest: Path) -> list[str]:
             chosen.setdefault(f.name, (f.sha256, f.path))
     if problems:
         raise SevimgError("the artifact folders disagree; nothing merged", problems)
-    dest.mkdir(parents=True, exist_ok=True)
-    for name, (_, path) in sorted(chosen.items()):
-        _link_or_copy(path, dest / name)
-    write_sha256sums(dest, sorted(chosen))
-    load_artifact_folder(dest)  # the merged folder must verify like any other
+    if not allow_debug:
+        refuse_debug(debug, action="merge-artifacts")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.merging-", dir=dest.parent))
+    except OSError as exc:
+        raise SevimgError(f"cannot merge into {dest}: {exc.strerror or exc}") from None
+    try:
+        for name, (sha, path) in sorted(chosen.items()):
+            target = work / name
+            _link_or_copy(path, target)
+            # Read back: a source changed since it was verified is not merged.
+            if sha256_file(target) != sha:
+                raise SevimgError(f"{path} changed while it was being merged; nothing merged")
+        write_sha256sums(work, sorted(chosen))
+        load_artifact_folder(work)  # the merged folder must verify like any other
+        if dest.is_dir():
+            dest.rmdir()  # empty, checked above
+        work.rename(dest)
+    except OSError as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        raise SevimgError(f"cannot merge into {dest}: {exc.strerror or exc}") from None
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     return sorted(chosen)
 
 

@@ -20,12 +20,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 from sevimg import __version__, artifacts, pins, postcheck, uki
 from sevimg.config import LocalConfig, ToolPin
 from sevimg.mkosi import Mkosi
 from sevimg.output import write_file_atomic, write_tree
 from sevimg.problems import SevimgError
+from sevimg.redact import redact_text, split_credentials
 from sevimg.render import GUEST_TREE, File, Renderer, Tree
 from sevimg.spec import ImageSpec
 
@@ -37,6 +39,7 @@ KEYRINGS = {
 # Suites without -updates / -security pockets.
 _NO_POCKETS = {"sid", "unstable", "rawhide"}
 LOG_TAIL = 25
+APT_AUTH = "etc/apt/auth.conf.d/sevimg.conf"
 
 Report = Callable[[str], None]
 
@@ -235,15 +238,12 @@ class Builder:
         return tree
 
     def common_args(self) -> list[str]:
-        """Caches and proxy, for images and the tools tree alike."""
-        args = [
+        """Caches, for images and the tools tree alike (the proxy goes in the environment)."""
+        return [
             f"--package-cache-directory={self.s.cache_dir / 'packages'}",
             f"--cache-directory={self.s.cache_dir / 'incremental'}",
             "--incremental=yes",
         ]
-        if self.s.local.proxy:
-            args.append(f"--proxy-url={self.s.local.proxy}")
-        return args
 
     def sandbox_args(
         self, distribution: str, release: str, name: str, repositories: Sequence[str]
@@ -252,12 +252,26 @@ class Builder:
         args = [f"--sandbox-tree={tree}" for tree in self.s.local.sandbox_trees]
         if mirror := self.s.local.apt_mirrors.get(distribution):
             folder = self.s.cache_dir / "sandbox" / name
+            # Credentials go to apt's auth.conf.d (mode 0600), not into the
+            # sources, which mkosi and apt print.
+            logins = [split_credentials(mirror.url)]
+            if mirror.security_url:
+                logins.append(split_credentials(mirror.security_url))
             write_file_atomic(
                 folder / "etc/apt/sources.list.d/mkosi.sources",
                 apt_sources(
-                    distribution, release, mirror.url, mirror.security_url, repositories
+                    distribution,
+                    release,
+                    logins[0][0],
+                    logins[1][0] if len(logins) > 1 else None,
+                    repositories,
                 ).encode(),
             )
+            auth = folder / APT_AUTH
+            if text := apt_auth(logins):
+                write_file_atomic(auth, text.encode(), mode=0o600)
+            else:
+                auth.unlink(missing_ok=True)
             args.append(f"--sandbox-tree={folder}")
         elif url := self.s.local.rpm_mirrors.get(distribution):
             args.append(f"--mirror={url}")
@@ -358,17 +372,27 @@ class Builder:
             embedded_guest=artifacts.EmbeddedGuest(spec.payload.guest_image or "", guest_sha)
             if guest_sha
             else None,
+            debug=spec.debug,
         )
         artifacts.write_manifest(self.s.out_dir, manifest)
         artifacts.write_sha256sums(self.s.out_dir)
         return final
 
     def run_mkosi(self, args: Sequence[str], *, log: Path, cwd: Path, what: str) -> None:
-        """Run mkosi, streaming its output to `log` and its steps to the progress line."""
+        """Run mkosi, streaming its output to `log` and its steps to the progress line.
+
+        Every line that reaches the log or the screen has the credentials of
+        any URL in it (a proxy's, a mirror's) replaced by `***`.
+        """
         env = dict(os.environ)
         env.setdefault("TERM", "dumb")
+        if self.s.local.proxy:
+            # mkosi takes its proxy from these when --proxy-url is not given;
+            # unlike a command line, the environment is not shown to other users.
+            for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+                env[name] = self.s.local.proxy
         with log.open("w", encoding="utf-8") as sink:
-            sink.write(f"$ {self.s.mkosi.path} {' '.join(args)}\n")
+            sink.write(redact_text(f"$ {self.s.mkosi.path} {' '.join(args)}\n"))
             sink.flush()
             try:
                 proc = subprocess.Popen(
@@ -386,7 +410,8 @@ class Builder:
                     f"cannot run {self.s.mkosi.path}: {exc.strerror or exc}"
                 ) from None
             assert proc.stdout is not None
-            for line in proc.stdout:
+            for raw in proc.stdout:
+                line = redact_text(raw)
                 sink.write(line)
                 stripped = line.strip()
                 if stripped.startswith("‣"):
@@ -417,6 +442,29 @@ def apt_sources(
     if release not in _NO_POCKETS:
         text += f"\nTypes: deb\nURIs: {security_url}\nSuites: {release}-security\nComponents: {components}\nSigned-By: {keyring}\n"
     return text
+
+
+def apt_auth(logins: Iterable[tuple[str, str | None, str | None]]) -> str:
+    """apt_auth.conf(5) entries for (URL, user, password); '' when none has credentials."""
+    lines = []
+    for url, user, password in logins:
+        if user is None and password is None:
+            continue
+        for value in (user or "", password or ""):
+            if any(c.isspace() or ord(c) < 32 for c in value):
+                raise SevimgError(
+                    f"the credentials of the mirror {redact_text(url)} hold a space or control "
+                    "character, which apt's auth.conf cannot carry"
+                )
+        parts = urlsplit(url)
+        # With its scheme, the entry also applies to plain http (apt's default is https only).
+        machine = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+        lines.append(f"machine {machine} login {user or ''} password {password or ''}\n")
+    if not lines:
+        return ""
+    return "# Written by sevimg from sevimg.local.yaml: the mirror's credentials.\n" + "".join(
+        dict.fromkeys(lines)
+    )
 
 
 def mkosi_packages(manifest: Path) -> dict[str, str]:

@@ -109,7 +109,20 @@ def generate(catalog: Catalog) -> Workflow:
             "no release of the catalog checks without errors; there is nothing to build",
             hint="run `sevimg validate`",
         )
-    return Workflow(render(entries, skipped), entries, skipped)
+    text = render(entries, skipped)
+    if unsafe := debug_flags(text):
+        raise AssertionError(f"the generated workflow passes {', '.join(unsafe)}")
+    return Workflow(text, entries, skipped)
+
+
+# CI builds and publishes release images only: a workflow passing one of these
+# could put a debug image (console autologin) on a release.
+DEBUG_FLAGS = ("--allow-debug", "--debug-image")
+
+
+def debug_flags(text: str) -> list[str]:
+    """The debug options a workflow's text passes (none, for one `sevimg ci` wrote)."""
+    return [flag for flag in DEBUG_FLAGS if flag in text]
 
 
 def _q(value: str) -> str:
@@ -274,12 +287,16 @@ def differences(committed: str, workflow: Workflow) -> list[str]:
     """How the committed workflow text differs from the generated one, one line each."""
     if committed == workflow.text:
         return []
+    unsafe = [
+        f"it passes {flag}: CI builds and publishes release images only, never debug ones"
+        for flag in debug_flags(committed)
+    ]
     try:
         old = {str(e.get("image")): e for e in matrix_in(committed)}
     except SevimgError as exc:
-        return [f"the committed workflow cannot be read: {exc.message}"]
+        return [*unsafe, f"the committed workflow cannot be read: {exc.message}"]
     new: Mapping[str, dict[str, str]] = {e.image: e.as_dict() for e in workflow.entries}
-    found: list[str] = []
+    found: list[str] = list(unsafe)
     for image in sorted(set(new) - set(old)):
         found.append(f"{image} is missing from the matrix (roles: {new[image]['roles']})")
     for image in sorted(set(old) - set(new)):

@@ -21,6 +21,7 @@ import httpx
 
 from sevimg import mkosi
 from sevimg.problems import SevimgError
+from sevimg.redact import redact_text
 
 GIB = 1024**3
 DISK_OK = 12 * GIB  # a tools tree (~2 GB), the package cache and a host build (~5 GB) with room
@@ -54,6 +55,11 @@ class Result:
     status: Status
     detail: str
     fix: str = ""
+
+    def __post_init__(self) -> None:
+        # Details quote URLs and errors about them; a password in one is never shown.
+        object.__setattr__(self, "detail", redact_text(self.detail))
+        object.__setattr__(self, "fix", redact_text(self.fix))
 
     def as_dict(self) -> dict[str, str]:
         """JSON form."""
@@ -274,13 +280,27 @@ def probe_url(url: str, timeout: float = NETWORK_TIMEOUT) -> str | None:
         response = httpx.head(url, timeout=timeout, follow_redirects=True)
         if response.status_code == 405:
             response = httpx.get(url, timeout=timeout, follow_redirects=True)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError, ImportError) as exc:
+        # ValueError, InvalidURL, ImportError: an unusable *_PROXY variable.
         return type(exc).__name__.replace("Error", " error").replace("Exception", "").strip() + (
-            f": {exc}" if str(exc) else ""
+            f": {redact_text(str(exc))}" if str(exc) else ""
         )
     if response.status_code >= 500:
         return f"HTTP {response.status_code}"
     return None
+
+
+def _host(url: str) -> str:
+    """host[:port] of `url`: never the user or password in front of it."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    host = parts.hostname or "?"
+    if ":" in host:
+        host = f"[{host}]"
+    return host if port is None else f"{host}:{port}"
 
 
 def check_mirrors(
@@ -290,7 +310,7 @@ def check_mirrors(
 
     def run(target: tuple[str, str]) -> Result:
         what, url = target
-        host = urlsplit(url).netloc
+        host = _host(url)
         reason = probe_url(url, timeout)
         if reason is None:
             return Result(f"mirror {what}", Status.OK, f"{host} reachable")
@@ -332,8 +352,8 @@ def check_debian_debug(
         )
     try:
         status = httpx.head(url, timeout=timeout, follow_redirects=True).status_code
-    except httpx.HTTPError as exc:
-        reason = f"{type(exc).__name__}: {exc}"
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError, ImportError) as exc:
+        reason = f"{type(exc).__name__}: {redact_text(str(exc))}"
     else:
         if status == 200:
             return Result(

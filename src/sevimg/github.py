@@ -25,11 +25,13 @@ from sevimg import __version__
 from sevimg.artifacts import iter_chunks
 from sevimg.problems import SevimgError
 
+# Token is re-exported here: callers build it with the rest of the client.
+from sevimg.redact import Token, redact_text
+
 API_VERSION = "2022-11-28"
 DEFAULT_API_URL = "https://api.github.com"
 USER_AGENT = f"sevimg/{__version__}"
 PER_PAGE = 100
-REPO_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
 _MAX_PAGES = 1000  # 100 000 items: far past GitHub's 1000 assets per release
 
 ProgressFn = Callable[[int], None]
@@ -38,46 +40,27 @@ LogFn = Callable[[str], None]
 
 # --- the token -----------------------------------------------------------------------------
 
-
-class Token:
-    """A GitHub token that does not print itself.
-
-    `repr`, `str` and f-strings show where it came from, never its value;
-    :meth:`reveal` is the one way to read it (for the Authorization header),
-    and :meth:`scrub` removes it from any text before that text is shown.
-    """
-
-    __slots__ = ("_secret", "source")
-
-    def __init__(self, secret: str, source: str) -> None:
-        secret = secret.strip()
-        if not secret:
-            raise SevimgError(f"the GitHub token from {source} is empty")
-        # A token is one printable ASCII word; anything else would be refused
-        # by httpx with an error message quoting it.
-        if not all(33 <= ord(c) < 127 for c in secret):
-            raise SevimgError(
-                f"the GitHub token from {source} contains spaces, control or non-ASCII characters"
-            )
-        self._secret = secret
-        self.source = source
-
-    def reveal(self) -> str:
-        """The token itself, for the Authorization header only."""
-        return self._secret
-
-    def scrub(self, text: str) -> str:
-        """`text` with every occurrence of the token replaced by `***`."""
-        return text.replace(self._secret, "***")
-
-    def __repr__(self) -> str:
-        return f"Token(<hidden>, source={self.source!r})"
-
-    def __str__(self) -> str:
-        return "<hidden token>"
-
-    def __reduce__(self) -> Any:
-        raise TypeError("a Token cannot be pickled")
+__all__ = [
+    "API_VERSION",
+    "DEFAULT_API_URL",
+    "PER_PAGE",
+    "USER_AGENT",
+    "Asset",
+    "Clock",
+    "GitHub",
+    "GitHubError",
+    "LogFn",
+    "ProgressFn",
+    "Release",
+    "RetryPolicy",
+    "SystemClock",
+    "Token",
+    "check_api_url",
+    "check_repo",
+    "resolve_api_url",
+    "resolve_token",
+    "url_segment",
+]
 
 
 def resolve_token(
@@ -111,19 +94,90 @@ def resolve_token(
 
 
 def resolve_api_url(option: str | None, env: Mapping[str, str]) -> str:
-    """--api-url, else GITHUB_API_URL (as GitHub Actions sets it), else the public API."""
-    url = (option or env.get("GITHUB_API_URL") or DEFAULT_API_URL).strip().rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SevimgError(f"the GitHub API URL {url!r} is not an http(s) URL")
-    return url
+    """--api-url, else GITHUB_API_URL (as GitHub Actions sets it), else the public API; checked."""
+    if option is not None:
+        return check_api_url(option, "--api-url")
+    if env.get("GITHUB_API_URL"):
+        return check_api_url(env["GITHUB_API_URL"], "GITHUB_API_URL")
+    return DEFAULT_API_URL
 
 
-def check_repo(repo: str) -> str:
-    """`repo` if it is OWNER/NAME, else a SevimgError."""
-    if not REPO_NAME.match(repo):
-        raise SevimgError(f"{repo!r} is not a repository name such as owner/name")
+def check_api_url(url: str, source: str = "--api-url") -> str:
+    """`url` without a trailing slash if it can be GitHub's REST API, else a SevimgError.
+
+    http(s) only, a host, no query or fragment (request paths are appended to
+    it), and no user:password@ (the token is the credential; httpx would
+    replace it with the URL's). The message never shows the credentials.
+    """
+    shown = redact_text(url)
+    stripped = url.strip(" ")
+
+    def bad(why: str) -> SevimgError:
+        return SevimgError(
+            f"{source}: {shown!r} is not a usable GitHub API URL: {why}",
+            hint="e.g. https://api.github.com or https://github.example.com/api/v3",
+        )
+
+    if not stripped or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in stripped):
+        raise bad("it is empty or holds spaces or control characters")
+    try:
+        parts = urlsplit(stripped)
+        port = parts.port
+    except ValueError as exc:
+        raise bad(str(exc)) from None
+    if parts.scheme not in ("http", "https"):
+        raise bad("not an http:// or https:// URL")
+    if not parts.hostname:
+        raise bad("it names no host")
+    if parts.username is not None or parts.password is not None:
+        raise bad("it carries a user name or password; sevimg sends the token instead")
+    if parts.query or stripped.endswith("?"):
+        raise bad("it has a query (?...)")
+    if parts.fragment or "#" in stripped:
+        raise bad("it has a fragment (#...)")
+    if port == 0:
+        raise bad("port 0")
+    if any(segment in (".", "..") for segment in parts.path.split("/")):
+        raise bad("its path has . or .. segments")
+    return stripped.rstrip("/")
+
+
+# GitHub's rules: an owner (user or organization) is 1-39 letters, digits or
+# single hyphens, not starting or ending with one; a repository name is 1-100
+# of letters, digits, `.`, `_` and `-`, except `.`, `..` and names ending in
+# `.git`. fullmatch, because `$` also matches before a final newline.
+_OWNER = re.compile(r"[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*")
+_REPO = re.compile(r"[A-Za-z0-9._-]{1,100}")
+
+
+def check_repo(repo: str, source: str = "--repo") -> str:
+    """`repo` if it is OWNER/NAME as GitHub allows them, else a SevimgError saying what is wrong."""
+    owner, sep, name = repo.partition("/")
+    why = ""
+    if not sep:
+        why = "it is not OWNER/NAME"
+    elif not _OWNER.fullmatch(owner) or len(owner) > 39:
+        why = (
+            f"the owner {owner!r} must be 1-39 letters, digits or single hyphens, "
+            "not starting or ending with a hyphen"
+        )
+    elif not _REPO.fullmatch(name):
+        why = f"the name {name!r} must be 1-100 letters, digits, '.', '_' or '-'"
+    elif name in (".", ".."):
+        why = f"the name {name!r} is not a repository"
+    elif name.lower().endswith(".git"):
+        why = f"the name {name!r} ends in .git, which GitHub does not allow (leave .git off)"
+    if why:
+        raise SevimgError(f"{source}: {repo!r} is not a repository name such as owner/name: {why}")
     return repo
+
+
+def url_segment(value: str) -> str:
+    """`value` as one URL path segment: percent-encoded, and never `.` or `..` (defence in depth)."""
+    encoded = quote(value, safe="")
+    if encoded in (".", ".."):
+        encoded = encoded.replace(".", "%2E")
+    return encoded
 
 
 # --- waiting -----------------------------------------------------------------------------
@@ -272,12 +326,19 @@ class GitHub:
             headers["Authorization"] = f"Bearer {token.reveal()}"
         # Uploads of hundreds of MB: generous read/write timeouts, and httpx
         # drops Authorization on redirects to another host.
-        self._client = httpx.Client(
-            headers=headers,
-            timeout=httpx.Timeout(60.0, read=600.0),
-            follow_redirects=True,
-            transport=transport,
-        )
+        try:
+            self._client = httpx.Client(
+                headers=headers,
+                timeout=httpx.Timeout(60.0, read=600.0),
+                follow_redirects=True,
+                transport=transport,
+            )
+        except (ValueError, httpx.InvalidURL, ImportError) as exc:
+            # httpx reads HTTP(S)_PROXY and ALL_PROXY here; a bad one fails now.
+            raise GitHubError(
+                f"cannot set up a connection to {redact_text(self.api_url)}: {self.scrub(str(exc))}; "
+                "check the HTTPS_PROXY, HTTP_PROXY and ALL_PROXY variables"
+            ) from None
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -293,11 +354,12 @@ class GitHub:
         return f"GitHub({self.repo!r}, api_url={self.api_url!r}, token={self.token!r})"
 
     def scrub(self, text: str) -> str:
-        """Text safe to show: without the token."""
-        return self.token.scrub(text) if self.token else text
+        """Text safe to show: without the token, and without credentials in URLs."""
+        return self.token.scrub(text) if self.token else redact_text(text)
 
     def _url(self, path: str) -> str:
-        return f"{self.api_url}/repos/{self.repo}{path}"
+        owner, _, name = self.repo.partition("/")
+        return f"{self.api_url}/repos/{url_segment(owner)}/{url_segment(name)}{path}"
 
     # --- releases ----------------------------------------------------------------------
 
@@ -305,7 +367,7 @@ class GitHub:
         """The published release for `tag`, or None (GitHub hides drafts from this call)."""
         response = self._send(
             "GET",
-            self._url(f"/releases/tags/{quote(tag, safe='')}"),
+            self._url(f"/releases/tags/{url_segment(tag)}"),
             what=f"looking up release {tag} of {self.repo}",
             ok=(200, 404),
         )

@@ -10,6 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from sevimg.redact import redact_text
+
 
 class Severity(StrEnum):
     """How bad a problem is: errors fail a command, warnings do not."""
@@ -28,6 +30,10 @@ class Problem:
     severity: Severity
     field: str
     message: str
+
+    def __post_init__(self) -> None:
+        # Messages quote values, and a value may be a URL with a password in it.
+        object.__setattr__(self, "message", redact_text(self.message))
 
     def __str__(self) -> str:
         where = self.file
@@ -72,6 +78,7 @@ class SevimgError(Exception):
     """A failure the user can act on. The CLI prints it without a traceback and exits 1."""
 
     def __init__(self, message: str, problems: Iterable[Problem] = (), *, hint: str = "") -> None:
+        message, hint = redact_text(message), redact_text(hint)  # no password from a URL
         super().__init__(message)
         self.message = message
         self.problems = tuple(sorted(set(problems)))

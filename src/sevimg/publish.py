@@ -32,7 +32,9 @@ from sevimg.artifacts import (
     LocalArtifact,
     format_sha256sums,
     load_artifact_folder,
+    looks_debug,
     parse_image_id,
+    refuse_debug,
 )
 from sevimg.github import Asset, GitHub, GitHubError, ProgressFn, Release
 from sevimg.problems import SevimgError
@@ -52,11 +54,16 @@ DEVEL_TAG = "devel"
 Action = Literal["create", "replace", "keep"]
 
 
-def content_type_for(name: str) -> str:
-    """The Content-Type an asset is uploaded with: only host images get a dispatch type."""
+def content_type_for(name: str, *, debug: bool = False) -> str:
+    """The Content-Type an asset is uploaded with: only release host images get a dispatch type.
+
+    A debug image (named so, or `debug` by its manifest) never does, so
+    dispatch never boots one, even when it is published with --allow-debug.
+    """
     if name.endswith(ARTIFACT_SUFFIX):
-        parsed = parse_image_id(name.removesuffix(ARTIFACT_SUFFIX))
-        if parsed is not None and parsed[0] == "host":
+        image_id = name.removesuffix(ARTIFACT_SUFFIX)
+        parsed = parse_image_id(image_id)
+        if parsed is not None and parsed[0] == "host" and not debug and not looks_debug(image_id):
             return HOST_TYPE
         return GUEST_TYPE
     if name.endswith(MANIFEST_SUFFIX):
@@ -71,17 +78,48 @@ def is_prerelease(tag: str) -> bool:
     return not (tag.startswith("v") and len(tag) > 1 and tag[1].isdigit())
 
 
-def check_tag(tag: str) -> str:
-    """`tag` if it can name a git tag, else a SevimgError."""
-    bad = (
-        not tag
-        or tag.startswith(("-", "/", "."))
-        or tag.endswith(("/", ".", ".lock"))
-        or ".." in tag
-        or any(c in tag for c in " ~^:?*[\\\t\n@{")
-    )
-    if bad:
-        raise SevimgError(f"{tag!r} is not a usable tag name (use devel or v1.2.3)")
+# git check-ref-format's rules for refs/tags/<tag>, plus a leading `-` (it
+# would read as an option to git and to scripts handling the tag).
+_TAG_FORBIDDEN = frozenset(" ~^:?*[\\")
+MAX_TAG_LENGTH = 255
+
+
+def tag_problem(tag: str) -> str | None:
+    """Why `tag` cannot name a git tag (git's ref rules), or None when it can."""
+    if not tag:
+        return "it is empty"
+    if len(tag) > MAX_TAG_LENGTH:
+        return f"it is longer than {MAX_TAG_LENGTH} characters"
+    if any(ord(c) < 32 or ord(c) == 127 for c in tag):
+        return "it holds control characters (a newline, tab, ...)"
+    if bad := sorted({c for c in tag if c in _TAG_FORBIDDEN}):
+        return f"it holds {' '.join(repr(c) for c in bad)}, which git does not allow in a tag"
+    if tag.startswith("-"):
+        return "it starts with '-'"
+    if tag.startswith("/") or tag.endswith("/") or "//" in tag:
+        return "it starts or ends with '/', or has '//'"
+    if ".." in tag:
+        return "it holds '..'"
+    if "@{" in tag or tag == "@":
+        return "it is '@' or holds '@{'"
+    if tag.endswith("."):
+        return "it ends with '.'"
+    for part in tag.split("/"):
+        if part.startswith("."):
+            return f"the part {part!r} starts with '.'"
+        if part.endswith(".lock"):
+            return f"the part {part!r} ends with '.lock'"
+    return None
+
+
+def check_tag(tag: str, source: str = "--tag") -> str:
+    """`tag` if it can name a git tag, else a SevimgError saying why."""
+    why = tag_problem(tag)
+    if why is not None:
+        raise SevimgError(
+            f"{source}: {tag!r} is not a usable tag name: {why}",
+            hint="use devel (a rolling prerelease) or vX.Y.Z",
+        )
     return tag
 
 
@@ -98,8 +136,11 @@ class Selection:
     warnings: tuple[str, ...]
 
 
-def select(folder: Path, images: Sequence[str] = ()) -> Selection:
-    """Verify `folder` and pick the images and manifests of `images` (all when empty)."""
+def select(folder: Path, images: Sequence[str] = (), *, allow_debug: bool = False) -> Selection:
+    """Verify `folder` and pick the images and manifests of `images` (all when empty).
+
+    Debug images among them are refused unless `allow_debug`.
+    """
     found = load_artifact_folder(folder)
     available = found.images()
     wanted = list(dict.fromkeys(images)) or available
@@ -111,6 +152,8 @@ def select(folder: Path, images: Sequence[str] = ()) -> Selection:
     if not wanted:
         raise SevimgError(f"{folder} holds no images to publish")
     files = tuple(f for f in found.files if f.kind != "sums" and f.image in wanted)
+    if not allow_debug:
+        refuse_debug(files, action="publish")
     return Selection(folder, files, tuple(wanted), tuple(str(p) for p in found.problems))
 
 
@@ -176,7 +219,8 @@ def make_plan(gh: GitHub, selection: Selection, tag: str) -> Plan:
     items: list[Item] = []
     order = sorted(selection.files, key=lambda f: (f.kind != "image", f.name))
     for f in order:
-        items.append(_decide(f.name, f.sha256, f.size, current.get(f.name), path=f.path))
+        ctype = content_type_for(f.name, debug=f.debug)
+        items.append(_decide(f.name, f.sha256, f.size, current.get(f.name), ctype, path=f.path))
 
     # SHA256SUMS covers every image and manifest the release will hold: ours
     # by their local checksum, the others (earlier builds) by GitHub's digest.
@@ -196,16 +240,27 @@ def make_plan(gh: GitHub, selection: Selection, tag: str) -> Plan:
     content = format_sha256sums(sums)
     items.append(
         _decide(
-            SHA256SUMS, _sha256(content), len(content), current.get(SHA256SUMS), content=content
+            SHA256SUMS,
+            _sha256(content),
+            len(content),
+            current.get(SHA256SUMS),
+            content_type_for(SHA256SUMS),
+            content=content,
         )
     )
 
+    planned = {i.name: i.content_type for i in items}
     for name, asset in sorted(current.items()):
-        if asset.content_type in DISPATCH_TYPES and content_type_for(name) != HOST_TYPE:
-            warnings.append(
-                f"{name} on the release has the dispatch type {asset.content_type}, so dispatch will boot it; "
-                "sevimg leaves assets it does not publish alone"
-            )
+        if asset.content_type not in DISPATCH_TYPES or name in planned:
+            continue  # no dispatch type, or this run uploads it with its right type
+        if content_type_for(name) == HOST_TYPE:
+            continue  # a release host image published earlier
+        debug = looks_debug(name.removesuffix(ARTIFACT_SUFFIX))
+        kind = "a debug image" if debug else "not a release host image"
+        warnings.append(
+            f"{name} on the release is {kind} but has the dispatch type {asset.content_type}, "
+            "so dispatch will boot it; sevimg leaves assets it does not publish alone: delete it from the release"
+        )
     total = len(current) + sum(i.action == "create" for i in items)
     if total > MAX_ASSETS:
         raise SevimgError(
@@ -231,11 +286,15 @@ def _decide(
     sha256: str,
     size: int,
     existing: Asset | None,
+    ctype: str,
     *,
     path: Path | None = None,
     content: bytes | None = None,
 ) -> Item:
-    ctype = content_type_for(name)
+    if ctype in DISPATCH_TYPES and (ctype != HOST_TYPE or content_type_for(name) != HOST_TYPE):
+        raise AssertionError(
+            f"{name} would get the dispatch type {ctype}"
+        )  # never, by construction
     item = Item(name, "create", ctype, size, sha256, "new", path, content, existing)
     if existing is None:
         return item
@@ -440,10 +499,16 @@ def publish(
     reporter: Reporter | None = None,
     dry_run: bool = False,
     on_plan: Callable[[Plan], None] | None = None,
+    allow_debug: bool = False,
 ) -> tuple[Plan, Outcome | None]:
-    """Verify, plan and (unless `dry_run`) execute; returns the plan and what was done."""
+    """Verify, plan and (unless `dry_run`) execute; returns the plan and what was done.
+
+    Debug images are refused unless `allow_debug`; even then they never get
+    a dispatch content type.
+    """
     reporter = reporter or SilentReporter()
-    selection = select(folder, images)
+    check_tag(tag)
+    selection = select(folder, images, allow_debug=allow_debug)
     plan = make_plan(gh, selection, tag)
     for message in plan.warnings:
         reporter.warn(message)

@@ -20,6 +20,7 @@ from rich.console import Console
 from sevimg import __version__, mkosi
 from sevimg.catalog import Catalog, load_catalog
 from sevimg.problems import Problem, SevimgError
+from sevimg.redact import redact_text
 from sevimg.render import OLDEST_MKOSI, Renderer, parse_mkosi_version
 from sevimg.workspace import Workspace, find_workspace
 
@@ -68,7 +69,7 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             if os.environ.get("SEVIMG_DEBUG"):
                 traceback.print_exc()
             err.print(
-                f"sevimg: internal error: {type(exc).__name__}: {exc}\n"
+                f"sevimg: internal error: {type(exc).__name__}: {redact_text(str(exc))}\n"
                 "This is a bug in sevimg; please report it (set SEVIMG_DEBUG=1 for a traceback).",
                 style="bold red",
                 markup=False,

@@ -49,6 +49,7 @@ def doctor_command(
     machine = doctor.Machine(root=sysroot)
     local_result: doctor.Result | None = None
     local_mirror = False
+    local_urls: list[tuple[str, str]] = []
     try:
         ws = ctx.ws
         try:
@@ -62,6 +63,15 @@ def doctor_command(
             )
         else:
             local_mirror = "debian" in local.apt_mirrors
+            # This machine's own mirrors are probed too (credentials and all; never shown).
+            for name, mirror in sorted(local.apt_mirrors.items()):
+                local_urls.append((f"{name} ({config.LOCAL_FILE})", mirror.url))
+                if mirror.security_url:
+                    local_urls.append(
+                        (f"{name} security ({config.LOCAL_FILE})", mirror.security_url)
+                    )
+            for name, url in sorted(local.rpm_mirrors.items()):
+                local_urls.append((f"{name} ({config.LOCAL_FILE})", url))
             detail = (
                 f"{local.source}"
                 if local.source
@@ -99,7 +109,8 @@ def doctor_command(
     if local_result is not None:
         results.append(local_result)
     if not no_network:
-        results += doctor.check_mirrors(doctor.mirror_targets(distributions, extra), timeout)
+        targets = doctor.mirror_targets(distributions, [*extra, *local_urls])
+        results += doctor.check_mirrors(targets, timeout)
         results.append(doctor.check_debian_debug(local_mirror, timeout))
 
     failed = doctor.has_failures(results)

@@ -23,8 +23,9 @@ from sevimg.artifacts import merge_artifact_folders
 from sevimg.cli.base import Context, err, handle_errors, main, out, pass_ctx
 from sevimg.output import write_file_atomic
 from sevimg.problems import SevimgError
-from sevimg.publish import Plan, human_size
+from sevimg.publish import Plan, check_tag, human_size
 from sevimg.publish import publish as publish_folder
+from sevimg.redact import redact_text
 
 # Uploads smaller than this finish too fast for a progress bar to help.
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
@@ -38,11 +39,11 @@ class ConsoleReporter:
 
     def info(self, message: str) -> None:
         """One step."""
-        out.print(message, markup=False, highlight=False)
+        out.print(redact_text(message), markup=False, highlight=False)
 
     def warn(self, message: str) -> None:
         """Something to look at."""
-        err.print(f"warning: {message}", style="yellow", markup=False, highlight=False)
+        err.print(f"warning: {redact_text(message)}", style="yellow", markup=False, highlight=False)
 
     @contextlib.contextmanager
     def progress(self, name: str, total: int) -> Iterator[github.ProgressFn]:
@@ -130,6 +131,12 @@ def _default_folder(ctx: Context) -> Path:
     is_flag=True,
     help="Print what would be created, replaced and kept; change nothing.",
 )
+@click.option(
+    "--allow-debug",
+    is_flag=True,
+    help="Publish debug images (-debug, console autologin) too. They never get a dispatch "
+    "content type, so dispatch does not boot them.",
+)
 @pass_ctx
 @handle_errors
 def publish(
@@ -141,6 +148,7 @@ def publish(
     api_url: str | None,
     token: str | None,
     dry_run: bool,
+    allow_debug: bool,
 ) -> None:
     """Publish the artifacts of IMAGES (default: all in the folder) to a GitHub release.
 
@@ -150,13 +158,20 @@ def publish(
     folder is verified first (SHA256SUMS, manifests). A new release is a
     draft until every asset is up; a changed asset is uploaded under a
     temporary name, checked against GitHub's digest, and only then takes
-    the old one's place.
+    the old one's place. Debug images are refused unless --allow-debug.
     """
     if not repo:
         raise SevimgError("name the repository with --repo OWNER/NAME (or set GITHUB_REPOSITORY)")
-    github.check_repo(repo)
-    folder = folder or _default_folder(ctx)
+    # Every name is checked before anything is read or sent: a bad one must
+    # never take the token to another URL.
+    from_env = (
+        click.get_current_context().get_parameter_source("repo")
+        is click.core.ParameterSource.ENVIRONMENT
+    )
+    github.check_repo(repo, "GITHUB_REPOSITORY" if from_env else "--repo")
+    check_tag(tag)
     api = github.resolve_api_url(api_url, os.environ)
+    folder = folder or _default_folder(ctx)
     secret = github.resolve_token(token, os.environ, api_url=api)
     if secret is None and not dry_run:
         raise SevimgError(
@@ -176,12 +191,13 @@ def publish(
                 reporter=reporter,
                 dry_run=dry_run,
                 on_plan=print_plan if dry_run else None,
+                allow_debug=allow_debug,
             )
     except SevimgError:
         raise
     except Exception as exc:
         # Not a failure we expected: still one line, and still without the token.
-        text = f"{type(exc).__name__}: {exc}"
+        text = redact_text(f"{type(exc).__name__}: {exc}")
         if secret is not None:
             text = secret.scrub(text)
         raise SevimgError(
@@ -208,15 +224,21 @@ def publish(
     type=click.Path(file_okay=False, path_type=Path),
     help="The merged folder (new, or empty).",
 )
+@click.option(
+    "--allow-debug",
+    is_flag=True,
+    help="Merge debug images (-debug, console autologin) too; refused by default.",
+)
 @handle_errors
-def merge_artifacts(sources: Sequence[Path], output: Path) -> None:
+def merge_artifacts(sources: Sequence[Path], output: Path, allow_debug: bool) -> None:
     """Merge the artifact folders of several builds into one, with one SHA256SUMS.
 
     CI builds each release on its own runner; this joins their out/ folders
     for `sevimg publish`. Every folder is verified first, and the same file
-    from two builds must be identical. Logs are not merged.
+    from two builds must be identical. Debug images are refused unless
+    --allow-debug. Logs are not merged; a failed merge leaves nothing behind.
     """
-    names = merge_artifact_folders(list(sources), output)
+    names = merge_artifact_folders(list(sources), output, allow_debug=allow_debug)
     out.print(
         f"merged {len(sources)} folders into {output}: {len(names)} files and SHA256SUMS",
         markup=False,
