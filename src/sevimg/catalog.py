@@ -51,8 +51,12 @@ class Catalog:
         if image in self.entries:
             return self.entries[image]
         if image in self.broken:
-            # The file exists but could not even be loaded: its problems say why.
-            own = [p for p in self.problems if p.file.endswith(f"/{image}.yaml")]
+            # The file (or its distribution's) exists but could not even be
+            # loaded: their problems say why.
+            distro = image.partition("-")[0]
+            own = [
+                p for p in self.problems if p.file.endswith((f"/{image}.yaml", f"/{distro}.yaml"))
+            ]
             raise SevimgError(f"{image} cannot be loaded", own)
         close = [n for n in self.names() if n.split("-")[0] == image.split("-", maxsplit=1)[0]]
         known = ", ".join(close or self.names()) or "none"
@@ -141,6 +145,9 @@ def load_catalog(ws: Workspace) -> Catalog:
     entries: dict[str, Entry] = {}
     for image, doc in sorted(releases.items()):
         distro = image.partition("-")[0]
+        if distro not in distros and distro in bad_distros:
+            broken.add(image)  # its distribution's file does not load: that file's problems say why
+            continue
         if distro not in distros:
             problems.append(
                 error(
