@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from sevimg.build import apt_sources
+from sevimg.catalog import load_catalog
 from sevimg.config import load_local, load_tool_pins
 from sevimg.problems import SevimgError
 from sevimg.workspace import Workspace
@@ -128,3 +129,124 @@ def test_apt_sources_without_debug_suites() -> None:
         and "URIs: http://m/ubuntu\nSuites: noble-security" in ubuntu
     )
     assert "Signed-By: /usr/share/keyrings/ubuntu-archive-keyring.gpg" in ubuntu
+
+
+# --- explicit YAML tags, in every kind of file sevimg reads --------------------------------
+
+# (file, the line to change, the same line with @@ where the tag goes, node kind)
+TAGGED_LINES = [
+    ("images/debian-13.yaml", "codename: trixie\n", "codename: @@ trixie\n", "value"),
+    (
+        "images/debian-13.yaml",
+        "    packages: [ovmf-amdsev]\n",
+        "    packages: @@ [ovmf-amdsev]\n",
+        "list",
+    ),
+    ("images/debian-13.yaml", "versions:\n", "versions: @@\n", "mapping"),
+    ("images/debian-13.yaml", "status: supported\n", "@@ status: supported\n", "key"),
+    ("images/debian.yaml", "distro: debian\n", "distro: @@ debian\n", "value"),
+    (
+        "images/debian.yaml",
+        "  packages: [systemd, udev]\n",
+        "  packages: @@ [systemd, udev]\n",
+        "list",
+    ),
+    ("images/debian.yaml", "repository:\n", "repository: @@\n", "mapping"),
+    ("images/debian.yaml", "family: debian\n", "@@ family: debian\n", "key"),
+    ("sevimg.yaml", '    version: "0.7.0"\n', '    version: @@ "0.7.0"\n', "value"),
+    ("sevimg.yaml", "    roles: [host]\n", "    roles: @@ [host]\n", "list"),
+    ("sevimg.yaml", "  snphost:\n", "  snphost: @@\n", "mapping"),
+    ("sevimg.yaml", "    format: deb\n", "    @@ format: deb\n", "key"),
+    (
+        "sevimg.local.yaml",
+        "    url: http://deb.debian.org/debian\n",
+        "    url: @@ http://deb.debian.org/debian\n",
+        "value",
+    ),
+    (
+        "sevimg.local.yaml",
+        "schema_version: 1\n",
+        "schema_version: 1\nsandbox_trees: @@ [ca]\n",
+        "list",
+    ),
+    ("sevimg.local.yaml", "tools_tree:\n", "tools_tree: @@\n", "mapping"),
+    ("sevimg.local.yaml", "  distribution: debian\n", "  @@ distribution: debian\n", "key"),
+]
+FILE_TAGS = ["!!str", "!!map", "!!seq", "!!binary", "!include", "!custom", "!", "!<!x>"]
+
+
+def small_workspace(root: Path) -> Workspace:
+    """Debian's two catalog files, sevimg.yaml and a sevimg.local.yaml, all valid."""
+    (root / "images").mkdir(parents=True)
+    for name in ("debian.yaml", "debian-13.yaml"):
+        (root / "images" / name).write_text((REPO / "images" / name).read_text())
+    (root / "sevimg.yaml").write_text((REPO / "sevimg.yaml").read_text())
+    (root / "sevimg.local.yaml").write_text((REPO / "sevimg.local.yaml.example").read_text())
+    return Workspace(root)
+
+
+def problems_of(ws: Workspace, name: str) -> list[str]:
+    """Every error sevimg reports for the file `name`, through the loader that reads it."""
+    if name.startswith("images/"):
+        return [str(p) for p in load_catalog(ws).problems if p.file == name and p.is_error]
+    loader = load_tool_pins if name == "sevimg.yaml" else load_local
+    try:
+        loader(ws)
+    except SevimgError as exc:
+        return [str(p) for p in exc.problems]
+    return []
+
+
+def test_the_small_workspace_is_clean(tmp_path: Path) -> None:
+    ws = small_workspace(tmp_path)
+    assert all(problems_of(ws, name) == [] for name, *_ in TAGGED_LINES)
+
+
+@pytest.mark.parametrize("tag", FILE_TAGS)
+@pytest.mark.parametrize(
+    ("name", "line", "tagged", "kind"), TAGGED_LINES, ids=[f"{t[0]}-{t[3]}" for t in TAGGED_LINES]
+)
+def test_tags_are_refused_in_every_file(
+    tmp_path: Path, tag: str, name: str, line: str, tagged: str, kind: str
+) -> None:
+    ws = small_workspace(tmp_path)
+    path = tmp_path / name
+    text = path.read_text()
+    assert text.count(line) == 1
+    marked = text.replace(line, tagged)
+    before = marked[: marked.index("@@")]
+    where = f"{name}:{before.count(chr(10)) + 1}:{len(before) - before.rfind(chr(10))}: error: "
+    path.write_text(marked.replace("@@", tag))
+    shown = "!x" if tag == "!<!x>" else tag
+    (found,) = problems_of(ws, name)
+    assert found.startswith(where), found
+    assert f"YAML tag {shown} is not supported (on a {kind})" in found, found
+
+
+@pytest.mark.parametrize(
+    ("name", "command"),
+    [
+        ("images/debian-13.yaml", ["validate", "debian-13"]),
+        ("images/debian.yaml", ["render", "debian-13"]),
+        ("sevimg.local.yaml", ["build", "debian-13", "--mkosi-version", "25.3"]),
+        ("sevimg.yaml", ["build", "debian-13", "--mkosi-version", "25.3"]),
+    ],
+)
+def test_a_tag_fails_the_command_cleanly(
+    cli: CliFn, workspace: Path, name: str, command: list[str]
+) -> None:
+    source = {
+        "sevimg.yaml": REPO / "sevimg.yaml",
+        "sevimg.local.yaml": REPO / "sevimg.local.yaml.example",
+    }
+    path = workspace / name
+    text = source[name].read_text() if name in source else path.read_text()
+    path.write_text(text.replace("schema_version: 1\n", "schema_version: 1\nx: !include {a: b}\n"))
+    run = cli(*command)
+    assert run.code == 1, run.output
+    assert (
+        f"{name}:" in run.stderr
+        and "YAML tag !include is not supported (on a mapping)" in run.stderr
+    )
+    assert "Traceback" not in run.output and "internal error" not in run.output
+    assert not (workspace / "build").exists() and not (workspace / "out").exists()
