@@ -70,7 +70,7 @@ def manifest_name(image_id: str) -> str:
 
 def parse_image_id(image_id: str) -> tuple[ArtifactRole, str, bool] | None:
     """`host-debian-13-debug` → ('host', 'debian-13', True); None when it is no image id."""
-    match = _IMAGE_ID.match(image_id)
+    match = _IMAGE_ID.fullmatch(image_id)
     if not match:
         return None
     return cast(ArtifactRole, match["role"]), match["image"], bool(match["debug"])
@@ -78,7 +78,7 @@ def parse_image_id(image_id: str) -> tuple[ArtifactRole, str, bool] | None:
 
 def is_plain_name(name: str) -> bool:
     """True for a plain file name (no folder, no traversal, no odd characters)."""
-    return bool(_PLAIN_NAME.match(name)) and name not in (".", "..")
+    return bool(_PLAIN_NAME.fullmatch(name)) and name not in (".", "..")
 
 
 def publishable_names(folder: Path) -> list[str]:
@@ -98,7 +98,7 @@ def format_sha256sums(sums: Mapping[str, str]) -> bytes:
     for name, sha in sums.items():
         if not is_plain_name(name):
             raise SevimgError(f"{name!r} is not a plain file name; SHA256SUMS lists files by name")
-        if not _SHA256.match(sha):
+        if not _SHA256.fullmatch(sha):
             raise SevimgError(f"{sha!r} (for {name}) is not a SHA-256 in lowercase hex")
     return "".join(f"{sums[name]}  {name}\n" for name in sorted(sums)).encode()
 
@@ -140,7 +140,7 @@ def parse_sha256sums(text: str, *, display: str) -> tuple[dict[str, str], list[P
         if "\r" in line:
             bad("carriage return in line; SHA256SUMS uses Unix line endings")
             continue
-        match = _SUMS_LINE.match(line)
+        match = _SUMS_LINE.fullmatch(line)
         if not match:
             if line.startswith("\\"):
                 bad("escaped file names are not accepted; names are plain file names")
@@ -450,7 +450,7 @@ def _check_manifest(data: Any, *, display: str) -> list[Problem]:
         return True
 
     def sha(where: str, value: Any) -> None:
-        if not isinstance(value, str) or not _SHA256.match(value):
+        if not isinstance(value, str) or not _SHA256.fullmatch(value):
             bad(where, "must be a SHA-256: 64 lowercase hex digits")
 
     def objects(where: str, value: Any, keys: tuple[str, ...]) -> list[dict[str, Any]]:

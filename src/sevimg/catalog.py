@@ -17,8 +17,8 @@ from sevimg.problems import Problem, SevimgError, error, has_errors
 from sevimg.schema import DISTRO, RELEASE, schemas_for
 from sevimg.workspace import Workspace
 
-DISTRO_NAME = re.compile(r"^[a-z][a-z0-9]{1,31}$")
-RELEASE_NAME = re.compile(r"^(?:[0-9]{1,4}(?:\.[0-9]{1,4})?|[a-z][a-z0-9]{1,31})$")
+DISTRO_NAME = re.compile(r"[a-z][a-z0-9]{1,31}")
+RELEASE_NAME = re.compile(r"[0-9]{1,4}(?:\.[0-9]{1,4})?|[a-z][a-z0-9]{1,31}")
 IMAGE_NAME_HELP = "<distro>-<release>, e.g. fedora-45, ubuntu-26.04, debian-forky"
 
 
@@ -75,7 +75,7 @@ class Catalog:
 def split_image_name(name: str) -> tuple[str, str] | None:
     """'ubuntu-26.04' → ('ubuntu', '26.04'); None when it is not <distro>-<release>."""
     distro, sep, release = name.partition("-")
-    if not sep or not DISTRO_NAME.match(distro) or not RELEASE_NAME.match(release):
+    if not sep or not DISTRO_NAME.fullmatch(distro) or not RELEASE_NAME.fullmatch(release):
         return None
     return distro, release
 
@@ -96,7 +96,7 @@ def load_catalog(ws: Workspace) -> Catalog:
         if path.suffix == ".yml":
             problems.append(error(display, "catalog files end in .yaml; rename it"))
             continue
-        if DISTRO_NAME.match(stem):
+        if DISTRO_NAME.fullmatch(stem):
             kind, name = DISTRO, stem
         elif split_image_name(stem):
             kind, name = RELEASE, stem
