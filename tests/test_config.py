@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -250,3 +251,180 @@ def test_a_tag_fails_the_command_cleanly(
     )
     assert "Traceback" not in run.output and "internal error" not in run.output
     assert not (workspace / "build").exists() and not (workspace / "out").exists()
+
+
+# --- where pinned tools go: confined, unique, not one inside another ----------------------------
+
+SHA = "a" * 64
+
+
+def pins_text(tools: dict[str, str | None]) -> str:
+    """sevimg.yaml with one tool per entry, `install:` on its own line when given."""
+    lines = ["schema_version: 1", "tools:"]
+    for name, install in tools.items():
+        lines += [
+            f"  {name}:",
+            '    version: "1.0"',
+            f"    url: http://example.org/{name}",
+            f"    sha256: {SHA}",
+            "    roles: [host]",
+        ]
+        if install is not None:
+            lines.append(f"    install: {json.dumps(install)}")
+    return "\n".join(lines) + "\n"
+
+
+def pin_errors(workspace: Path, tools: dict[str, str | None]) -> list[str]:
+    (workspace / "sevimg.yaml").write_text(pins_text(tools))
+    try:
+        load_tool_pins(Workspace(workspace))
+    except SevimgError as exc:
+        return [str(p) for p in exc.problems]
+    return []
+
+
+def install_line(tools: dict[str, str | None], name: str) -> int:
+    lines = pins_text(tools).splitlines()
+    start = lines.index(f"  {name}:")
+    return lines.index(f"    install: {json.dumps(tools[name])}", start) + 1
+
+
+OUTSIDE = [
+    "/etc/shadow",
+    "/etc/passwd",
+    "/usr/bin/snphost",
+    "/usr/libexec/sevimg/guest-check",
+    "/usr/libexec/sevimg/host-check",
+    "/usr/lib/systemd/system/sevimg-host-check.service",
+    "/usr/local/lib/guest-image/guest.efi",
+    "/usr/local/binx/tool",
+    "/usr/local/lib/sevimg-toolsx/tool",
+    "/usr/local/bin",
+    "/usr/local/lib/sevimg-tools",
+    "/usr/local",
+    "/bin/sh",
+    "/tool",
+]
+NOT_NORMAL = [
+    "/usr/local/bin/../../../etc/shadow",
+    "/usr/local/bin/./tool",
+    "/usr/local/bin//tool",
+    "//usr/local/bin/tool",
+    "/usr/local/bin/tool/",
+    "/usr/local/bin/..",
+    "usr/local/bin/tool",
+    "tool",
+    "",
+    "/usr/local/bin/to ol",
+    "/usr/local/bin/tool\n",
+    "\n/usr/local/bin/tool",
+    "/usr/local/bin/to\tol",
+]
+
+
+@pytest.mark.parametrize("install", OUTSIDE + NOT_NORMAL)
+def test_install_paths_are_confined_and_normalised(workspace: Path, install: str) -> None:
+    tools: dict[str, str | None] = {"snphost": install}
+    errors = pin_errors(workspace, tools)
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(
+        f"sevimg.yaml:{install_line(tools, 'snphost')}:14: error: tools.snphost.install: "
+    ), errors
+
+
+@pytest.mark.parametrize("install", OUTSIDE + NOT_NORMAL)
+def test_the_confinement_holds_without_the_schema(workspace: Path, install: str) -> None:
+    """A workspace schema that lets any string through still cannot place a tool anywhere."""
+    own = workspace / "schema"
+    own.mkdir()
+    project = json.loads((REPO / "schema" / "project.schema.json").read_text())
+    props = project["properties"]["tools"]["additionalProperties"]["properties"]
+    props["install"] = {"type": "string"}
+    (own / "project.schema.json").write_text(json.dumps(project))
+    tools: dict[str, str | None] = {"snphost": install}
+    errors = pin_errors(workspace, tools)
+    assert len(errors) == 1 and "tools.snphost.install: " in errors[0], errors
+    assert f":{install_line(tools, 'snphost')}:14: error: " in errors[0]
+
+
+@pytest.mark.parametrize(
+    ("tools", "bad", "expected"),
+    [
+        ({"a": None, "b": "/usr/local/bin/a"}, "b", "is where a goes too"),
+        ({"a": "/usr/local/bin/x", "b": "/usr/local/bin/x"}, "b", "is where a goes too"),
+        (
+            {"a": "/usr/local/lib/sevimg-tools/t", "b": "/usr/local/lib/sevimg-tools/t"},
+            "b",
+            "is where a goes too",
+        ),
+        ({"a": "/usr/local/bin/a", "b": "/usr/local/bin/a/b"}, "b", "overlap"),
+        ({"a": None, "b": "/usr/local/bin/a/b"}, "b", "overlap"),
+        (
+            {"a": "/usr/local/lib/sevimg-tools/x/y/z", "b": "/usr/local/lib/sevimg-tools/x"},
+            "b",
+            "overlap",
+        ),
+        (
+            {
+                "a": "/usr/local/lib/sevimg-tools/x",
+                "b": None,
+                "c": "/usr/local/lib/sevimg-tools/x/c",
+            },
+            "c",
+            "overlap",
+        ),
+    ],
+)
+def test_two_tools_never_share_or_nest_a_path(
+    workspace: Path, tools: dict[str, str | None], bad: str, expected: str
+) -> None:
+    errors = pin_errors(workspace, tools)
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(
+        f"sevimg.yaml:{install_line(tools, bad)}:14: error: tools.{bad}.install: "
+    ), errors
+    assert expected in errors[0]
+
+
+@pytest.mark.parametrize(
+    "tools",
+    [
+        {"a": None, "b": None},
+        {"a": "/usr/local/bin/ab", "b": "/usr/local/bin/a-b"},
+        {"a": "/usr/local/lib/sevimg-tools/a/bin/a", "b": "/usr/local/lib/sevimg-tools/ab"},
+        {"a": "/usr/local/lib/sevimg-tools/a", "b": "/usr/local/lib/sevimg-tools/a.d/b"},
+    ],
+)
+def test_separate_paths_are_fine(workspace: Path, tools: dict[str, str | None]) -> None:
+    assert pin_errors(workspace, tools) == []
+
+
+@pytest.mark.parametrize("tail", ["/..", "/.", "/dir/..", "/", "/a/"])
+def test_a_pin_url_must_end_in_a_file_name(workspace: Path, tail: str) -> None:
+    text = pins_text({"snphost": None}).replace(
+        "url: http://example.org/snphost", f"url: http://example.org/pool{tail}"
+    )
+    (workspace / "sevimg.yaml").write_text(text)
+    with pytest.raises(SevimgError) as info:
+        load_tool_pins(Workspace(workspace))
+    (problem,) = info.value.problems
+    assert str(problem).startswith("sevimg.yaml:5:10: error: tools.snphost.url: ")
+    # and without the schema's pattern, sevimg itself still refuses it
+    own = workspace / "schema"
+    own.mkdir(exist_ok=True)
+    project = json.loads((REPO / "schema" / "project.schema.json").read_text())
+    project["properties"]["tools"]["additionalProperties"]["properties"]["url"] = {"type": "string"}
+    (own / "project.schema.json").write_text(json.dumps(project))
+    with pytest.raises(SevimgError) as info:
+        load_tool_pins(Workspace(workspace))
+    (problem,) = info.value.problems
+    assert str(problem).startswith("sevimg.yaml:5:10: error: tools.snphost.url: ")
+    assert "does not end in a file name" in problem.message
+
+
+def test_a_bad_install_path_fails_the_build_cleanly(cli: CliFn, workspace: Path) -> None:
+    (workspace / "sevimg.yaml").write_text(pins_text({"snphost": "/etc/shadow"}))
+    run = cli("build", "debian-13", "--mkosi-version", "25.3")
+    assert run.code == 1, run.output
+    assert "sevimg.yaml:8:14: error: tools.snphost.install: '/etc/shadow' is outside" in run.stderr
+    assert "Traceback" not in run.output and not (workspace / "out").exists()
