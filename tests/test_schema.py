@@ -384,3 +384,25 @@ def test_a_workspace_schema_without_the_rule_still_refuses_control_characters(
         "lower-case letters and digits (e.g. trixie); it contains a control character "
         "(U+000A, line feed)"
     )
+
+
+@pytest.mark.parametrize(
+    "stem",
+    [
+        "debian-13\n",
+        "\ndebian-13",
+        "debian\n",
+        "debian-1\t3",
+        "debian-13\r",
+        "fedora-44\x1b",
+        "x\u2028",
+    ],
+)
+def test_catalog_file_names_with_control_characters_are_refused(workspace: Path, stem: str) -> None:
+    (workspace / "images" / f"{stem}.yaml").write_text(GOOD_RELEASE)
+    catalog = load_catalog(Workspace(workspace))
+    problems = [str(p) for p in catalog.problems if p.is_error]
+    assert len(problems) == 1, problems
+    assert "error: file name must be <distro>.yaml or <distro>-<release>" in problems[0]
+    assert problems[0].isprintable()
+    assert len(catalog.entries) == 15

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from sevimg.loader import Document, LoadError, load_file
 from sevimg.problems import Problem, SevimgError, error, has_errors
-from sevimg.schema import DISTRO, RELEASE, schemas_for
+from sevimg.schema import DISTRO, RELEASE, control_character, schemas_for
 from sevimg.workspace import Workspace
 
 DISTRO_NAME = re.compile(r"[a-z][a-z0-9]{1,31}")
@@ -92,6 +92,9 @@ def load_catalog(ws: Workspace) -> Catalog:
     files = sorted(p for p in ws.images_dir.iterdir() if p.suffix in (".yaml", ".yml"))
     for path in files:
         display = ws.display(path)
+        if control_character(display):
+            # Shown escaped, so the message stays on one line.
+            display = display.encode("unicode_escape").decode("ascii")
         stem = path.stem
         if path.suffix == ".yml":
             problems.append(error(display, "catalog files end in .yaml; rename it"))
