@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from sevimg.build import apt_sources
+from sevimg.catalog import load_catalog
 from sevimg.config import load_local, load_tool_pins
 from sevimg.problems import SevimgError
 from sevimg.workspace import Workspace
@@ -128,3 +130,301 @@ def test_apt_sources_without_debug_suites() -> None:
         and "URIs: http://m/ubuntu\nSuites: noble-security" in ubuntu
     )
     assert "Signed-By: /usr/share/keyrings/ubuntu-archive-keyring.gpg" in ubuntu
+
+
+# --- explicit YAML tags, in every kind of file sevimg reads --------------------------------
+
+# (file, the line to change, the same line with @@ where the tag goes, node kind)
+TAGGED_LINES = [
+    ("images/debian-13.yaml", "codename: trixie\n", "codename: @@ trixie\n", "value"),
+    (
+        "images/debian-13.yaml",
+        "    packages: [ovmf-amdsev]\n",
+        "    packages: @@ [ovmf-amdsev]\n",
+        "list",
+    ),
+    ("images/debian-13.yaml", "versions:\n", "versions: @@\n", "mapping"),
+    ("images/debian-13.yaml", "status: supported\n", "@@ status: supported\n", "key"),
+    ("images/debian.yaml", "distro: debian\n", "distro: @@ debian\n", "value"),
+    (
+        "images/debian.yaml",
+        "  packages: [systemd, udev]\n",
+        "  packages: @@ [systemd, udev]\n",
+        "list",
+    ),
+    ("images/debian.yaml", "repository:\n", "repository: @@\n", "mapping"),
+    ("images/debian.yaml", "family: debian\n", "@@ family: debian\n", "key"),
+    ("sevimg.yaml", '    version: "0.7.0"\n', '    version: @@ "0.7.0"\n', "value"),
+    ("sevimg.yaml", "    roles: [host]\n", "    roles: @@ [host]\n", "list"),
+    ("sevimg.yaml", "  snphost:\n", "  snphost: @@\n", "mapping"),
+    ("sevimg.yaml", "    format: deb\n", "    @@ format: deb\n", "key"),
+    (
+        "sevimg.local.yaml",
+        "    url: http://deb.debian.org/debian\n",
+        "    url: @@ http://deb.debian.org/debian\n",
+        "value",
+    ),
+    (
+        "sevimg.local.yaml",
+        "schema_version: 1\n",
+        "schema_version: 1\nsandbox_trees: @@ [ca]\n",
+        "list",
+    ),
+    ("sevimg.local.yaml", "tools_tree:\n", "tools_tree: @@\n", "mapping"),
+    ("sevimg.local.yaml", "  distribution: debian\n", "  @@ distribution: debian\n", "key"),
+]
+FILE_TAGS = ["!!str", "!!map", "!!seq", "!!binary", "!include", "!custom", "!", "!<!x>"]
+
+
+def small_workspace(root: Path) -> Workspace:
+    """Debian's two catalog files, sevimg.yaml and a sevimg.local.yaml, all valid."""
+    (root / "images").mkdir(parents=True)
+    for name in ("debian.yaml", "debian-13.yaml"):
+        (root / "images" / name).write_text((REPO / "images" / name).read_text())
+    (root / "sevimg.yaml").write_text((REPO / "sevimg.yaml").read_text())
+    (root / "sevimg.local.yaml").write_text((REPO / "sevimg.local.yaml.example").read_text())
+    return Workspace(root)
+
+
+def problems_of(ws: Workspace, name: str) -> list[str]:
+    """Every error sevimg reports for the file `name`, through the loader that reads it."""
+    if name.startswith("images/"):
+        return [str(p) for p in load_catalog(ws).problems if p.file == name and p.is_error]
+    loader = load_tool_pins if name == "sevimg.yaml" else load_local
+    try:
+        loader(ws)
+    except SevimgError as exc:
+        return [str(p) for p in exc.problems]
+    return []
+
+
+def test_the_small_workspace_is_clean(tmp_path: Path) -> None:
+    ws = small_workspace(tmp_path)
+    assert all(problems_of(ws, name) == [] for name, *_ in TAGGED_LINES)
+
+
+@pytest.mark.parametrize("tag", FILE_TAGS)
+@pytest.mark.parametrize(
+    ("name", "line", "tagged", "kind"), TAGGED_LINES, ids=[f"{t[0]}-{t[3]}" for t in TAGGED_LINES]
+)
+def test_tags_are_refused_in_every_file(
+    tmp_path: Path, tag: str, name: str, line: str, tagged: str, kind: str
+) -> None:
+    ws = small_workspace(tmp_path)
+    path = tmp_path / name
+    text = path.read_text()
+    assert text.count(line) == 1
+    marked = text.replace(line, tagged)
+    before = marked[: marked.index("@@")]
+    where = f"{name}:{before.count(chr(10)) + 1}:{len(before) - before.rfind(chr(10))}: error: "
+    path.write_text(marked.replace("@@", tag))
+    shown = "!x" if tag == "!<!x>" else tag
+    (found,) = problems_of(ws, name)
+    assert found.startswith(where), found
+    assert f"YAML tag {shown} is not supported (on a {kind})" in found, found
+
+
+@pytest.mark.parametrize(
+    ("name", "command"),
+    [
+        ("images/debian-13.yaml", ["validate", "debian-13"]),
+        ("images/debian.yaml", ["render", "debian-13"]),
+        ("sevimg.local.yaml", ["build", "debian-13", "--mkosi-version", "25.3"]),
+        ("sevimg.yaml", ["build", "debian-13", "--mkosi-version", "25.3"]),
+    ],
+)
+def test_a_tag_fails_the_command_cleanly(
+    cli: CliFn, workspace: Path, name: str, command: list[str]
+) -> None:
+    source = {
+        "sevimg.yaml": REPO / "sevimg.yaml",
+        "sevimg.local.yaml": REPO / "sevimg.local.yaml.example",
+    }
+    path = workspace / name
+    text = source[name].read_text() if name in source else path.read_text()
+    path.write_text(text.replace("schema_version: 1\n", "schema_version: 1\nx: !include {a: b}\n"))
+    run = cli(*command)
+    assert run.code == 1, run.output
+    assert (
+        f"{name}:" in run.stderr
+        and "YAML tag !include is not supported (on a mapping)" in run.stderr
+    )
+    assert "Traceback" not in run.output and "internal error" not in run.output
+    assert not (workspace / "build").exists() and not (workspace / "out").exists()
+
+
+# --- where pinned tools go: confined, unique, not one inside another ----------------------------
+
+SHA = "a" * 64
+
+
+def pins_text(tools: dict[str, str | None]) -> str:
+    """sevimg.yaml with one tool per entry, `install:` on its own line when given."""
+    lines = ["schema_version: 1", "tools:"]
+    for name, install in tools.items():
+        lines += [
+            f"  {name}:",
+            '    version: "1.0"',
+            f"    url: http://example.org/{name}",
+            f"    sha256: {SHA}",
+            "    roles: [host]",
+        ]
+        if install is not None:
+            lines.append(f"    install: {json.dumps(install)}")
+    return "\n".join(lines) + "\n"
+
+
+def pin_errors(workspace: Path, tools: dict[str, str | None]) -> list[str]:
+    (workspace / "sevimg.yaml").write_text(pins_text(tools))
+    try:
+        load_tool_pins(Workspace(workspace))
+    except SevimgError as exc:
+        return [str(p) for p in exc.problems]
+    return []
+
+
+def install_line(tools: dict[str, str | None], name: str) -> int:
+    lines = pins_text(tools).splitlines()
+    start = lines.index(f"  {name}:")
+    return lines.index(f"    install: {json.dumps(tools[name])}", start) + 1
+
+
+OUTSIDE = [
+    "/etc/shadow",
+    "/etc/passwd",
+    "/usr/bin/snphost",
+    "/usr/libexec/sevimg/guest-check",
+    "/usr/libexec/sevimg/host-check",
+    "/usr/lib/systemd/system/sevimg-host-check.service",
+    "/usr/local/lib/guest-image/guest.efi",
+    "/usr/local/binx/tool",
+    "/usr/local/lib/sevimg-toolsx/tool",
+    "/usr/local/bin",
+    "/usr/local/lib/sevimg-tools",
+    "/usr/local",
+    "/bin/sh",
+    "/tool",
+]
+NOT_NORMAL = [
+    "/usr/local/bin/../../../etc/shadow",
+    "/usr/local/bin/./tool",
+    "/usr/local/bin//tool",
+    "//usr/local/bin/tool",
+    "/usr/local/bin/tool/",
+    "/usr/local/bin/..",
+    "usr/local/bin/tool",
+    "tool",
+    "",
+    "/usr/local/bin/to ol",
+    "/usr/local/bin/tool\n",
+    "\n/usr/local/bin/tool",
+    "/usr/local/bin/to\tol",
+]
+
+
+@pytest.mark.parametrize("install", OUTSIDE + NOT_NORMAL)
+def test_install_paths_are_confined_and_normalised(workspace: Path, install: str) -> None:
+    tools: dict[str, str | None] = {"snphost": install}
+    errors = pin_errors(workspace, tools)
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(
+        f"sevimg.yaml:{install_line(tools, 'snphost')}:14: error: tools.snphost.install: "
+    ), errors
+
+
+@pytest.mark.parametrize("install", OUTSIDE + NOT_NORMAL)
+def test_the_confinement_holds_without_the_schema(workspace: Path, install: str) -> None:
+    """A workspace schema that lets any string through still cannot place a tool anywhere."""
+    own = workspace / "schema"
+    own.mkdir()
+    project = json.loads((REPO / "schema" / "project.schema.json").read_text())
+    props = project["properties"]["tools"]["additionalProperties"]["properties"]
+    props["install"] = {"type": "string"}
+    (own / "project.schema.json").write_text(json.dumps(project))
+    tools: dict[str, str | None] = {"snphost": install}
+    errors = pin_errors(workspace, tools)
+    assert len(errors) == 1 and "tools.snphost.install: " in errors[0], errors
+    assert f":{install_line(tools, 'snphost')}:14: error: " in errors[0]
+
+
+@pytest.mark.parametrize(
+    ("tools", "bad", "expected"),
+    [
+        ({"a": None, "b": "/usr/local/bin/a"}, "b", "is where a goes too"),
+        ({"a": "/usr/local/bin/x", "b": "/usr/local/bin/x"}, "b", "is where a goes too"),
+        (
+            {"a": "/usr/local/lib/sevimg-tools/t", "b": "/usr/local/lib/sevimg-tools/t"},
+            "b",
+            "is where a goes too",
+        ),
+        ({"a": "/usr/local/bin/a", "b": "/usr/local/bin/a/b"}, "b", "overlap"),
+        ({"a": None, "b": "/usr/local/bin/a/b"}, "b", "overlap"),
+        (
+            {"a": "/usr/local/lib/sevimg-tools/x/y/z", "b": "/usr/local/lib/sevimg-tools/x"},
+            "b",
+            "overlap",
+        ),
+        (
+            {
+                "a": "/usr/local/lib/sevimg-tools/x",
+                "b": None,
+                "c": "/usr/local/lib/sevimg-tools/x/c",
+            },
+            "c",
+            "overlap",
+        ),
+    ],
+)
+def test_two_tools_never_share_or_nest_a_path(
+    workspace: Path, tools: dict[str, str | None], bad: str, expected: str
+) -> None:
+    errors = pin_errors(workspace, tools)
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(
+        f"sevimg.yaml:{install_line(tools, bad)}:14: error: tools.{bad}.install: "
+    ), errors
+    assert expected in errors[0]
+
+
+@pytest.mark.parametrize(
+    "tools",
+    [
+        {"a": None, "b": None},
+        {"a": "/usr/local/bin/ab", "b": "/usr/local/bin/a-b"},
+        {"a": "/usr/local/lib/sevimg-tools/a/bin/a", "b": "/usr/local/lib/sevimg-tools/ab"},
+        {"a": "/usr/local/lib/sevimg-tools/a", "b": "/usr/local/lib/sevimg-tools/a.d/b"},
+    ],
+)
+def test_separate_paths_are_fine(workspace: Path, tools: dict[str, str | None]) -> None:
+    assert pin_errors(workspace, tools) == []
+
+
+@pytest.mark.parametrize("tail", ["/..", "/.", "/dir/..", "/", "/a/"])
+def test_a_pin_url_must_end_in_a_file_name(workspace: Path, tail: str) -> None:
+    text = pins_text({"snphost": None}).replace(
+        "url: http://example.org/snphost", f"url: http://example.org/pool{tail}"
+    )
+    (workspace / "sevimg.yaml").write_text(text)
+    with pytest.raises(SevimgError) as info:
+        load_tool_pins(Workspace(workspace))
+    (problem,) = info.value.problems
+    assert str(problem).startswith("sevimg.yaml:5:10: error: tools.snphost.url: ")
+    # and without the schema's pattern, sevimg itself still refuses it
+    own = workspace / "schema"
+    own.mkdir(exist_ok=True)
+    project = json.loads((REPO / "schema" / "project.schema.json").read_text())
+    project["properties"]["tools"]["additionalProperties"]["properties"]["url"] = {"type": "string"}
+    (own / "project.schema.json").write_text(json.dumps(project))
+    with pytest.raises(SevimgError) as info:
+        load_tool_pins(Workspace(workspace))
+    (problem,) = info.value.problems
+    assert str(problem).startswith("sevimg.yaml:5:10: error: tools.snphost.url: ")
+    assert "does not end in a file name" in problem.message
+
+
+def test_a_bad_install_path_fails_the_build_cleanly(cli: CliFn, workspace: Path) -> None:
+    (workspace / "sevimg.yaml").write_text(pins_text({"snphost": "/etc/shadow"}))
+    run = cli("build", "debian-13", "--mkosi-version", "25.3")
+    assert run.code == 1, run.output
+    assert "sevimg.yaml:8:14: error: tools.snphost.install: '/etc/shadow' is outside" in run.stderr
+    assert "Traceback" not in run.output and not (workspace / "out").exists()

@@ -96,3 +96,77 @@ def test_file_errors(tmp_path: Path) -> None:
 def test_digest_is_of_the_text() -> None:
     assert load("a: 1\n").sha256 == load("a: 1\n").sha256
     assert load("a: 1\n").sha256 != load("a: 2\n").sha256
+
+
+# --- explicit tags: refused on every kind of node -----------------------------------------
+
+TAGS = [
+    ("!!str", "!!str"),
+    ("!!map", "!!map"),
+    ("!!seq", "!!seq"),
+    ("!!int", "!!int"),
+    ("!!float", "!!float"),
+    ("!!bool", "!!bool"),
+    ("!!null", "!!null"),
+    ("!!binary", "!!binary"),
+    ("!!timestamp", "!!timestamp"),
+    ("!!set", "!!set"),
+    ("!!omap", "!!omap"),
+    ("!!python/object:os.system", "!!python/object:os.system"),
+    ("!include", "!include"),
+    ("!custom", "!custom"),
+    ("!", "!"),
+    ("!<tag:yaml.org,2002:str>", "!!str"),
+    ("!<!local>", "!local"),
+    ("!<tag:example.com,2000:x>", "tag:example.com,2000:x"),
+]
+# (text with {tag}, line, column, node kind, field) — the tag's own position
+NODES = [
+    ("a: {tag} x\n", 1, 4, "value", "a"),
+    ("a: {tag} 'quoted'\n", 1, 4, "value", "a"),
+    ("a: {tag} [x]\n", 1, 4, "list", "a"),
+    ("a: {tag}\n  - x\n", 1, 4, "list", "a"),
+    ("a: {tag} {{b: x}}\n", 1, 4, "mapping", "a"),
+    ("a: {tag}\n  b: x\n", 1, 4, "mapping", "a"),
+    ("a:\n  - ok\n  - {tag} x\n", 3, 5, "value", "a[1]"),
+    ("a:\n  - {tag} [x]\n", 2, 5, "list", "a[0]"),
+    ("a:\n  b: 1\n  {tag} c: x\n", 3, 3, "key", "a.c"),
+    ("{tag} a: x\n", 1, 1, "key", "a"),
+    ("--- {tag}\na: x\n", 1, 5, "mapping", ""),
+    ("--- {tag}\n- x\n", 1, 5, "list", ""),
+    ("{tag} text\n", 1, 1, "value", ""),
+]
+
+
+@pytest.mark.parametrize(("tag", "shown"), TAGS, ids=[t for t, _ in TAGS])
+@pytest.mark.parametrize(
+    ("template", "line", "column", "kind", "field"), NODES, ids=[n[0] for n in NODES]
+)
+def test_every_explicit_tag_is_refused_where_it_is(
+    tag: str, shown: str, template: str, line: int, column: int, kind: str, field: str
+) -> None:
+    where = f"images/x.yaml:{line}:{column}: error: " + (f"{field}: " if field else "")
+    assert problem_of(template.format(tag=tag)) == (
+        f"{where}YAML tag {shown} is not supported (on a {kind}); remove it: "
+        "the catalog is plain data"
+    )
+
+
+def test_tags_from_a_tag_directive_are_refused() -> None:
+    text = "%TAG !e! tag:example.com,2000:\n---\na: !e!thing {b: 1}\n"
+    assert problem_of(text).startswith(
+        "images/x.yaml:3:4: error: a: YAML tag tag:example.com,2000:thing is not supported"
+    )
+
+
+@pytest.mark.parametrize(
+    "text", ["a: x\n", "a: 'x'\n", 'a: "x"\n', "a: [x, 1]\n", "a: {b: c}\n", "a: |\n  x\n"]
+)
+def test_untagged_nodes_load(text: str) -> None:
+    assert isinstance(load(text).data, dict)
+
+
+def test_control_characters_in_yaml_text_are_located() -> None:
+    assert problem_of("a: 1\nb: x\x01y\n") == (
+        "images/x.yaml:2:5: error: invalid YAML: character U+0001 is not allowed in YAML text"
+    )

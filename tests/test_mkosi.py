@@ -8,7 +8,9 @@ own text. The mkosi versions are installed by `tools/install-mkosi` (the
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ from sevimg import mkosi, treecheck
 from sevimg.catalog import load_catalog
 from sevimg.check import check_catalog, specs_or_raise
 from sevimg.output import write_trees
+from sevimg.problems import SevimgError
 from sevimg.render import Renderer
 from sevimg.spec import ImageSpec
 from sevimg.workspace import Workspace
@@ -283,3 +286,164 @@ def test_validate_with_mkosi(cli: CliFn, workspace: Path) -> None:
         and "mkosi 26.0 not found" in missing.stderr
         and "tools/install-mkosi 26.0" in missing.stderr
     )
+
+
+# --- whatever answers to the name mkosi: hung, babbling, broken --------------------------------
+
+
+def fake_mkosi(folder: Path, body: str | bytes, *, mode: int = 0o755) -> Path:
+    """A real executable standing in for mkosi (SEVIMG_MKOSI points at it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "mkosi"
+    path.write_bytes(body.encode() if isinstance(body, str) else body)
+    path.chmod(mode)
+    return path
+
+
+def running(marker: str) -> list[str]:
+    """Live processes whose command line mentions `marker` (zombies have none)."""
+    deadline = time.monotonic() + 3
+    while True:
+        found = []
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if marker in text and str(os.getpid()) != cmdline.parent.name:
+                found.append(text)
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+HANGS = {
+    "sleeps": "#!/bin/sh\nsleep 3171\n",
+    "execs-sleep": "#!/bin/sh\nexec sleep 3172\n",
+    "child-in-background": "#!/bin/sh\nsleep 3173 &\nsleep 3174\n",
+    "ignores-term": "#!/bin/sh\ntrap '' TERM INT HUP\nsleep 3175\n",
+    "prints-then-hangs": "#!/bin/sh\necho 'mkosi 25.3'\nsleep 3176\n",
+}
+
+
+@pytest.mark.parametrize("body", HANGS.values(), ids=HANGS.keys())
+def test_a_hung_mkosi_times_out_and_leaves_nothing_running(tmp_path: Path, body: str) -> None:
+    path = fake_mkosi(tmp_path / "bin", body)
+    started = time.monotonic()
+    with pytest.raises(SevimgError) as info:
+        mkosi.version_of(path, timeout=1)
+    assert time.monotonic() - started < 10
+    assert info.value.message == f"{path} --version did not answer within 1 s; stopped it"
+    assert running("317") == []
+
+
+GARBAGE = {
+    "nothing": "",
+    "a word": "hello\n",
+    "no version": "mkosi\n",
+    "letters": "mkosi abc\n",
+    "two lines": "mkosi 25.3\nmkosi 27.1\n",
+    "trailing junk": "mkosi 25.3; rm -rf /\n",
+    "escape codes": "\x1b[31mmkosi 25.3\x1b[0m\n",
+    "huge number": "mkosi 99999999999999999999.1\n",
+    "long line": "mkosi " + "9" * 10_000 + "\n",
+    "other program": "Python 3.13.5\n",
+    "control": "mkosi 25.3\x00\n",
+}
+
+
+@pytest.mark.parametrize("output", GARBAGE.values(), ids=GARBAGE.keys())
+def test_an_mkosi_that_prints_garbage_is_named(tmp_path: Path, output: str) -> None:
+    printed = tmp_path / "printed"
+    printed.write_text(output)
+    path = fake_mkosi(tmp_path / "bin", f"#!/bin/sh\ncat '{printed}'\n")
+    with pytest.raises(SevimgError) as info:
+        mkosi.version_of(path)
+    message = info.value.message
+    assert message.startswith(f"{path} does not look like mkosi: `--version` printed ")
+    assert len(message) < 300 and message.isprintable()
+
+
+def test_binary_output_is_no_crash(tmp_path: Path) -> None:
+    printed = tmp_path / "printed"
+    printed.write_bytes(b"\xff\xfe\x00mkosi\x80 25.3\n")
+    path = fake_mkosi(tmp_path / "bin", f"#!/bin/sh\ncat '{printed}'\n")
+    with pytest.raises(SevimgError, match="does not look like mkosi"):
+        mkosi.version_of(path)
+
+
+@pytest.mark.parametrize(
+    ("output", "version"),
+    [
+        ("mkosi 25.3\n", "25.3"),
+        ("mkosi 27.1\n", "27.1"),
+        ("mkosi 26~devel\n", "26"),
+        ("25.3\n", "25.3"),
+    ],
+)
+def test_a_plain_answer_is_read(tmp_path: Path, output: str, version: str) -> None:
+    path = fake_mkosi(tmp_path / "bin", f"#!/bin/sh\nprintf '{output}'\n")
+    assert mkosi.version_of(path) == version
+
+
+BROKEN = [
+    (
+        "#!/bin/sh\necho 'no such option' >&2\nexit 3\n",
+        0o755,
+        "--version failed (exit status 3): 'no such option'",
+    ),
+    ("#!/bin/sh\necho 'mkosi 25.3'\n", 0o644, "cannot run"),
+    (b"\x7fELF\x00garbage", 0o755, "cannot run"),
+    ("#!/nonexistent/interpreter\n", 0o755, "cannot run"),
+]
+
+
+@pytest.mark.parametrize(("body", "mode", "expected"), BROKEN)
+def test_an_mkosi_that_cannot_answer_is_named(
+    tmp_path: Path, body: str | bytes, mode: int, expected: str
+) -> None:
+    path = fake_mkosi(tmp_path / "bin", body, mode=mode)
+    with pytest.raises(SevimgError) as info:
+        mkosi.version_of(path)
+    assert str(path) in info.value.message and expected in info.value.message
+
+
+COMMANDS = [["validate", "--mkosi", "debian-13"], ["build", "debian-13"], ["render", "debian-13"]]
+
+
+# A hang costs the real timeout (10 s): once through the CLI is enough.
+@pytest.mark.parametrize(
+    ("command", "kind"),
+    [(COMMANDS[0], "hangs")] + [(c, k) for c in COMMANDS for k in ("garbage", "missing")],
+)
+def test_commands_fail_cleanly_with_a_bad_mkosi(
+    sevimg_process: CliFn,
+    workspace: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    command: list[str],
+    kind: str,
+) -> None:
+    body = {"hangs": HANGS["sleeps"], "garbage": GARBAGE["a word"], "missing": ""}[kind]
+    path = fake_mkosi(tmp_path / "bin", body) if kind != "missing" else tmp_path / "nope" / "mkosi"
+    monkeypatch.setenv("SEVIMG_MKOSI", str(path))
+    started = time.monotonic()
+    run = sevimg_process(*command)
+    assert run.code == 1, run.output
+    assert "sevimg: error: " in run.stderr and str(path) in run.stderr
+    assert "Traceback" not in run.output and "internal error" not in run.output
+    assert time.monotonic() - started < mkosi.VERSION_TIMEOUT + 20
+    assert not (workspace / "build").exists() and not (workspace / "out").exists()
+    assert running("3171") == []
+
+
+def test_doctor_reports_a_hung_mkosi(
+    sevimg_process: CliFn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = fake_mkosi(tmp_path / "bin", HANGS["sleeps"])
+    monkeypatch.setenv("SEVIMG_MKOSI", str(path))
+    run = sevimg_process("doctor", "--no-network", "--json")
+    assert run.code == 1
+    check = next(c for c in json.loads(run.stdout)["checks"] if c["check"] == "mkosi")
+    assert check["status"] == "FAIL" and "did not answer within 10 s" in check["detail"]
+    assert running("3171") == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,69 @@ def test_new_for_a_broken_distro_file_refuses(cli: CliFn, workspace: Path) -> No
     run = cli("new", "fedora-45")
     assert run.code == 1 and "images/fedora.yaml has errors; fix them first" in run.stderr
     assert not (workspace / "images" / "fedora-45.yaml").exists()
+
+
+# --- names on the command line: control characters and odd names, everywhere ---------------
+
+NAME_VARIANTS: list[Callable[[str], str]] = [
+    lambda n: n + "\n",
+    lambda n: "\n" + n,
+    lambda n: n[:3] + "\n" + n[3:],
+    lambda n: n + "\r\n",
+    lambda n: "\t" + n,
+    lambda n: n + "\x00",
+    lambda n: n + "\x1b[2J",
+    lambda n: n + "\x7f",
+    lambda n: n + "\x85",
+    lambda n: n + "\u2028",
+    lambda n: n + " ",
+    lambda n: " " + n,
+    lambda n: n + "/..",
+    lambda n: "../" + n,
+    lambda n: n.upper() + "X",
+]
+# (arguments with {} for the name, a good name, what the error names)
+NAME_PLACES = [
+    (["show", "{}"], "debian-13", "'IMAGE'"),
+    (["validate", "{}"], "debian-13", "'[IMAGES]...'"),
+    (["render", "{}"], "debian-13", "'[IMAGES]...'"),
+    (["build", "{}", "--mkosi-version", "25.3"], "debian-13", "'[IMAGES]...'"),
+    (["run", "{}", "--dry-run"], "debian-13", "'IMAGE'"),
+    (["new", "{}", "--codename", "duke"], "debian-14", "is not a release name"),
+    (["new", "debian-14", "--codename", "{}"], "duke", "--codename"),
+    (["new", "debian-14", "--codename", "duke", "--from", "{}"], "debian-13", "'--from'"),
+    (["render", "debian-13", "--mkosi-version", "{}"], "25.3", "'--mkosi-version'"),
+]
+
+
+def snapshot(workspace: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(workspace)): p.read_bytes() for p in workspace.rglob("*") if p.is_file()
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "good", "named"), NAME_PLACES, ids=[" ".join(a) for a, _, _ in NAME_PLACES]
+)
+def test_odd_names_are_refused_everywhere(
+    cli: CliFn, workspace: Path, args: list[str], good: str, named: str
+) -> None:
+    before = snapshot(workspace)
+    for variant in NAME_VARIANTS:
+        name = variant(good)
+        run = cli(*[a.replace("{}", name) for a in args])
+        assert run.code == 1, (name, run.output)
+        assert named in run.stderr, (name, run.stderr)
+        assert "Traceback" not in run.output and "internal error" not in run.output
+        assert snapshot(workspace) == before, name  # nothing written, nothing half-written
+        assert not (workspace / "build").exists() and not (workspace / "out").exists()
+        # what reaches the terminal shows the name escaped, on one line
+        assert name not in run.output or name.isprintable()
+
+
+def test_a_codename_yaml_would_misread_is_quoted(cli: CliFn, workspace: Path) -> None:
+    for codename, image in [("yes", "debian-14"), ("null", "debian-15"), ("on", "debian-16")]:
+        run = cli("new", image, "--codename", codename, "--no-render")
+        assert run.code == 0, run.output
+        data = load_file(workspace / "images" / f"{image}.yaml", display=image).data
+        assert data["codename"] == codename

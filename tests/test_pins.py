@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
+import io
+import lzma
 import subprocess
+import tarfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from sevimg import pins
 from sevimg.config import ToolPin
 from sevimg.problems import SevimgError
+from tests.conftest import CliFn
 
 PROGRAM = b"#!/bin/sh\necho snphost 0.7.0\n"
 
@@ -135,3 +142,245 @@ def test_bad_packages(tmp_path: Path) -> None:
         pins.program(
             pin_for("http://x/a.deb", b"", format="deb", member="/usr/bin/snphost"), b"plain bytes"
         )
+
+
+# --- malformed packages: real files, crafted with ar and tarfile -------------------------------
+
+
+def ar_archive(members: list[tuple[str, bytes]]) -> bytes:
+    """An ar archive as dpkg-deb writes it (names, sizes, even padding)."""
+    out = b"!<arch>\n"
+    for name, body in members:
+        header = f"{name:<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(body):<10}`\n".encode()
+        assert len(header) == 60
+        out += header + body + (b"\n" if len(body) % 2 else b"")
+    return out
+
+
+def tar_of(entries: list[tarfile.TarInfo | tuple[str, bytes]]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for entry in entries:
+            if isinstance(entry, tarfile.TarInfo):
+                tar.addfile(entry)
+            else:
+                info = tarfile.TarInfo(entry[0])
+                info.size = len(entry[1])
+                info.mode = 0o755
+                tar.addfile(info, io.BytesIO(entry[1]))
+    return buffer.getvalue()
+
+
+def link(name: str, target: str, kind: bytes) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info
+
+
+COMPRESS: dict[str, Callable[[bytes], bytes]] = {
+    "": lambda b: b,
+    ".gz": gzip.compress,
+    ".xz": lzma.compress,
+    ".lzma": lambda b: lzma.compress(b, format=lzma.FORMAT_ALONE),
+    ".bz2": bz2.compress,
+    ".zst": lambda b: zstandard.ZstdCompressor().compress(b),
+}
+GOOD_TAR = tar_of([("./usr/bin/snphost", PROGRAM), ("./usr/share/doc/snphost/README", b"x")])
+
+
+def deb_with(data: bytes, suffix: str = ".xz") -> bytes:
+    return ar_archive(
+        [
+            ("debian-binary", b"2.0\n"),
+            ("control.tar.xz", lzma.compress(tar_of([("./control", b"Package: x\n")]))),
+            (f"data.tar{suffix}", data),
+        ]
+    )
+
+
+DEB_PIN = pin_for("http://127.0.0.1:1/snphost.deb", b"", format="deb", member="/usr/bin/snphost")
+
+
+@pytest.mark.parametrize("suffix", COMPRESS)
+def test_every_dpkg_compression_is_read(suffix: str) -> None:
+    assert pins.program(DEB_PIN, deb_with(COMPRESS[suffix](GOOD_TAR), suffix)) == PROGRAM
+
+
+def bad_debs() -> list[tuple[str, bytes, str]]:
+    """(case, package bytes, what the error says)."""
+    good = deb_with(lzma.compress(GOOD_TAR))
+    cases = [
+        ("empty", b"", "not a Debian package"),
+        ("plain bytes", b"plain bytes", "not a Debian package"),
+        ("zip", b"PK\x03\x04" + b"\0" * 100, "not a Debian package"),
+        ("magic only", b"!<arch>\n", "has no data archive"),
+        # the first member's header is bytes 8-68: size at 56-66, terminator at 66-68
+        ("bad size", good[:56] + b"abcd      " + good[66:], "bad ar member size"),
+        ("negative size", good[:56] + b"-4        " + good[66:], "bad ar member size"),
+        ("bad terminator", good[:66] + b"!!" + good[68:], "bad ar member header"),
+        ("huge size", good[:56] + b"9999999999" + good[66:], "truncated"),
+        ("no data member", ar_archive([("debian-binary", b"2.0\n")]), "has no data archive"),
+        ("lz4", deb_with(b"\x04\x22\x4d\x18whatever", ".lz4"), "compression sevimg cannot read"),
+        ("data.tar.foo", deb_with(GOOD_TAR, ".foo"), "compression sevimg cannot read"),
+        ("xz garbage", deb_with(b"\xfd7zXZ\x00garbage", ".xz"), "is damaged"),
+        ("gz garbage", deb_with(b"\x1f\x8bgarbage", ".gz"), "is damaged"),
+        ("zst garbage", deb_with(b"garbage", ".zst"), "is damaged"),
+        ("bz2 garbage", deb_with(b"BZh9garbage", ".bz2"), "is damaged"),
+        ("tar garbage", deb_with(b"not a tar" * 100, ""), "is damaged"),
+        (
+            "no member",
+            deb_with(lzma.compress(tar_of([("./usr/bin/other", b"x")]))),
+            "has no /usr/bin/snphost",
+        ),
+        (
+            "symlink",
+            deb_with(
+                lzma.compress(tar_of([link("./usr/bin/snphost", "/bin/sh", tarfile.SYMTYPE)]))
+            ),
+            "is a symbolic link",
+        ),
+        (
+            "hard link",
+            deb_with(
+                lzma.compress(
+                    tar_of(
+                        [
+                            ("./usr/bin/other", b"x"),
+                            link("./usr/bin/snphost", "./usr/bin/other", tarfile.LNKTYPE),
+                        ]
+                    )
+                )
+            ),
+            "is a hard link",
+        ),
+        (
+            "directory",
+            deb_with(lzma.compress(tar_of([link("./usr/bin/snphost", "", tarfile.DIRTYPE)]))),
+            "not a regular file",
+        ),
+        (
+            "escapes with ..",
+            deb_with(lzma.compress(tar_of([("../usr/bin/snphost", PROGRAM)]))),
+            "outside its root",
+        ),
+        (
+            "escapes deeper",
+            deb_with(
+                lzma.compress(tar_of([("./usr/bin/snphost", PROGRAM), ("./a/../../etc/x", b"")]))
+            ),
+            "outside its root",
+        ),
+    ]
+    for compression in (".xz", ".gz", ".zst", ".bz2"):
+        packed = COMPRESS[compression](GOOD_TAR)
+        for cut in (1, len(packed) // 2, len(packed) - 1):
+            cases.append(
+                (
+                    f"truncated {compression} at {cut}",
+                    deb_with(packed[:cut], compression),
+                    "data.tar",
+                )
+            )
+    for cut in (7, 8, 20, 59, 60, 61, 100, len(good) // 2, len(good) - 1):
+        cases.append((f"package cut at {cut}", good[:cut], "snphost 0.7.0: "))
+    return cases
+
+
+BAD_DEBS = bad_debs()
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"), [c[1:] for c in BAD_DEBS], ids=[c[0] for c in BAD_DEBS]
+)
+def test_malformed_packages_are_refused_clearly(data: bytes, expected: str) -> None:
+    with pytest.raises(SevimgError) as info:
+        pins.program(DEB_PIN, data)
+    message = info.value.message
+    assert message.startswith("snphost 0.7.0: ") and expected in message, message
+
+
+def test_a_package_ar_made_is_read(tmp_path: Path) -> None:
+    """The same checks hold for an archive the real `ar` wrote."""
+    (tmp_path / "debian-binary").write_bytes(b"2.0\n")
+    (tmp_path / "data.tar.gz").write_bytes(gzip.compress(GOOD_TAR))
+    subprocess.run(
+        ["ar", "rcD", "x.deb", "debian-binary", "data.tar.gz"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
+    deb = (tmp_path / "x.deb").read_bytes()
+    assert pins.program(DEB_PIN, deb) == PROGRAM
+    (tmp_path / "data.tar.lz4").write_bytes(b"\x04\x22\x4d\x18")
+    subprocess.run(
+        ["ar", "rcD", "y.deb", "debian-binary", "data.tar.lz4"], cwd=tmp_path, check=True
+    )
+    with pytest.raises(SevimgError, match="compression sevimg cannot read"):
+        pins.program(DEB_PIN, (tmp_path / "y.deb").read_bytes())
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"), [c[1:] for c in BAD_DEBS[:12]], ids=[c[0] for c in BAD_DEBS[:12]]
+)
+def test_staging_a_bad_package_leaves_nothing_behind(
+    served: tuple[str, Path, list[str]], tmp_path: Path, data: bytes, expected: str
+) -> None:
+    base, www, requests = served
+    (www / "snphost.deb").write_bytes(data)
+    pin = pin_for(f"{base}/snphost.deb", data, format="deb", member="/usr/bin/snphost")
+    dest = tmp_path / "staged"
+    (dest / "usr/local/bin").mkdir(parents=True)
+    (dest / "usr/local/bin/stale").write_bytes(b"from an earlier run")
+    with pytest.raises(SevimgError, match=expected.replace(".", r"\.")):
+        pins.stage([pin], "host", tmp_path / "cache", dest, None, None)
+    assert not dest.exists()
+    assert requests == ["/snphost.deb"]
+
+
+# --- URLs without a file name ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "tail", ["/..", "/.", "/dir/..", "/dir/.", "/", "/dir/", "/%2e%2e/..", "/a b", "/a\nb"]
+)
+def test_a_url_without_a_file_name_is_refused_before_downloading(
+    served: tuple[str, Path, list[str]], tmp_path: Path, tail: str
+) -> None:
+    base, _, requests = served
+    with pytest.raises(SevimgError, match="does not end in a file name"):
+        pins.fetch(pin_for(base + tail, PROGRAM), tmp_path / "cache")
+    assert requests == []
+    assert not (tmp_path / "cache").exists()
+
+
+def test_an_impossible_address_is_a_clean_error(tmp_path: Path) -> None:
+    for url in ["http://../snphost", "http://-/snphost", "http://127.0.0.1:0/snphost"]:
+        with pytest.raises(SevimgError, match="cannot download snphost 0.7.0"):
+            pins.fetch(pin_for(url, PROGRAM), tmp_path / "cache")
+
+
+@pytest.mark.parametrize(
+    "case", ["package cut at 100", "lz4", "symlink", "escapes with ..", "truncated .zst at 1"]
+)
+def test_a_bad_pinned_package_fails_the_build_cleanly(
+    cli: CliFn, workspace: Path, served: tuple[str, Path, list[str]], tmp_path: Path, case: str
+) -> None:
+    base, www, requests = served
+    data = next(d for name, d, _ in BAD_DEBS if name == case)
+    (www / "snpguest.deb").write_bytes(data)
+    (workspace / "sevimg.yaml").write_text(
+        "schema_version: 1\ntools:\n  snpguest:\n"
+        f'    version: "0.9.2"\n    url: {base}/snpguest.deb\n'
+        f"    sha256: {hashlib.sha256(data).hexdigest()}\n"
+        "    format: deb\n    member: /usr/bin/snphost\n    roles: [guest]\n"
+    )
+    cache = tmp_path / "build-cache"
+    (workspace / "sevimg.local.yaml").write_text(f"schema_version: 1\ncache_dir: {cache}\n")
+    run = cli("build", "debian-13", "--role", "guest", "--mkosi-version", "25.3")
+    assert run.code == 1, run.output
+    assert "sevimg: error: snpguest 0.9.2: " in run.stderr
+    assert "Traceback" not in run.output and "internal error" not in run.output
+    assert requests == ["/snpguest.deb"]
+    assert not (cache / "staged-tools" / "guest-debian-13").exists()
+    out = workspace / "out"
+    assert not [p for p in out.rglob("*") if p.is_file()], "no artifact, log or manifest"

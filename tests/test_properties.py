@@ -22,6 +22,7 @@ from tests.conftest import IMAGES
 SETTINGS = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
+FEWER = settings(SETTINGS, max_examples=30)  # narrow strategies: fewer examples cover them
 
 KNOWN_SECTIONS = {"[Distribution]", "[Output]", "[Content]", "[Build]"}
 SETTING = re.compile(r"^[A-Z][A-Za-z]+=(.*)$")
@@ -44,6 +45,30 @@ HOSTILE = [
     "\x00",
     "../",
 ]
+# Every control character a string could smuggle in, and the Unicode line breaks.
+CONTROL_CHARS = [chr(c) for c in range(0x20)] + ["\x7f", "\x85", "\u2028", "\u2029"]
+controls = st.text(st.sampled_from(CONTROL_CHARS), min_size=1, max_size=3)
+
+
+def framed(base: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """`base` with control characters before, after, around or inside it."""
+
+    def place(pre: str, value: str, post: str, where: str) -> str:
+        if where == "lead":
+            return pre + value
+        if where == "trail":
+            return value + post
+        if where == "both":
+            return pre + value + post
+        middle = len(value) // 2
+        return value[:middle] + pre + value[middle:]
+
+    return st.builds(
+        place, controls, base, controls, st.sampled_from(["lead", "trail", "both", "inside"])
+    )
+
+
+image_names = st.from_regex(r"(debian|fedora|ubuntu)-(1[4-9]|[a-z]{3,8})", fullmatch=True)
 
 
 @contextmanager
@@ -135,6 +160,7 @@ scalars = st.one_of(
             lambda a, b: a + bad + b, st.text("abz09-.", max_size=8), st.text("abz09-.", max_size=8)
         )
     ),
+    framed(st.sampled_from(["trixie", "qemu-kvm", "/usr/bin/qemu", "6.12", "quiet", "13"])),
 )
 values = st.recursive(
     scalars,
@@ -207,7 +233,10 @@ def test_strings_that_pass_the_schema_stay_on_one_line(key: str, value: str) -> 
 
 
 @SETTINGS
-@given(st.text(max_size=40).filter(lambda s: not s.startswith("-")), st.booleans())
+@given(
+    st.one_of(st.text(max_size=40), framed(image_names)).filter(lambda s: not s.startswith("-")),
+    st.booleans(),
+)
 def test_new_with_odd_names(name: str, prerelease: bool) -> None:
     with workspace() as root:
         before = sorted(p.name for p in (root / "images").iterdir())
@@ -225,3 +254,77 @@ def test_new_with_odd_names(name: str, prerelease: bool) -> None:
             assert code in (1, 2), output
             assert after == before
             assert not (root / "build").exists()
+
+
+# --- control characters around otherwise good values ----------------------------------------
+
+# (path, a good value, where the value goes: itself or inside a list)
+GOOD_STRINGS: list[tuple[tuple[str, ...], str, bool]] = [
+    (("codename",), "trixie", False),
+    (("name",), "Debian 13", False),
+    (("versions", "kernel"), "6.12.118", False),
+    (("versions", "ovmf"), "2025.02", False),
+    (("host", "add_packages"), "qemu-utils", True),
+    (("host", "remove_packages"), "avahi-daemon", True),
+    (("guest", "add_kernel_command_line"), "console=ttyS0", True),
+    (("host", "qemu_binary"), "/usr/bin/qemu-system-x86_64", False),
+    (("host", "sev_firmware"), "/usr/share/ovmf/OVMF.amdsev.fd", False),
+    (("guest", "kernel"), "linux-image-amd64", False),
+    (("guest", "kernel_modules", "include"), "vfio", True),
+    (("common", "systemd_boot"), "systemd-boot-efi", False),
+]
+
+
+@FEWER
+@given(st.sampled_from(GOOD_STRINGS), st.data())
+def test_control_characters_never_pass(
+    target: tuple[tuple[str, ...], str, bool], data: st.DataObject
+) -> None:
+    where, good, listed = target
+    value = data.draw(framed(st.just(good)))
+    with workspace() as root:
+        path = root / "images" / "debian-13.yaml"
+        loaded = yaml.safe_load(path.read_text())
+        set_path(loaded, where, [value] if listed else value)
+        path.write_text(yaml.safe_dump(loaded, allow_unicode=False))
+        code, output = invoke(root, "validate", "debian-13")
+        assert code == 1, output
+        field = ".".join(where) + ("[0]" if listed else "")
+        assert f"error: {field}: " in output and "control character" in output, output
+        check_render(root)
+
+
+@FEWER
+@given(framed(image_names), st.sampled_from([[], ["--prerelease"], ["--codename", "duke"]]))
+def test_new_refuses_names_with_control_characters(name: str, extra: list[str]) -> None:
+    with workspace() as root:
+        before = sorted(p.name for p in (root / "images").iterdir())
+        code, output = invoke(root, "new", name, "--no-render", *extra)
+        assert code == 1, output
+        assert sorted(p.name for p in (root / "images").iterdir()) == before
+        assert not (root / "build").exists()
+
+
+@FEWER
+@given(framed(st.sampled_from(["duke", "trixie", "forky", "stonking"])))
+def test_new_refuses_codenames_with_control_characters(codename: str) -> None:
+    with workspace() as root:
+        before = sorted(p.name for p in (root / "images").iterdir())
+        code, output = invoke(root, "new", "debian-14", "--codename", codename)
+        assert code == 1, output
+        assert "--codename" in output
+        assert sorted(p.name for p in (root / "images").iterdir()) == before
+        assert not (root / "build").exists()
+
+
+@FEWER
+@given(
+    st.sampled_from(["show", "validate", "render", "build"]),
+    framed(st.sampled_from(["debian-13", "fedora-44", "ubuntu-24.04"])),
+)
+def test_image_arguments_with_control_characters_are_refused(command: str, name: str) -> None:
+    with workspace() as root:
+        code, output = invoke(root, command, name)
+        assert code == 1, output
+        assert "Invalid value for" in output and "IMAGE" in output
+        assert not (root / "build").exists() and not (root / "out").exists()

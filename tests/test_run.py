@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 import shutil
 from pathlib import Path
 
@@ -46,10 +48,88 @@ def test_dry_run_prints_the_snp_command(cli: CliFn, built_guest: Path) -> None:
     assert "# cbitpos" in run_.stdout
 
 
-def test_memory_floor_is_enforced(cli: CliFn, built_guest: Path) -> None:
-    small = cli("run", "debian-13", "--dry-run", "--memory", "1024")
-    assert small.code == 1 and f"an SNP guest needs at least {MIN_MEMORY_MB} MB" in small.stderr
-    assert "size=4096M" in cli("run", "debian-13", "--dry-run", "--memory", "4096").stdout
+def children() -> list[str]:
+    """Command lines of the processes this test process started and that still run."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid():
+            found.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+    return found
+
+
+NOT_NUMBERS = ["nan", "NaN", "-nan", "inf", "-inf", "Infinity", "1e400", "abc", "", " ", "0x10"]
+CONTROL = ["\n", "\r", "\t", "\x00", "\x1b", "\x7f"]
+RUN_MODES = [["--dry-run"], ["--no-sev"], ["--no-sev", "--dry-run"], []]
+RUN_CASES = (
+    [("--memory", v) for v in NOT_NUMBERS]
+    + [("--memory", v) for v in ["0", "-1", "-2048", "1024", "2047", "1048577"]]
+    + [("--memory", v) for v in ["2048.5", "4e3", "99999999999999999999999", "9" * 5000]]
+    + [("--memory", c + "4096") for c in CONTROL]
+    + [("--memory", "4096" + c) for c in CONTROL]
+    + [("--timeout", v) for v in NOT_NUMBERS]
+    + [("--timeout", v) for v in ["0", "-0", "-1", "0.5", "1e-400", "86401", "1e9"]]
+    + [("--timeout", "600" + c) for c in CONTROL]
+)
+BAD_OPTIONS = [
+    (["run", "debian-13", *mode], option, value)
+    for mode in RUN_MODES
+    for option, value in RUN_CASES
+] + [
+    (["doctor", "--no-network"], "--timeout", value)
+    for value in [*NOT_NUMBERS, "0", "0.05", "-1", "61", "1e9", "5\n"]
+]
+
+
+@pytest.mark.parametrize(("args", "option", "value"), BAD_OPTIONS)
+def test_numbers_must_be_finite_and_in_range(
+    cli: CliFn, built_guest: Path, args: list[str], option: str, value: str
+) -> None:
+    result = cli(*args, option, value)
+    assert result.code == 1, result.output
+    assert f"Invalid value for '{option}'" in result.stderr
+    assert "Traceback" not in result.output and "internal error" not in result.output
+    assert result.stdout == ""  # nothing started, nothing printed
+    assert children() == []
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "shown"),
+    [
+        ("--memory", "2048", "size=2048M"),
+        ("--memory", "4096", "size=4096M"),
+        ("--memory", "1048576", "size=1048576M"),
+        ("--memory", "+4096", "size=4096M"),
+        ("--timeout", "1", "size=2048M"),
+        ("--timeout", "86400", "size=2048M"),
+        ("--timeout", "1.5", "size=2048M"),
+    ],
+)
+def test_numbers_in_range_are_taken(
+    cli: CliFn, built_guest: Path, option: str, value: str, shown: str
+) -> None:
+    result = cli("run", "debian-13", "--dry-run", option, value)
+    assert result.code == 0, result.output
+    assert shown in result.stdout
+
+
+@pytest.mark.parametrize("timeout", [math.nan, math.inf, -math.inf, 0, -1.0, run.MAX_TIMEOUT + 1])
+def test_smoke_boot_refuses_odd_timeouts(tmp_path: Path, timeout: float) -> None:
+    with pytest.raises(SevimgError, match="--timeout"):
+        run.smoke_boot(
+            tmp_path / "x.efi", qemu="qemu", firmware="fw", memory_mb=MIN_MEMORY_MB, timeout=timeout
+        )
+    assert children() == []
+
+
+@pytest.mark.parametrize("memory", [0, -1, MIN_MEMORY_MB - 1, run.MAX_MEMORY_MB + 1, True, 2048.0])
+def test_snp_command_refuses_odd_memory(tmp_path: Path, memory: int) -> None:
+    with pytest.raises(SevimgError, match="--memory"):
+        run.snp_argv(tmp_path / "x.efi", memory_mb=memory, qemu="q", firmware="f", cbitpos=51)
 
 
 def test_missing_artifact_says_how_to_build_it(cli: CliFn) -> None:

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import copy
+import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from sevimg.catalog import load_catalog
+from sevimg.loader import Document, JsonPath, format_path, load_text
 from sevimg.problems import Problem
+from sevimg.schema import DISTRO, LOCAL, PROJECT, RELEASE, ecma_pattern, schemas_for
 from sevimg.workspace import Workspace
+from tests.conftest import REPO
 
 GOOD_RELEASE = """\
 schema_version: 1
@@ -181,4 +189,220 @@ def test_distro_file_errors_are_reported_once(workspace: Path) -> None:
 
 def test_every_catalog_file_is_valid(catalog) -> None:  # type: ignore[no-untyped-def]
     assert [p for p in catalog.problems if p.is_error] == []
+    assert len(catalog.entries) == 15
+
+
+# --- control characters: no string of any schema can carry one --------------------------------
+
+SCHEMAS = schemas_for((REPO / "schema",))
+KINDS = (DISTRO, RELEASE, PROJECT, LOCAL)
+CONTROL_VARIANTS: list[Callable[[str], str]] = [
+    lambda v: v + "\n",
+    lambda v: "\n" + v,
+    lambda v: v[:1] + "\n" + v[1:],
+    lambda v: v + "\r\n",
+    lambda v: v + "\r",
+    lambda v: "\t" + v,
+    lambda v: v[:1] + "\t" + v[1:],
+    lambda v: v + "\x00",
+    lambda v: "\x01" + v,
+    lambda v: v + "\x0b",
+    lambda v: v + "\x0c",
+    lambda v: v + "\x1b[31m",
+    lambda v: v + "\x1f",
+    lambda v: v + "\x7f",
+    lambda v: v + "\x85",
+    lambda v: v + "\u2028",
+    lambda v: v[:1] + "\u2029" + v[1:],
+]
+
+
+def resolve(node: dict[str, Any], base: str) -> tuple[dict[str, Any], str]:
+    """Follow $ref (within the schema files) to the schema it names, and the file it is in."""
+    while "$ref" in node:
+        target, _, pointer = node["$ref"].partition("#")
+        base = target or base
+        node = SCHEMAS.documents[base]
+        for part in pointer.strip("/").split("/"):
+            node = node[part]
+    return node, base
+
+
+def sample(node: dict[str, Any], base: str) -> Any:
+    """A value valid under `node` that fills every optional property too."""
+    node, base = resolve(node, base)
+    if "const" in node:
+        return node["const"]
+    if "enum" in node:
+        return node["enum"][0]
+    if "examples" in node:
+        return node["examples"][0]
+    kind = node.get("type")
+    if kind == "boolean":
+        return True
+    if kind == "array":
+        return [sample(node["items"], base)]
+    if kind == "object":
+        value = {k: sample(v, base) for k, v in node.get("properties", {}).items()}
+        if isinstance(node.get("additionalProperties"), dict):
+            key = sample(node["propertyNames"], base)
+            value[key] = sample(node["additionalProperties"], base)
+        return value
+    raise AssertionError(f"no sample for {node} in {base}: give it `examples`")
+
+
+def string_leaves(
+    node: dict[str, Any], base: str, path: JsonPath = ()
+) -> Iterator[tuple[JsonPath, bool, dict[str, Any]]]:
+    """(path, is-a-key, schema) of every string the schema describes."""
+    node, base = resolve(node, base)
+    if node.get("type") == "string" or all(isinstance(e, str) for e in node.get("enum", [0])):
+        yield path, False, node
+    for key, sub in node.get("properties", {}).items():
+        yield from string_leaves(sub, base, (*path, key))
+    if "items" in node:
+        yield from string_leaves(node["items"], base, (*path, 0))
+    if isinstance(node.get("additionalProperties"), dict):
+        key = sample(node["propertyNames"], base)
+        yield (*path, key), True, resolve(node["propertyNames"], base)[0]
+        yield from string_leaves(node["additionalProperties"], base, (*path, key))
+
+
+def full_document(kind: str) -> dict[str, Any]:
+    data = sample(SCHEMAS.documents[kind], kind)
+    assert isinstance(data, dict)
+    return data
+
+
+def validate_data(data: Any, kind: str) -> tuple[Document, list[Problem]]:
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=False, width=1000)
+    doc = load_text(text, path=Path("x.yaml"), display="x.yaml")
+    return doc, SCHEMAS.validate(doc, kind)
+
+
+def put(data: Any, path: JsonPath, value: str, *, key: bool) -> Any:
+    data = copy.deepcopy(data)
+    node = data
+    for part in path[:-1]:
+        node = node[part]
+    if key:
+        node[value] = node.pop(path[-1])
+    else:
+        node[path[-1]] = value
+    return data
+
+
+LEAVES = [
+    (kind, path, key, node)
+    for kind in KINDS
+    for path, key, node in string_leaves(SCHEMAS.documents[kind], kind)
+]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_full_sample_documents_are_valid(kind: str) -> None:
+    _, problems = validate_data(full_document(kind), kind)
+    assert problems == []
+
+
+def test_every_string_property_is_covered() -> None:
+    paths = {(kind, format_path(path)) for kind, path, _, _ in LEAVES}
+    assert len(paths) > 60
+    for expected in [
+        (RELEASE, "codename"),
+        (RELEASE, "extra_repositories[0].url"),
+        (RELEASE, "host.kernel_modules.exclude[0]"),
+        (DISTRO, "mkosi.archive_mirror"),
+        (DISTRO, "family"),
+        (PROJECT, "tools.snphost"),
+        (PROJECT, "tools.snphost.install"),
+        (LOCAL, "sandbox_trees[0]"),
+        (LOCAL, "mirrors.debian.security_url"),
+    ]:
+        assert expected in paths
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "key", "node"),
+    LEAVES,
+    ids=[f"{k.split('.')[0]}:{format_path(p)}{'(key)' if key else ''}" for k, p, key, _ in LEAVES],
+)
+def test_no_string_carries_a_control_character(
+    kind: str, path: JsonPath, key: bool, node: dict[str, Any]
+) -> None:
+    """Leading, trailing and embedded control characters, in every string of every schema."""
+    if node.get("x-free-text"):
+        pytest.skip("free text")
+    data = full_document(kind)
+    clean = str(sample(node, kind)) if not key else str(path[-1])
+    for variant in CONTROL_VARIANTS:
+        value = variant(clean)
+        doc, problems = validate_data(put(data, path, value, key=key), kind)
+        where = (*path[:-1], value) if key else path
+        assert doc.data is not None
+        line, column = doc.locate(where, key=key)
+        assert [str(p) for p in problems] == [
+            str(p)
+            for p in problems
+            if p.field == format_path(where) and (p.line, p.column) == (line, column)
+        ], problems
+        assert len(problems) == 1 and "control character" in problems[0].message, (value, problems)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text", "matches"),
+    [
+        ("^[a-z]+$", "trixie", True),
+        ("^[a-z]+$", "trixie\n", False),
+        ("^[a-z]+$", "\ntrixie", False),
+        ("^[$]+$", "$$", True),
+        ("^[$]+$", "$$\n", False),
+        (r"^a\$$", "a$", True),
+        (r"^a\$$", "a$\n", False),
+        (r"^(?:a|b$)", "b\n", False),
+        (r"^(?:a|b$)", "ab\n", True),  # unanchored alternative: still a search
+        (r"^x(?!\.$)", "x.\n", True),
+        (r"^x(?!\.$)", "x.", False),
+    ],
+)
+def test_patterns_end_where_the_text_ends(pattern: str, text: str, matches: bool) -> None:
+    assert bool(ecma_pattern(pattern).search(text)) is matches
+
+
+def test_a_workspace_schema_without_the_rule_still_refuses_control_characters(
+    workspace: Path,
+) -> None:
+    own = workspace / "schema"
+    own.mkdir()
+    common = json.loads((REPO / "schema" / "common.schema.json").read_text())
+    for node in common["$defs"].values():
+        node.pop("not", None)
+    (own / "common.schema.json").write_text(json.dumps(common))
+    message = one_error(workspace, GOOD_RELEASE.replace("trixie", '"trixie\\n"'))
+    assert message == (
+        "images/debian-13.yaml:3:11: error: codename: 'trixie\\n' is not a codename: "
+        "lower-case letters and digits (e.g. trixie); it contains a control character "
+        "(U+000A, line feed)"
+    )
+
+
+@pytest.mark.parametrize(
+    "stem",
+    [
+        "debian-13\n",
+        "\ndebian-13",
+        "debian\n",
+        "debian-1\t3",
+        "debian-13\r",
+        "fedora-44\x1b",
+        "x\u2028",
+    ],
+)
+def test_catalog_file_names_with_control_characters_are_refused(workspace: Path, stem: str) -> None:
+    (workspace / "images" / f"{stem}.yaml").write_text(GOOD_RELEASE)
+    catalog = load_catalog(Workspace(workspace))
+    problems = [str(p) for p in catalog.problems if p.is_error]
+    assert len(problems) == 1, problems
+    assert "error: file name must be <distro>.yaml or <distro>-<release>" in problems[0]
+    assert problems[0].isprintable()
     assert len(catalog.entries) == 15

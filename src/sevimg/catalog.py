@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 
 from sevimg.loader import Document, LoadError, load_file
 from sevimg.problems import Problem, SevimgError, error, has_errors
-from sevimg.schema import DISTRO, RELEASE, schemas_for
+from sevimg.schema import DISTRO, RELEASE, control_character, schemas_for
 from sevimg.workspace import Workspace
 
-DISTRO_NAME = re.compile(r"^[a-z][a-z0-9]{1,31}$")
-RELEASE_NAME = re.compile(r"^(?:[0-9]{1,4}(?:\.[0-9]{1,4})?|[a-z][a-z0-9]{1,31})$")
+DISTRO_NAME = re.compile(r"[a-z][a-z0-9]{1,31}")
+RELEASE_NAME = re.compile(r"[0-9]{1,4}(?:\.[0-9]{1,4})?|[a-z][a-z0-9]{1,31}")
 IMAGE_NAME_HELP = "<distro>-<release>, e.g. fedora-45, ubuntu-26.04, debian-forky"
 
 
@@ -51,8 +51,12 @@ class Catalog:
         if image in self.entries:
             return self.entries[image]
         if image in self.broken:
-            # The file exists but could not even be loaded: its problems say why.
-            own = [p for p in self.problems if p.file.endswith(f"/{image}.yaml")]
+            # The file (or its distribution's) exists but could not even be
+            # loaded: their problems say why.
+            distro = image.partition("-")[0]
+            own = [
+                p for p in self.problems if p.file.endswith((f"/{image}.yaml", f"/{distro}.yaml"))
+            ]
             raise SevimgError(f"{image} cannot be loaded", own)
         close = [n for n in self.names() if n.split("-")[0] == image.split("-", maxsplit=1)[0]]
         known = ", ".join(close or self.names()) or "none"
@@ -71,7 +75,7 @@ class Catalog:
 def split_image_name(name: str) -> tuple[str, str] | None:
     """'ubuntu-26.04' → ('ubuntu', '26.04'); None when it is not <distro>-<release>."""
     distro, sep, release = name.partition("-")
-    if not sep or not DISTRO_NAME.match(distro) or not RELEASE_NAME.match(release):
+    if not sep or not DISTRO_NAME.fullmatch(distro) or not RELEASE_NAME.fullmatch(release):
         return None
     return distro, release
 
@@ -88,11 +92,14 @@ def load_catalog(ws: Workspace) -> Catalog:
     files = sorted(p for p in ws.images_dir.iterdir() if p.suffix in (".yaml", ".yml"))
     for path in files:
         display = ws.display(path)
+        if control_character(display):
+            # Shown escaped, so the message stays on one line.
+            display = display.encode("unicode_escape").decode("ascii")
         stem = path.stem
         if path.suffix == ".yml":
             problems.append(error(display, "catalog files end in .yaml; rename it"))
             continue
-        if DISTRO_NAME.match(stem):
+        if DISTRO_NAME.fullmatch(stem):
             kind, name = DISTRO, stem
         elif split_image_name(stem):
             kind, name = RELEASE, stem
@@ -141,6 +148,9 @@ def load_catalog(ws: Workspace) -> Catalog:
     entries: dict[str, Entry] = {}
     for image, doc in sorted(releases.items()):
         distro = image.partition("-")[0]
+        if distro not in distros and distro in bad_distros:
+            broken.add(image)  # its distribution's file does not load: that file's problems say why
+            continue
         if distro not in distros:
             problems.append(
                 error(

@@ -9,19 +9,29 @@ against their schema with the same located errors as the catalog.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal, cast
 
 from sevimg.loader import Document, LoadError, load_file
-from sevimg.problems import SevimgError, has_errors
-from sevimg.schema import LOCAL, PROJECT, schemas_for
+from sevimg.problems import Problem, SevimgError, has_errors
+from sevimg.schema import LOCAL, PROJECT, control_character, schemas_for
 from sevimg.workspace import Workspace
 
 PROJECT_FILE = "sevimg.yaml"
 LOCAL_FILE = "sevimg.local.yaml"
 DEFAULT_INSTALL_DIR = "/usr/local/bin"
+# Where pinned tools may go: on PATH (the payload finds them with `command -v`),
+# or a folder of their own. Never over the system's files or sevimg's payload.
+TOOL_DIRS = (DEFAULT_INSTALL_DIR, "/usr/local/lib/sevimg-tools")
+# The schema checks these too; a workspace may override the schema, and these
+# become paths on disk (the cache, the staged tree), so they are checked here again.
+_TOOL_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_FILE_NAME = re.compile(r"[A-Za-z0-9._~+-]{1,255}")
+_PATH_PART = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,254}")
 
 
 @dataclass(frozen=True)
@@ -84,14 +94,99 @@ def _load(ws: Workspace, name: str, kind: str) -> Document | None:
     return doc
 
 
+def path_problem(path: str) -> str | None:
+    """Why `path` is not a normalised absolute path (no '.', '..', '//', trailing '/'), or None."""
+    if found := control_character(path):
+        return f"contains a control character ({found})"
+    pure = PurePosixPath(path)
+    if not pure.is_absolute() or path.startswith("//"):
+        return "is not an absolute path"
+    if ".." in pure.parts or pure.as_posix() != path:
+        return "is not a normalised path (no '.', '..', '//' or trailing '/')"
+    if not all(_PATH_PART.fullmatch(part) for part in pure.parts[1:]):
+        return "is not a path of plain names (letters, digits, . _ + -)"
+    return None
+
+
+def install_problem(target: str) -> str | None:
+    """Why a tool cannot be installed at `target`, or None."""
+    if reason := path_problem(target):
+        return reason
+    if not any(target.startswith(f"{folder}/") for folder in TOOL_DIRS):
+        where = " or ".join(f"{folder}/" for folder in TOOL_DIRS)
+        return f"is outside the folders tools go to: install it below {where}"
+    return None
+
+
+def _pin_problems(doc: Document, pins: Sequence[ToolPin]) -> list[Problem]:
+    """What the schema cannot see: where each tool lands, and whether two collide."""
+    problems: list[Problem] = []
+    raw: Mapping[str, Any] = doc.data.get("tools") or {}
+
+    def where(pin: ToolPin) -> tuple[tuple[str, ...], str]:
+        if pin.install or "install" in raw.get(pin.name, {}):
+            return ("tools", pin.name, "install"), ""
+        return ("tools", pin.name), " (its default install path)"
+
+    placed: list[ToolPin] = []
+    for pin in pins:
+        base = ("tools", pin.name)
+        if not _TOOL_NAME.fullmatch(pin.name):
+            problems.append(doc.problem(base, f"{pin.name!r} is not a tool name", key=True))
+            continue
+        if not _SHA256.fullmatch(pin.sha256):
+            problems.append(doc.problem((*base, "sha256"), "is not 64 lower-case hex digits"))
+        name = pin.file_name
+        if not _FILE_NAME.fullmatch(name) or name in (".", ".."):
+            problems.append(
+                doc.problem(
+                    (*base, "url"),
+                    f"{pin.url!r} does not end in a file name (the last part names the "
+                    "download in the cache and in tools_dir)",
+                )
+            )
+        if pin.format == "deb" and not pin.member:
+            problems.append(
+                doc.problem(base, "format: deb needs `member:` (the program's path in the package)")
+            )
+        if pin.member and (reason := path_problem(pin.member)):
+            problems.append(doc.problem((*base, "member"), f"{pin.member!r} {reason}"))
+        path, what = where(pin)
+        target = pin.install if "install" in raw.get(pin.name, {}) else pin.target
+        if reason := install_problem(target):
+            problems.append(doc.problem(path, f"{target!r} {reason}"))
+            continue
+        for other in placed:
+            if other.target == pin.target:
+                problems.append(
+                    doc.problem(
+                        path,
+                        f"{pin.target}{what} is where {other.name} goes too; "
+                        "each tool needs a path of its own",
+                    )
+                )
+            elif pin.target.startswith(other.target + "/") or other.target.startswith(
+                pin.target + "/"
+            ):
+                inner, outer = sorted((pin.target, other.target), key=len, reverse=True)
+                problems.append(
+                    doc.problem(
+                        path,
+                        f"{pin.target}{what} and {other.target} ({other.name}) overlap: "
+                        f"{inner} would be inside {outer}",
+                    )
+                )
+        placed.append(pin)
+    return problems
+
+
 def load_tool_pins(ws: Workspace) -> tuple[ToolPin, ...]:
     """The tools pinned in sevimg.yaml (none when there is no such file)."""
     doc = _load(ws, PROJECT_FILE, PROJECT)
     if doc is None:
         return ()
-    pins = []
-    for name, raw in sorted((doc.data.get("tools") or {}).items()):
-        pin = ToolPin(
+    pins = tuple(
+        ToolPin(
             name=name,
             version=raw["version"],
             url=raw["url"],
@@ -101,18 +196,11 @@ def load_tool_pins(ws: Workspace) -> tuple[ToolPin, ...]:
             member=raw.get("member"),
             install=raw.get("install", ""),
         )
-        if pin.format == "deb" and not pin.member:
-            raise SevimgError(
-                f"{PROJECT_FILE} is not valid",
-                [
-                    doc.problem(
-                        ("tools", name),
-                        "format: deb needs `member:` (the program's path in the package)",
-                    )
-                ],
-            )
-        pins.append(pin)
-    return tuple(pins)
+        for name, raw in sorted((doc.data.get("tools") or {}).items())
+    )
+    if problems := _pin_problems(doc, pins):
+        raise SevimgError(f"{PROJECT_FILE} is not valid", problems)
+    return pins
 
 
 def load_local(ws: Workspace) -> LocalConfig:

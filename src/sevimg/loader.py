@@ -3,8 +3,9 @@
 PyYAML's high-level loaders throw positions away; we compose the node graph
 ourselves so that each value (and each mapping key) keeps its line and column.
 The loader is strict where YAML is lax: duplicate keys, anchors/aliases,
-non-string keys and multi-document files are errors, because each of them has
-hidden a mistake in a hand-written catalog before.
+explicit tags (on scalars, lists, mappings and keys alike), non-string keys
+and multi-document files are errors, because each of them has hidden a
+mistake in a hand-written catalog before.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ JsonPath = tuple[str | int, ...]
 MAX_FILE_BYTES = 256 * 1024  # a release file is a few lines; this bounds hostile input
 MAX_DEPTH = 32
 
+# Tags YAML gives an untagged scalar by itself; anything written explicitly is refused.
 _PLAIN_TAGS = {
     "tag:yaml.org,2002:str",
     "tag:yaml.org,2002:int",
@@ -32,6 +34,34 @@ _PLAIN_TAGS = {
     "tag:yaml.org,2002:bool",
     "tag:yaml.org,2002:null",
 }
+# Implicit tags that have no place in the catalog: keep the text as written,
+# so the schema reports it as the string the author wrote.
+_TEXT_TAGS = {"tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:value"}
+_KINDS = {yaml.ScalarNode: "value", yaml.SequenceNode: "list", yaml.MappingNode: "mapping"}
+
+
+def _show_tag(tag: str) -> str:
+    return tag.replace("tag:yaml.org,2002:", "!!")
+
+
+class _Loader(yaml.SafeLoader):
+    """A SafeLoader that remembers which nodes carried an explicit tag.
+
+    The composed node keeps only the resolved tag, so `!!map {}` and `{}` look
+    the same there; the parser's events still tell them apart.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.explicit_tags: dict[int, str] = {}
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        tag = getattr(event, "tag", None)  # aliases carry none
+        node = super().compose_node(parent, index)
+        if tag is not None and node is not None:
+            self.explicit_tags[id(node)] = tag
+        return node
 
 
 @dataclass(frozen=True)
@@ -85,8 +115,9 @@ class LoadError(Exception):
 
 
 class _Builder:
-    def __init__(self, display: str) -> None:
+    def __init__(self, display: str, explicit_tags: Mapping[int, str]) -> None:
         self.display = display
+        self.explicit_tags = explicit_tags
         self.positions: dict[JsonPath, tuple[int, int]] = {}
         self.key_positions: dict[JsonPath, tuple[int, int]] = {}
         self.scalars: dict[JsonPath, str] = {}
@@ -114,6 +145,7 @@ class _Builder:
             )
         self.seen.add(id(node))
         self.positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        self.refuse_tag(node, path)
 
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
@@ -121,20 +153,32 @@ class _Builder:
             return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
         assert isinstance(node, yaml.ScalarNode)
         self.scalars[path] = node.value
-        if node.tag == "tag:yaml.org,2002:timestamp":
-            # A date has no place in the catalog; keep the text so the schema
-            # reports it as the string the author wrote.
+        if node.tag in _TEXT_TAGS:
             return str(node.value)
         if node.tag not in _PLAIN_TAGS:
-            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
-            raise self.fail(node, f"YAML tag {tag} is not supported", path)
+            raise self.fail(node, f"YAML tag {_show_tag(node.tag)} is not supported", path)
         return self.constructor.construct_object(node, deep=True)
+
+    def refuse_tag(self, node: yaml.Node, path: JsonPath, *, key: bool = False) -> None:
+        """Any tag written in the file is an error: the catalog is plain data."""
+        tag = self.explicit_tags.get(id(node))
+        if tag is None:
+            return
+        what = "key" if key else _KINDS.get(type(node), "value")
+        raise self.fail(
+            node,
+            f"YAML tag {_show_tag(tag)} is not supported (on a {what}); remove it: "
+            "the catalog is plain data",
+            path,
+        )
 
     def _mapping(self, node: yaml.MappingNode, path: JsonPath) -> dict[str, Any]:
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 raise self.fail(key_node, "YAML merge keys (<<) are not supported", path)
+            named = (*path, key_node.value) if isinstance(key_node, yaml.ScalarNode) else path
+            self.refuse_tag(key_node, named, key=True)
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
                 shown = key_node.value if isinstance(key_node, yaml.ScalarNode) else "a collection"
                 raise self.fail(
@@ -156,8 +200,13 @@ class _Builder:
 def load_text(text: str, *, path: Path, display: str) -> Document:
     """Parse YAML text into a :class:`Document`; raises :class:`LoadError` on bad input."""
     digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+    loader: _Loader | None = None
     try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        loader = _Loader(text)
+        nodes: list[yaml.Node] = []
+        while loader.check_node():
+            if (node := loader.get_node()) is not None:
+                nodes.append(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0
@@ -166,12 +215,27 @@ def load_text(text: str, *, path: Path, display: str) -> Document:
         raise LoadError(
             error(display, f"invalid YAML: {reason}", line=line, column=column)
         ) from None
+    except yaml.reader.ReaderError as exc:
+        # A control character (or other unprintable one) where YAML allows none.
+        before = text[: exc.position]
+        line, column = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+        raise LoadError(
+            error(
+                display,
+                f"invalid YAML: character U+{exc.character:04X} is not allowed in YAML text",
+                line=line,
+                column=column,
+            )
+        ) from None
     except yaml.YAMLError as exc:
         raise LoadError(error(display, f"invalid YAML: {exc}")) from None
     except RecursionError:
         raise LoadError(
             error(display, f"invalid YAML: nested deeper than {MAX_DEPTH} levels")
         ) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
 
     if len(nodes) > 1:
         second = nodes[1]
@@ -188,7 +252,8 @@ def load_text(text: str, *, path: Path, display: str) -> Document:
             path=path, display=display, data=None, sha256=digest, positions={(): (1, 1)}
         )
 
-    builder = _Builder(display)
+    assert loader is not None
+    builder = _Builder(display, loader.explicit_tags)
     try:
         data = builder.build(nodes[0], ())
     except RecursionError:

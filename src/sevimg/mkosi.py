@@ -3,21 +3,83 @@
 mkosi is found, in this order: `SEVIMG_MKOSI` (a path), `mkosi` on PATH, and
 the newest version `tools/install-mkosi` unpacked into the cache
 (`.cache/mkosi/<version>/bin/mkosi`).
+
+Whatever answers to that name is asked for its version with a short
+timeout, in its own process group (a wrapper script's children die with it),
+and its answer must read `mkosi VERSION`: a hung or babbling executable is a
+clear error, never a wait or a crash.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
+import signal
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from sevimg.problems import SevimgError
-from sevimg.render import OLDEST_MKOSI, parse_mkosi_version
+from sevimg.render import OLDEST_MKOSI
 
 MIN_VERSION = (25, 3)
+VERSION_TIMEOUT = 10.0  # mkosi --version answers in about a second
+_VERSION = re.compile(r"([0-9]{1,4})(?:\.([0-9]{1,4}))?")
+# `mkosi 25.3`, `mkosi 26~devel`, `mkosi 25.3.1`: the version, then nothing else odd.
+_VERSION_LINE = re.compile(
+    r"(?:mkosi )?(?P<version>[0-9]{1,4}(?:\.[0-9]{1,4}){0,3})(?:~[0-9A-Za-z.]{1,32})?"
+    r"(?: \([ -~]{0,200}\))?"
+)
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """'25.3' → (25, 3), '26' → (26,); a ValueError for anything else."""
+    match = _VERSION.fullmatch(text)
+    if not match:
+        raise ValueError(f"not an mkosi version: {text!r}")
+    return tuple(int(x) for x in match.groups() if x is not None)
+
+
+def run_bounded(
+    argv: Sequence[str], *, timeout: float, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `argv` capturing its output; on timeout kill its whole process group, then raise.
+
+    subprocess.run kills only the child it started; a wrapper script's own
+    children would keep the pipes open and the wait going.
+    """
+    proc = subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except BaseException:
+        _kill_group(proc)
+        raise
+    return subprocess.CompletedProcess(list(argv), proc.returncode, stdout, stderr)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    try:
+        proc.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        # Something left the group (setsid) and holds the pipes: stop reading.
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        proc.wait()
 
 
 @dataclass(frozen=True)
@@ -31,37 +93,53 @@ class Mkosi:
     @property
     def version_tuple(self) -> tuple[int, ...]:
         """(25, 3)"""
-        return parse_mkosi_version(self.version)
+        return parse_version(self.version)
 
     def run(
         self, args: Sequence[str], *, cwd: Path | None = None, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
-        """Run mkosi with `args`, capturing output."""
-        return subprocess.run(
-            [str(self.path), *args],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        """Run mkosi with `args`, capturing output; a SevimgError when it hangs or cannot start."""
+        try:
+            return run_bounded([str(self.path), *args], timeout=timeout, cwd=cwd)
+        except subprocess.TimeoutExpired:
+            raise SevimgError(
+                f"{self.path} {' '.join(args[:1])} did not finish within {timeout:.0f} s; stopped it"
+            ) from None
+        except OSError as exc:
+            raise SevimgError(f"cannot run {self.path}: {exc.strerror or exc}") from None
 
 
-def version_of(path: Path) -> str:
-    """The version an mkosi executable reports ('25.3')."""
+def _excerpt(text: str) -> str:
+    """The first line of `text`, short and printable, for an error message."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return repr(line[:80] + ("..." if len(line) > 80 else ""))
+
+
+def version_of(path: Path, *, timeout: float = VERSION_TIMEOUT) -> str:
+    """The version an mkosi executable reports ('25.3'); a SevimgError naming `path` otherwise."""
     try:
-        proc = subprocess.run(
-            [str(path), "--version"], capture_output=True, text=True, timeout=60, check=False
-        )
+        proc = run_bounded([str(path), "--version"], timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise SevimgError(
+            f"{path} --version did not answer within {timeout:.0f} s; stopped it",
+            hint="point SEVIMG_MKOSI at a working mkosi, or install one with "
+            f"tools/install-mkosi {OLDEST_MKOSI}",
+        ) from None
     except OSError as exc:
         raise SevimgError(f"cannot run {path}: {exc.strerror or exc}") from None
     if proc.returncode != 0:
-        raise SevimgError(f"{path} --version failed: {proc.stderr.strip()}")
-    text = proc.stdout.strip()
-    # "mkosi 25.3" or "mkosi 25.3 (…)"
-    return ".".join(
-        map(str, parse_mkosi_version(text.split()[1] if text.startswith("mkosi ") else text))
-    )
+        raise SevimgError(
+            f"{path} --version failed (exit status {proc.returncode}): "
+            f"{_excerpt(proc.stderr or proc.stdout)}"
+        )
+    lines = proc.stdout.strip().splitlines()
+    match = _VERSION_LINE.fullmatch(lines[0].strip()) if len(lines) == 1 else None
+    if match is None:
+        raise SevimgError(
+            f"{path} does not look like mkosi: `--version` printed {_excerpt(proc.stdout)}, "
+            "not `mkosi VERSION`"
+        )
+    return ".".join(map(str, parse_version(".".join(match["version"].split(".")[:2]))))
 
 
 def cached(cache_dir: Path) -> list[tuple[tuple[int, ...], Path]]:
@@ -73,7 +151,7 @@ def cached(cache_dir: Path) -> list[tuple[tuple[int, ...], Path]]:
             exe = child / "bin" / "mkosi"
             if (child / ".complete").is_file() and os.access(exe, os.X_OK):
                 try:
-                    found.append((parse_mkosi_version(child.name), exe))
+                    found.append((parse_version(child.name), exe))
                 except ValueError:
                     continue
     return sorted(found)
@@ -87,9 +165,9 @@ def find(cache_dir: Path, version: str | None = None) -> Mkosi | None:
     if on_path := shutil.which("mkosi"):
         candidates.append((Path(on_path), "PATH"))
     candidates += [(exe, "cache") for _, exe in reversed(cached(cache_dir))]
-    wanted = parse_mkosi_version(version) if version else None
+    wanted = parse_version(version) if version else None
     for path, origin in candidates:
-        if origin == "cache" and wanted and parse_mkosi_version(path.parent.parent.name) != wanted:
+        if origin == "cache" and wanted and parse_version(path.parent.parent.name) != wanted:
             continue
         try:
             found = Mkosi(path, version_of(path), origin)

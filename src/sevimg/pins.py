@@ -4,42 +4,69 @@ A pin names an exact file (URL and SHA-256), never "latest". Downloads land
 in the cache under their hash, so a second build, or a second image, reads
 them from disk; `--tools-dir` (or `tools_dir` in sevimg.local.yaml) supplies
 them for machines without network access.
+
+A pinned file is trusted only as far as its hash: a package that is
+truncated, not an ar archive, compressed in a way we cannot read, or whose
+member is a link or escapes the package root is refused with a message, never
+a crash. Sizes are bounded so a hostile pin cannot exhaust memory.
 """
 
 from __future__ import annotations
 
+import bz2
 import hashlib
 import io
 import lzma
+import re
 import shutil
 import tarfile
-from collections.abc import Iterable
-from pathlib import Path
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path, PurePosixPath
 
 import httpx
 import zstandard
 
-from sevimg.config import ToolPin
+from sevimg.config import ToolPin, install_problem
 from sevimg.output import write_file_atomic
 from sevimg.problems import SevimgError
 
 DOWNLOAD_TIMEOUT = 60.0
+MAX_DOWNLOAD_BYTES = 512 * 1024 * 1024  # a tool or its package; far above any real one
+MAX_UNPACKED_BYTES = 1024 * 1024 * 1024  # a package's data.tar, uncompressed
 _AR_MAGIC = b"!<arch>\n"
+_AR_HEADER = 60
+_AR_SIZE = re.compile(rb"[0-9]{1,10} *")
+_FILE_NAME = re.compile(r"[A-Za-z0-9._~+-]{1,255}")
 
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _file_name(pin: ToolPin) -> str:
+    name = pin.file_name
+    if not _FILE_NAME.fullmatch(name) or name in (".", ".."):
+        raise SevimgError(
+            f"{pin.name} {pin.version}: {pin.url} does not end in a file name",
+            hint="pin the URL of the file itself (its last part names it in the cache)",
+        )
+    return name
+
+
 def fetch(
     pin: ToolPin, cache_dir: Path, tools_dir: Path | None = None, proxy: str | None = None
 ) -> bytes:
     """The pinned file's bytes, from `tools_dir`, the cache, or its URL (then cached); verified."""
-    cached = cache_dir / "downloads" / pin.sha256 / pin.file_name
-    candidates = ([tools_dir / pin.file_name] if tools_dir else []) + [cached]
+    name = _file_name(pin)
+    cached = cache_dir / "downloads" / pin.sha256 / name
+    candidates = ([tools_dir / name] if tools_dir else []) + [cached]
     for path in candidates:
         if path.is_file():
-            data = path.read_bytes()
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise SevimgError(f"cannot read {path}: {exc.strerror or exc}") from None
             if _sha256(data) == pin.sha256:
                 return data
             if path != cached:
@@ -49,62 +76,180 @@ def fetch(
                 )
     if tools_dir is not None:
         raise SevimgError(
-            f"{pin.name} {pin.version} is not in {tools_dir} (expected a file named {pin.file_name})"
+            f"{pin.name} {pin.version} is not in {tools_dir} (expected a file named {name})"
         )
-    try:
-        with httpx.Client(timeout=DOWNLOAD_TIMEOUT, follow_redirects=True, proxy=proxy) as client:
-            response = client.get(pin.url)
-    except httpx.HTTPError as exc:
-        raise SevimgError(
-            f"cannot download {pin.name} {pin.version} from {pin.url}: {exc}",
-            hint="supply it with --tools-dir DIR (or tools_dir in sevimg.local.yaml), or build --without-tools",
-        ) from None
-    if response.status_code != 200:
-        raise SevimgError(
-            f"cannot download {pin.name} {pin.version}: {pin.url} answered HTTP {response.status_code}",
-            hint="supply it with --tools-dir DIR, or build --without-tools",
-        )
-    data = response.content
+    data = _download(pin, proxy)
     if _sha256(data) != pin.sha256:
         raise SevimgError(
             f"{pin.url} does not match the pinned SHA-256 of {pin.name} {pin.version}; not used",
             hint=f"expected {pin.sha256}, downloaded {_sha256(data)}",
         )
-    write_file_atomic(cached, data)
+    try:
+        write_file_atomic(cached, data)
+    except OSError as exc:
+        raise SevimgError(f"cannot write {cached}: {exc.strerror or exc}") from None
     return data
+
+
+def _download(pin: ToolPin, proxy: str | None) -> bytes:
+    what = f"{pin.name} {pin.version}"
+    hint = "supply it with --tools-dir DIR (or tools_dir in sevimg.local.yaml), or build --without-tools"
+    try:
+        with (
+            httpx.Client(timeout=DOWNLOAD_TIMEOUT, follow_redirects=True, proxy=proxy) as client,
+            client.stream("GET", pin.url) as response,
+        ):
+            if response.status_code != 200:
+                raise SevimgError(
+                    f"cannot download {what}: {pin.url} answered HTTP {response.status_code}",
+                    hint=hint,
+                )
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > MAX_DOWNLOAD_BYTES:
+                    raise SevimgError(
+                        f"cannot download {what}: {pin.url} is larger than "
+                        f"{MAX_DOWNLOAD_BYTES // 2**20} MiB; not a pinned tool"
+                    )
+                chunks.append(chunk)
+    except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:  # idna: a bad host name
+        raise SevimgError(f"cannot download {what} from {pin.url}: {exc}", hint=hint) from None
+    return b"".join(chunks)
 
 
 def program(pin: ToolPin, data: bytes) -> bytes:
     """The program itself: the file, or the member of a Debian package."""
     if pin.format == "binary":
         return data
-    assert pin.member is not None
+    if not pin.member:
+        raise SevimgError(f"{pin.name} {pin.version}: format deb needs `member:`")
     return _deb_member(data, pin.member, what=f"{pin.name} {pin.version}")
 
 
-def _deb_member(deb: bytes, member: str, *, what: str) -> bytes:
-    """One file out of a .deb (an ar archive holding data.tar.{xz,zst,gz})."""
+def _ar_members(deb: bytes, what: str) -> Iterator[tuple[str, bytes]]:
+    """(name, body) of each member of an ar archive, checked against its headers."""
     if not deb.startswith(_AR_MAGIC):
-        raise SevimgError(f"{what}: not a Debian package")
+        raise SevimgError(f"{what}: not a Debian package (no ar archive header)")
     offset = len(_AR_MAGIC)
-    while offset + 60 <= len(deb):
-        header = deb[offset : offset + 60]
-        name = header[:16].decode("ascii", "replace").strip().rstrip("/")
-        size = int(header[48:58].decode("ascii").strip())
-        body = deb[offset + 60 : offset + 60 + size]
-        offset += 60 + size + (size & 1)
+    while offset < len(deb):
+        header = deb[offset : offset + _AR_HEADER]
+        if len(header) < _AR_HEADER or header[58:60] != b"`\n":
+            raise SevimgError(f"{what}: the package is damaged (bad ar member header)")
+        if not _AR_SIZE.fullmatch(header[48:58]):
+            raise SevimgError(f"{what}: the package is damaged (bad ar member size)")
+        size = int(header[48:58])
+        body = deb[offset + _AR_HEADER : offset + _AR_HEADER + size]
+        if len(body) != size:
+            raise SevimgError(f"{what}: the package is truncated")
+        yield header[:16].decode("ascii", "replace").strip().rstrip("/"), body
+        offset += _AR_HEADER + size + (size & 1)
+
+
+def _too_large(label: str) -> SevimgError:
+    return SevimgError(f"{label} unpacks to more than {MAX_UNPACKED_BYTES // 2**20} MiB")
+
+
+def _bounded(decompress: Callable[[bytes, int], bytes], body: bytes, label: str) -> bytes:
+    data = decompress(body, MAX_UNPACKED_BYTES + 1)
+    if len(data) > MAX_UNPACKED_BYTES:
+        raise _too_large(label)
+    return data
+
+
+def _finished(
+    decompressor: lzma.LZMADecompressor | bz2.BZ2Decompressor | zstandard.ZstdDecompressionObj,
+    label: str,
+) -> None:
+    if not decompressor.eof:
+        raise SevimgError(f"{label} is truncated")
+
+
+def _unpack(name: str, body: bytes, what: str) -> bytes:
+    """The uncompressed data.tar of a package (dpkg's compressions: none, gz, xz, zst, bz2, lzma)."""
+    label = f"{what}: the package's {name}"
+    suffix = name.removeprefix("data.tar")
+    if suffix == "":
+        return body
+    if suffix == ".gz":
+        gz = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        data = _bounded(gz.decompress, body, label)
+        if not gz.eof:
+            raise SevimgError(f"{label} is truncated")
+        return data
+    if suffix in (".xz", ".lzma"):
+        xz = lzma.LZMADecompressor(format=lzma.FORMAT_XZ if suffix == ".xz" else lzma.FORMAT_ALONE)
+        data = _bounded(xz.decompress, body, label)
+        _finished(xz, label)
+        return data
+    if suffix == ".bz2":
+        bz = bz2.BZ2Decompressor()
+        data = _bounded(bz.decompress, body, label)
+        _finished(bz, label)
+        return data
+    if suffix == ".zst":
+        # Fed in small pieces: one piece cannot expand far past the bound.
+        zstd = zstandard.ZstdDecompressor().decompressobj()
+        pieces: list[bytes] = []
+        size = 0
+        for start in range(0, len(body), 4096):
+            piece = zstd.decompress(body[start : start + 4096])
+            size += len(piece)
+            if size > MAX_UNPACKED_BYTES:
+                raise _too_large(label)
+            pieces.append(piece)
+        _finished(zstd, label)
+        return b"".join(pieces)
+    raise SevimgError(
+        f"{label} uses a compression sevimg cannot read "
+        "(it reads data.tar, .gz, .xz, .zst, .bz2 and .lzma)"
+    )
+
+
+def _member_path(name: str) -> PurePosixPath | None:
+    """A tar member's path relative to the package root; None when it escapes the root."""
+    pure = PurePosixPath(name)
+    if ".." in pure.parts:
+        return None
+    return PurePosixPath(*[p for p in pure.parts if p not in ("/", ".")])
+
+
+def _deb_member(deb: bytes, member: str, *, what: str) -> bytes:
+    """One regular file out of a .deb (an ar archive holding data.tar[.gz|.xz|.zst|...])."""
+    wanted = _member_path(member)
+    if wanted is None or not wanted.parts:
+        raise SevimgError(f"{what}: member {member!r} is not a path inside the package")
+    for name, body in _ar_members(deb, what):
         if not name.startswith("data.tar"):
             continue
-        if name.endswith(".zst"):
-            body = zstandard.ZstdDecompressor().decompressobj().decompress(body)
-        elif name.endswith(".xz"):
-            body = lzma.decompress(body)
-        with tarfile.open(fileobj=io.BytesIO(body)) as tar:
-            for info in tar.getmembers():
-                if info.name.lstrip(".").lstrip("/") == member.lstrip("/") and info.isfile():
+        try:
+            with tarfile.open(fileobj=io.BytesIO(_unpack(name, body, what)), mode="r:") as tar:
+                infos = tar.getmembers()
+                for info in infos:
+                    if _member_path(info.name) is None:
+                        raise SevimgError(
+                            f"{what}: the package holds {info.name!r}, outside its root; not used"
+                        )
+                for info in infos:
+                    if _member_path(info.name) != wanted:
+                        continue
+                    if not info.isreg():
+                        kind = "a symbolic link" if info.issym() else "not a regular file"
+                        kind = "a hard link" if info.islnk() else kind
+                        raise SevimgError(
+                            f"{what}: {member} is {kind} in the package; pin the file itself"
+                        )
+                    if info.size > MAX_UNPACKED_BYTES:
+                        raise SevimgError(f"{what}: {member} is too large")
                     extracted = tar.extractfile(info)
-                    assert extracted is not None
+                    if extracted is None:
+                        raise SevimgError(f"{what}: {member} cannot be read from the package")
                     return extracted.read()
+        except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
+            raise SevimgError(f"{what}: the package's {name} is damaged ({exc})") from None
+        except zstandard.ZstdError as exc:
+            raise SevimgError(f"{what}: the package's {name} is damaged ({exc})") from None
         raise SevimgError(f"{what}: the package has no {member}")
     raise SevimgError(f"{what}: the package has no data archive")
 
@@ -117,15 +262,31 @@ def stage(
     tools_dir: Path | None,
     proxy: str | None,
 ) -> dict[str, ToolPin]:
-    """Put every pinned tool for `role` into the extra tree `dest`; returns name → pin staged."""
+    """Put every pinned tool for `role` into the extra tree `dest`; returns name → pin staged.
+
+    All or nothing: when one tool fails, `dest` is removed, so no build takes a
+    partial set of tools.
+    """
     shutil.rmtree(dest, ignore_errors=True)
     staged: dict[str, ToolPin] = {}
-    for pin in pins:
-        if role not in pin.roles:
-            continue
-        target = dest / pin.target.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(program(pin, fetch(pin, cache_dir, tools_dir, proxy)))
-        target.chmod(0o755)
-        staged[pin.name] = pin
+    try:
+        for pin in pins:
+            if role not in pin.roles:
+                continue
+            if reason := install_problem(pin.target):
+                raise SevimgError(f"{pin.name}: install path {pin.target!r} {reason}")
+            target = dest / pin.target.lstrip("/")
+            data = program(pin, fetch(pin, cache_dir, tools_dir, proxy))
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                write_file_atomic(target, data, mode=0o755)
+            except OSError as exc:
+                raise SevimgError(
+                    f"cannot stage {pin.name} at {pin.target}: {exc.strerror or exc}",
+                    hint="no two tools may share a path, or sit one inside the other",
+                ) from None
+            staged[pin.name] = pin
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
     return staged

@@ -9,6 +9,7 @@ for the guest's readiness marker, and reports how long it took.
 from __future__ import annotations
 
 import codecs
+import math
 import os
 import shutil
 import struct
@@ -41,6 +42,28 @@ KVM_FAILURES = (
     "Could not access KVM",
 )
 CPUID_SEV_LEAF = 0x8000001F
+MAX_MEMORY_MB = 1024 * 1024  # 1 TiB: more is a typo, not a guest
+MAX_TIMEOUT = 24 * 3600.0  # seconds; a smoke boot that needs a day has failed
+
+
+def check_memory(memory_mb: int, what: str = "an SNP guest") -> None:
+    """A SevimgError unless `memory_mb` is a whole number of MB QEMU can be given."""
+    if isinstance(memory_mb, bool) or not isinstance(memory_mb, int):
+        raise SevimgError(f"--memory {memory_mb!r} is not a whole number of MB")
+    if memory_mb < MIN_MEMORY_MB:
+        raise SevimgError(
+            f"--memory {memory_mb} is too small: {what} needs at least {MIN_MEMORY_MB} MB"
+        )
+    if memory_mb > MAX_MEMORY_MB:
+        raise SevimgError(f"--memory {memory_mb} is more than {MAX_MEMORY_MB} MB")
+
+
+def check_timeout(timeout: float) -> None:
+    """A SevimgError unless `timeout` is a finite number of seconds, above 0 and at most a day."""
+    if not (isinstance(timeout, int | float) and math.isfinite(timeout)):
+        raise SevimgError(f"--timeout {timeout!r} is not a finite number of seconds")
+    if not 0 < timeout <= MAX_TIMEOUT:
+        raise SevimgError(f"--timeout {timeout} is not between 0 and {MAX_TIMEOUT:.0f} seconds")
 
 
 def find_qemu(explicit: str | None = None) -> str:
@@ -95,10 +118,7 @@ def cbit_position(cpuid_device: Path = Path("/dev/cpu/0/cpuid")) -> tuple[int, s
 
 def snp_argv(kernel: Path, *, memory_mb: int, qemu: str, firmware: str, cbitpos: int) -> list[str]:
     """The SEV-SNP launch command for `kernel`, checked."""
-    if memory_mb < MIN_MEMORY_MB:
-        raise SevimgError(
-            f"--memory {memory_mb} is too small: an SNP guest needs at least {MIN_MEMORY_MB} MB"
-        )
+    check_memory(memory_mb)
     return [
         *snp_command(Launch(qemu=qemu, firmware=firmware, kernel=str(kernel), memory_mb=str(memory_mb), cbitpos=str(cbitpos))),
         "-serial", "stdio",
@@ -148,10 +168,8 @@ def smoke_boot(
     on_line: Callable[[str], None] | None = None,
 ) -> BootResult:
     """Boot without SEV until the readiness marker appears; KVM when it works, else TCG."""
-    if memory_mb < MIN_MEMORY_MB:
-        raise SevimgError(
-            f"--memory {memory_mb} is too small: the guest needs at least {MIN_MEMORY_MB} MB"
-        )
+    check_memory(memory_mb, "the guest")
+    check_timeout(timeout)
     kvm_usable = os.access("/dev/kvm", os.R_OK | os.W_OK)
     attempts = {"kvm": [True], "tcg": [False], "auto": [True, False] if kvm_usable else [False]}[
         accel

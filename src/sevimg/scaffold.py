@@ -15,8 +15,11 @@ from typing import Any
 
 import yaml
 
-from sevimg.catalog import IMAGE_NAME_HELP, Catalog, split_image_name
+from sevimg.catalog import DISTRO_NAME, IMAGE_NAME_HELP, Catalog, split_image_name
 from sevimg.problems import SevimgError
+
+# mkosi's Release= for Debian and Ubuntu: the schema's `codename`.
+CODENAME = DISTRO_NAME
 
 # Keys of a release file that belong to the release itself, never copied by --from.
 _OWN_KEYS = ("schema_version", "release", "codename", "name", "status", "archived")
@@ -33,6 +36,11 @@ class NewRelease:
 
 def _quote(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid double-quoted YAML scalar
+
+
+def _scalar(value: str) -> str:
+    """`value` plain when YAML reads it back as that string, else quoted (yes, null, 12)."""
+    return value if yaml.safe_load(value) == value else _quote(value)
 
 
 class _Dumper(yaml.SafeDumper):
@@ -56,6 +64,11 @@ def new_release(
     prerelease: bool = False,
 ) -> NewRelease:
     """Compose images/<image>.yaml; raises SevimgError when the name or distro is unusable."""
+    if codename is not None and not CODENAME.fullmatch(codename):
+        raise SevimgError(
+            f"--codename: {codename!r} is not a codename: lower-case letters and digits, "
+            "starting with a letter (e.g. trixie)"
+        )
     parts = split_image_name(image)
     if parts is None:
         raise SevimgError(
@@ -116,7 +129,7 @@ def new_release(
         f"release: {_quote(release)}",
     ]
     if codename:
-        lines.append(f"codename: {codename}" + (f"  # {comments[0]}" if comments else ""))
+        lines.append(f"codename: {_scalar(codename)}" + (f"  # {comments[0]}" if comments else ""))
     lines.append(f"status: {'prerelease' if prerelease else 'supported'}")
 
     copied = tuple(k for k in source if k not in _OWN_KEYS)

@@ -3,19 +3,27 @@
 jsonschema's messages are written for programmers; each one here is rewritten
 to say what was expected in the catalog's own words (the schema's
 `x-expected` annotation), at the line and column of the offending value.
+
+Patterns are read the way JSON Schema defines them (ECMA-262): `$` is the end
+of the text. Python's `$` also matches before a final newline, so
+`"trixie\n"` would pass `^[a-z]+$` under plain jsonschema; the validator here
+anchors `$` for real. The schemas also refuse control characters in every
+string on their own (`not: control_character`), for any other validator.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Iterator, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
+from jsonschema.protocols import Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
@@ -37,6 +45,88 @@ _TYPE_NAMES = {
     "number": "a number",
     "null": "nothing",
 }
+
+
+# What the schemas' `control_character` matches, for the messages (and for
+# schemas a workspace overrides without it).
+CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL_NAMES = {
+    "\x00": "NUL",
+    "\t": "tab",
+    "\n": "line feed",
+    "\r": "carriage return",
+    "\x1b": "escape",
+    "\x7f": "delete",
+    "\x85": "next line",
+    "\u2028": "line separator",
+    "\u2029": "paragraph separator",
+}
+
+
+def control_character(text: str) -> str | None:
+    """The first control character in `text`, described ('U+000A, line feed'), or None."""
+    found = CONTROL_CHARACTER.search(text)
+    if found is None:
+        return None
+    char = found.group()
+    name = _CONTROL_NAMES.get(char)
+    return f"U+{ord(char):04X}" + (f", {name}" if name else "")
+
+
+@cache
+def ecma_pattern(pattern: str) -> re.Pattern[str]:
+    """`pattern` compiled so that `$` means the end of the text, as in ECMA-262.
+
+    Every `$` outside a character class and not escaped becomes `\\Z`.
+    """
+    out: list[str] = []
+    in_class = escaped = False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "$":
+            out.append("\\Z")
+            continue
+        out.append(char)
+    return re.compile("".join(out))
+
+
+def _pattern(
+    validator: Validator, pattern: str, instance: Any, schema: dict[str, Any]
+) -> Iterator[ValidationError]:
+    if isinstance(instance, str) and not ecma_pattern(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+_draft_type = Draft202012Validator.VALIDATORS["type"]
+
+
+def _type(
+    validator: Validator, types: Any, instance: Any, schema: dict[str, Any]
+) -> Iterator[ValidationError]:
+    yield from _draft_type(validator, types, instance, schema)
+    # The shipped schemas refuse control characters with `not`; a workspace's
+    # own schema without it still gets the same refusal.
+    wants_string = types == "string" or (isinstance(types, list) and "string" in types)
+    if (
+        wants_string
+        and isinstance(instance, str)
+        and "not" not in schema
+        and not schema.get("x-free-text")
+        and control_character(instance)
+    ):
+        yield ValidationError(f"{instance!r} contains a control character", validator="x-control")
+
+
+_Validator = validators.extend(  # type: ignore[no-untyped-call]
+    Draft202012Validator, {"pattern": _pattern, "type": _type}
+)
 
 
 def _yaml_type(value: Any) -> str:
@@ -79,7 +169,7 @@ class Schemas:
         ]
         registry: Registry[Any] = Registry().with_resources(resources)
         self._validators = {
-            name: Draft202012Validator(documents[name], registry=registry)
+            name: _Validator(documents[name], registry=registry)
             for name in (DISTRO, RELEASE, PROJECT, LOCAL)
         }
         self.documents = documents
@@ -93,7 +183,20 @@ class Schemas:
                 )
             ]
         validator = self._validators[kind]
-        problems = [p for err in validator.iter_errors(doc.data) for p in _explain(err, doc)]
+        leaves = [leaf for err in validator.iter_errors(doc.data) for leaf in _leaves(err)]
+        # A control character also fails the value's pattern: say it once, precisely.
+        controlled = {
+            (tuple(e.absolute_path), e.instance)
+            for e in leaves
+            if e.validator in ("not", "x-control")
+            and isinstance(e.instance, str)
+            and control_character(e.instance)
+        }
+        problems = [
+            _problem(e, doc)
+            for e in leaves
+            if not (e.validator == "pattern" and (tuple(e.absolute_path), e.instance) in controlled)
+        ]
         return sorted(set(problems))
 
 
@@ -112,17 +215,25 @@ def _leaves(err: ValidationError) -> Iterator[ValidationError]:
         yield err
 
 
-def _explain(err: ValidationError, doc: Document) -> Iterator[Problem]:
-    for leaf in _leaves(err):
-        yield _problem(leaf, doc)
-
-
 def _problem(err: ValidationError, doc: Document) -> Problem:
     path: JsonPath = tuple(err.absolute_path)
     schema = err.schema if isinstance(err.schema, dict) else {}
     validator = str(err.validator)
     value: Any = err.instance
     rule: Any = err.validator_value
+    at_key = False
+    if "propertyNames" in err.relative_schema_path and isinstance(value, str):
+        # A bad key: point at the key itself, not at the mapping holding it.
+        path, at_key = (*path, value), True
+
+    if validator in ("not", "x-control") and isinstance(value, str):
+        found = control_character(value)
+        if found:
+            expected = schema.get("x-expected")
+            what = f"is not {expected}; it contains" if expected else "contains"
+            return doc.problem(
+                path, f"{_show(value)} {what} a control character ({found})", key=at_key
+            )
 
     if validator == "additionalProperties" and isinstance(value, dict):
         allowed = sorted(schema.get("properties", {}))
@@ -152,13 +263,15 @@ def _problem(err: ValidationError, doc: Document) -> Problem:
 
     if validator == "pattern":
         expected = schema.get("x-expected") or f"a value matching {rule}"
-        return doc.problem(path, f"{_show(value)} is not {expected}")
+        return doc.problem(path, f"{_show(value)} is not {expected}", key=at_key)
 
     if validator in ("enum", "const"):
         options = rule if validator == "enum" else [rule]
         shown = ", ".join(_show(o) for o in options)
         close = difflib.get_close_matches(str(value), [str(o) for o in options], n=1)
         hint = f"; did you mean {close[0]!r}?" if close and close[0] != str(value) else ""
+        if isinstance(value, str) and (found := control_character(value)):
+            hint = f"; it contains a control character ({found})"
         return doc.problem(path, f"{_show(value)} is not one of: {shown}{hint}")
 
     if validator == "uniqueItems":

@@ -11,8 +11,10 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-_LEADING = re.compile(r"^(?:\d+:)?(\d+(?:\.\d+)*)")
-_EDK2_DATE = re.compile(r"^(20\d\d)(\d\d)(\d\d)$")
+# A prefix: what follows the numbers (+ds-1, ~rc1) does not matter to a floor.
+_LEADING = re.compile(r"(?:[0-9]+:)?([0-9]+(?:\.[0-9]+)*)")
+_MAX_DIGITS = 9  # per part: 20241117 fits; a longer run of digits is not a version
+_EDK2_DATE = re.compile(r"(20[0-9]{2})([0-9]{2})([0-9]{2})")
 
 
 def parse(version: str) -> tuple[int, ...]:
@@ -21,7 +23,9 @@ def parse(version: str) -> tuple[int, ...]:
     if not match:
         raise ValueError(f"not a version: {version!r}")
     core = match.group(1)
-    if date := _EDK2_DATE.match(core):
+    if any(len(part) > _MAX_DIGITS for part in core.split(".")):
+        raise ValueError(f"not a version: {version!r}")
+    if date := _EDK2_DATE.fullmatch(core):
         return tuple(int(x) for x in date.groups())
     return tuple(int(x) for x in core.split("."))
 
@@ -54,10 +58,14 @@ class Floor:
     why: str
 
     def check(self, version: str | None) -> Verdict:
-        """Judge a declared version against this floor."""
+        """Judge a version against this floor; one that cannot be read fails (fail closed)."""
         if version is None:
             return Verdict.UNKNOWN
-        if compare(version, self.minimum) < 0:
+        try:
+            below = compare(version, self.minimum) < 0
+        except ValueError:
+            return Verdict.FAIL
+        if below:
             return Verdict.FAIL
         if compare(version, self.recommended) < 0:
             return Verdict.WARN

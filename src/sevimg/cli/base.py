@@ -19,9 +19,10 @@ from rich.console import Console
 
 from sevimg import __version__, mkosi
 from sevimg.catalog import Catalog, load_catalog
+from sevimg.cli.params import MkosiVersion
 from sevimg.problems import Problem, SevimgError
 from sevimg.redact import redact_text
-from sevimg.render import OLDEST_MKOSI, Renderer, parse_mkosi_version
+from sevimg.render import OLDEST_MKOSI, Renderer
 from sevimg.workspace import Workspace, find_workspace
 
 P = ParamSpec("P")
@@ -113,21 +114,10 @@ pass_ctx = click.make_pass_decorator(Context)
 
 
 def mkosi_version_option(func: Callable[P, R]) -> Callable[P, R]:
-    def check(_: click.Context, __: click.Parameter, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            parsed = parse_mkosi_version(value)
-        except ValueError:
-            raise click.BadParameter(f"{value!r} is not a version such as 25.3 or 27.1") from None
-        if parsed < mkosi.MIN_VERSION:
-            raise click.BadParameter(f"sevimg supports mkosi {OLDEST_MKOSI} and newer")
-        return ".".join(map(str, parsed))
-
     return click.option(
         "--mkosi-version",
         metavar="VERSION",
-        callback=check,
+        type=MkosiVersion(),
         help="Render for this mkosi version (default: the mkosi found, else "
         f"{OLDEST_MKOSI}). 26 and newer get KernelModules=, older ones KernelModulesInclude/Exclude=.",
     )(func)

@@ -26,6 +26,7 @@ from sevimg.cli.base import (
     pass_ctx,
     print_problems,
 )
+from sevimg.cli.params import ImageName, Number
 from sevimg.launch import MIN_MEMORY_MB
 from sevimg.payload import KNOWN_SEV_FIRMWARE
 from sevimg.problems import SevimgError
@@ -35,7 +36,7 @@ SNP_SYSFS = Path("/sys/module/kvm_amd/parameters/sev_snp")
 
 
 @main.command()
-@click.argument("images", nargs=-1)
+@click.argument("images", nargs=-1, type=ImageName())
 @click.option("--all", "all_images", is_flag=True, help="Build every release of the catalog.")
 @click.option(
     "--role",
@@ -157,7 +158,7 @@ def _summary(outcomes: Sequence[Outcome], out_dir: Path) -> None:
 
 
 @main.command("run")
-@click.argument("image")
+@click.argument("image", type=ImageName(role_prefix=True, efi_path=True))
 @click.option(
     "--no-sev",
     is_flag=True,
@@ -166,14 +167,14 @@ def _summary(outcomes: Sequence[Outcome], out_dir: Path) -> None:
 @click.option("--dry-run", is_flag=True, help="Print the QEMU command instead of running it.")
 @click.option(
     "--memory",
-    type=int,
+    type=Number(MIN_MEMORY_MB, run.MAX_MEMORY_MB, "MB", integer=True),
     default=MIN_MEMORY_MB,
     show_default=True,
-    help=f"Guest memory in MB (at least {MIN_MEMORY_MB}).",
+    help=f"Guest memory in MB ({MIN_MEMORY_MB} to {run.MAX_MEMORY_MB}).",
 )
 @click.option(
     "--timeout",
-    type=click.FloatRange(1),
+    type=Number(1, run.MAX_TIMEOUT, "seconds"),
     default=600,
     show_default=True,
     help="--no-sev: seconds to wait for the marker.",

@@ -24,6 +24,7 @@ from sevimg.cli.base import (
     pass_ctx,
     print_problems,
 )
+from sevimg.cli.params import ImageName
 from sevimg.loader import LoadError, load_text
 from sevimg.output import write_file_atomic, write_trees
 from sevimg.policy import floor_verdicts
@@ -127,7 +128,7 @@ def _list_row(c: Checked) -> dict[str, Any]:
 
 
 @main.command()
-@click.argument("image")
+@click.argument("image", type=ImageName())
 @click.option(
     "--role", type=click.Choice(["host", "guest"]), help="Only this role (default: every role)."
 )
@@ -163,7 +164,7 @@ def show(ctx: Context, image: str, role: str | None, as_json: bool, debug: bool)
 
 
 @main.command()
-@click.argument("images", nargs=-1)
+@click.argument("images", nargs=-1, type=ImageName())
 @click.option("--json", "as_json", is_flag=True, help="Print problems as JSON.")
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
 @click.option(
@@ -226,7 +227,7 @@ def validate(
 
 
 @main.command()
-@click.argument("images", nargs=-1)
+@click.argument("images", nargs=-1, type=ImageName())
 @click.option("--all", "all_images", is_flag=True, help="Render every release of the catalog.")
 @click.option(
     "-o",
@@ -299,6 +300,7 @@ def render_images(
     "--from",
     "from_image",
     metavar="IMAGE",
+    type=ImageName(),
     help="Carry over the overrides of this release of the same distribution.",
 )
 @click.option(

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from sevimg import config, doctor
 from sevimg.cli.base import Context, handle_errors, main, out, pass_ctx
+from sevimg.cli.params import Number
 from sevimg.problems import SevimgError
 
 _STYLE = {doctor.Status.OK: "green", doctor.Status.WARN: "yellow", doctor.Status.FAIL: "bold red"}
@@ -21,7 +22,7 @@ _STYLE = {doctor.Status.OK: "green", doctor.Status.WARN: "yellow", doctor.Status
 @click.option("--no-network", is_flag=True, help="Skip the mirror reachability checks.")
 @click.option(
     "--timeout",
-    type=click.FloatRange(0.1, 60),
+    type=Number(0.1, 60, "seconds"),
     default=doctor.NETWORK_TIMEOUT,
     show_default=True,
     help="Seconds to wait for each mirror.",
