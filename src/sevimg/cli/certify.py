@@ -82,6 +82,13 @@ def read_report(path: Path) -> bytes:
     help=f"Fetch the VCEK, ASK and ARK from this KDS (default: AMD's, {kds.DEFAULT_URL}).",
 )
 @click.option(
+    "--kds-attempts",
+    type=click.IntRange(1, 20),
+    default=kds.Kds.attempts,
+    show_default=True,
+    help="Tries per KDS request; waits 2, 4, 8 ... s between them (or what Retry-After says).",
+)
+@click.option(
     "--nonce",
     metavar="HEX",
     help="The request data the report must carry (at most 64 bytes; shorter is zero-padded).",
@@ -114,6 +121,7 @@ def verify_command(
     report: Path,
     certs_dir: Path | None,
     kds_url: str | None,
+    kds_attempts: int,
     nonce: str | None,
     measurement: str | None,
     vmpl: int,
@@ -158,7 +166,7 @@ def verify_command(
             return certs.load_folder(folder)
     else:
         try:
-            client = kds.Kds(kds_url or kds.DEFAULT_URL)
+            client = kds.Kds(kds_url or kds.DEFAULT_URL, attempts=kds_attempts)
         except ValueError as exc:
             raise SevimgError(f"--kds: {exc}") from None
 
