@@ -218,6 +218,9 @@ def test_a_version_2_report_needs_its_product_named() -> None:
         "https://kds/?x=1",
         "https://kds/#frag",
         "javascript:alert(1)",
+        "http://kds example/",
+        "http://kds.example/\n",
+        "http://kds.example/\x00",
     ],
 )
 def test_bad_base_urls_are_refused(url: str) -> None:
@@ -247,3 +250,9 @@ def test_retry_after_forms() -> None:
     assert retry_after(format_datetime(now - timedelta(seconds=30), usegmt=True), now) == 0.0
     for bad in (None, "", "soon", "-1", "1.5e9x"):
         assert retry_after(bad) is None
+
+
+def test_a_host_name_that_cannot_be_encoded_is_a_clean_error() -> None:
+    client = Kds("http://" + "a" * 70 + ".example", backoff=0.01)
+    with pytest.raises(KdsError, match="aaaa"):
+        client.fetch(parse_report(kit.signed_report()))

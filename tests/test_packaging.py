@@ -39,7 +39,10 @@ def test_wheel_ships_templates_and_schemas(wheel: Path) -> None:
 def test_wheel_ships_sevimg_cert_with_its_pinned_roots(wheel: Path, tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for product in ("milan", "genoa", "turin"):
-        assert {f"sevimg_cert/roots/{product}/ark.pem", f"sevimg_cert/roots/{product}/ask.pem"} <= names
+        assert {
+            f"sevimg_cert/roots/{product}/ark.pem",
+            f"sevimg_cert/roots/{product}/ask.pem",
+        } <= names
     assert "sevimg_cert/roots/README.md" in names
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)

@@ -228,6 +228,10 @@ def _bad_inputs(case: Path) -> dict[str, tuple[list[str], str]]:
             ["verify", report, "--kds", "ftp://kds.example"],
             "--kds: 'ftp://kds.example' is not an http:// or https:// URL",
         ),
+        "kds-empty": (
+            ["verify", report, "--kds", ""],
+            "--kds: '' is not an http:// or https:// URL",
+        ),
         "kds-no-scheme": (
             ["verify", report, "--kds", "kdsintf.amd.com"],
             "is not an http:// or https:// URL",
@@ -258,7 +262,7 @@ def _bad_inputs(case: Path) -> dict[str, tuple[list[str], str]]:
 BAD_INPUTS = [
     "missing-report", "report-is-a-folder", "huge-report", "nonce-not-hex", "nonce-odd", "nonce-empty", "nonce-0x-only",
     "nonce-spaces", "nonce-too-long", "measurement-short", "measurement-long", "measurement-not-hex", "certs-missing",
-    "certs-is-a-file", "certs-and-kds", "kds-ftp", "kds-no-scheme", "kds-bad-port", "kds-secret-bad-port",
+    "certs-is-a-file", "certs-and-kds", "kds-ftp", "kds-empty", "kds-no-scheme", "kds-bad-port", "kds-secret-bad-port",
     "trusted-ark-missing", "trusted-ark-garbage", "trusted-ark-folder",
 ]  # fmt: skip
 

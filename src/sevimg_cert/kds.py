@@ -73,6 +73,8 @@ def check_base_url(url: str) -> str:
         parts.port  # noqa: B018  (raises ValueError on a bad port)
     except ValueError:
         raise ValueError(f"{redact(url)!r} is not a URL") from None
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise ValueError(f"{redact(url)!r} is not a URL: it holds spaces or control characters")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{redact(url)!r} is not an http:// or https:// URL")
     if parts.query or parts.fragment:
@@ -153,7 +155,9 @@ class Kds:
                 delay = retry_after(exc.headers.get("Retry-After") if exc.headers else None)
             except urllib.error.URLError as exc:
                 last = str(exc.reason)
-            except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+            except ValueError as exc:  # e.g. a host name IDNA cannot encode: no use retrying
+                raise KdsError(f"{redact(url)}: {exc}") from None
+            except (OSError, http.client.HTTPException) as exc:  # timeouts, resets, TLS errors
                 last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             if attempt < self.attempts:
                 self.sleep(min(self.max_wait, wait if delay is None else delay))

@@ -166,7 +166,7 @@ def verify_command(
             return certs.load_folder(folder)
     else:
         try:
-            client = kds.Kds(kds_url or kds.DEFAULT_URL, attempts=kds_attempts)
+            client = kds.Kds(kds.DEFAULT_URL if kds_url is None else kds_url, attempts=kds_attempts)
         except ValueError as exc:
             raise SevimgError(f"--kds: {exc}") from None
 
