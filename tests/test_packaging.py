@@ -36,6 +36,25 @@ def test_wheel_ships_templates_and_schemas(wheel: Path) -> None:
         assert f"sevimg/_data/schema/{schema.name}" in names
 
 
+def test_wheel_ships_sevimg_cert_with_its_pinned_roots(wheel: Path, tmp_path: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for product in ("milan", "genoa", "turin"):
+        assert {
+            f"sevimg_cert/roots/{product}/ark.pem",
+            f"sevimg_cert/roots/{product}/ask.pem",
+        } <= names
+    assert "sevimg_cert/roots/README.md" in names
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    run = subprocess.run(
+        [sys.executable, "-I", "-c", "import sys; sys.path.insert(0, sys.argv[1]); import sevimg_cert.roots as r; "
+         "print(r.__file__.startswith(sys.argv[1]), len(r.pinned()))", str(site)],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["True", "3"]
+
+
 def test_installed_wheel_renders_a_folder_with_only_images(
     wheel: Path, workspace: Path, tmp_path: Path
 ) -> None:

@@ -1,0 +1,205 @@
+"""Certification commands: verify (an attestation report, with sevimg_cert's verifier)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import sys
+from pathlib import Path
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from sevimg.cli.base import err, handle_errors, main, out
+from sevimg.problems import SevimgError
+from sevimg_cert import certs, kds
+from sevimg_cert.report import REPORT_SIZE, AttestationReport, Product
+from sevimg_cert.verify import Expected, Verdict, pad_nonce, verify
+
+_STYLE = {Verdict.PASS: "green", Verdict.FAIL: "bold red", Verdict.SKIP: "yellow"}
+_HEX = re.compile(r"[0-9a-fA-F]*")
+MAX_REPORT_FILE = 64 * 1024  # a report is 1184 bytes, its base64 about 1.6 KiB
+
+
+def parse_hex(option: str, value: str, *, size: int, exact: bool) -> bytes:
+    """Bytes from a hex option value (an optional 0x prefix); SevimgError names the option."""
+    text = value.strip()
+    if text[:2].lower() == "0x":
+        text = text[2:]
+    shown = value if len(value) <= 40 else value[:40] + "…"
+    if not text or not _HEX.fullmatch(text):
+        raise SevimgError(f"{option}: {shown!r} is not hexadecimal")
+    if len(text) % 2:
+        raise SevimgError(f"{option}: {shown!r} has an odd number of hex digits")
+    data = bytes.fromhex(text)
+    if exact and len(data) != size:
+        raise SevimgError(f"{option}: {len(data)} bytes; it must be {size} ({2 * size} hex digits)")
+    if len(data) > size:
+        raise SevimgError(f"{option}: {len(data)} bytes; at most {size} ({2 * size} hex digits)")
+    return data
+
+
+def read_report(path: Path) -> bytes:
+    """The report's bytes: the 1184-byte binary, or its base64 (as a certificate's evidence block has it)."""
+    try:
+        if not path.exists():
+            raise SevimgError(f"{path}: no such file")
+        if not path.is_file():
+            raise SevimgError(f"{path}: not a regular file")
+        size = path.stat().st_size
+        if size > MAX_REPORT_FILE:
+            raise SevimgError(f"{path}: {size} bytes; an attestation report is {REPORT_SIZE}")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SevimgError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(data) != REPORT_SIZE:
+        try:
+            decoded = base64.b64decode(b"".join(data.split()), validate=True)
+        except (binascii.Error, ValueError):
+            decoded = b""
+        if len(decoded) == REPORT_SIZE:
+            return decoded
+    return data
+
+
+@main.command("verify")
+@click.argument("report", metavar="REPORT", type=click.Path(path_type=Path))
+@click.option(
+    "--certs",
+    "certs_dir",
+    metavar="DIR",
+    type=click.Path(path_type=Path),
+    help="Certificates from this folder: ark, ask and vcek as .pem or .der, or KDS's "
+    "cert_chain.pem with vcek.der/vcek.pem. A missing ASK or ARK is AMD's pinned one.",
+)
+@click.option(
+    "--kds",
+    "kds_url",
+    metavar="URL",
+    help=f"Fetch the VCEK, ASK and ARK from this KDS (default: AMD's, {kds.DEFAULT_URL}).",
+)
+@click.option(
+    "--kds-attempts",
+    type=click.IntRange(1, 20),
+    default=kds.Kds.attempts,
+    show_default=True,
+    help="Tries per KDS request; waits 2, 4, 8 ... s between them (or what Retry-After says).",
+)
+@click.option(
+    "--nonce",
+    metavar="HEX",
+    help="The request data the report must carry (at most 64 bytes; shorter is zero-padded).",
+)
+@click.option("--measurement", metavar="HEX", help="The expected launch measurement (48 bytes).")
+@click.option(
+    "--vmpl",
+    type=click.IntRange(0, 3),
+    default=0,
+    show_default=True,
+    help="The VMPL the report must be for.",
+)
+@click.option(
+    "--trusted-ark",
+    "trusted_arks",
+    metavar="FILE",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Also accept a chain ending in this root (PEM or DER; repeatable). AMD's Milan, "
+    "Genoa and Turin roots are always trusted, any other root only when named here.",
+)
+@click.option(
+    "--product",
+    type=click.Choice([p.value.lower() for p in Product], case_sensitive=False),
+    help="The processor, when the report does not say (version 2) or to override it.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@handle_errors
+def verify_command(
+    report: Path,
+    certs_dir: Path | None,
+    kds_url: str | None,
+    kds_attempts: int,
+    nonce: str | None,
+    measurement: str | None,
+    vmpl: int,
+    trusted_arks: tuple[Path, ...],
+    product: str | None,
+    as_json: bool,
+) -> None:
+    """Verify an SEV-SNP attestation report (the 1184-byte binary, or its base64).
+
+    Checks the structure, the request data against --nonce, the measurement
+    against --measurement, that debugging is off, the VMPL, the chain VCEK ->
+    ASK -> ARK up to AMD's pinned roots, that the VCEK certifies the report's
+    chip ID and reported TCB, and the report's signature. Exit status 0 only
+    when every check passes; a check that could not run (no --nonce, say)
+    is not a pass.
+    """
+    if certs_dir is not None and kds_url is not None:
+        raise SevimgError("give --certs DIR or --kds URL, not both")
+    nonce_bytes = (
+        None if nonce is None else pad_nonce(parse_hex("--nonce", nonce, size=64, exact=False))
+    )
+    expected_measurement = (
+        None
+        if measurement is None
+        else parse_hex("--measurement", measurement, size=48, exact=True)
+    )
+    trusted = []
+    for path in trusted_arks:
+        try:
+            trusted.append(certs.load_cert_file(path))
+        except certs.CertError as exc:
+            raise SevimgError(f"--trusted-ark: {exc}") from None
+    chosen = Product.parse(product) if product else None
+    if certs_dir is not None:
+        if not certs_dir.is_dir():
+            raise SevimgError(
+                f"--certs: {certs_dir}: {'not a folder' if certs_dir.exists() else 'no such folder'}"
+            )
+        folder = certs_dir
+
+        def source(parsed: AttestationReport) -> certs.Chain:
+            return certs.load_folder(folder)
+    else:
+        try:
+            client = kds.Kds(kds.DEFAULT_URL if kds_url is None else kds_url, attempts=kds_attempts)
+        except ValueError as exc:
+            raise SevimgError(f"--kds: {exc}") from None
+
+        def source(parsed: AttestationReport) -> certs.Chain:
+            return client.fetch(parsed, chosen)
+
+    raw = read_report(report)
+    expected = Expected(nonce_bytes, expected_measurement, vmpl, tuple(trusted))
+    result = verify(raw, source, expected, product=chosen)
+
+    if as_json:
+        out.print_json(json.dumps({"report_file": str(report), **result.as_dict()}))
+    else:
+        table = Table(title=f"sevimg verify {escape(str(report))}")
+        for column in ("check", "verdict", "reason"):
+            table.add_column(column, overflow="fold")
+        for check in result.checks:
+            style = _STYLE[check.verdict]
+            table.add_row(
+                escape(check.name),
+                f"[{style}]{check.verdict.value}[/{style}]",
+                escape(check.reason),
+            )
+        out.print(table)
+    if result.passed:
+        if not as_json:
+            out.print("verified: every check passed", style="bold green")
+        sys.exit(0)
+    failed = [c for c in result.checks if c.verdict is Verdict.FAIL]
+    skipped = [c for c in result.checks if c.verdict is Verdict.SKIP]
+    summary = "; ".join(f"{c.name}: {c.reason}" for c in failed) or "no check failed"
+    err.print(f"sevimg: error: {report}: not verified: {summary}", style="bold red", markup=False)
+    if skipped:
+        names = ", ".join(c.name for c in skipped)
+        err.print(f"not checked (not a pass): {names}", markup=False)
+    sys.exit(1)

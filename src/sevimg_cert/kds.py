@@ -1,0 +1,204 @@
+"""AMD's Key Distribution Service (KDS): a chip's VCEK and its product's ASK/ARK.
+
+URLs (AMD's "Versioned Chip Endorsement Key (VCEK) Certificate and KDS
+Interface Specification", document 57230):
+
+    {base}/vcek/v1/{Milan|Genoa|Turin}/{hwid}?blSPL=..&teeSPL=..&snpSPL=..&ucodeSPL=..
+    {base}/vcek/v1/{product}/cert_chain        (PEM: the ASK, then the ARK)
+
+`hwid` is the report's chip ID in hex (Turin: its first 8 bytes, and the URL
+also carries fmcSPL); the SPLs are the report's reported TCB. The VCEK comes
+as DER. KDS rate-limits with 429, so requests are retried with backoff on
+429, 5xx and connection errors, honouring Retry-After. Only the standard
+library's urllib is used: this runs inside the host image.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import http.client
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from cryptography import x509
+
+from sevimg_cert.certs import CertError, Chain, complete, parse_cert, parse_certs
+from sevimg_cert.report import AttestationReport, Product
+
+DEFAULT_URL = "https://kdsintf.amd.com"
+MAX_RESPONSE = 1 << 20
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class KdsError(RuntimeError):
+    """KDS could not serve a certificate; the message says why and what to do instead."""
+
+
+def redact(url: str) -> str:
+    """`url` without any user:password part, for messages."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def _split_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """The URL without user:password, and the headers to send (Basic auth when it had them).
+
+    Requests never carry the credentials in the URL, so no error text can echo them.
+    """
+    headers = {"User-Agent": "sevimg-cert"}
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        user = urllib.parse.unquote(parts.username or "")
+        password = urllib.parse.unquote(parts.password or "")
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+    return redact(url), headers
+
+
+def check_base_url(url: str) -> str:
+    """`url` without a trailing slash; ValueError unless it is an http(s) URL with a host."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError on a bad port)
+    except ValueError:
+        raise ValueError(f"{redact(url)!r} is not a URL") from None
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise ValueError(f"{redact(url)!r} is not a URL: it holds spaces or control characters")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{redact(url)!r} is not an http:// or https:// URL")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{redact(url)!r}: give the service's base URL, without ? or #")
+    return url.rstrip("/")
+
+
+def retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (seconds, or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+@dataclass(frozen=True)
+class Kds:
+    """A KDS client: base URL, attempts, and how long to wait between them."""
+
+    base_url: str = DEFAULT_URL
+    attempts: int = 6
+    backoff: float = 2.0  # seconds before the second attempt, doubled after each
+    max_wait: float = 60.0  # cap on any one wait, Retry-After included
+    timeout: float = 30.0
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "base_url", check_base_url(self.base_url))
+
+    def vcek_url(self, report: AttestationReport, product: Product) -> str:
+        """The VCEK URL for the chip and reported TCB of `report`."""
+        if report.chip_id_masked:
+            raise KdsError(
+                "the report's chip ID is masked (MASK_CHIP_ID), so KDS cannot name its VCEK; "
+                "give the VCEK in a certificate folder instead"
+            )
+        tcb = report.reported_tcb
+        spl = f"blSPL={tcb.bootloader:02d}&teeSPL={tcb.tee:02d}&snpSPL={tcb.snp:02d}&ucodeSPL={tcb.microcode:02d}"
+        if product is Product.TURIN:
+            hwid = report.chip_id[:8].hex()
+            spl = f"fmcSPL={(tcb.fmc or 0):02d}&{spl}"
+        else:
+            hwid = report.chip_id.hex()
+        return f"{self.base_url}/vcek/v1/{product.value}/{hwid}?{spl}"
+
+    def chain_url(self, product: Product) -> str:
+        """The URL of a product's ASK and ARK."""
+        return f"{self.base_url}/vcek/v1/{product.value}/cert_chain"
+
+    def get(self, url: str) -> bytes:
+        """GET `url`, retrying what is worth retrying; KdsError when it cannot be had."""
+        wait = self.backoff
+        last = ""
+        target, headers = _split_credentials(url)
+        for attempt in range(1, self.attempts + 1):
+            delay: float | None = None
+            try:
+                request = urllib.request.Request(target, headers=headers)  # noqa: S310
+                with urllib.request.urlopen(request, timeout=self.timeout) as answer:  # noqa: S310
+                    body: bytes = answer.read(MAX_RESPONSE + 1)
+                if len(body) > MAX_RESPONSE:
+                    raise KdsError(f"{redact(url)}: the answer is larger than {MAX_RESPONSE} bytes")
+                return body
+            except urllib.error.HTTPError as exc:
+                exc.close()
+                if exc.code not in RETRY_STATUSES:
+                    hint = " (KDS knows no such chip, product or TCB)" if exc.code == 404 else ""
+                    raise KdsError(f"{redact(url)}: HTTP {exc.code} {exc.reason}{hint}") from None
+                last = f"HTTP {exc.code} {exc.reason}"
+                delay = retry_after(exc.headers.get("Retry-After") if exc.headers else None)
+            except urllib.error.URLError as exc:
+                last = str(exc.reason)
+            except ValueError as exc:  # e.g. a host name IDNA cannot encode: no use retrying
+                raise KdsError(f"{redact(url)}: {exc}") from None
+            except (OSError, http.client.HTTPException) as exc:  # timeouts, resets, TLS errors
+                last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if attempt < self.attempts:
+                self.sleep(min(self.max_wait, wait if delay is None else delay))
+                wait *= 2
+        raise KdsError(
+            f"AMD KDS at {redact(self.base_url)} could not be reached after {self.attempts} "
+            f"attempts ({redact(url)}): {last}"
+        )
+
+    def fetch_vcek(
+        self, report: AttestationReport, product: Product
+    ) -> tuple[str, x509.Certificate]:
+        """The chip's VCEK, and the (redacted) URL it came from."""
+        url = self.vcek_url(report, product)
+        try:
+            return redact(url), parse_cert(self.get(url), redact(url))
+        except CertError as exc:
+            raise KdsError(str(exc)) from None
+
+    def fetch_chain(self, product: Product) -> tuple[x509.Certificate, x509.Certificate]:
+        """The product's ASK and ARK, as KDS's cert_chain serves them."""
+        url = self.chain_url(product)
+        try:
+            certs = parse_certs(self.get(url), redact(url))
+        except CertError as exc:
+            raise KdsError(str(exc)) from None
+        if len(certs) != 2:
+            raise KdsError(
+                f"{redact(url)}: {len(certs)} certificates, expected the ASK and the ARK"
+            )
+        return certs[0], certs[1]
+
+    def fetch(self, report: AttestationReport, product: Product | None = None) -> Chain:
+        """VCEK, ASK and ARK for `report` (its own product unless `product` is given)."""
+        product = product or report.product
+        if product is None:
+            raise KdsError(
+                f"the report does not say which processor made it ({report.product_source}); "
+                "name it (milan, genoa or turin)"
+            )
+        vcek = self.fetch_vcek(report, product)
+        ask, ark = self.fetch_chain(product)
+        chain_url = redact(self.chain_url(product))
+        return complete(vcek, (f"{chain_url} (ASK)", ask), (f"{chain_url} (ARK)", ark))

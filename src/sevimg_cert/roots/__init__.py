@@ -1,0 +1,72 @@
+"""AMD's pinned ARK and ASK certificates for Milan, Genoa and Turin.
+
+Where they come from and how to check them: README.md next to this file.
+Each file is checked against its SHA-256 fingerprint when loaded, so an
+edited file is refused rather than trusted.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from sevimg_cert.report import Product
+
+# SHA-256 of the DER encoding; the same values are in README.md.
+FINGERPRINTS: dict[tuple[Product, str], str] = {
+    (Product.MILAN, "ark"): "69d063b45344d26a2e94e1f4210de49ef555308287d4c174445c95639a540bcd",
+    (Product.MILAN, "ask"): "67d303bd3905fd38db8b20e0793699870e7fa612eaad5dec358293fd8c0bac1b",
+    (Product.GENOA, "ark"): "4c6598d19c18719c5dfd4a7d335f674e5bfe1d8f800cea2cf270c10d103db2f1",
+    (Product.GENOA, "ask"): "5464738c1546aed5f2cecf1dc98c5c960a92e8913238a61711bc90ec6e828521",
+    (Product.TURIN, "ark"): "1f084161a44bb6d93778a904877d4819cafa5d05ef4193b2ded9dd9c73dd3f6a",
+    (Product.TURIN, "ask"): "5b77ef5fe7a7a004fd9032668fba9d0fda22f88c4442069a479636a6ae3b3185",
+}
+
+
+class PinnedRootError(RuntimeError):
+    """A pinned certificate file is missing or not the one documented."""
+
+
+@dataclass(frozen=True)
+class Pinned:
+    """One product's pinned pair."""
+
+    product: Product
+    ark: x509.Certificate
+    ask: x509.Certificate
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 of the certificate's DER encoding, lowercase hex."""
+    return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
+
+
+def _load(product: Product, kind: str) -> x509.Certificate:
+    name = f"{product.value.lower()}/{kind}.pem"
+    try:
+        data = resources.files(__name__).joinpath(name).read_bytes()
+        cert = x509.load_pem_x509_certificate(data)
+    except (OSError, ValueError) as exc:
+        raise PinnedRootError(f"pinned AMD certificate {name}: {exc}") from exc
+    if fingerprint(cert) != FINGERPRINTS[product, kind]:
+        raise PinnedRootError(
+            f"pinned AMD certificate {name} has SHA-256 {fingerprint(cert)}, "
+            f"not the documented {FINGERPRINTS[product, kind]}"
+        )
+    return cert
+
+
+@functools.cache
+def pinned() -> tuple[Pinned, ...]:
+    """Every product's pinned ARK and ASK, checked against the fingerprints."""
+    return tuple(Pinned(p, _load(p, "ark"), _load(p, "ask")) for p in Product)
+
+
+def for_product(product: Product) -> Pinned:
+    """The pinned pair of one product."""
+    return next(p for p in pinned() if p.product is product)

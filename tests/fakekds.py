@@ -1,0 +1,118 @@
+"""A fake AMD KDS: a real HTTP server on 127.0.0.1 serving a synthetic chain.
+
+It answers the two KDS routes (`/vcek/v1/{product}/{hwid}?...SPL=..` with the
+VCEK as DER, `/vcek/v1/{product}/cert_chain` with ASK and ARK as PEM) and 404
+for anything else, the way kdsintf.amd.com does. Tests queue faults per
+route kind (`faults["vcek"] = [429, 503]`) that are answered first, with a
+Retry-After header when `retry_after` is set, and read `requests` afterwards.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from tests.certkit import SynthChain, der, pem
+
+
+@dataclass
+class FakeKds:
+    """The server's state: what it serves, the faults still queued, what it saw."""
+
+    chain: SynthChain
+    product: str
+    hwid: str
+    faults: dict[str, list[int]] = field(default_factory=dict)
+    retry_after: str | None = "0"
+    bodies: dict[str, bytes] = field(default_factory=dict)  # replaces what a route answers
+    requests: list[tuple[str, str, dict[str, list[str]]]] = field(default_factory=list)
+    authorizations: list[str | None] = field(default_factory=list)
+    url: str = ""
+
+    def kind(self, path: str) -> str:
+        parts = path.strip("/").split("/")
+        if len(parts) != 4 or parts[:2] != ["vcek", "v1"] or parts[2] != self.product:
+            return "unknown"
+        if parts[3] == "cert_chain":
+            return "chain"
+        return "vcek" if parts[3] == self.hwid else "unknown"
+
+    def seen(self, kind: str) -> int:
+        """How many requests of a kind (vcek, chain, unknown) arrived."""
+        return sum(1 for k, _, _ in self.requests if k == kind)
+
+
+def _handler(state: FakeKds) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def _send(
+            self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None
+        ) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            for key, value in (extra or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            split = urlsplit(self.path)
+            kind = state.kind(split.path)
+            state.requests.append((kind, split.path, parse_qs(split.query)))
+            state.authorizations.append(self.headers.get("Authorization"))
+            queued = state.faults.get(kind, [])
+            if queued:
+                status = queued.pop(0)
+                extra = {"Retry-After": state.retry_after} if state.retry_after is not None else {}
+                self._send(
+                    status,
+                    b"Too Many Requests\n" if status == 429 else b"error\n",
+                    "text/plain",
+                    extra,
+                )
+            elif kind in state.bodies:
+                self._send(200, state.bodies[kind], "application/octet-stream")
+            elif kind == "vcek":
+                self._send(200, der(state.chain.vcek), "application/x-x509-ca-cert")
+            elif kind == "chain":
+                self._send(
+                    200, pem(state.chain.ask) + pem(state.chain.ark), "application/x-pem-file"
+                )
+            else:
+                self._send(404, b"Not Found\n", "text/plain")
+
+    return Handler
+
+
+@contextmanager
+def serve(state: FakeKds) -> Iterator[FakeKds]:
+    """Run the server on a free port of 127.0.0.1 for the duration of the block."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def closed_port_url() -> str:
+    """A URL on 127.0.0.1 where nothing listens (connection refused)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
