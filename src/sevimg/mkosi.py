@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sevimg import proc
 from sevimg.problems import SevimgError
 from sevimg.render import OLDEST_MKOSI, parse_mkosi_version
 
@@ -36,28 +37,31 @@ class Mkosi:
     def run(
         self, args: Sequence[str], *, cwd: Path | None = None, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
-        """Run mkosi with `args`, capturing output."""
-        return subprocess.run(
-            [str(self.path), *args],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        """Run mkosi with `args` in its own process group, capturing output.
+
+        SevimgError when it cannot be started or runs longer than `timeout` seconds.
+        """
+        try:
+            return proc.run([self.path, *args], cwd=cwd, timeout=timeout)
+        except OSError as exc:
+            raise SevimgError(f"cannot run {self.path}: {exc.strerror or exc}") from None
+        except proc.TimedOut:
+            raise SevimgError(
+                f"mkosi {' '.join(args)} did not finish within {timeout:g} s; it was stopped"
+            ) from None
 
 
 def version_of(path: Path) -> str:
     """The version an mkosi executable reports ('25.3')."""
     try:
-        proc = subprocess.run(
-            [str(path), "--version"], capture_output=True, text=True, timeout=60, check=False
-        )
+        done = proc.run([path, "--version"], timeout=60)
     except OSError as exc:
         raise SevimgError(f"cannot run {path}: {exc.strerror or exc}") from None
-    if proc.returncode != 0:
-        raise SevimgError(f"{path} --version failed: {proc.stderr.strip()}")
-    text = proc.stdout.strip()
+    except proc.TimedOut:
+        raise SevimgError(f"{path} --version did not answer within 60 s") from None
+    if done.returncode != 0:
+        raise SevimgError(f"{path} --version failed: {done.stderr.strip()}")
+    text = done.stdout.strip()
     # "mkosi 25.3" or "mkosi 25.3 (…)"
     return ".".join(
         map(str, parse_mkosi_version(text.split()[1] if text.startswith("mkosi ") else text))
