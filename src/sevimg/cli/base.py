@@ -16,6 +16,7 @@ from typing import NoReturn, ParamSpec, TypeVar
 
 import click
 from rich.console import Console
+from rich.text import Text
 
 from sevimg import __version__, mkosi
 from sevimg.catalog import Catalog, load_catalog
@@ -28,8 +29,17 @@ R = TypeVar("R")
 
 # Pipes and CI logs get a fixed, wide layout instead of rich's 80-column guess.
 _WIDTH = None if sys.stdout.isatty() else 132
-out = Console(highlight=False, soft_wrap=True, width=_WIDTH)
-err = Console(stderr=True, highlight=False, soft_wrap=True, width=_WIDTH)
+# Text is printed as written: catalog values, paths and remote names may hold
+# "[/red]" or ":smile:", which rich would otherwise read as markup or emoji
+# (and crash on, or turn into a hyperlink). Styling goes through `style=` or
+# rich.text.Text, never through markup in a string.
+out = Console(highlight=False, soft_wrap=True, width=_WIDTH, markup=False, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, width=_WIDTH, markup=False, emoji=False)
+
+
+def styled(text: object, style: str = "") -> Text:
+    """A table cell or status line shown literally (never parsed as markup), optionally styled."""
+    return Text(str(text), style=style)
 
 
 def print_problems(problems: Iterable[Problem]) -> None:
