@@ -219,6 +219,23 @@ def test_leftovers_of_mkosi_are_killed_when_it_exits(sandbox: Sandbox) -> None:
     assert sandbox.debris() == []
 
 
+@pytest.mark.parametrize("signum", SIGNALS, ids=SIGNAL_IDS)
+def test_signal_during_validate_mkosi_stops_mkosi_and_removes_its_scratch(
+    sandbox: Sandbox, signum: int
+) -> None:
+    sevimg = sandbox.start(
+        "validate", "--mkosi", "debian-13", FAKE_MODE="sleep", FAKE_HANG_AT="guest-debian-13"
+    )
+    fakes.wait_for_file(sandbox.pids / "mkosi-guest-debian-13.pid")
+    fakes.wait_for_file(sandbox.pids / "grandchild-guest-debian-13.pid")
+    assert [p.name[:13] for p in sandbox.tmp.iterdir()] == ["sevimg-check-"]
+    os.kill(sevimg.pid, signum)
+    code, _, stderr = sandbox.finish(sevimg)
+    assert_one_line_message(code, stderr, signum)
+    assert_gone(sandbox.recorded_pids())
+    assert sandbox.debris() == []
+
+
 # --- run: QEMU -------------------------------------------------------------------------------
 
 

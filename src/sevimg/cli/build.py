@@ -232,7 +232,8 @@ def run_command(
     OVMF (OVMF.amdsev.fd) and the UKI as -kernel. The C-bit position is read
     from CPUID (51 when it cannot be). With --no-sev the same UKI boots under
     plain QEMU and OVMF as a smoke test: exit 0 when the guest prints its
-    readiness marker, non-zero with the console's last lines otherwise.
+    readiness marker, non-zero with the console's last lines otherwise;
+    SIGINT, SIGTERM or SIGHUP stop that QEMU and exit 130, 143 or 129.
     """
     kernel = _guest_artifact(ctx, image, from_dir)
     if no_sev:
