@@ -118,6 +118,7 @@ class Builder:
         outcomes: list[Outcome] = []
         tools_tree: Path | None = None
         for spec in build_order(specs):
+            interrupt.check()
             started = time.monotonic()
             try:
                 tree = self.render(spec)

@@ -27,6 +27,10 @@ def main() -> None:
         code = exc.code
     except KeyboardInterrupt:  # raised by hand somewhere: still no traceback
         code = 130
+    except Exception:
+        if interrupt.received() is None:
+            raise  # a broken installation: the traceback is the useful report
+        # else: the signal's exception came out as another one; the signal decides below
     finally:
         interrupt.finishing()
         # Whatever path led here, no child outlives sevimg.

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from sevimg import interrupt
 from sevimg.problems import SevimgError
 
 WAIT = 3.0  # seconds a second run waits before it gives up
@@ -72,6 +73,7 @@ def hold(folder: Path, what: str, *, wait: float = WAIT) -> Iterator[None]:
                             f"waited {wait:g} s",
                             hint="let that run finish, or write somewhere else (-o DIR)",
                         ) from None
+                    interrupt.check()
                     time.sleep(_POLL)
         _held[key] = _held.get(key, 0) + 1
         try:

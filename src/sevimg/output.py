@@ -75,7 +75,11 @@ def _swap(new: Path, dest: Path) -> None:
 
 def write_trees(trees: Iterable[Tree], out_dir: Path) -> list[Path]:
     """Write every tree under `out_dir/<image id>/`; returns the written folders."""
-    return [write_tree(tree, out_dir / tree.image_id) for tree in trees]
+    written = []
+    for tree in trees:
+        interrupt.check()  # between trees: a signal that got lost still ends the run here
+        written.append(write_tree(tree, out_dir / tree.image_id))
+    return written
 
 
 def write_file_atomic(path: Path, content: bytes, mode: int = 0o644) -> None:

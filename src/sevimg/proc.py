@@ -73,6 +73,7 @@ class Child:
     def wait(self) -> int:
         """Wait for the leader, kill what it left in its group, reap it; its exit status."""
         while not self.exited():
+            interrupt.check()
             time.sleep(_POLL)
         return self._reap()
 
@@ -117,6 +118,7 @@ class Child:
 
         threading.Thread(target=pump, name=f"output of {self.pid}", daemon=True).start()
         while True:
+            interrupt.check()
             try:
                 line = feed.get(timeout=0.5)
             except queue.Empty:
@@ -198,6 +200,7 @@ def run(
         grace=grace,
     ) as child:
         while True:
+            interrupt.check()
             try:
                 out, err = child.popen.communicate(timeout=0.5)
                 break

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sevimg import proc
+from sevimg import interrupt, proc
 from sevimg.launch import DEFAULT_CBITPOS, MIN_MEMORY_MB, READY_MARKER, Launch, snp_command
 from sevimg.output import scratch_folder
 from sevimg.problems import SevimgError
@@ -203,6 +203,7 @@ def _boot_once(
                 return BootResult(bool(marker), seconds, label, marker, tuple(tail), reason)
 
             while True:
+                interrupt.check()
                 with console.open("rb") as handle:
                     handle.seek(seen)
                     raw = handle.read()

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from sevimg import proc
+from sevimg import interrupt, proc
 from sevimg.mkosi import Mkosi
 from sevimg.output import scratch_folder, write_tree
 from sevimg.problems import Problem, error
@@ -173,6 +173,7 @@ def check_specs(specs: Iterable[ImageSpec], renderer: Renderer, tool: Mkosi) -> 
     problems: list[Problem] = []
     with scratch_folder("sevimg-check-") as tmp:
         for spec in specs:
+            interrupt.check()
             tree = write_tree(renderer.render(spec), tmp / spec.image_id)
             found = mkosi_mismatches(tool, tree, spec) + script_problems(tree) + unit_problems(tree)
             problems += [error(spec.sources[0], message, field=spec.image_id) for message in found]

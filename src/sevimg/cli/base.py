@@ -18,7 +18,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from sevimg import __version__, mkosi
+from sevimg import __version__, interrupt, mkosi
 from sevimg.catalog import Catalog, load_catalog
 from sevimg.problems import Problem, SevimgError
 from sevimg.render import OLDEST_MKOSI, Renderer, parse_mkosi_version
@@ -63,9 +63,11 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        interrupt.running()  # start-up is over: a signal now stops children and cleans up
         try:
             return func(*args, **kwargs)
         except SevimgError as exc:
+            _after_signal()
             fail(exc)
         except KeyboardInterrupt:
             err.print("sevimg: interrupted")
@@ -75,6 +77,7 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         except click.ClickException:
             raise
         except Exception as exc:  # a bug in sevimg, not bad input: say so plainly
+            _after_signal()
             if os.environ.get("SEVIMG_DEBUG"):
                 traceback.print_exc()
             err.print(
@@ -86,6 +89,12 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             sys.exit(70)
 
     return wrapper
+
+
+def _after_signal() -> None:
+    """A failure that follows a signal is the signal's doing (e.g. Interrupted turned into a RuntimeError)."""
+    if (signum := interrupt.received()) is not None:
+        raise interrupt.Interrupted(signum) from None
 
 
 class Context:
