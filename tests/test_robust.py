@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from tests import fakes
+from tests.artifactkit import make_folder
 from tests.conftest import CliFn, Run
+from tests.fakegithub import TOKEN, FakeGitHub
 
 
 @pytest.fixture
@@ -448,3 +450,31 @@ def test_relative_odd_output_folder_in_a_real_process(
     assert run.code == 0, run.output
     assert (workspace / "-x[" / "y]" / "guest-debian-13.efi").is_file()
     assert "Traceback" not in run.stderr
+
+
+# --- publish: names that come from GitHub ----------------------------------------------------
+
+
+@pytest.mark.parametrize("value", MARKUP)
+def test_publish_prints_remote_asset_names_literally(
+    cli: CliFn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """A draft left by an interrupted run holds an asset with an odd name: the plan shows it as it is."""
+    folder = make_folder(tmp_path / "out", ["debian-13"])
+    with FakeGitHub(tokens={TOKEN: "write"}) as fake:
+        draft = fake.add_release("devel", draft=True, prerelease=True)
+        fake.add_asset(draft, f"{value}.efi", b"", "application/efi", state="starter")
+        monkeypatch.setenv("GITHUB_TOKEN", TOKEN)
+        monkeypatch.setenv("GITHUB_API_URL", fake.api_url)
+        run = cli(
+            "publish",
+            "--repo",
+            "acme/sev-images",
+            "--tag",
+            "devel",
+            "--from",
+            str(folder),
+            "--dry-run",
+        )
+    assert run.code == 0, run.output
+    assert f"remove {value}.efi (state starter" in run.stdout
