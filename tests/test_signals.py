@@ -352,15 +352,18 @@ def test_render_interrupted_while_writing_leaves_whole_trees_and_no_staging(
     reference = {
         tree.name: sorted(p.relative_to(tree) for p in tree.rglob("*")) for tree in build.iterdir()
     }
-    # Trees of an older render, so that the swap has old trees to move aside.
-    for tree in build.iterdir():
-        (tree / "mkosi.conf").write_text("# stale\n")
-
-    again = sandbox.start("render", "--all", "--mkosi-version", "27.1")
-    seen: set[str] = set()
-    while len(seen) < nth and again.poll() is None:
-        seen.update(p.name for p in build.iterdir() if ".new-" in p.name)
-    os.kill(again.pid, signum)
+    for _attempt in range(5):  # polling can miss a staging folder: then try again
+        # Trees of an older render, so that the swap has old trees to move aside.
+        for tree in build.iterdir():
+            (tree / "mkosi.conf").write_text("# stale\n")
+        again = sandbox.start("render", "--all", "--mkosi-version", "27.1")
+        seen: set[str] = set()
+        while len(seen) < nth and again.poll() is None:
+            seen.update(p.name for p in build.iterdir() if ".new-" in p.name)
+        if again.poll() is None:
+            os.kill(again.pid, signum)
+            break
+        again.wait()
     code, _, stderr = sandbox.finish(again)
 
     assert len(seen) >= nth, "render finished before the signal"
