@@ -478,3 +478,35 @@ def test_publish_prints_remote_asset_names_literally(
         )
     assert run.code == 0, run.output
     assert f"remove {value}.efi (state starter" in run.stdout
+
+
+# --- doctor: a broken mkosi ------------------------------------------------------------------
+
+BROKEN_MKOSI = {
+    "garbage": "#!/bin/sh\necho garbage\n",
+    "empty": "#!/bin/sh\n",
+    "name only": "#!/bin/sh\necho mkosi\n",
+    "fails": "#!/bin/sh\necho oops >&2\nexit 3\n",
+    "markup": "#!/bin/sh\necho '[/red] :smile:'\n",
+    "binary": "#!/bin/sh\nprintf '\\377\\376\\000'\n",
+    "not executable": None,
+    "missing": "",
+}
+
+
+@pytest.mark.parametrize("kind", BROKEN_MKOSI)
+def test_doctor_reports_a_broken_mkosi(
+    cli: CliFn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    path = tmp_path / "mkosi"
+    text = BROKEN_MKOSI[kind]
+    if text is None:
+        path.write_text("#!/bin/sh\necho mkosi 25.3\n")
+    elif text:
+        fakes.install(tmp_path, "mkosi", text)
+    monkeypatch.setenv("SEVIMG_MKOSI", str(path))
+    run = cli("doctor", "--no-network")
+    assert run.code == 1, run.output
+    assert "internal error" not in run.output
+    row = next(line for line in run.stdout.splitlines() if line.startswith("│ mkosi "))
+    assert "FAIL" in row

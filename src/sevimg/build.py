@@ -458,7 +458,7 @@ def check_mkosi_path(path: Path, what: str) -> None:
     if odd or control:
         shown = " and ".join(repr(c) for c in odd) or "a control character"
         raise SevimgError(
-            f"{what} {path!s} has {shown} in its path, which mkosi reads as a separator",
+            f"{what} {str(path)!r} has {shown} in its path, which mkosi reads as a separator",
             hint="move it: cache_dir in sevimg.local.yaml, or SEVIMG_CACHE",
         )
 
