@@ -20,6 +20,15 @@ REPO = Path(__file__).resolve().parents[1]
 IMAGES = REPO / "images"
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked `qemu` fails (never skips) when QEMU is missing: it would prove nothing."""
+    if item.get_closest_marker("qemu") and shutil.which("qemu-system-x86_64") is None:
+        pytest.fail(
+            "qemu-system-x86_64 is not installed: tools/setup installs it (qemu-system-x86, ovmf)",
+            pytrace=False,
+        )
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--update-golden",

@@ -1,5 +1,5 @@
 """Allow `python -m sevimg`."""
 
-from sevimg.cli import main
+from sevimg.entry import main
 
 main()

@@ -15,17 +15,16 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
-from sevimg import __version__, artifacts, pins, postcheck, uki
+from sevimg import __version__, artifacts, interrupt, lock, pins, postcheck, proc, uki
 from sevimg.config import LocalConfig, ToolPin
 from sevimg.mkosi import Mkosi
-from sevimg.output import write_file_atomic, write_tree
+from sevimg.output import remove_stale, write_file_atomic, write_tree
 from sevimg.problems import SevimgError
 from sevimg.redact import redact_text, split_credentials
 from sevimg.render import GUEST_TREE, File, Renderer, Tree
@@ -40,6 +39,9 @@ KEYRINGS = {
 _NO_POCKETS = {"sid", "unstable", "rawhide"}
 LOG_TAIL = 25
 APT_AUTH = "etc/apt/auth.conf.d/sevimg.conf"
+# mkosi splits --extra-tree/--sandbox-tree values at these (lists, source:target).
+MKOSI_SEPARATORS = frozenset(",:")
+MKOSI_GRACE = 10.0  # seconds mkosi gets to clean up after SIGTERM (unmount, remove its workspace)
 
 Report = Callable[[str], None]
 
@@ -96,12 +98,30 @@ class Builder:
     # --- the run -----------------------------------------------------------------------
 
     def run(self, specs: Sequence[ImageSpec]) -> list[Outcome]:
-        """Build every spec (guests first); stops at the first failure."""
-        self.s.out_dir.mkdir(parents=True, exist_ok=True)
-        self.logs.mkdir(parents=True, exist_ok=True)
+        """Build every spec (guests first); stops at the first failure.
+
+        Holds the locks of the rendered trees' folder, the artifact folder and
+        the build cache for the whole run, and first clears what interrupted
+        runs left there.
+        """
+        check_mkosi_path(self.s.cache_dir, "the build cache")
+        for tree in self.s.local.sandbox_trees:
+            check_mkosi_path(tree, "the sandbox tree")
+        with (
+            lock.hold(self.s.cache_dir, "the build cache"),
+            lock.hold(self.s.build_dir, "the tree folder"),
+            lock.hold(self.s.out_dir, "the artifact folder"),
+        ):
+            for folder in (self.s.build_dir, self.s.out_dir, self.state_dir):
+                remove_stale(folder)
+            self.logs.mkdir(parents=True, exist_ok=True)
+            return self._run(specs)
+
+    def _run(self, specs: Sequence[ImageSpec]) -> list[Outcome]:
         outcomes: list[Outcome] = []
         tools_tree: Path | None = None
         for spec in build_order(specs):
+            interrupt.check()
             started = time.monotonic()
             try:
                 tree = self.render(spec)
@@ -233,8 +253,15 @@ class Builder:
         self.report(
             f"tools tree: building {distribution} {release} with mkosi {version} (once; reused by every image)"
         )
-        self.run_mkosi(args, log=self.logs / "tools-tree.log", cwd=folder, what="the tools tree")
-        (folder / ".complete").write_text(f"{distribution} {release} mkosi {version}\n")
+        try:
+            self.run_mkosi(
+                args, log=self.logs / "tools-tree.log", cwd=folder, what="the tools tree"
+            )
+            (folder / ".complete").write_text(f"{distribution} {release} mkosi {version}\n")
+        except BaseException:
+            with interrupt.deferred():  # half a tools tree is of no use to the next run
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
         return tree
 
     def common_args(self) -> list[str]:
@@ -286,10 +313,26 @@ class Builder:
         started: float,
     ) -> Outcome:
         """mkosi build, check, and publish one image into out/."""
-        tree = self.s.build_dir / spec.image_id
         output = self.s.cache_dir / "output" / spec.image_id
         shutil.rmtree(output, ignore_errors=True)
         output.mkdir(parents=True)
+        try:
+            return self._build_one(spec, tools_tree, staged, key, started, output)
+        finally:
+            # mkosi's output was copied into out/ or is rejected: either way scratch.
+            with interrupt.deferred():
+                shutil.rmtree(output, ignore_errors=True)
+
+    def _build_one(
+        self,
+        spec: ImageSpec,
+        tools_tree: Path,
+        staged: Mapping[str, ToolPin],
+        key: str,
+        started: float,
+        output: Path,
+    ) -> Outcome:
+        tree = self.s.build_dir / spec.image_id
         args = [
             "-C",
             str(tree),
@@ -318,9 +361,12 @@ class Builder:
         self.stage(f"{spec.image_id}: checking the built image")
         findings = postcheck.check(spec, uki.read_uki(built), packages, guest_sha)
         if findings.errors:
+            rejected = self.s.cache_dir / "rejected" / built.name
+            rejected.parent.mkdir(parents=True, exist_ok=True)
+            built.replace(rejected)  # kept for a look; mkosi's output folder is scratch
             raise SevimgError(
                 f"{spec.image_id} was built but fails its checks; not copied to {self.s.out_dir}",
-                hint="; ".join(findings.errors) + f" (the rejected image is {built})",
+                hint="; ".join(findings.errors) + f" (the rejected image is {rejected})",
             )
 
         final = self.publish(spec, built, packages, staged, guest_sha)
@@ -348,8 +394,13 @@ class Builder:
         """Move the artifact into out/ (temporary name, then rename), then its manifest and SHA256SUMS."""
         final = self.s.out_dir / built.name
         temporary = self.s.out_dir / f".{built.name}.partial"
-        shutil.copyfile(built, temporary)
-        temporary.replace(final)
+        try:
+            shutil.copyfile(built, temporary)
+            temporary.replace(final)
+        except BaseException:
+            with interrupt.deferred():
+                temporary.unlink(missing_ok=True)
+            raise
         manifest = artifacts.Manifest.for_artifact(
             final,
             distro=spec.distro,
@@ -379,10 +430,12 @@ class Builder:
         return final
 
     def run_mkosi(self, args: Sequence[str], *, log: Path, cwd: Path, what: str) -> None:
-        """Run mkosi, streaming its output to `log` and its steps to the progress line.
+        """Run mkosi in its own process group, its output to `log` and its steps to the progress line.
 
         Every line that reaches the log or the screen has the credentials of
-        any URL in it (a proxy's, a mirror's) replaced by `***`.
+        any URL in it (a proxy's, a mirror's) replaced by `***`. A signal
+        stops mkosi's whole group (SIGTERM, then SIGKILL after MKOSI_GRACE
+        seconds) before sevimg exits; the log says so.
         """
         env = dict(os.environ)
         env.setdefault("TERM", "dumb")
@@ -395,28 +448,23 @@ class Builder:
             sink.write(redact_text(f"$ {self.s.mkosi.path} {' '.join(args)}\n"))
             sink.flush()
             try:
-                proc = subprocess.Popen(
-                    [str(self.s.mkosi.path), *args],
-                    cwd=cwd,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    text=True,
-                    errors="replace",
-                    env=env,
-                )
+                child = proc.start([self.s.mkosi.path, *args], cwd=cwd, env=env, grace=MKOSI_GRACE)
             except OSError as exc:
                 raise SevimgError(
                     f"cannot run {self.s.mkosi.path}: {exc.strerror or exc}"
                 ) from None
-            assert proc.stdout is not None
-            for raw in proc.stdout:
-                line = redact_text(raw)
-                sink.write(line)
-                stripped = line.strip()
-                if stripped.startswith("‣"):
-                    self.stage(f"{what}: {stripped.lstrip('‣ ').strip()}")
-            code = proc.wait()
+            try:
+                with child:
+                    for raw in child.lines():
+                        line = redact_text(raw)
+                        sink.write(line)
+                        stripped = line.strip()
+                        if stripped.startswith("‣"):
+                            self.stage(f"{what}: {stripped.lstrip('‣ ').strip()}")
+                    code = child.wait()
+            except interrupt.Interrupted as exc:
+                sink.write(f"\nsevimg: interrupted by {exc.name}; mkosi was stopped\n")
+                raise
         if code != 0:
             tail = log.read_text(errors="replace").splitlines()[-LOG_TAIL:]
             raise SevimgError(
@@ -424,6 +472,18 @@ class Builder:
                 + "\n".join(f"  {t}" for t in tail),
                 hint=f"full log: {log}",
             )
+
+
+def check_mkosi_path(path: Path, what: str) -> None:
+    """SevimgError when mkosi would misread `path` in an option (a ',' or ':' splits it)."""
+    odd = sorted(MKOSI_SEPARATORS & set(str(path)))
+    control = any(ord(c) < 32 for c in str(path))
+    if odd or control:
+        shown = " and ".join(repr(c) for c in odd) or "a control character"
+        raise SevimgError(
+            f"{what} {str(path)!r} has {shown} in its path, which mkosi reads as a separator",
+            hint="move it: cache_dir in sevimg.local.yaml, or SEVIMG_CACHE",
+        )
 
 
 def apt_sources(

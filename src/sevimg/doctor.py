@@ -110,9 +110,12 @@ def check_mkosi(cache_dir: Path) -> Result:
     """mkosi found, and new enough."""
     try:
         found = mkosi.find(cache_dir)
-    except SevimgError as exc:
+    except (SevimgError, ValueError) as exc:  # ValueError: it printed no version at all
         return Result(
-            "mkosi", Status.FAIL, exc.message, "unset SEVIMG_MKOSI or point it at a working mkosi"
+            "mkosi",
+            Status.FAIL,
+            exc.message if isinstance(exc, SevimgError) else str(exc),
+            "unset SEVIMG_MKOSI or point it at a working mkosi",
         )
     if found is None:
         return Result(

@@ -12,16 +12,15 @@ clear error, never a wait or a crash.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sevimg import proc
 from sevimg.problems import SevimgError
 from sevimg.render import OLDEST_MKOSI
 
@@ -43,45 +42,6 @@ def parse_version(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in match.groups() if x is not None)
 
 
-def run_bounded(
-    argv: Sequence[str], *, timeout: float, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run `argv` capturing its output; on timeout kill its whole process group, then raise.
-
-    subprocess.run kills only the child it started; a wrapper script's own
-    children would keep the pipes open and the wait going.
-    """
-    proc = subprocess.Popen(
-        list(argv),
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        errors="replace",
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except BaseException:
-        _kill_group(proc)
-        raise
-    return subprocess.CompletedProcess(list(argv), proc.returncode, stdout, stderr)
-
-
-def _kill_group(proc: subprocess.Popen[str]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    try:
-        proc.communicate(timeout=5)
-    except subprocess.TimeoutExpired:
-        # Something left the group (setsid) and holds the pipes: stop reading.
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
-        proc.wait()
-
-
 @dataclass(frozen=True)
 class Mkosi:
     """One mkosi executable and the version it reports."""
@@ -98,15 +58,18 @@ class Mkosi:
     def run(
         self, args: Sequence[str], *, cwd: Path | None = None, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
-        """Run mkosi with `args`, capturing output; a SevimgError when it hangs or cannot start."""
+        """Run mkosi with `args` in its own process group, capturing output.
+
+        SevimgError when it cannot be started or runs longer than `timeout` seconds.
+        """
         try:
-            return run_bounded([str(self.path), *args], timeout=timeout, cwd=cwd)
-        except subprocess.TimeoutExpired:
-            raise SevimgError(
-                f"{self.path} {' '.join(args[:1])} did not finish within {timeout:.0f} s; stopped it"
-            ) from None
+            return proc.run([self.path, *args], cwd=cwd, timeout=timeout)
         except OSError as exc:
             raise SevimgError(f"cannot run {self.path}: {exc.strerror or exc}") from None
+        except proc.TimedOut:
+            raise SevimgError(
+                f"mkosi {' '.join(args)} did not finish within {timeout:g} s; it was stopped"
+            ) from None
 
 
 def _excerpt(text: str) -> str:
@@ -118,8 +81,8 @@ def _excerpt(text: str) -> str:
 def version_of(path: Path, *, timeout: float = VERSION_TIMEOUT) -> str:
     """The version an mkosi executable reports ('25.3'); a SevimgError naming `path` otherwise."""
     try:
-        proc = run_bounded([str(path), "--version"], timeout=timeout)
-    except subprocess.TimeoutExpired:
+        done = proc.run([path, "--version"], timeout=timeout)
+    except proc.TimedOut:
         raise SevimgError(
             f"{path} --version did not answer within {timeout:.0f} s; stopped it",
             hint="point SEVIMG_MKOSI at a working mkosi, or install one with "
@@ -127,16 +90,16 @@ def version_of(path: Path, *, timeout: float = VERSION_TIMEOUT) -> str:
         ) from None
     except OSError as exc:
         raise SevimgError(f"cannot run {path}: {exc.strerror or exc}") from None
-    if proc.returncode != 0:
+    if done.returncode != 0:
         raise SevimgError(
-            f"{path} --version failed (exit status {proc.returncode}): "
-            f"{_excerpt(proc.stderr or proc.stdout)}"
+            f"{path} --version failed (exit status {done.returncode}): "
+            f"{_excerpt(done.stderr or done.stdout)}"
         )
-    lines = proc.stdout.strip().splitlines()
+    lines = done.stdout.strip().splitlines()
     match = _VERSION_LINE.fullmatch(lines[0].strip()) if len(lines) == 1 else None
     if match is None:
         raise SevimgError(
-            f"{path} does not look like mkosi: `--version` printed {_excerpt(proc.stdout)}, "
+            f"{path} does not look like mkosi: `--version` printed {_excerpt(done.stdout)}, "
             "not `mkosi VERSION`"
         )
     return ".".join(map(str, parse_version(".".join(match["version"].split(".")[:2]))))

@@ -1,40 +1,54 @@
-"""Write rendered trees to disk, atomically.
+"""Write rendered trees to disk, atomically, and clear what interrupted runs left.
 
-Each tree is written into a temporary folder next to its destination and
-swapped in with renames, so a reader sees the old tree or the new one, never a
-mix; an error (or Ctrl-C) while writing leaves the old tree untouched. All
-trees are rendered in memory before the first is written, so bad input never
-produces output at all.
+Each tree is written into a hidden staging folder next to its destination
+(`.NAME.new-XXXXXXXX`) and swapped in with renames (the old tree moves to
+`.NAME.old-XXXXXXXX` and is removed), so a reader sees the old tree or the
+new one, never a mix; an error or a signal while writing leaves the old tree
+untouched. Single files go through `.NAME.tmp-XXXXXXXX`. A run killed
+outright (SIGKILL, power loss) can leave such names behind:
+:func:`remove_stale` clears them, called by the next run while it holds the
+folder's lock (:mod:`sevimg.lock`). All trees are rendered in memory before
+the first is written, so bad input never produces output at all.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sevimg import interrupt
+
 if TYPE_CHECKING:  # only for annotations: writing files must not load the templates
     from sevimg.render import Tree
+
+# sevimg's own temporary names (tempfile adds 8 characters of [a-z0-9_]).
+_STALE = re.compile(r"^\..+\.(?:(?:new|old|tmp)-[a-z0-9_]{8}|partial)$")
 
 
 def write_tree(tree: Tree, dest: Path) -> Path:
     """Replace `dest` with the files of `tree`; returns `dest`."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.new-", dir=dest.parent))
+    staging: Path | None = None
     try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.new-", dir=dest.parent))
         for f in tree.files:
             target = staging.joinpath(*f.path.parts)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(f.content)
             target.chmod(f.mode)
         staging.chmod(0o755)
-        _swap(staging, dest)
+        with interrupt.deferred():  # the swap and its cleanup happen whole, or not at all
+            _swap(staging, dest)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            with interrupt.deferred():
+                shutil.rmtree(staging, ignore_errors=True)
         raise
     return dest
 
@@ -61,13 +75,17 @@ def _swap(new: Path, dest: Path) -> None:
 
 def write_trees(trees: Iterable[Tree], out_dir: Path) -> list[Path]:
     """Write every tree under `out_dir/<image id>/`; returns the written folders."""
-    return [write_tree(tree, out_dir / tree.image_id) for tree in trees]
+    written = []
+    for tree in trees:
+        interrupt.check()  # between trees: a signal that got lost still ends the run here
+        written.append(write_tree(tree, out_dir / tree.image_id))
+    return written
 
 
 def write_file_atomic(path: Path, content: bytes, mode: int = 0o644) -> None:
     """Write one file via a temporary file and rename, never leaving half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     tmp = Path(name)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -77,5 +95,45 @@ def write_file_atomic(path: Path, content: bytes, mode: int = 0o644) -> None:
         tmp.chmod(mode)
         tmp.replace(path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with interrupt.deferred():
+            tmp.unlink(missing_ok=True)
         raise
+
+
+def is_stale(name: str) -> bool:
+    """True for the temporary names sevimg's writers use (`.X.new-*`, `.X.old-*`, `.X.tmp-*`, `.X.partial`)."""
+    return bool(_STALE.match(name))
+
+
+def remove_stale(folder: Path) -> list[str]:
+    """Remove the temporary files and folders interrupted runs left in `folder`; their names.
+
+    Call it only while holding the folder's lock, so no live run's staging
+    folder is taken away from under it.
+    """
+    removed: list[str] = []
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        if not is_stale(entry.name):
+            continue
+        with interrupt.deferred():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+        removed.append(entry.name)
+    return removed
+
+
+@contextlib.contextmanager
+def scratch_folder(prefix: str) -> Iterator[Path]:
+    """A temporary folder (in $TMPDIR) removed at the end, even when a signal ends the block."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        with interrupt.deferred():
+            shutil.rmtree(path, ignore_errors=True)

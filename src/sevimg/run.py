@@ -13,8 +13,6 @@ import math
 import os
 import shutil
 import struct
-import subprocess
-import tempfile
 import threading
 import time
 from collections import deque
@@ -22,7 +20,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sevimg import interrupt, proc
 from sevimg.launch import DEFAULT_CBITPOS, MIN_MEMORY_MB, READY_MARKER, Launch, snp_command
+from sevimg.output import scratch_folder
 from sevimg.problems import SevimgError
 
 QEMU_NAMES = ("qemu-system-x86_64", "/usr/libexec/qemu-kvm")
@@ -42,6 +42,7 @@ KVM_FAILURES = (
     "Could not access KVM",
 )
 CPUID_SEV_LEAF = 0x8000001F
+QEMU_GRACE = 3.0  # seconds QEMU gets after SIGTERM before SIGKILL
 MAX_MEMORY_MB = 1024 * 1024  # 1 TiB: more is a typo, not a guest
 MAX_TIMEOUT = 24 * 3600.0  # seconds; a smoke boot that needs a day has failed
 
@@ -195,36 +196,32 @@ def _boot_once(
     on_line: Callable[[str], None] | None,
 ) -> BootResult:
     label = "kvm" if kvm else "tcg"
-    with tempfile.TemporaryDirectory(prefix="sevimg-run-") as tmp:
-        console = Path(tmp) / "console.log"
+    with scratch_folder("sevimg-run-") as tmp:
+        console = tmp / "console.log"
         console.touch()
         argv = plain_argv(
             kernel, memory_mb=memory_mb, qemu=qemu, firmware=firmware, kvm=kvm, console=console
         )
         started = time.monotonic()
-        proc = subprocess.Popen(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            errors="replace",
-        )
-        qemu_output: deque[str] = deque(maxlen=50)
-        assert proc.stdout is not None
-        reader = threading.Thread(target=lambda: qemu_output.extend(proc.stdout or ()), daemon=True)
-        reader.start()
-        seen = 0
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        tail: deque[str] = deque(maxlen=30)
-        partial = ""
-
-        def result(marker: str = "", reason: str = "") -> BootResult:
-            seconds = min(time.monotonic() - started, timeout)
-            return BootResult(bool(marker), seconds, label, marker, tuple(tail), reason)
-
         try:
+            child = proc.start(argv, grace=QEMU_GRACE)
+        except OSError as exc:
+            raise SevimgError(f"cannot run {qemu}: {exc.strerror or exc}") from None
+        with child:  # QEMU's process group is stopped however this ends (marker, timeout, signal)
+            qemu_output: deque[str] = deque(maxlen=50)
+            reader = threading.Thread(target=lambda: qemu_output.extend(child.stdout), daemon=True)
+            reader.start()
+            seen = 0
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            tail: deque[str] = deque(maxlen=30)
+            partial = ""
+
+            def result(marker: str = "", reason: str = "") -> BootResult:
+                seconds = min(time.monotonic() - started, timeout)
+                return BootResult(bool(marker), seconds, label, marker, tuple(tail), reason)
+
             while True:
+                interrupt.check()
                 with console.open("rb") as handle:
                     handle.seek(seen)
                     raw = handle.read()
@@ -241,15 +238,12 @@ def _boot_once(
                 qemu_text = "".join(qemu_output).strip()
                 if kvm and any(f in qemu_text for f in KVM_FAILURES):
                     return result(reason=f"kvm: {qemu_text.splitlines()[0]}")
-                if proc.poll() is not None:
+                if child.exited():
+                    code = child.wait()
                     prefix = "kvm: " if kvm else ""
                     return result(
-                        reason=f"{prefix}QEMU exited with status {proc.returncode}: {qemu_text[-500:]}"
+                        reason=f"{prefix}QEMU exited with status {code}: {qemu_text[-500:]}"
                     )
                 if time.monotonic() - started > timeout:
                     return result(reason=f"no {READY_MARKER} within {timeout:.0f} s")
                 time.sleep(0.5)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import sh
-
+from sevimg import interrupt, proc
 from sevimg.mkosi import Mkosi
-from sevimg.output import write_tree
+from sevimg.output import scratch_folder, write_tree
 from sevimg.problems import Problem, error
 from sevimg.render import EXTRA, GUEST_TREE, SANDBOX, Renderer
 from sevimg.spec import GUEST_EMBED_DIR, ImageSpec
@@ -110,10 +108,18 @@ def generated_units(tree: Path) -> Iterator[Path]:
         yield from sorted((tree / EXTRA / folder).glob("*.timer"))
 
 
+CHECKER_TIMEOUT = 120.0
+
+
 def _run(tool: str, *args: str) -> tuple[int, str]:
-    """Exit status and combined output of one checker run."""
-    result = sh.Command(tool)(*args, _ok_code=list(range(256)), _return_cmd=True, _err_to_out=True)
-    return int(result.exit_code), bytes(result.stdout).decode(errors="replace").strip()
+    """Exit status and combined output of one checker run (in its own process group)."""
+    try:
+        done = proc.run([tool, *args], timeout=CHECKER_TIMEOUT, merge_output=True)
+    except OSError as exc:
+        return 127, f"cannot run {tool}: {exc.strerror or exc}"
+    except proc.TimedOut:
+        return 124, f"{tool} did not finish within {CHECKER_TIMEOUT:g} s"
+    return done.returncode, done.stdout.strip()
 
 
 def script_problems(tree: Path) -> list[str]:
@@ -143,10 +149,9 @@ def unit_problems(tree: Path) -> list[str]:
     if analyze is None or not HOST_SYSTEMD.is_dir():
         return ["systemd-analyze or /usr/lib/systemd not found: units not verified"]
     found: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="sevimg-units-") as tmp:
+    with scratch_folder("sevimg-units-") as root:
         # The units depend on the standard targets, which come from this
         # machine's systemd; ExecStart= paths must resolve in the tree.
-        root = Path(tmp)
         (root / "usr" / "lib").mkdir(parents=True)
         shutil.copytree(HOST_SYSTEMD, root / "usr" / "lib" / "systemd", symlinks=True)
         shutil.copytree(tree / EXTRA, root, symlinks=True, dirs_exist_ok=True)
@@ -166,9 +171,10 @@ def check_specs(specs: Iterable[ImageSpec], renderer: Renderer, tool: Mkosi) -> 
     Problems are attributed to the release file the spec came from.
     """
     problems: list[Problem] = []
-    with tempfile.TemporaryDirectory(prefix="sevimg-check-") as tmp:
+    with scratch_folder("sevimg-check-") as tmp:
         for spec in specs:
-            tree = write_tree(renderer.render(spec), Path(tmp) / spec.image_id)
+            interrupt.check()
+            tree = write_tree(renderer.render(spec), tmp / spec.image_id)
             found = mkosi_mismatches(tool, tree, spec) + script_problems(tree) + unit_problems(tree)
             problems += [error(spec.sources[0], message, field=spec.image_id) for message in found]
     return problems

@@ -16,8 +16,9 @@ from typing import NoReturn, ParamSpec, TypeVar
 
 import click
 from rich.console import Console
+from rich.text import Text
 
-from sevimg import __version__, mkosi
+from sevimg import __version__, interrupt, mkosi
 from sevimg.catalog import Catalog, load_catalog
 from sevimg.cli.params import MkosiVersion
 from sevimg.problems import Problem, SevimgError
@@ -30,8 +31,17 @@ R = TypeVar("R")
 
 # Pipes and CI logs get a fixed, wide layout instead of rich's 80-column guess.
 _WIDTH = None if sys.stdout.isatty() else 132
-out = Console(highlight=False, soft_wrap=True, width=_WIDTH)
-err = Console(stderr=True, highlight=False, soft_wrap=True, width=_WIDTH)
+# Text is printed as written: catalog values, paths and remote names may hold
+# "[/red]" or ":smile:", which rich would otherwise read as markup or emoji
+# (and crash on, or turn into a hyperlink). Styling goes through `style=` or
+# rich.text.Text, never through markup in a string.
+out = Console(highlight=False, soft_wrap=True, width=_WIDTH, markup=False, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, width=_WIDTH, markup=False, emoji=False)
+
+
+def styled(text: object, style: str = "") -> Text:
+    """A table cell or status line shown literally (never parsed as markup), optionally styled."""
+    return Text(str(text), style=style)
 
 
 def print_problems(problems: Iterable[Problem]) -> None:
@@ -55,9 +65,11 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        interrupt.running()  # start-up is over: a signal now stops children and cleans up
         try:
             return func(*args, **kwargs)
         except SevimgError as exc:
+            _after_signal()
             fail(exc)
         except KeyboardInterrupt:
             err.print("sevimg: interrupted")
@@ -67,6 +79,7 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         except click.ClickException:
             raise
         except Exception as exc:  # a bug in sevimg, not bad input: say so plainly
+            _after_signal()
             if os.environ.get("SEVIMG_DEBUG"):
                 traceback.print_exc()
             err.print(
@@ -78,6 +91,12 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             sys.exit(70)
 
     return wrapper
+
+
+def _after_signal() -> None:
+    """A failure that follows a signal is the signal's doing (e.g. Interrupted turned into a RuntimeError)."""
+    if (signum := interrupt.received()) is not None:
+        raise interrupt.Interrupted(signum) from None
 
 
 class Context:

@@ -25,6 +25,7 @@ from sevimg.cli.base import (
     out,
     pass_ctx,
     print_problems,
+    styled,
 )
 from sevimg.cli.params import ImageName, Number
 from sevimg.launch import MIN_MEMORY_MB
@@ -94,6 +95,11 @@ def build(
 
     Machine-specific settings (mirrors, tools tree, proxy, caches) come from
     sevimg.local.yaml; pinned payload tools from sevimg.yaml.
+
+    One build at a time uses an artifact folder, build/ and a build cache: a
+    second run waits up to 3 seconds, then fails naming the first one's pid.
+    SIGINT, SIGTERM or SIGHUP stop mkosi (SIGTERM to its process group,
+    SIGKILL 10 s later), remove scratch files and exit 130, 143 or 129.
     """
     if not images and not all_images:
         raise SevimgError(
@@ -122,10 +128,11 @@ def build(
     if local.source:
         out.print(f"machine settings: {local.source}", markup=False)
     started = time.monotonic()
-    with err.status("starting…") as status:
+    with err.status(styled("starting…")) as status:
 
         def stage(line: str) -> None:
-            status.update(f"[{time.monotonic() - started:5.0f} s] {line}")
+            # mkosi's step lines are shown as they are, never read as markup
+            status.update(styled(f"[{time.monotonic() - started:5.0f} s] {line}"))
 
         outcomes = Builder(
             settings, report=lambda line: out.print(line, markup=False), stage=stage
@@ -144,16 +151,17 @@ def _with_guests(specs: Sequence[ImageSpec], role: str | None) -> list[ImageSpec
 
 
 def _summary(outcomes: Sequence[Outcome], out_dir: Path) -> None:
-    table = Table(title=f"artifacts in {out_dir}")
+    table = Table(title=styled(f"artifacts in {out_dir}"))
     for column in ("image", "result", "size", "time"):
         table.add_column(column)
     for o in outcomes:
         style = {"built": "green", "skipped": "dim", "failed": "red"}[o.status]
         size = f"{o.size / 1e6:.1f} MB" if o.size else ""
-        table.add_row(o.image_id, f"[{style}]{o.status}[/{style}]", size, f"{o.seconds:.0f} s")
+        table.add_row(styled(o.image_id), styled(o.status, style), size, f"{o.seconds:.0f} s")
     out.print(table)
     out.print(
-        f"check them with: (cd {out_dir} && sha256sum -c {artifacts.SHA256SUMS})", markup=False
+        f"check them with: (cd {shlex.quote(str(out_dir))} && sha256sum -c {artifacts.SHA256SUMS})",
+        markup=False,
     )
 
 
@@ -225,7 +233,8 @@ def run_command(
     OVMF (OVMF.amdsev.fd) and the UKI as -kernel. The C-bit position is read
     from CPUID (51 when it cannot be). With --no-sev the same UKI boots under
     plain QEMU and OVMF as a smoke test: exit 0 when the guest prints its
-    readiness marker, non-zero with the console's last lines otherwise.
+    readiness marker, non-zero with the console's last lines otherwise;
+    SIGINT, SIGTERM or SIGHUP stop that QEMU and exit 130, 143 or 129.
     """
     kernel = _guest_artifact(ctx, image, from_dir)
     if no_sev:

@@ -12,7 +12,7 @@ import click
 import yaml
 from rich.table import Table
 
-from sevimg import mkosi, treecheck
+from sevimg import lock, mkosi, treecheck
 from sevimg.check import Checked, all_problems, check_catalog, specs_or_raise
 from sevimg.cli.base import (
     Context,
@@ -23,10 +23,11 @@ from sevimg.cli.base import (
     out,
     pass_ctx,
     print_problems,
+    styled,
 )
 from sevimg.cli.params import ImageName
 from sevimg.loader import LoadError, load_text
-from sevimg.output import write_file_atomic, write_trees
+from sevimg.output import remove_stale, write_file_atomic, write_trees
 from sevimg.policy import floor_verdicts
 from sevimg.problems import Problem, SevimgError, has_errors
 from sevimg.resolve import roles_of
@@ -53,15 +54,24 @@ def list_command(ctx: Context, as_json: bool) -> None:
     """List the catalog's releases, their roles and SEV floor verdicts.
 
     The floors (host only): kernel >= 6.11, QEMU >= 9.2 (9.1 warns), OVMF >=
-    2024.11, judged on the versions each release file declares.
+    2024.11, judged on the versions each release file declares. A release
+    whose files are broken is listed as invalid with its first problem; every
+    problem is printed on stderr, and the exit status is 1.
     """
     catalog = ctx.catalog
     checked, orphans = check_catalog(catalog)
-    rows = [_list_row(c) for c in checked]
+    problems = all_problems(checked, orphans)
+    rows = [_list_row(c, loaded=c.entry.image not in catalog.broken) for c in checked]
+    # A release file that could not be loaded (or has no distribution file) has no entry.
+    listed = {row["image"] for row in rows}
+    for image in sorted(catalog.broken - listed):
+        own = [p for p in problems if p.is_error and Path(p.file).name == f"{image}.yaml"]
+        rows.append(_broken_row(image, own))
+    rows.sort(key=lambda row: str(row["image"]))
     if as_json:
         out.print_json(json.dumps(rows))
     else:
-        table = Table(title=f"{len(rows)} releases in {ctx.ws.display(ctx.ws.images_dir)}/")
+        table = Table(title=styled(f"{len(rows)} releases in {ctx.ws.display(ctx.ws.images_dir)}/"))
         for column in (
             "image",
             "distro",
@@ -72,40 +82,65 @@ def list_command(ctx: Context, as_json: bool) -> None:
             "kernel",
             "qemu",
             "ovmf",
-            "check",
         ):
             table.add_column(column, no_wrap=True)
+        table.add_column("check", no_wrap=True)
         for row in rows:
             cells = [
-                row["image"],
-                row["distro"],
-                row["release"],
-                row["mkosi_release"],
-                row["status"],
-                ",".join(row["roles"]),
+                styled(row["image"]),
+                styled(row["distro"]),
+                styled(row["release"]),
+                styled(row["mkosi_release"]),
+                styled(row["status"]),
+                styled(",".join(row["roles"])),
             ]
             for floor in HOST_FLOORS:
                 info = row["floors"].get(floor.component)
                 if info is None:
-                    cells.append("[dim]n/a[/dim]")
+                    cells.append(styled("n/a", "dim"))
                 else:
                     text, style = _VERDICT_STYLE[Verdict(info["verdict"])]
-                    cells.append(f"[{style}]{info['version'] or '-'} {text}[/{style}]")
-            cells.append("[green]valid[/green]" if row["valid"] else "[red]errors[/red]")
+                    cells.append(styled(f"{info['version'] or '-'} {text}", style))
+            cells.append(styled("valid", "green") if row["valid"] else styled("invalid", "red"))
             table.add_row(*cells)
+        # The table has no room for a message: the first problem of each invalid
+        # release goes below it, and every problem, located, to stderr.
+        invalid = [f"{row['image']}: invalid: {row['problem']}" for row in rows if not row["valid"]]
+        if invalid:
+            table.caption = styled("\n".join(invalid), "red")
+            table.caption_justify = "left"
         out.print(table)
-    problems = all_problems(checked, orphans)
     if has_errors(problems):
+        print_problems(p for p in problems if p.is_error)
         err.print("some releases have errors: run `sevimg validate` for details", style="yellow")
         sys.exit(1)
 
 
-def _list_row(c: Checked) -> dict[str, Any]:
+def _text(value: Any) -> str:
+    """A catalog scalar as shown in the list ('?' when missing or not a scalar)."""
+    if value is None or isinstance(value, dict | list):
+        return "?"
+    return str(value)
+
+
+def _first_problem(problems: Sequence[Problem]) -> str:
+    """'debian-13.yaml:5: status: …' for the first error, '' when there is none."""
+    errors = [p for p in problems if p.is_error]
+    if not errors:
+        return ""
+    first = errors[0]
+    where = f"{Path(first.file).name}:{first.line}" if first.line else Path(first.file).name
+    what = f"{first.field}: {first.message}" if first.field else first.message
+    return f"{where}: {what}"
+
+
+def _list_row(c: Checked, *, loaded: bool) -> dict[str, Any]:
+    """One release; roles and floors only when its files passed the schema (else they may be any shape)."""
     data = c.entry.release.data if isinstance(c.entry.release.data, dict) else {}
-    roles = list(roles_of(c.entry)) if data else []
-    declared = data.get("versions") or {}
+    roles = list(roles_of(c.entry)) if data and loaded else []
+    declared = data.get("versions") if loaded else None
     floors: dict[str, Any] = {}
-    if "host" in roles:
+    if "host" in roles and isinstance(declared, dict):
         floors = {
             component: {"version": declared.get(component), "verdict": verdict.value}
             for component, verdict in floor_verdicts(c.entry).items()
@@ -113,14 +148,32 @@ def _list_row(c: Checked) -> dict[str, Any]:
     return {
         "image": c.entry.image,
         "distro": c.entry.distro,
-        "release": str(data.get("release", "?")),
-        "mkosi_release": str(data.get("codename") or data.get("release", "?")),
-        "status": str(data.get("status", "?")),
+        "release": _text(data.get("release")),
+        "mkosi_release": _text(data.get("codename") or data.get("release")),
+        "status": _text(data.get("status")),
         "roles": roles,
         "floors": floors,
         "valid": c.ok,
         "errors": sum(p.is_error for p in c.problems),
         "warnings": sum(not p.is_error for p in c.problems),
+        "problem": _first_problem(c.problems) or None,
+    }
+
+
+def _broken_row(image: str, problems: Sequence[Problem]) -> dict[str, Any]:
+    """A release whose file could not be loaded at all."""
+    return {
+        "image": image,
+        "distro": image.partition("-")[0],
+        "release": "?",
+        "mkosi_release": "?",
+        "status": "?",
+        "roles": [],
+        "floors": {},
+        "valid": False,
+        "errors": max(len(problems), 1),
+        "warnings": 0,
+        "problem": _first_problem(problems) or "cannot be loaded",
     }
 
 
@@ -255,7 +308,9 @@ def render(
     """Render mkosi trees for IMAGES (or --all) into OUTPUT/<role>-<image>/.
 
     Every tree is checked and rendered in memory first; if anything is wrong,
-    nothing is written. Each tree is then replaced atomically.
+    nothing is written. Each tree is then replaced atomically. One sevimg at a
+    time writes a folder: a second run waits up to 3 seconds, then fails
+    naming the first one's pid.
     """
     if not images and not all_images:
         raise SevimgError(
@@ -284,7 +339,9 @@ def render_images(
     trees = [renderer.render(spec) for spec in specs]
     out_dir = output or ctx.ws.build_dir
     try:
-        paths = write_trees(trees, out_dir)
+        with lock.hold(out_dir, "the tree folder"):
+            remove_stale(out_dir)  # staging folders of runs that were killed outright
+            paths = write_trees(trees, out_dir)
     except OSError as exc:
         raise SevimgError(f"cannot write under {out_dir}: {exc.strerror or exc}") from None
     written = [(ctx.ws.display(p), t.image_id) for p, t in zip(paths, trees, strict=True)]

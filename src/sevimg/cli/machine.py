@@ -10,9 +10,11 @@ import click
 from rich.table import Table
 
 from sevimg import config, doctor
-from sevimg.cli.base import Context, handle_errors, main, out, pass_ctx
+from sevimg.catalog import Catalog
+from sevimg.check import all_problems, check_catalog
+from sevimg.cli.base import Context, handle_errors, main, out, pass_ctx, print_problems, styled
 from sevimg.cli.params import Number
-from sevimg.problems import SevimgError
+from sevimg.problems import Problem, SevimgError
 
 _STYLE = {doctor.Status.OK: "green", doctor.Status.WARN: "yellow", doctor.Status.FAIL: "bold red"}
 
@@ -44,15 +46,23 @@ def doctor_command(
     Checks mkosi (found, >= 25.3), root or unprivileged user namespaces,
     Ubuntu's AppArmor restriction on user namespaces, free disk, /dev/kvm,
     the package manager mkosi bootstraps its tools tree with, the script and
-    unit checkers, and whether the catalog's mirrors answer. Exit status 1
-    when any check FAILs.
+    unit checkers, the catalog (a broken file FAILs, its problems go to
+    stderr), and whether the catalog's mirrors answer. Exit status 1 when any
+    check FAILs.
     """
     machine = doctor.Machine(root=sysroot)
     local_result: doctor.Result | None = None
+    catalog_result: doctor.Result | None = None
+    catalog_errors: list[Problem] = []
+    extra: list[tuple[str, str]] = []
     local_mirror = False
     local_urls: list[tuple[str, str]] = []
     try:
         ws = ctx.ws
+    except SevimgError:  # outside a workspace: check the machine against every distribution
+        cache_dir, disk_at = Path.cwd() / ".cache", Path.cwd()
+        distributions = sorted(doctor.DEFAULT_MIRRORS)
+    else:
         try:
             local = config.load_local(ws)
         except SevimgError as exc:
@@ -80,23 +90,19 @@ def doctor_command(
             )
             local_result = doctor.Result("local settings", doctor.Status.OK, detail)
         cache_dir, disk_at = ws.cache_dir, ws.root
-        distributions = sorted(
-            {
-                d.data["mkosi"]["distribution"]
-                for d in ctx.catalog.distros.values()
-                if isinstance(d.data, dict) and "mkosi" in d.data
-            }
-        )
-        extra = sorted(
-            {
-                (f"{name} archive", d.data["repository"]["url"])
-                for name, d in ctx.catalog.distros.items()
-                if isinstance(d.data, dict) and "repository" in d.data
-            }
-        )
-    except SevimgError:  # outside a workspace: check the machine against every distribution
-        cache_dir, disk_at = Path.cwd() / ".cache", Path.cwd()
-        distributions, extra = sorted(doctor.DEFAULT_MIRRORS), []
+        try:
+            catalog = ctx.catalog
+            checked, orphans = check_catalog(catalog)
+        except SevimgError as exc:  # e.g. a broken schema: the catalog cannot be read at all
+            catalog_errors = [p for p in exc.problems if p.is_error]
+            catalog_result = doctor.Result(
+                "catalog", doctor.Status.FAIL, f"cannot be read: {exc.message}", exc.hint
+            )
+            distributions = sorted(doctor.DEFAULT_MIRRORS)
+        else:
+            catalog_errors = [p for p in all_problems(checked, orphans) if p.is_error]
+            catalog_result = _catalog_result(catalog, catalog_errors)
+            distributions, extra = _mirror_sources(catalog, catalog_errors)
 
     results = [
         doctor.check_mkosi(cache_dir),
@@ -109,6 +115,8 @@ def doctor_command(
     ]
     if local_result is not None:
         results.append(local_result)
+    if catalog_result is not None:
+        results.append(catalog_result)
     if not no_network:
         targets = doctor.mirror_targets(distributions, [*extra, *local_urls])
         results += doctor.check_mirrors(targets, timeout)
@@ -123,6 +131,44 @@ def doctor_command(
             table.add_column(column, overflow="fold")
         for r in results:
             style = _STYLE[r.status]
-            table.add_row(r.check, f"[{style}]{r.status.value}[/{style}]", r.detail, r.fix)
+            table.add_row(
+                styled(r.check), styled(r.status.value, style), styled(r.detail), styled(r.fix)
+            )
         out.print(table)
+    print_problems(catalog_errors)
     sys.exit(1 if failed else 0)
+
+
+def _catalog_result(catalog: Catalog, errors: list[Problem]) -> doctor.Result:
+    """The catalog as a check: FAIL with the first problem when any file is broken."""
+    files = len({p.file for p in errors})
+    if not errors:
+        return doctor.Result(
+            "catalog", doctor.Status.OK, f"{len(catalog.entries)} releases, all valid"
+        )
+    return doctor.Result(
+        "catalog",
+        doctor.Status.FAIL,
+        f"invalid: {errors[0]}"
+        + (f" (and {len(errors) - 1} more problems in {files} files)" if len(errors) > 1 else ""),
+        "sevimg validate lists every problem with its file and line",
+    )
+
+
+def _mirror_sources(
+    catalog: Catalog, errors: list[Problem]
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """mkosi distributions and extra archive URLs, from the distribution files that are valid."""
+    broken = {p.file for p in errors}
+    distributions: set[str] = set()
+    extra: set[tuple[str, str]] = set()
+    for name, doc in catalog.distros.items():
+        if doc.display in broken or not isinstance(doc.data, dict):
+            continue  # a broken file may hold anything; the catalog check reports it
+        mkosi_section = doc.data.get("mkosi")
+        if isinstance(mkosi_section, dict) and isinstance(mkosi_section.get("distribution"), str):
+            distributions.add(mkosi_section["distribution"])
+        repository = doc.data.get("repository")
+        if isinstance(repository, dict) and isinstance(repository.get("url"), str):
+            extra.add((f"{name} archive", repository["url"]))
+    return sorted(distributions), sorted(extra)

@@ -12,6 +12,7 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
@@ -52,7 +53,8 @@ class ConsoleReporter:
             yield lambda _: None
             return
         with Progress(
-            "[progress.description]{task.description}",
+            # an asset's name is shown as it is, never read as markup
+            TextColumn("{task.description}", style="progress.description", markup=False),
             BarColumn(),
             DownloadColumn(),
             TransferSpeedColumn(),
