@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from sevimg.catalog import Catalog, load_catalog
+from sevimg.catalog.index import Catalog, load_catalog
 from sevimg.cli import main
 from sevimg.workspace import Workspace
 

@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from sevimg import ci
-from sevimg.catalog import Catalog, load_catalog
-from sevimg.check import check_catalog
-from sevimg.resolve import roles_of
+from sevimg.catalog.index import Catalog, load_catalog
+from sevimg.catalog.pipeline import check_catalog
+from sevimg.catalog.resolve import roles_of
 from sevimg.workspace import Workspace
 from tests.conftest import REPO, CliFn
 

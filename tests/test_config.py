@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sevimg.build import apt_sources
-from sevimg.catalog import load_catalog
+from sevimg.catalog.index import load_catalog
 from sevimg.config import load_local, load_tool_pins
 from sevimg.problems import SevimgError
 from sevimg.workspace import Workspace

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from sevimg.catalog import load_catalog
-from sevimg.check import check_catalog, specs_or_raise
+from sevimg.catalog.index import load_catalog
+from sevimg.catalog.pipeline import check_catalog, specs_or_raise
 from sevimg.output import write_trees
 from sevimg.render import Renderer
 from sevimg.workspace import Workspace

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sevimg.loader import MAX_DEPTH, LoadError, load_file, load_text
+from sevimg.catalog.load import MAX_DEPTH, LoadError, load_file, load_text
 
 
 def load(text: str):  # type: ignore[no-untyped-def]

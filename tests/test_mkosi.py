@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 
 from sevimg import mkosi, treecheck
-from sevimg.catalog import load_catalog
-from sevimg.check import check_catalog, specs_or_raise
+from sevimg.catalog.index import load_catalog
+from sevimg.catalog.pipeline import check_catalog, specs_or_raise
+from sevimg.catalog.spec import ImageSpec
 from sevimg.output import write_trees
 from sevimg.problems import SevimgError
 from sevimg.render import Renderer
-from sevimg.spec import ImageSpec
 from sevimg.workspace import Workspace
 from tests.conftest import REPO, CliFn
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sevimg.loader import load_file
+from sevimg.catalog.load import load_file
 from tests.conftest import CliFn
 
 

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from sevimg import payload
-from sevimg.catalog import load_catalog
-from sevimg.check import check_entry
-from sevimg.policy import check_spec, floor_verdicts
-from sevimg.resolve import resolve
-from sevimg.spec import KernelModules
-from sevimg.versions import HOST_FLOORS, Verdict, compare, parse
+from sevimg.catalog import payload
+from sevimg.catalog.index import load_catalog
+from sevimg.catalog.pipeline import check_entry
+from sevimg.catalog.policy import check_spec, floor_verdicts
+from sevimg.catalog.resolve import resolve
+from sevimg.catalog.spec import KernelModules
+from sevimg.catalog.versions import HOST_FLOORS, Verdict, compare, parse
 from sevimg.workspace import Workspace
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import configparser
 import random
 
-from sevimg.catalog import Catalog
-from sevimg.check import check_catalog, specs_or_raise
+from sevimg.catalog.index import Catalog
+from sevimg.catalog.pipeline import check_catalog, specs_or_raise
+from sevimg.catalog.resolve import resolve
+from sevimg.catalog.spec import GUEST_EMBED_DIR
 from sevimg.render import Renderer, Tree
-from sevimg.resolve import resolve
-from sevimg.spec import GUEST_EMBED_DIR
 from sevimg.workspace import Workspace
 from tests.conftest import REPO
 

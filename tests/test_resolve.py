@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from sevimg.catalog import Catalog, load_catalog
-from sevimg.check import check_entry
-from sevimg.resolve import ResolveError, resolve, roles_of
-from sevimg.spec import ImageSpec
+from sevimg.catalog.index import Catalog, load_catalog
+from sevimg.catalog.pipeline import check_entry
+from sevimg.catalog.resolve import ResolveError, resolve, roles_of
+from sevimg.catalog.spec import ImageSpec
 from sevimg.workspace import Workspace
 
 

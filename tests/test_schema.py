@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
-from sevimg.catalog import load_catalog
-from sevimg.loader import Document, JsonPath, format_path, load_text
+from sevimg.catalog.index import load_catalog
+from sevimg.catalog.load import Document, JsonPath, format_path, load_text
+from sevimg.catalog.schema import DISTRO, LOCAL, PROJECT, RELEASE, ecma_pattern, schemas_for
 from sevimg.problems import Problem
-from sevimg.schema import DISTRO, LOCAL, PROJECT, RELEASE, ecma_pattern, schemas_for
 from sevimg.workspace import Workspace
 from tests.conftest import REPO
 

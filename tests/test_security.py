@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from sevimg import payload, postcheck, security
-from sevimg.catalog import Catalog, load_catalog
-from sevimg.resolve import resolve
+from sevimg import postcheck
+from sevimg.catalog import payload, security
+from sevimg.catalog.index import Catalog, load_catalog
+from sevimg.catalog.resolve import resolve
 from sevimg.workspace import Workspace
 from tests.conftest import CliFn
 from tests.test_uki import EXE, FILE, HOST_PACKAGES, LINK, guest_files, host_files, make_uki
@@ -223,7 +224,7 @@ def test_only_a_debug_image_takes_the_debug_section(cli: CliFn, workspace: Path)
 def test_a_debug_image_may_carry_what_a_published_one_must_not(workspace: Path) -> None:
     with_release(workspace, "debian-13", "common:\n  add_packages: [openssh-server]\n")
     catalog = load_catalog(Workspace(workspace))
-    from sevimg.check import check_entry
+    from sevimg.catalog.pipeline import check_entry
 
     assert not check_entry(catalog, catalog.entries["debian-13"]).ok
     assert check_entry(catalog, catalog.entries["debian-13"], debug=True).ok

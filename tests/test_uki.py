@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from sevimg import payload, postcheck
-from sevimg.catalog import Catalog
+from sevimg import postcheck
+from sevimg.catalog import payload
+from sevimg.catalog.index import Catalog
+from sevimg.catalog.resolve import resolve
 from sevimg.problems import SevimgError
-from sevimg.resolve import resolve
 from sevimg.uki import Uki, read_uki
 
 KVER = "6.12.119+deb13-amd64"

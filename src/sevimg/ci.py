@@ -20,10 +20,10 @@ from typing import Any
 
 import yaml
 
-from sevimg.catalog import Catalog
-from sevimg.check import Checked, check_catalog
+from sevimg.catalog.index import Catalog
+from sevimg.catalog.pipeline import Checked, check_catalog
+from sevimg.catalog.resolve import roles_of
 from sevimg.problems import SevimgError
-from sevimg.resolve import roles_of
 
 WORKFLOW_PATH = PurePosixPath(".github/workflows/build-and-release.yml")
 MKOSI_VERSION = "25.3"

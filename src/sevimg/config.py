@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, cast
 
-from sevimg.loader import Document, LoadError, load_file
+from sevimg.catalog.load import Document, LoadError, load_file
+from sevimg.catalog.schema import LOCAL, PROJECT, control_character, schemas_for
 from sevimg.problems import Problem, SevimgError, has_errors
-from sevimg.schema import LOCAL, PROJECT, control_character, schemas_for
 from sevimg.workspace import Workspace
 
 PROJECT_FILE = "sevimg.yaml"

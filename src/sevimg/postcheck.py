@@ -4,7 +4,7 @@ The configuration said what should be there; this says what is: the kernel,
 QEMU and OVMF versions mkosi installed (from its package manifest and the
 UKI's .uname), the host's SEV firmware, QEMU binary and embedded guest, the
 modules each role needs, the payload units enabled, and none of the ways in
-that :mod:`sevimg.security` forbids (command-line tokens, login servers,
+that :mod:`sevimg.catalog.security` forbids (command-line tokens, login servers,
 getty autologin, accounts with a password) unless the image is a debug one.
 """
 
@@ -15,8 +15,8 @@ import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sevimg import payload, security, versions
-from sevimg.spec import GUEST_EMBED_PATH, ImageSpec
+from sevimg.catalog import payload, security, versions
+from sevimg.catalog.spec import GUEST_EMBED_PATH, ImageSpec
 from sevimg.uki import Member, Uki
 
 

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.text import Text
 
 from sevimg import __version__, interrupt, mkosi
-from sevimg.catalog import Catalog, load_catalog
+from sevimg.catalog.index import Catalog, load_catalog
 from sevimg.cli.params import MkosiVersion
 from sevimg.problems import Problem, SevimgError
 from sevimg.redact import redact_text

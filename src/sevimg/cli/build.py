@@ -15,7 +15,9 @@ from rich.table import Table
 
 from sevimg import artifacts, config, mkosi, run
 from sevimg.build import Builder, BuildSettings, Outcome
-from sevimg.check import all_problems, check_catalog, specs_or_raise
+from sevimg.catalog.payload import KNOWN_SEV_FIRMWARE
+from sevimg.catalog.pipeline import all_problems, check_catalog, specs_or_raise
+from sevimg.catalog.spec import ImageSpec
 from sevimg.cli.base import (
     Context,
     err,
@@ -29,9 +31,7 @@ from sevimg.cli.base import (
 )
 from sevimg.cli.params import ImageName, Number
 from sevimg.launch import MIN_MEMORY_MB
-from sevimg.payload import KNOWN_SEV_FIRMWARE
 from sevimg.problems import SevimgError
-from sevimg.spec import ImageSpec
 
 SNP_SYSFS = Path("/sys/module/kvm_amd/parameters/sev_snp")
 

@@ -13,7 +13,13 @@ import yaml
 from rich.table import Table
 
 from sevimg import lock, mkosi, treecheck
-from sevimg.check import Checked, all_problems, check_catalog, specs_or_raise
+from sevimg.catalog.load import LoadError, load_text
+from sevimg.catalog.pipeline import Checked, all_problems, check_catalog, specs_or_raise
+from sevimg.catalog.policy import floor_verdicts
+from sevimg.catalog.resolve import roles_of
+from sevimg.catalog.scaffold import new_release
+from sevimg.catalog.schema import RELEASE, schemas_for
+from sevimg.catalog.versions import HOST_FLOORS, Verdict
 from sevimg.cli.base import (
     Context,
     err,
@@ -26,14 +32,8 @@ from sevimg.cli.base import (
     styled,
 )
 from sevimg.cli.params import ImageName
-from sevimg.loader import LoadError, load_text
 from sevimg.output import remove_stale, write_file_atomic, write_trees
-from sevimg.policy import floor_verdicts
 from sevimg.problems import Problem, SevimgError, has_errors
-from sevimg.resolve import roles_of
-from sevimg.scaffold import new_release
-from sevimg.schema import RELEASE, schemas_for
-from sevimg.versions import HOST_FLOORS, Verdict
 
 _VERDICT_STYLE = {
     Verdict.OK: ("ok", "green"),

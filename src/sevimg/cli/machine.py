@@ -10,8 +10,8 @@ import click
 from rich.table import Table
 
 from sevimg import config, doctor
-from sevimg.catalog import Catalog
-from sevimg.check import all_problems, check_catalog
+from sevimg.catalog.index import Catalog
+from sevimg.catalog.pipeline import all_problems, check_catalog
 from sevimg.cli.base import Context, handle_errors, main, out, pass_ctx, print_problems, styled
 from sevimg.cli.params import Number
 from sevimg.problems import Problem, SevimgError

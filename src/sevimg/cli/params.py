@@ -14,8 +14,8 @@ from typing import Any, NoReturn
 import click
 
 from sevimg import mkosi
-from sevimg.catalog import IMAGE_NAME_HELP, split_image_name
-from sevimg.schema import control_character
+from sevimg.catalog.index import IMAGE_NAME_HELP, split_image_name
+from sevimg.catalog.schema import control_character
 
 ROLE_PREFIXES = ("guest-", "host-")
 

@@ -12,9 +12,9 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from sevimg.loader import Document, LoadError, load_file
+from sevimg.catalog.load import Document, LoadError, load_file
+from sevimg.catalog.schema import DISTRO, RELEASE, control_character, schemas_for
 from sevimg.problems import Problem, SevimgError, error, has_errors
-from sevimg.schema import DISTRO, RELEASE, control_character, schemas_for
 from sevimg.workspace import Workspace
 
 DISTRO_NAME = re.compile(r"[a-z][a-z0-9]{1,31}")

@@ -4,7 +4,7 @@ A certification image is booted unattended in someone else's lab, so it must
 not open a shell on a console, accept a remote login, let the hypervisor run
 commands in the guest, or boot with SEV or the IOMMU turned off.
 The same rules are enforced twice, from this one place: on the resolved spec
-before anything is rendered (:mod:`sevimg.policy`), and on the files of the
+before anything is rendered (:mod:`sevimg.catalog.policy`), and on the files of the
 built UKI (:mod:`sevimg.postcheck`). Only a debug image (``--debug-image``,
 named ``…-debug`` and never published) is exempt.
 

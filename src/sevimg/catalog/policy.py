@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sevimg import payload, security
-from sevimg.catalog import Entry
-from sevimg.loader import Document, JsonPath
+from sevimg.catalog import payload, security
+from sevimg.catalog.index import Entry
+from sevimg.catalog.load import Document, JsonPath
+from sevimg.catalog.spec import ImageSpec
+from sevimg.catalog.versions import HOST_FLOORS, Verdict
 from sevimg.problems import Problem, Severity
-from sevimg.spec import ImageSpec
-from sevimg.versions import HOST_FLOORS, Verdict
 
 
 def floor_verdicts(entry: Entry) -> dict[str, Verdict]:

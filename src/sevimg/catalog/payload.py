@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sevimg.spec import Family, KernelModules, Role
+from sevimg.catalog.spec import Family, KernelModules, Role
 
 # Modules a guest cannot do without, with their path below the kernel's
 # module tree (needed to judge folder rules). `msr` and `sev-guest` are also

@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
-from sevimg import payload
-from sevimg.catalog import Entry
-from sevimg.loader import Document, JsonPath
-from sevimg.problems import Problem, SevimgError
-from sevimg.spec import (
+from sevimg.catalog import payload
+from sevimg.catalog.index import Entry
+from sevimg.catalog.load import Document, JsonPath
+from sevimg.catalog.spec import (
     AptSource,
     Family,
     ImageSpec,
@@ -25,6 +24,7 @@ from sevimg.spec import (
     Status,
     Versions,
 )
+from sevimg.problems import Problem, SevimgError
 
 APT_FAMILIES: tuple[Family, ...] = ("debian", "ubuntu")
 ARCHITECTURE = "x86-64"

@@ -1,6 +1,6 @@
 """The resolved image specification: everything a renderer needs, nothing left to interpret.
 
-An :class:`ImageSpec` is built by :mod:`sevimg.resolve` from a distro file, a
+An :class:`ImageSpec` is built by :mod:`sevimg.catalog.resolve` from a distro file, a
 release file and a role, and is immutable from then on. Collections are tuples
 (sorted where order carries no meaning) so two specs compare, hash and render
 the same whatever order the catalog was read in.

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from sevimg.catalog import DISTRO_NAME, IMAGE_NAME_HELP, Catalog, split_image_name
+from sevimg.catalog.index import DISTRO_NAME, IMAGE_NAME_HELP, Catalog, split_image_name
 from sevimg.problems import SevimgError
 
 # mkosi's Release= for Debian and Ubuntu: the schema's `codename`.

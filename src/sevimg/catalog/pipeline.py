@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sevimg import policy
-from sevimg.catalog import Catalog, Entry
+from sevimg.catalog import policy
+from sevimg.catalog.index import Catalog, Entry
+from sevimg.catalog.resolve import resolve_all, roles_of
+from sevimg.catalog.spec import ImageSpec, Role
 from sevimg.problems import Problem, SevimgError, has_errors
-from sevimg.resolve import resolve_all, roles_of
-from sevimg.spec import ImageSpec, Role
 
 
 @dataclass(frozen=True)

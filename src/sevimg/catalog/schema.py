@@ -27,7 +27,7 @@ from jsonschema.protocols import Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from sevimg.loader import Document, JsonPath, format_path
+from sevimg.catalog.load import Document, JsonPath, format_path
 from sevimg.problems import Problem, SevimgError, error
 
 DISTRO = "distro.schema.json"

@@ -1,0 +1,1 @@
+"""The catalog: load, schema, resolve, policy. Pure: no subprocesses, no network."""
