@@ -22,9 +22,9 @@ from sevimg import mkosi, treecheck
 from sevimg.catalog.index import load_catalog
 from sevimg.catalog.pipeline import check_catalog, specs_or_raise
 from sevimg.catalog.spec import ImageSpec
-from sevimg.output import write_trees
 from sevimg.problems import SevimgError
-from sevimg.render import Renderer
+from sevimg.render.trees import Renderer
+from sevimg.render.write import write_trees
 from sevimg.workspace import Workspace
 from tests.conftest import REPO, CliFn
 

@@ -9,7 +9,7 @@ from sevimg.catalog.index import Catalog
 from sevimg.catalog.pipeline import check_catalog, specs_or_raise
 from sevimg.catalog.resolve import resolve
 from sevimg.catalog.spec import GUEST_EMBED_DIR
-from sevimg.render import Renderer, Tree
+from sevimg.render.trees import Renderer, Tree
 from sevimg.workspace import Workspace
 from tests.conftest import REPO
 

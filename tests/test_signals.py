@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from sevimg import lock, run
-from sevimg.output import is_stale
+from sevimg.render.write import is_stale
 from tests import fakes
 
 SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]

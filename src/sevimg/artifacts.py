@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from sevimg import __version__
-from sevimg.output import write_file_atomic
 from sevimg.problems import Problem, SevimgError, error, has_errors, warning
+from sevimg.render.write import write_file_atomic
 
 MANIFEST_SCHEMA = "sevimg-manifest/1"
 SHA256SUMS = "SHA256SUMS"

@@ -25,10 +25,10 @@ from sevimg import __version__, artifacts, interrupt, lock, pins, postcheck, pro
 from sevimg.catalog.spec import ImageSpec
 from sevimg.config import LocalConfig, ToolPin
 from sevimg.mkosi import Mkosi
-from sevimg.output import remove_stale, write_file_atomic, write_tree
 from sevimg.problems import SevimgError
 from sevimg.redact import redact_text, split_credentials
-from sevimg.render import GUEST_TREE, File, Renderer, Tree
+from sevimg.render.trees import GUEST_TREE, File, Renderer, Tree
+from sevimg.render.write import remove_stale, write_file_atomic, write_tree
 
 DEFAULT_TOOLS_TREE = ("debian", "trixie")
 KEYRINGS = {

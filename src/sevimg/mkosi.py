@@ -22,7 +22,7 @@ from pathlib import Path
 
 from sevimg import proc
 from sevimg.problems import SevimgError
-from sevimg.render import OLDEST_MKOSI
+from sevimg.render.trees import OLDEST_MKOSI
 
 MIN_VERSION = (25, 3)
 VERSION_TIMEOUT = 10.0  # mkosi --version answers in about a second

@@ -28,8 +28,8 @@ import httpx
 import zstandard
 
 from sevimg.config import ToolPin, install_problem
-from sevimg.output import write_file_atomic
 from sevimg.problems import SevimgError
+from sevimg.render.write import write_file_atomic
 
 DOWNLOAD_TIMEOUT = 60.0
 MAX_DOWNLOAD_BYTES = 512 * 1024 * 1024  # a tool or its package; far above any real one

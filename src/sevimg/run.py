@@ -22,8 +22,8 @@ from pathlib import Path
 
 from sevimg import interrupt, proc
 from sevimg.launch import DEFAULT_CBITPOS, MIN_MEMORY_MB, READY_MARKER, Launch, snp_command
-from sevimg.output import scratch_folder
 from sevimg.problems import SevimgError
+from sevimg.render.write import scratch_folder
 
 QEMU_NAMES = ("qemu-system-x86_64", "/usr/libexec/qemu-kvm")
 # Ordinary (non-SEV) OVMF builds that boot a -kernel UKI; the AMD SEV build does not.

@@ -18,9 +18,9 @@ from typing import Any
 from sevimg import interrupt, proc
 from sevimg.catalog.spec import GUEST_EMBED_DIR, ImageSpec
 from sevimg.mkosi import Mkosi
-from sevimg.output import scratch_folder, write_tree
 from sevimg.problems import Problem, error
-from sevimg.render import EXTRA, GUEST_TREE, SANDBOX, Renderer
+from sevimg.render.trees import EXTRA, GUEST_TREE, SANDBOX, Renderer
+from sevimg.render.write import scratch_folder, write_tree
 
 HOST_SYSTEMD = Path("/usr/lib/systemd")
 

@@ -23,7 +23,7 @@ from sevimg.catalog.index import Catalog, load_catalog
 from sevimg.cli.params import MkosiVersion
 from sevimg.problems import Problem, SevimgError
 from sevimg.redact import redact_text
-from sevimg.render import OLDEST_MKOSI, Renderer
+from sevimg.render.trees import OLDEST_MKOSI, Renderer
 from sevimg.workspace import Workspace, find_workspace
 
 P = ParamSpec("P")

@@ -32,8 +32,8 @@ from sevimg.cli.base import (
     styled,
 )
 from sevimg.cli.params import ImageName
-from sevimg.output import remove_stale, write_file_atomic, write_trees
 from sevimg.problems import Problem, SevimgError, has_errors
+from sevimg.render.write import remove_stale, write_file_atomic, write_trees
 
 _VERDICT_STYLE = {
     Verdict.OK: ("ok", "green"),

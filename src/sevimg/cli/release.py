@@ -22,11 +22,11 @@ from sevimg import ci as ci_module
 from sevimg import github
 from sevimg.artifacts import merge_artifact_folders
 from sevimg.cli.base import Context, err, handle_errors, main, out, pass_ctx
-from sevimg.output import write_file_atomic
 from sevimg.problems import SevimgError
 from sevimg.publish import Plan, check_tag, human_size
 from sevimg.publish import publish as publish_folder
 from sevimg.redact import redact_text
+from sevimg.render.write import write_file_atomic
 
 # Uploads smaller than this finish too fast for a progress bar to help.
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from sevimg import interrupt
 
 if TYPE_CHECKING:  # only for annotations: writing files must not load the templates
-    from sevimg.render import Tree
+    from sevimg.render.trees import Tree
 
 # sevimg's own temporary names (tempfile adds 8 characters of [a-z0-9_]).
 _STALE = re.compile(r"^\..+\.(?:(?:new|old|tmp)-[a-z0-9_]{8}|partial)$")
