@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from sevimg.build import apt_sources
+from sevimg.build.builder import apt_sources
+from sevimg.build.settings import load_local, load_tool_pins
 from sevimg.catalog.index import load_catalog
-from sevimg.config import load_local, load_tool_pins
 from sevimg.problems import SevimgError
 from sevimg.workspace import Workspace
 from tests.conftest import REPO, CliFn

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sevimg import mkosi
+from sevimg.build import mkosi
 from tests.conftest import REPO
 
 SCRIPT = REPO / "tools" / "install-mkosi"

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from sevimg import mkosi, treecheck
+from sevimg.build import judge, mkosi
 from sevimg.catalog.index import load_catalog
 from sevimg.catalog.pipeline import check_catalog, specs_or_raise
 from sevimg.catalog.spec import ImageSpec
@@ -100,7 +100,7 @@ def test_mkosi_resolves_what_the_yaml_means(
         spec.release if spec.release != spec.mkosi_release else None
     )
     assert image["Autologin"] is False and image["RootPassword"] is None
-    assert treecheck.compare_summary(image, result.tree, spec) == []
+    assert judge.compare_summary(image, result.tree, spec) == []
 
 
 @pytest.mark.parametrize("spec", [s for s in SPECS if s.role == "guest"], ids=lambda s: s.image_id)
@@ -220,7 +220,7 @@ def test_mismatch_detection_notices_a_hand_edit(
         .replace("        ovmf-amdsev\n", "")
         .replace("Release=trixie", "Release=bookworm")
     )
-    found = treecheck.mkosi_mismatches(require_mkosi("25.3"), tree, spec)
+    found = judge.mkosi_mismatches(require_mkosi("25.3"), tree, spec)
     assert any(m.startswith('Release: mkosi resolved "bookworm"') for m in found)
     assert any(m.startswith("Packages:") for m in found)
 
@@ -230,10 +230,10 @@ def test_generated_scripts_and_units_pass_their_checkers(
     parsed: dict[tuple[str, str, str], Parsed], spec: ImageSpec
 ) -> None:
     tree = parsed[("25.3", "25.3", spec.image_id)].tree
-    assert list(treecheck.generated_scripts(tree)), "every image carries its check script"
-    assert list(treecheck.generated_units(tree))
-    assert treecheck.script_problems(tree) == []
-    assert treecheck.unit_problems(tree) == []
+    assert list(judge.generated_scripts(tree)), "every image carries its check script"
+    assert list(judge.generated_units(tree))
+    assert judge.script_problems(tree) == []
+    assert judge.unit_problems(tree) == []
 
 
 def test_checkers_catch_real_mistakes(
@@ -245,12 +245,12 @@ def test_checkers_catch_real_mistakes(
     )
     script = tree / "extra/usr/libexec/sevimg/host-check"
     script.write_text(script.read_text() + "\nif [ $x = 1 ]; then echo $undefined\n")
-    problems = treecheck.script_problems(tree)
+    problems = judge.script_problems(tree)
     assert any("bash -n" in p for p in problems)
     script.write_text(
         script.read_text().replace("\nif [ $x = 1 ]; then echo $undefined\n", "\necho $1 `date`\n")
     )
-    assert any("shellcheck" in p and "SC2006" in p for p in treecheck.script_problems(tree))
+    assert any("shellcheck" in p and "SC2006" in p for p in judge.script_problems(tree))
     unit = tree / "extra/usr/lib/systemd/system/sevimg-host-check.service"
     unit.write_text(
         unit.read_text().replace(
@@ -258,7 +258,7 @@ def test_checkers_catch_real_mistakes(
             "ExecStart=/usr/libexec/sevimg/missing\nBogusKey=1",
         )
     )
-    problems = treecheck.unit_problems(tree)
+    problems = judge.unit_problems(tree)
     assert any("is not executable" in p for p in problems) and any(
         "BogusKey" in p for p in problems
     )

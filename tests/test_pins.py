@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from sevimg import pins
-from sevimg.config import ToolPin
+from sevimg.build import pins
+from sevimg.build.settings import ToolPin
 from sevimg.problems import SevimgError
 from tests.conftest import CliFn
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from sevimg import mkosi
-from sevimg.build import APT_AUTH, apt_auth
+from sevimg.build import mkosi
+from sevimg.build.builder import APT_AUTH, apt_auth
 from sevimg.github import Token
 from sevimg.problems import SevimgError, error
 from sevimg.redact import has_credentials, redact_text, redact_url, split_credentials

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sevimg import postcheck
+from sevimg.build import examine
 from sevimg.catalog import payload, security
 from sevimg.catalog.index import Catalog, load_catalog
 from sevimg.catalog.resolve import resolve
@@ -455,10 +455,10 @@ def test_built_guest_with_a_way_in_fails(
     files = {path: (path, mode, data) for path, mode, data in guest_files()}
     files.update({path: (path, mode, data) for path, mode, data in extra})
     uki = make_uki(list(files.values()))
-    found = postcheck.check(spec, uki, {"systemd-boot-efi": "257"})
+    found = examine.check(spec, uki, {"systemd-boot-efi": "257"})
     assert any(expected in e for e in found.errors), found.errors
     debug = resolve(catalog.entries["debian-13"], "guest", debug=True)
-    assert postcheck.check(debug, uki, {"systemd-boot-efi": "257"}).errors == ()
+    assert examine.check(debug, uki, {"systemd-boot-efi": "257"}).errors == ()
 
 
 HARMLESS = [
@@ -488,7 +488,7 @@ HARMLESS = [
 def test_a_clean_image_passes(catalog: Catalog) -> None:
     spec = resolve(catalog.entries["debian-13"], "guest")
     uki = make_uki(guest_files() + HARMLESS)
-    assert postcheck.check(spec, uki, {"systemd-boot-efi": "257"}).errors == ()
+    assert examine.check(spec, uki, {"systemd-boot-efi": "257"}).errors == ()
 
 
 @pytest.mark.parametrize("token", UNSAFE_TOKENS)
@@ -498,7 +498,7 @@ def test_unsafe_cmdline_in_the_uki_fails(catalog: Catalog, token: str) -> None:
     uki = type(uki)(
         uki.path, uki.linux, uki.initrd, f"console=ttyS0 {token} quiet", uki.uname, uki.osrel
     )
-    found = postcheck.check(spec, uki, {"systemd-boot-efi": "257"})
+    found = examine.check(spec, uki, {"systemd-boot-efi": "257"})
     assert any(f"the UKI's .cmdline has {token!r}" in e for e in found.errors), found.errors
 
 
@@ -509,7 +509,7 @@ def test_built_host_without_an_snp_module_fails(catalog: Catalog, module: str) -
     files = [
         f for f in host_files(guest) if f"/{payload.HOST_REQUIRED_MODULES[module]}.ko" not in f[0]
     ]
-    found = postcheck.check(spec, make_uki(files), HOST_PACKAGES, hashlib.sha256(guest).hexdigest())
+    found = examine.check(spec, make_uki(files), HOST_PACKAGES, hashlib.sha256(guest).hexdigest())
     assert found.errors == (
         f"host module {module} ({payload.HOST_REQUIRED_MODULES[module]}) is missing",
     )
@@ -520,10 +520,10 @@ def test_built_host_without_nics(catalog: Catalog) -> None:
     guest = b"guest uki"
     sha = hashlib.sha256(guest).hexdigest()
     some = [f for f in host_files(guest) if "/drivers/net/ethernet/intel/" not in f[0]]
-    found = postcheck.check(spec, make_uki(some), HOST_PACKAGES, sha)
+    found = examine.check(spec, make_uki(some), HOST_PACKAGES, sha)
     assert found.errors == () and any("e1000e" in w for w in found.warnings)
     none = [f for f in host_files(guest) if "/drivers/net/" not in f[0]]
-    found = postcheck.check(spec, make_uki(none), HOST_PACKAGES, sha)
+    found = examine.check(spec, make_uki(none), HOST_PACKAGES, sha)
     assert any("none of the NIC drivers" in e for e in found.errors)
 
 
@@ -539,5 +539,5 @@ def test_builtin_modules_count(catalog: Catalog) -> None:
             b"kernel/arch/x86/kvm/kvm.ko\nkernel/arch/x86/kvm/kvm-amd.ko\n",
         )
     )
-    found = postcheck.check(spec, make_uki(files), HOST_PACKAGES, hashlib.sha256(guest).hexdigest())
+    found = examine.check(spec, make_uki(files), HOST_PACKAGES, hashlib.sha256(guest).hexdigest())
     assert found.errors == ()

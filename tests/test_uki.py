@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from sevimg import postcheck
+from sevimg.build import examine
+from sevimg.build.uki import Uki, read_uki
 from sevimg.catalog import payload
 from sevimg.catalog.index import Catalog
 from sevimg.catalog.resolve import resolve
 from sevimg.problems import SevimgError
-from sevimg.uki import Uki, read_uki
 
 KVER = "6.12.119+deb13-amd64"
 
@@ -113,34 +113,32 @@ def test_not_a_uki(tmp_path: Path) -> None:
 
 def test_guest_checks_pass_and_fail(catalog: Catalog) -> None:
     spec = resolve(catalog.entries["debian-13"], "guest")
-    ok = postcheck.check(
+    ok = examine.check(
         spec,
         make_uki(guest_files()),
         {"linux-image-amd64": "6.12.118-1", "systemd-boot-efi": "257"},
     )
     assert ok.errors == () and ok.kernel == KVER
-    lost = postcheck.check(
-        spec, make_uki(guest_files(drop="sev-guest")), {"systemd-boot-efi": "257"}
-    )
+    lost = examine.check(spec, make_uki(guest_files(drop="sev-guest")), {"systemd-boot-efi": "257"})
     assert lost.errors == (
         "guest module sev-guest (drivers/virt/coco/sev-guest/sev-guest) is missing",
     )
-    open_root = postcheck.check(
+    open_root = examine.check(
         spec, make_uki(guest_files(root_password="")), {"systemd-boot-efi": "257"}
     )
     assert open_root.errors == (
         "root has an empty password (login without one): published images must not",
     )
-    hashed = postcheck.check(
+    hashed = examine.check(
         spec, make_uki(guest_files(root_password="$6$salt$hash")), {"systemd-boot-efi": "257"}
     )
     assert hashed.errors == ("root has a password: published images must not",)
     no_unit = [f for f in guest_files() if "multi-user.target.wants" not in f[0]]
     assert (
         "presets did not apply"
-        in postcheck.check(spec, make_uki(no_unit), {"systemd-boot-efi": "257"}).errors[0]
+        in examine.check(spec, make_uki(no_unit), {"systemd-boot-efi": "257"}).errors[0]
     )
-    no_stub = postcheck.check(spec, make_uki(guest_files()), {})
+    no_stub = examine.check(spec, make_uki(guest_files()), {})
     assert no_stub.errors == ("systemd_boot package systemd-boot-efi is not installed",)
 
 
@@ -177,7 +175,7 @@ def test_host_checks(catalog: Catalog) -> None:
     spec = resolve(catalog.entries["debian-13"], "host")
     guest = b"guest uki"
     sha = hashlib.sha256(guest).hexdigest()
-    ok = postcheck.check(spec, make_uki(host_files(guest)), HOST_PACKAGES, sha)
+    ok = examine.check(spec, make_uki(host_files(guest)), HOST_PACKAGES, sha)
     assert ok.errors == ()
     assert ok.installed == {
         "kernel": KVER,
@@ -186,15 +184,15 @@ def test_host_checks(catalog: Catalog) -> None:
     }
     assert any("kernel: declared 6.12.118, installed" in w for w in ok.warnings)
 
-    no_fw = postcheck.check(spec, make_uki(host_files(guest, firmware=False)), HOST_PACKAGES, sha)
+    no_fw = examine.check(spec, make_uki(host_files(guest, firmware=False)), HOST_PACKAGES, sha)
     assert no_fw.errors == (
         "SEV firmware /usr/share/ovmf/OVMF.amdsev.fd is missing from the image (ovmf-amdsev does not ship it)",
     )
-    no_qemu = postcheck.check(spec, make_uki(host_files(guest, qemu=False)), HOST_PACKAGES, sha)
+    no_qemu = examine.check(spec, make_uki(host_files(guest, qemu=False)), HOST_PACKAGES, sha)
     assert no_qemu.errors == ("QEMU binary /usr/bin/qemu-system-x86_64 is missing from the image",)
-    wrong_guest = postcheck.check(spec, make_uki(host_files(guest)), HOST_PACKAGES, "0" * 64)
+    wrong_guest = examine.check(spec, make_uki(host_files(guest)), HOST_PACKAGES, "0" * 64)
     assert "is not the guest just built" in wrong_guest.errors[0]
-    old_qemu = postcheck.check(
+    old_qemu = examine.check(
         spec,
         make_uki(host_files(guest)),
         {**HOST_PACKAGES, "qemu-system-x86": "1:8.2.2+ds-0ubuntu1"},
@@ -213,7 +211,7 @@ def test_symlinked_paths_resolve(catalog: Catalog) -> None:
         ("usr/local/lib/guest-image/guest.efi", FILE, b"g"),
         ("etc/passwd", FILE, b"root:*:0:0::/root:/bin/bash\n"),
     ]
-    findings = postcheck.check(
+    findings = examine.check(
         spec,
         make_uki(files),
         {"qemu-kvm-core": "10.1.0", "edk2-ovmf": "20251119", "systemd-boot-unsigned": "257"},

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from sevimg import mkosi
+from sevimg.build import mkosi
 from sevimg.problems import SevimgError
 from sevimg.redact import redact_text
 

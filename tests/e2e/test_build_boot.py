@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sevimg import artifacts
-from sevimg.uki import read_uki
+from sevimg.build.uki import read_uki
 from tests.e2e.conftest import E2E, MKOSI_VERSION
 
 pytestmark = pytest.mark.e2e

@@ -5,7 +5,7 @@ not open a shell on a console, accept a remote login, let the hypervisor run
 commands in the guest, or boot with SEV or the IOMMU turned off.
 The same rules are enforced twice, from this one place: on the resolved spec
 before anything is rendered (:mod:`sevimg.catalog.policy`), and on the files of the
-built UKI (:mod:`sevimg.postcheck`). Only a debug image (``--debug-image``,
+built UKI (:mod:`sevimg.build.examine`). Only a debug image (``--debug-image``,
 named ``…-debug`` and never published) is exempt.
 
 Pure functions over strings and file listings.

@@ -18,7 +18,8 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from sevimg import __version__, interrupt, mkosi
+from sevimg import __version__, interrupt
+from sevimg.build import mkosi
 from sevimg.catalog.index import Catalog, load_catalog
 from sevimg.cli.params import MkosiVersion
 from sevimg.problems import Problem, SevimgError

@@ -13,8 +13,9 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from sevimg import artifacts, config, mkosi, run
-from sevimg.build import Builder, BuildSettings, Outcome
+from sevimg import artifacts, run
+from sevimg.build import mkosi, settings
+from sevimg.build.builder import Builder, BuildSettings, Outcome
 from sevimg.catalog.payload import KNOWN_SEV_FIRMWARE
 from sevimg.catalog.pipeline import all_problems, check_catalog, specs_or_raise
 from sevimg.catalog.spec import ImageSpec
@@ -110,9 +111,9 @@ def build(
     specs = specs_or_raise(checked, orphans)
     print_problems(p for p in all_problems(checked, orphans) if not p.is_error)
     wanted = _with_guests(specs, role)
-    local = config.load_local(ws)
+    local = settings.load_local(ws)
     tool = mkosi.require(ws.cache_dir, mkosi_version)
-    settings = BuildSettings(
+    build_settings = BuildSettings(
         workspace_root=ws.root,
         build_dir=ws.build_dir,
         out_dir=(output or ws.out_dir).resolve(),
@@ -120,7 +121,7 @@ def build(
         mkosi=tool,
         renderer=ctx.renderer(tool.version),
         local=local,
-        pins=config.load_tool_pins(ws),
+        pins=settings.load_tool_pins(ws),
         with_tools=not without_tools,
         tools_dir=tools_dir or local.tools_dir,
         force=force,
@@ -135,9 +136,9 @@ def build(
             status.update(styled(f"[{time.monotonic() - started:5.0f} s] {line}"))
 
         outcomes = Builder(
-            settings, report=lambda line: out.print(line, markup=False), stage=stage
+            build_settings, report=lambda line: out.print(line, markup=False), stage=stage
         ).run(wanted)
-    _summary(outcomes, settings.out_dir)
+    _summary(outcomes, build_settings.out_dir)
 
 
 def _with_guests(specs: Sequence[ImageSpec], role: str | None) -> list[ImageSpec]:

@@ -12,7 +12,8 @@ import click
 import yaml
 from rich.table import Table
 
-from sevimg import lock, mkosi, treecheck
+from sevimg import lock
+from sevimg.build import judge, mkosi
 from sevimg.catalog.load import LoadError, load_text
 from sevimg.catalog.pipeline import Checked, all_problems, check_catalog, specs_or_raise
 from sevimg.catalog.policy import floor_verdicts
@@ -253,7 +254,7 @@ def validate(
         problems = sorted(
             {
                 *problems,
-                *treecheck.check_specs([s for c in checked for s in c.specs], renderer, tool),
+                *judge.check_specs([s for c in checked for s in c.specs], renderer, tool),
             }
         )
     failed = has_errors(problems) or (strict and bool(problems))

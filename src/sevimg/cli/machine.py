@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from sevimg import config, doctor
+from sevimg import doctor
+from sevimg.build import settings
 from sevimg.catalog.index import Catalog
 from sevimg.catalog.pipeline import all_problems, check_catalog
 from sevimg.cli.base import Context, handle_errors, main, out, pass_ctx, print_problems, styled
@@ -64,29 +65,29 @@ def doctor_command(
         distributions = sorted(doctor.DEFAULT_MIRRORS)
     else:
         try:
-            local = config.load_local(ws)
+            local = settings.load_local(ws)
         except SevimgError as exc:
             local_result = doctor.Result(
                 "local settings",
                 doctor.Status.FAIL,
-                f"{config.LOCAL_FILE}: " + "; ".join(str(p) for p in exc.problems),
+                f"{settings.LOCAL_FILE}: " + "; ".join(str(p) for p in exc.problems),
                 "fix the file (sevimg.local.yaml.example documents it)",
             )
         else:
             local_mirror = "debian" in local.apt_mirrors
             # This machine's own mirrors are probed too (credentials and all; never shown).
             for name, mirror in sorted(local.apt_mirrors.items()):
-                local_urls.append((f"{name} ({config.LOCAL_FILE})", mirror.url))
+                local_urls.append((f"{name} ({settings.LOCAL_FILE})", mirror.url))
                 if mirror.security_url:
                     local_urls.append(
-                        (f"{name} security ({config.LOCAL_FILE})", mirror.security_url)
+                        (f"{name} security ({settings.LOCAL_FILE})", mirror.security_url)
                     )
             for name, url in sorted(local.rpm_mirrors.items()):
-                local_urls.append((f"{name} ({config.LOCAL_FILE})", url))
+                local_urls.append((f"{name} ({settings.LOCAL_FILE})", url))
             detail = (
                 f"{local.source}"
                 if local.source
-                else f"no {config.LOCAL_FILE}: mkosi's default mirrors and sources"
+                else f"no {settings.LOCAL_FILE}: mkosi's default mirrors and sources"
             )
             local_result = doctor.Result("local settings", doctor.Status.OK, detail)
         cache_dir, disk_at = ws.cache_dir, ws.root

@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 import click
 
-from sevimg import mkosi
+from sevimg.build import mkosi
 from sevimg.catalog.index import IMAGE_NAME_HELP, split_image_name
 from sevimg.catalog.schema import control_character
 

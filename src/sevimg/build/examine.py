@@ -15,9 +15,9 @@ import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from sevimg.build.uki import Member, Uki
 from sevimg.catalog import payload, security, versions
 from sevimg.catalog.spec import GUEST_EMBED_PATH, ImageSpec
-from sevimg.uki import Member, Uki
 
 
 @dataclass(frozen=True)

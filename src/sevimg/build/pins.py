@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 import httpx
 import zstandard
 
-from sevimg.config import ToolPin, install_problem
+from sevimg.build.settings import ToolPin, install_problem
 from sevimg.problems import SevimgError
 from sevimg.render.write import write_file_atomic
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from sevimg import interrupt, proc
+from sevimg.build.mkosi import Mkosi
 from sevimg.catalog.spec import GUEST_EMBED_DIR, ImageSpec
-from sevimg.mkosi import Mkosi
 from sevimg.problems import Problem, error
 from sevimg.render.trees import EXTRA, GUEST_TREE, SANDBOX, Renderer
 from sevimg.render.write import scratch_folder, write_tree

@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
-from sevimg import __version__, artifacts, interrupt, lock, pins, postcheck, proc, uki
+from sevimg import __version__, artifacts, interrupt, lock, proc
+from sevimg.build import examine, pins, uki
+from sevimg.build.mkosi import Mkosi
+from sevimg.build.settings import LocalConfig, ToolPin
 from sevimg.catalog.spec import ImageSpec
-from sevimg.config import LocalConfig, ToolPin
-from sevimg.mkosi import Mkosi
 from sevimg.problems import SevimgError
 from sevimg.redact import redact_text, split_credentials
 from sevimg.render.trees import GUEST_TREE, File, Renderer, Tree
@@ -359,7 +360,7 @@ class Builder:
         if spec.role == "host":
             guest_sha = artifacts.sha256_file(tree / GUEST_TREE / "guest.efi")
         self.stage(f"{spec.image_id}: checking the built image")
-        findings = postcheck.check(spec, uki.read_uki(built), packages, guest_sha)
+        findings = examine.check(spec, uki.read_uki(built), packages, guest_sha)
         if findings.errors:
             rejected = self.s.cache_dir / "rejected" / built.name
             rejected.parent.mkdir(parents=True, exist_ok=True)

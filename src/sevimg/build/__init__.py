@@ -1,0 +1,1 @@
+"""Running mkosi on rendered trees, payload tools, and checks of the built UKI."""
