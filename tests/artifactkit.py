@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sevimg.artifacts import (
+from sevimg.release.artifacts import (
     EmbeddedGuest,
     Manifest,
     Package,

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from sevimg.artifacts import (
+from sevimg.problems import SevimgError
+from sevimg.release.artifacts import (
     MANIFEST_SCHEMA,
     SHA256SUMS,
     Manifest,
@@ -28,7 +29,6 @@ from sevimg.artifacts import (
     verify_artifacts,
     write_sha256sums,
 )
-from sevimg.problems import SevimgError
 from tests.artifactkit import make_folder
 
 HEX = "0123456789abcdef" * 4

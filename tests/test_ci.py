@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
-from sevimg import ci
 from sevimg.catalog.index import Catalog, load_catalog
 from sevimg.catalog.pipeline import check_catalog
 from sevimg.catalog.resolve import roles_of
+from sevimg.release import ci
 from sevimg.workspace import Workspace
 from tests.conftest import REPO, CliFn
 

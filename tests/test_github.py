@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sevimg.github import (
+from sevimg.problems import SevimgError
+from sevimg.release.github import (
     DEFAULT_API_URL,
     Asset,
     GitHub,
@@ -23,7 +24,6 @@ from sevimg.github import (
     resolve_token,
     url_segment,
 )
-from sevimg.problems import SevimgError
 from tests.fakegithub import READ_TOKEN, TOKEN, FakeClock, FakeGitHub
 
 DISPATCH_EFI = "application/vnd.dispatch+efi"

@@ -21,7 +21,9 @@ import httpx
 import pytest
 from rich.console import Console
 
-from sevimg.artifacts import (
+from sevimg.cli import release as release_cli
+from sevimg.problems import SevimgError
+from sevimg.release.artifacts import (
     SHA256SUMS,
     Manifest,
     load_artifact_folder,
@@ -30,10 +32,8 @@ from sevimg.artifacts import (
     write_manifest,
     write_sha256sums,
 )
-from sevimg.cli import release as release_cli
-from sevimg.github import GitHub, GitHubError, Token, url_segment
-from sevimg.problems import SevimgError
-from sevimg.publish import (
+from sevimg.release.github import GitHub, GitHubError, Token, url_segment
+from sevimg.release.publish import (
     DISPATCH_TYPES,
     HOST_TYPE,
     TMP_PREFIX,

@@ -18,9 +18,9 @@ import pytest
 
 from sevimg.build import mkosi
 from sevimg.build.builder import APT_AUTH, apt_auth
-from sevimg.github import Token
 from sevimg.problems import SevimgError, error
 from sevimg.redact import has_credentials, redact_text, redact_url, split_credentials
+from sevimg.release.github import Token
 from tests.conftest import REPO, CliFn
 from tests.leaks import child_pids, files_containing
 

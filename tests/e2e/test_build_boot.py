@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from sevimg import artifacts
 from sevimg.build.uki import read_uki
+from sevimg.release import artifacts
 from tests.e2e.conftest import E2E, MKOSI_VERSION
 
 pytestmark = pytest.mark.e2e

@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
-from sevimg import __version__, artifacts, interrupt, lock, proc
+from sevimg import __version__, interrupt, lock, proc
 from sevimg.build import examine, pins, uki
 from sevimg.build.mkosi import Mkosi
 from sevimg.build.settings import LocalConfig, ToolPin
 from sevimg.catalog.spec import ImageSpec
 from sevimg.problems import SevimgError
 from sevimg.redact import redact_text, split_credentials
+from sevimg.release import artifacts
 from sevimg.render.trees import GUEST_TREE, File, Renderer, Tree
 from sevimg.render.write import remove_stale, write_file_atomic, write_tree
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from sevimg import artifacts, run
+from sevimg import run
 from sevimg.build import mkosi, settings
 from sevimg.build.builder import Builder, BuildSettings, Outcome
 from sevimg.catalog.payload import KNOWN_SEV_FIRMWARE
@@ -33,6 +33,7 @@ from sevimg.cli.base import (
 from sevimg.cli.params import ImageName, Number
 from sevimg.launch import MIN_MEMORY_MB
 from sevimg.problems import SevimgError
+from sevimg.release import artifacts
 
 SNP_SYSFS = Path("/sys/module/kvm_amd/parameters/sev_snp")
 

@@ -18,14 +18,14 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from sevimg import ci as ci_module
-from sevimg import github
-from sevimg.artifacts import merge_artifact_folders
 from sevimg.cli.base import Context, err, handle_errors, main, out, pass_ctx
 from sevimg.problems import SevimgError
-from sevimg.publish import Plan, check_tag, human_size
-from sevimg.publish import publish as publish_folder
 from sevimg.redact import redact_text
+from sevimg.release import ci as ci_module
+from sevimg.release import github
+from sevimg.release.artifacts import merge_artifact_folders
+from sevimg.release.publish import Plan, check_tag, human_size
+from sevimg.release.publish import publish as publish_folder
 from sevimg.render.write import write_file_atomic
 
 # Uploads smaller than this finish too fast for a progress bar to help.

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Protocol
 
-from sevimg.artifacts import (
+from sevimg.problems import SevimgError
+from sevimg.release.artifacts import (
     ARTIFACT_SUFFIX,
     MANIFEST_SUFFIX,
     SHA256SUMS,
@@ -36,8 +37,7 @@ from sevimg.artifacts import (
     parse_image_id,
     refuse_debug,
 )
-from sevimg.github import Asset, GitHub, GitHubError, ProgressFn, Release
-from sevimg.problems import SevimgError
+from sevimg.release.github import Asset, GitHub, GitHubError, ProgressFn, Release
 
 HOST_TYPE = "application/vnd.dispatch+efi"
 DISPATCH_TYPES = frozenset(

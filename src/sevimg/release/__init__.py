@@ -1,0 +1,1 @@
+"""The artifact folder, manifests and checksums, GitHub releases, publish, ci."""
