@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sevimg import doctor
-from sevimg.doctor import GIB, Machine, Status
+from sevimg.machine import doctor
+from sevimg.machine.doctor import GIB, Machine, Status
 from tests.conftest import REPO, CliFn
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sevimg import run
-from sevimg.launch import MIN_MEMORY_MB, READY_MARKER
+from sevimg.machine import run
+from sevimg.machine.launch import MIN_MEMORY_MB, READY_MARKER
 from sevimg.problems import SevimgError
 from tests.conftest import CliFn
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from sevimg import lock, run
+from sevimg import lock
+from sevimg.machine import run
 from sevimg.render.write import is_stale
 from tests import fakes
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from sevimg import run
 from sevimg.build import mkosi, settings
 from sevimg.build.builder import Builder, BuildSettings, Outcome
 from sevimg.catalog.payload import KNOWN_SEV_FIRMWARE
@@ -31,7 +30,8 @@ from sevimg.cli.base import (
     styled,
 )
 from sevimg.cli.params import ImageName, Number
-from sevimg.launch import MIN_MEMORY_MB
+from sevimg.machine import run
+from sevimg.machine.launch import MIN_MEMORY_MB
 from sevimg.problems import SevimgError
 from sevimg.release import artifacts
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from sevimg import doctor
 from sevimg.build import settings
 from sevimg.catalog.index import Catalog
 from sevimg.catalog.pipeline import all_problems, check_catalog
 from sevimg.cli.base import Context, handle_errors, main, out, pass_ctx, print_problems, styled
 from sevimg.cli.params import Number
+from sevimg.machine import doctor
 from sevimg.problems import Problem, SevimgError
 
 _STYLE = {doctor.Status.OK: "green", doctor.Status.WARN: "yellow", doctor.Status.FAIL: "bold red"}

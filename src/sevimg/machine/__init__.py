@@ -1,0 +1,1 @@
+"""This machine: doctor, and booting built images under QEMU."""
