@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from sevimg.machine import run
-from sevimg.machine.launch import MIN_MEMORY_MB, READY_MARKER
 from sevimg.problems import SevimgError
+from sevimg.render.launch import MIN_MEMORY_MB, READY_MARKER
 from tests.conftest import CliFn
 
 

@@ -31,9 +31,9 @@ from sevimg.cli.base import (
 )
 from sevimg.cli.params import ImageName, Number
 from sevimg.machine import run
-from sevimg.machine.launch import MIN_MEMORY_MB
 from sevimg.problems import SevimgError
 from sevimg.release import artifacts
+from sevimg.render.launch import MIN_MEMORY_MB
 
 SNP_SYSFS = Path("/sys/module/kvm_amd/parameters/sev_snp")
 

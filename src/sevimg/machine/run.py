@@ -1,7 +1,7 @@
 """`sevimg run`: launch a built guest UKI, with SEV-SNP or as a plain smoke boot.
 
 The SNP command line is the one AMD's SEV getting-started guide gives (see
-:mod:`sevimg.machine.launch`, shared with the host image's own check). `--no-sev`
+:mod:`sevimg.render.launch`, shared with the host image's own check). `--no-sev`
 boots the same UKI under ordinary QEMU and OVMF, watches the serial console
 for the guest's readiness marker, and reports how long it took.
 """
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sevimg import interrupt, proc
-from sevimg.machine.launch import DEFAULT_CBITPOS, MIN_MEMORY_MB, READY_MARKER, Launch, snp_command
 from sevimg.problems import SevimgError
+from sevimg.render.launch import DEFAULT_CBITPOS, MIN_MEMORY_MB, READY_MARKER, Launch, snp_command
 from sevimg.render.write import scratch_folder
 
 QEMU_NAMES = ("qemu-system-x86_64", "/usr/libexec/qemu-kvm")

@@ -17,7 +17,7 @@ from typing import Any
 import jinja2
 
 from sevimg.catalog.spec import GUEST_EMBED_DIR, GUEST_EMBED_PATH, ImageSpec, KernelModules
-from sevimg.machine import launch
+from sevimg.render import launch
 
 # mkosi gained KernelModules= (globs, '-' excludes) in v26 and deprecated the
 # regex-based KernelModulesInclude=/KernelModulesExclude= there.
