@@ -10,10 +10,9 @@ import sys
 from pathlib import Path
 
 import click
-from rich.markup import escape
 from rich.table import Table
 
-from sevimg.cli.base import err, handle_errors, main, out
+from sevimg.cli.base import err, handle_errors, main, out, styled
 from sevimg.problems import SevimgError
 from sevimg_cert import certs, kds
 from sevimg_cert.report import REPORT_SIZE, AttestationReport, Product
@@ -180,15 +179,13 @@ def verify_command(
     if as_json:
         out.print_json(json.dumps({"report_file": str(report), **result.as_dict()}))
     else:
-        table = Table(title=f"sevimg verify {escape(str(report))}")
+        table = Table(title=styled(f"sevimg verify {report}"))
         for column in ("check", "verdict", "reason"):
             table.add_column(column, overflow="fold")
         for check in result.checks:
             style = _STYLE[check.verdict]
             table.add_row(
-                escape(check.name),
-                f"[{style}]{check.verdict.value}[/{style}]",
-                escape(check.reason),
+                styled(check.name), styled(check.verdict.value, style), styled(check.reason)
             )
         out.print(table)
     if result.passed:
