@@ -13,7 +13,8 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from sevimg.cli.base import err, handle_errors, main, out
+from sevimg.cli.base import err, handle_errors, out
+from sevimg.cli.group import main
 from sevimg.problems import SevimgError
 from sevimg_cert import certs, kds
 from sevimg_cert.report import REPORT_SIZE, AttestationReport, Product
