@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 import pytest
+from click.testing import CliRunner
 
 from sevimg.cli import main
 from sevimg.cli.group import COMMANDS, LazyGroup
@@ -172,3 +173,34 @@ def test_the_probe_sees_what_a_command_does_import(
     )
     assert code in (0, 1)
     assert needs in loaded
+
+
+@pytest.mark.parametrize(
+    "typo",
+    ["valdate", "lst", "lis", "shwo", "rendr", "biuld", "bulid", "rn", "docter", "publsh",
+     "merge-artifact", "merge_artifacts", "verfy", "ci2", "zzz", "VALIDATE", "new-"],
+)  # fmt: skip
+def test_an_unknown_command_is_answered_as_by_every_command_loaded(
+    typo: str, tmp_path: Path
+) -> None:
+    """click's "Did you mean" offers every command, not only the imported ones."""
+    registered = _all_registered()
+    eager = click.Group(
+        name="sevimg",
+        commands=registered,
+        params=main.params,
+        help=main.help,
+        context_settings=main.context_settings,
+    )
+    expected = CliRunner().invoke(eager, [typo], prog_name="sevimg")
+    proc = subprocess.run(
+        [sys.executable, "-m", "sevimg", typo],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == expected.exit_code == 2
+    assert proc.stderr == expected.stderr
+    assert f"No such command {typo!r}" in proc.stderr

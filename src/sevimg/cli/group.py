@@ -17,6 +17,11 @@ from typing import TYPE_CHECKING
 
 import click
 
+try:  # click >= 8.2 suggests close names for an unknown command
+    from click.exceptions import NoSuchCommand
+except ImportError:  # click 8.1 says "No such command" alone
+    NoSuchCommand = None  # type: ignore[assignment,misc]
+
 if TYPE_CHECKING:
     from sevimg.catalog.index import Catalog
     from sevimg.render.trees import Renderer
@@ -89,6 +94,19 @@ class LazyGroup(click.Group):
         if cmd_name not in self.commands and listed is not None:
             importlib.import_module(f"sevimg.cli.{listed.module}")
         return self.commands.get(cmd_name)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """click's, but "Did you mean" picks from every command, not only the ones imported."""
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            if NoSuchCommand is None or not isinstance(exc, NoSuchCommand):
+                raise
+            raise NoSuchCommand(
+                exc.command_name, possibilities=self.list_commands(ctx), ctx=ctx
+            ) from None
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """The Commands section, as click writes it, from the table for commands not yet imported."""
