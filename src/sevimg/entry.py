@@ -1,8 +1,9 @@
-"""The `sevimg` program: signal handling first, then the (heavy) command line.
+"""The `sevimg` program: signal handling first, then the command line.
 
-Importing the command line takes a noticeable moment (click, rich, Jinja2,
-jsonschema, httpx); SIGINT, SIGTERM and SIGHUP are routed to
-:class:`sevimg.interrupt.Interrupted` before that starts, so a signal at any
+Importing a command takes a moment (click, then what that command uses:
+rich, jsonschema, Jinja2, httpx; see sevimg.cli.group); SIGINT, SIGTERM and
+SIGHUP are routed to :class:`sevimg.interrupt.Interrupted` before that
+starts, so a signal at any
 point ends sevimg with one line and the shell's exit code (130, 143, 129),
 after its children are stopped and its scratch files removed.
 """

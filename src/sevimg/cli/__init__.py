@@ -1,12 +1,9 @@
-"""The `sevimg` command line: one module per group of commands, all on one click group."""
+"""The `sevimg` command line: one module per group of commands, imported when a command runs.
 
-from sevimg.cli import (
-    build,  # noqa: F401  (registers build, run)
-    catalog,  # noqa: F401  (registers list, show, validate, render, new)
-    certify,  # noqa: F401  (registers verify)
-    machine,  # noqa: F401  (registers doctor)
-    release,  # noqa: F401  (registers publish, merge-artifacts, ci)
-)
-from sevimg.cli.base import main
+cli/group.py holds the click group and the table of commands; each command
+module registers its commands on that group when it is imported.
+"""
+
+from sevimg.cli.group import main
 
 __all__ = ["main"]

@@ -1,4 +1,4 @@
-"""Shared parts of the command line: the `sevimg` group, error handling, output.
+"""Shared parts of the command line: error handling, output (the group is in cli/group.py).
 
 Every failure a user can cause ends as a :class:`SevimgError`, printed as
 `file:line:col: error: field: message` lines without a traceback, exit 1.
@@ -11,21 +11,17 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import NoReturn, ParamSpec, TypeVar
 
 import click
 from rich.console import Console
 from rich.text import Text
 
-from sevimg import __version__, interrupt
-from sevimg.build import mkosi
-from sevimg.catalog.index import Catalog, load_catalog
+from sevimg import interrupt
 from sevimg.cli.params import MkosiVersion
 from sevimg.problems import Problem, SevimgError
 from sevimg.redact import redact_text
-from sevimg.render.trees import OLDEST_MKOSI, Renderer
-from sevimg.workspace import Workspace, find_workspace
+from sevimg.render.trees import OLDEST_MKOSI
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -100,39 +96,6 @@ def _after_signal() -> None:
         raise interrupt.Interrupted(signum) from None
 
 
-class Context:
-    """Per-invocation state shared by the commands."""
-
-    def __init__(self, root: Path | None) -> None:
-        self.root_option = root
-        self._ws: Workspace | None = None
-        self._catalog: Catalog | None = None
-
-    @property
-    def ws(self) -> Workspace:
-        """The workspace (found once)."""
-        if self._ws is None:
-            self._ws = find_workspace(root=self.root_option)
-        return self._ws
-
-    @property
-    def catalog(self) -> Catalog:
-        """The loaded catalog (loaded once)."""
-        if self._catalog is None:
-            self._catalog = load_catalog(self.ws)
-        return self._catalog
-
-    def renderer(self, mkosi_version: str | None) -> Renderer:
-        """A renderer for the requested mkosi version, else the one found, else the oldest supported."""
-        if mkosi_version is None:
-            found = mkosi.find(self.ws.cache_dir)
-            mkosi_version = found.version if found else OLDEST_MKOSI
-        return Renderer(self.ws.search_path("templates"), mkosi_version)
-
-
-pass_ctx = click.make_pass_decorator(Context)
-
-
 def mkosi_version_option(func: Callable[P, R]) -> Callable[P, R]:
     return click.option(
         "--mkosi-version",
@@ -141,24 +104,3 @@ def mkosi_version_option(func: Callable[P, R]) -> Callable[P, R]:
         help="Render for this mkosi version (default: the mkosi found, else "
         f"{OLDEST_MKOSI}). 26 and newer get KernelModules=, older ones KernelModulesInclude/Exclude=.",
     )(func)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="sevimg")
-@click.option(
-    "--root",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="SEVIMG_ROOT",
-    help="Workspace folder (holding images/). Default: the nearest folder above the current one "
-    "that has images/.",
-)
-@click.pass_context
-def main(ctx: click.Context, root: Path | None) -> None:
-    """sevimg: AMD SEV-SNP host and guest images from one YAML file per release.
-
-    \b
-    Onboard a release:   sevimg new fedora-45 && $EDITOR images/fedora-45.yaml
-    Check it:            sevimg validate fedora-45
-    Render mkosi trees:  sevimg render fedora-45      (into build/)
-    """
-    ctx.obj = Context(root)

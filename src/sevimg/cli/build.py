@@ -18,17 +18,8 @@ from sevimg.build.builder import Builder, BuildSettings, Outcome
 from sevimg.catalog.payload import KNOWN_SEV_FIRMWARE
 from sevimg.catalog.pipeline import all_problems, check_catalog, specs_or_raise
 from sevimg.catalog.spec import ImageSpec
-from sevimg.cli.base import (
-    Context,
-    err,
-    handle_errors,
-    main,
-    mkosi_version_option,
-    out,
-    pass_ctx,
-    print_problems,
-    styled,
-)
+from sevimg.cli.base import err, handle_errors, mkosi_version_option, out, print_problems, styled
+from sevimg.cli.group import Context, main, pass_ctx
 from sevimg.cli.params import ImageName, Number
 from sevimg.machine import run
 from sevimg.problems import SevimgError

@@ -10,10 +10,8 @@ from typing import Any
 
 import click
 import yaml
-from rich.table import Table
 
 from sevimg import lock
-from sevimg.build import judge, mkosi
 from sevimg.catalog.load import LoadError, load_text
 from sevimg.catalog.pipeline import Checked, all_problems, check_catalog, specs_or_raise
 from sevimg.catalog.policy import floor_verdicts
@@ -21,17 +19,8 @@ from sevimg.catalog.resolve import roles_of
 from sevimg.catalog.scaffold import new_release
 from sevimg.catalog.schema import RELEASE, schemas_for
 from sevimg.catalog.versions import HOST_FLOORS, Verdict
-from sevimg.cli.base import (
-    Context,
-    err,
-    handle_errors,
-    main,
-    mkosi_version_option,
-    out,
-    pass_ctx,
-    print_problems,
-    styled,
-)
+from sevimg.cli.base import err, handle_errors, mkosi_version_option, out, print_problems, styled
+from sevimg.cli.group import Context, main, pass_ctx
 from sevimg.cli.params import ImageName
 from sevimg.problems import Problem, SevimgError, has_errors
 from sevimg.render.write import remove_stale, write_file_atomic, write_trees
@@ -72,6 +61,8 @@ def list_command(ctx: Context, as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(rows))
     else:
+        from rich.table import Table  # noqa: PLC0415 - only the table needs it
+
         table = Table(title=styled(f"{len(rows)} releases in {ctx.ws.display(ctx.ws.images_dir)}/"))
         for column in (
             "image",
@@ -249,6 +240,9 @@ def validate(
     checked, orphans = check_catalog(catalog, images)
     problems = all_problems(checked, orphans)
     if with_mkosi and not has_errors(problems):
+        # The judges run programs: imported only when asked for (plain validate stays quick).
+        from sevimg.build import judge, mkosi  # noqa: PLC0415
+
         tool = mkosi.require(ctx.ws.cache_dir, mkosi_version)
         renderer = ctx.renderer(tool.version)
         problems = sorted(

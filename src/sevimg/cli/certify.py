@@ -12,7 +12,8 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from sevimg.cli.base import err, handle_errors, main, out, styled
+from sevimg.cli.base import err, handle_errors, out, styled
+from sevimg.cli.group import main
 from sevimg.problems import SevimgError
 from sevimg_cert import certs, kds
 from sevimg_cert.report import REPORT_SIZE, AttestationReport, Product

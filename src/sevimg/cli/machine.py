@@ -12,7 +12,8 @@ from rich.table import Table
 from sevimg.build import settings
 from sevimg.catalog.index import Catalog
 from sevimg.catalog.pipeline import all_problems, check_catalog
-from sevimg.cli.base import Context, handle_errors, main, out, pass_ctx, print_problems, styled
+from sevimg.cli.base import handle_errors, out, print_problems, styled
+from sevimg.cli.group import Context, main, pass_ctx
 from sevimg.cli.params import Number
 from sevimg.machine import doctor
 from sevimg.problems import Problem, SevimgError

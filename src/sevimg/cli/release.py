@@ -18,7 +18,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from sevimg.cli.base import Context, err, handle_errors, main, out, pass_ctx
+from sevimg.cli.base import err, handle_errors, out
+from sevimg.cli.group import Context, main, pass_ctx
 from sevimg.problems import SevimgError
 from sevimg.redact import redact_text
 from sevimg.release import ci as ci_module

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import jinja2
-
 from sevimg.catalog.spec import GUEST_EMBED_DIR, GUEST_EMBED_PATH, ImageSpec, KernelModules
 from sevimg.render import launch
 
@@ -67,6 +65,8 @@ class Renderer:
     def __init__(self, template_dirs: Sequence[Path], mkosi_version: str = OLDEST_MKOSI) -> None:
         self.mkosi_version = mkosi_version
         self.version = parse_mkosi_version(mkosi_version)
+        import jinja2  # noqa: PLC0415 - only rendering needs it; `validate` and `--help` do not
+
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader([str(d) for d in template_dirs]),
             undefined=jinja2.StrictUndefined,
