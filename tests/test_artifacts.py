@@ -13,22 +13,16 @@ from typing import Any
 import pytest
 
 from sevimg.problems import SevimgError
-from sevimg.release.artifacts import (
-    MANIFEST_SCHEMA,
+from sevimg.release.checksums import (
     SHA256SUMS,
-    Manifest,
     format_sha256sums,
-    is_plain_name,
-    load_artifact_folder,
-    load_manifest,
-    looks_debug,
-    merge_artifact_folders,
-    parse_image_id,
     read_sha256sums,
     sha256_file,
-    verify_artifacts,
     write_sha256sums,
 )
+from sevimg.release.folder import load_artifact_folder, merge_artifact_folders, verify_artifacts
+from sevimg.release.manifest import MANIFEST_SCHEMA, Manifest, load_manifest
+from sevimg.release.names import is_plain_name, looks_debug, parse_image_id
 from tests.artifactkit import make_folder
 
 HEX = "0123456789abcdef" * 4

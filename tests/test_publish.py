@@ -23,16 +23,10 @@ from rich.console import Console
 
 from sevimg.cli import release as release_cli
 from sevimg.problems import SevimgError
-from sevimg.release.artifacts import (
-    SHA256SUMS,
-    Manifest,
-    load_artifact_folder,
-    read_sha256sums,
-    sha256_file,
-    write_manifest,
-    write_sha256sums,
-)
+from sevimg.release.checksums import SHA256SUMS, read_sha256sums, sha256_file, write_sha256sums
+from sevimg.release.folder import load_artifact_folder
 from sevimg.release.github import GitHub, GitHubError, Token, url_segment
+from sevimg.release.manifest import Manifest, write_manifest
 from sevimg.release.publish import (
     DISPATCH_TYPES,
     HOST_TYPE,

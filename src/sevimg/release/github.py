@@ -26,7 +26,7 @@ from sevimg.problems import SevimgError
 
 # Token is re-exported here: callers build it with the rest of the client.
 from sevimg.redact import Token, redact_text
-from sevimg.release.artifacts import iter_chunks
+from sevimg.release.checksums import iter_chunks
 
 API_VERSION = "2022-11-28"
 DEFAULT_API_URL = "https://api.github.com"

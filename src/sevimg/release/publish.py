@@ -26,18 +26,10 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from sevimg.problems import SevimgError
-from sevimg.release.artifacts import (
-    ARTIFACT_SUFFIX,
-    MANIFEST_SUFFIX,
-    SHA256SUMS,
-    LocalArtifact,
-    format_sha256sums,
-    load_artifact_folder,
-    looks_debug,
-    parse_image_id,
-    refuse_debug,
-)
+from sevimg.release.checksums import SHA256SUMS, format_sha256sums
+from sevimg.release.folder import LocalArtifact, load_artifact_folder, refuse_debug
 from sevimg.release.github import Asset, GitHub, GitHubError, ProgressFn, Release
+from sevimg.release.names import ARTIFACT_SUFFIX, MANIFEST_SUFFIX, looks_debug, parse_image_id
 
 HOST_TYPE = "application/vnd.dispatch+efi"
 DISPATCH_TYPES = frozenset(
