@@ -10,17 +10,18 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sevimg import __version__
+from sevimg.catalog.load import Document, LoadError, load_text
+from sevimg.catalog.schema import MANIFEST, schemas_for
 from sevimg.problems import Problem, SevimgError, error
-from sevimg.release.checksums import SHA256_HEX, sha256_file
+from sevimg.release.checksums import sha256_file
 from sevimg.release.names import (
     ARTIFACT_SUFFIX,
-    ROLES,
     ArtifactRole,
     artifact_name,
     looks_debug,
@@ -28,6 +29,7 @@ from sevimg.release.names import (
     parse_image_id,
 )
 from sevimg.render.write import write_file_atomic
+from sevimg.workspace import packaged
 
 MANIFEST_SCHEMA = "sevimg-manifest/1"
 
@@ -204,7 +206,7 @@ class Manifest:
                 f"{display} is not valid JSON",
                 [error(display, exc.msg, line=exc.lineno, column=exc.colno)],
             ) from None
-        problems = _check_manifest(data, display=display)
+        problems = _check_manifest(data, display=display, text=text)
         if problems:
             raise SevimgError(f"{display} is not a valid sevimg manifest", problems)
         return cls(
@@ -275,149 +277,83 @@ def load_manifest(path: Path) -> Manifest:
     return Manifest.from_json(text, display=str(path))
 
 
-_MANIFEST_KEYS = (
-    "schema",
-    "image_id",
-    "role",
-    "image",
-    "distro",
-    "release",
-    "artifact",
-    "size",
-    "sha256",
-    "sources",
-    "sevimg_version",
-    "mkosi_version",
-    "tools",
-    "packages",
-    "embedded_guest",
-    "built_at",
-)
-_OPTIONAL_MANIFEST_KEYS = ("debug",)
+def _check_manifest(data: Any, *, display: str, text: str | None = None) -> list[Problem]:
+    """Every problem with a manifest's parsed JSON: its shape (schema), then how its fields agree.
 
-
-def _check_manifest(data: Any, *, display: str) -> list[Problem]:
-    """Every problem with a manifest's parsed JSON: missing/unknown keys, types, consistency."""
+    `text` is the file as read, used to place each problem at its line; a
+    manifest still being built has none.
+    """
     if not isinstance(data, dict):
         return [error(display, f"a manifest is a JSON object, not {_json_type(data)}")]
+    schemas = schemas_for(packaged("schema"))
+    problems = schemas.validate(Document(Path(display), display, data, ""), MANIFEST)
+    if problems:
+        located = _located(data, text, display)
+        if located is None:  # no text to point into: name the field alone
+            return [replace(p, line=0, column=0) for p in problems]
+        return schemas.validate(located, MANIFEST)
+    return _check_agreement(data, display)
+
+
+def _located(data: dict[str, Any], text: str | None, display: str) -> Document | None:
+    """The manifest with the line and column of each value, when its text is at hand.
+
+    JSON is YAML, so the catalog's position-keeping loader reads it; a text
+    it reads differently (JSON's rarer escapes) is reported without positions.
+    """
+    if text is None:
+        return None
+    try:
+        doc = load_text(text, path=Path(display), display=display)
+    except LoadError:
+        return None
+    # Without the text as written: the catalog's "quote it" hints speak of YAML.
+    return replace(doc, scalars={}) if doc.data == data else None
+
+
+def _check_agreement(data: dict[str, Any], display: str) -> list[Problem]:
+    """What the schema cannot say: the fields that name the same image must agree."""
     problems: list[Problem] = []
 
     def bad(where: str, message: str) -> None:
         problems.append(error(display, message, field=where))
 
-    for key in _MANIFEST_KEYS:
-        if key not in data:
-            bad(key, "missing")
-    known = (*_MANIFEST_KEYS, *_OPTIONAL_MANIFEST_KEYS)
-    for key in sorted(set(data) - set(known)):
-        bad(key, f"unknown key (a {MANIFEST_SCHEMA} manifest has: {', '.join(known)})")
-    if problems:
-        return problems
-
-    def string(where: str, value: Any) -> bool:
-        if not isinstance(value, str) or not value:
-            bad(where, f"must be a non-empty string, not {_json_type(value)}")
-            return False
-        return True
-
-    def sha(where: str, value: Any) -> None:
-        if not isinstance(value, str) or not SHA256_HEX.fullmatch(value):
-            bad(where, "must be a SHA-256: 64 lowercase hex digits")
-
-    def objects(where: str, value: Any, keys: tuple[str, ...]) -> list[dict[str, Any]]:
-        if not isinstance(value, list):
-            bad(where, f"must be a list, not {_json_type(value)}")
-            return []
-        good = []
-        for i, item in enumerate(value):
-            if not isinstance(item, dict) or set(item) != set(keys):
-                bad(f"{where}[{i}]", f"must be an object with exactly {', '.join(keys)}")
-            else:
-                good.append(item)
-        return good
-
-    if data["schema"] != MANIFEST_SCHEMA:
-        bad("schema", f"is {data['schema']!r}; this sevimg reads {MANIFEST_SCHEMA!r}")
-    for key in ("image_id", "image", "distro", "release", "sevimg_version", "mkosi_version"):
-        string(key, data[key])
-    if data["role"] not in ROLES:
-        bad("role", f"must be host or guest, not {data['role']!r}")
-    sha("sha256", data["sha256"])
-    size = data["size"]
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        bad("size", f"must be a whole number of bytes, not {_json_type(size)}")
-
-    image_id = data["image_id"]
-    if isinstance(image_id, str):
-        parsed = parse_image_id(image_id)
-        if parsed is None:
-            bad("image_id", f"{image_id!r} is not <role>-<distro>-<release>[-debug]")
-        else:
-            role, image, _ = parsed
-            if role != data["role"]:
-                bad("image_id", f"{image_id!r} does not start with its role {data['role']!r}")
-            if image != data["image"]:
-                bad("image", f"is {data['image']!r} but image_id {image_id!r} names {image!r}")
-            if isinstance(data["distro"], str) and not image.startswith(f"{data['distro']}-"):
-                bad("distro", f"{data['distro']!r} does not match image {image!r}")
-        if data["artifact"] != artifact_name(image_id):
-            bad("artifact", f"must be {artifact_name(image_id)!r}, not {data['artifact']!r}")
-        if "debug" in data:
-            flag = data["debug"]
-            if not isinstance(flag, bool):
-                bad("debug", f"must be true or false, not {_json_type(flag)}")
-            elif parsed is not None and flag != parsed[2]:
-                bad(
-                    "debug",
-                    f"is {str(flag).lower()}, but image_id {image_id!r} "
-                    + (
-                        "lacks the -debug suffix: a debug image is never named as a release image"
-                        if flag
-                        else "ends in -debug"
-                    ),
-                )
-
-    for i, src in enumerate(objects("sources", data["sources"], ("path", "sha256"))):
-        string(f"sources[{i}].path", src["path"])
-        sha(f"sources[{i}].sha256", src["sha256"])
-    for i, pkg in enumerate(objects("packages", data["packages"], ("name", "version"))):
-        string(f"packages[{i}].name", pkg["name"])
-        string(f"packages[{i}].version", pkg["version"])
-
-    tools = data["tools"]
-    if not isinstance(tools, dict):
-        bad(
-            "tools",
-            f"must be an object (tool name → {{version, sha256}} or null), not {_json_type(tools)}",
-        )
+    image_id: str = data["image_id"]
+    parsed = parse_image_id(image_id)
+    if parsed is None:
+        bad("image_id", f"{image_id!r} is not <role>-<distro>-<release>[-debug]")
     else:
-        for name, tool in tools.items():
-            if tool is None:
-                continue
-            if not isinstance(tool, dict) or set(tool) != {"version", "sha256"}:
-                bad(f"tools.{name}", "must be null or an object with exactly version, sha256")
-                continue
-            string(f"tools.{name}.version", tool["version"])
-            sha(f"tools.{name}.sha256", tool["sha256"])
+        role, image, named_debug = parsed
+        if role != data["role"]:
+            bad("image_id", f"{image_id!r} does not start with its role {data['role']!r}")
+        if image != data["image"]:
+            bad("image", f"is {data['image']!r} but image_id {image_id!r} names {image!r}")
+        if not image.startswith(f"{data['distro']}-"):
+            bad("distro", f"{data['distro']!r} does not match image {image!r}")
+        if "debug" in data and data["debug"] != named_debug:
+            bad(
+                "debug",
+                f"is {str(data['debug']).lower()}, but image_id {image_id!r} "
+                + (
+                    "lacks the -debug suffix: a debug image is never named as a release image"
+                    if data["debug"]
+                    else "ends in -debug"
+                ),
+            )
+    if data["artifact"] != artifact_name(image_id):
+        bad("artifact", f"must be {artifact_name(image_id)!r}, not {data['artifact']!r}")
 
     guest = data["embedded_guest"]
     if data["role"] == "guest" and guest is not None:
         bad("embedded_guest", "must be null for a guest image")
     elif data["role"] == "host":
-        if not isinstance(guest, dict) or set(guest) != {"image_id", "sha256"}:
+        if guest is None:
             bad("embedded_guest", "a host image must name the guest it embeds: {image_id, sha256}")
         else:
-            sha("embedded_guest.sha256", guest["sha256"])
-            parsed_guest = (
-                parse_image_id(guest["image_id"]) if isinstance(guest["image_id"], str) else None
-            )
+            parsed_guest = parse_image_id(guest["image_id"])
             if parsed_guest is None or parsed_guest[0] != "guest":
                 bad("embedded_guest.image_id", f"{guest['image_id']!r} is not a guest image id")
-            elif (
-                isinstance(image_id, str)
-                and looks_debug(guest["image_id"])
-                and not looks_debug(image_id)
-            ):
+            elif looks_debug(guest["image_id"]) and not looks_debug(image_id):
                 bad(
                     "embedded_guest.image_id",
                     f"{guest['image_id']!r} is a debug guest, but {image_id!r} is not named "
@@ -425,14 +361,13 @@ def _check_manifest(data: Any, *, display: str) -> list[Problem]:
                 )
 
     built_at = data["built_at"]
-    if string("built_at", built_at):
-        try:
-            moment = datetime.fromisoformat(built_at)
-        except ValueError:
-            bad("built_at", f"{built_at!r} is not an ISO-8601 time such as 2026-05-09T07:35:25Z")
-        else:
-            if moment.utcoffset() is None or moment.utcoffset() != UTC.utcoffset(None):
-                bad("built_at", f"{built_at!r} must be in UTC (end in Z or +00:00)")
+    try:
+        moment = datetime.fromisoformat(built_at)
+    except ValueError:
+        bad("built_at", f"{built_at!r} is not an ISO-8601 time such as 2026-05-09T07:35:25Z")
+    else:
+        if moment.utcoffset() is None or moment.utcoffset() != UTC.utcoffset(None):
+            bad("built_at", f"{built_at!r} must be in UTC (end in Z or +00:00)")
     return problems
 
 
@@ -446,6 +381,4 @@ def _json_type(value: Any) -> str:
         return "a number"
     if isinstance(value, str):
         return "a string"
-    if isinstance(value, list):
-        return "a list"
-    return "an object"
+    return "a list"
