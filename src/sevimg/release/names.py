@@ -7,24 +7,29 @@ its image is `<id>.efi` and its manifest `<id>.manifest.json`.
 from __future__ import annotations
 
 import re
-from typing import Literal, cast
+from typing import cast
+
+from sevimg.catalog.index import DISTRO_NAME, RELEASE_NAME
+from sevimg.catalog.spec import ROLES, Role
 
 ARTIFACT_SUFFIX = ".efi"
 MANIFEST_SUFFIX = ".manifest.json"
 LOGS_DIR = "logs"
-ROLES: tuple[str, ...] = ("guest", "host")
 # GitHub refuses release assets of 2 GiB and more.
 MAX_ASSET_SIZE = 2 * 1024**3
 
-ArtifactRole = Literal["host", "guest"]
+ArtifactRole = Role  # an artifact is one of the catalog's roles
 
 # Names that may appear in SHA256SUMS and in the folder: plain file names
 # only, so a crafted SHA256SUMS can never point outside the folder.
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,254}")
-# role-distro-release with an optional -debug suffix (see catalog.DISTRO_NAME/RELEASE_NAME).
-_IMAGE = r"[a-z][a-z0-9]{1,31}-(?:[0-9]{1,4}(?:\.[0-9]{1,4})?|[a-z][a-z0-9]{1,31})"
+# role-distro-release with an optional -debug suffix, from the catalog's own patterns.
 # Always fullmatch: `$` would also accept a final newline.
-_IMAGE_ID = re.compile(rf"(?P<role>host|guest)-(?P<image>{_IMAGE})(?P<debug>-debug)?")
+_IMAGE_ID = re.compile(
+    rf"(?P<role>{'|'.join(ROLES)})"
+    rf"-(?P<image>(?:{DISTRO_NAME.pattern})-(?:{RELEASE_NAME.pattern}))"
+    r"(?P<debug>-debug)?"
+)
 
 
 def artifact_name(image_id: str) -> str:
