@@ -22,9 +22,10 @@ from sevimg import __version__, interrupt
 from sevimg.build import mkosi
 from sevimg.catalog.index import Catalog, load_catalog
 from sevimg.cli.params import MkosiVersion
+from sevimg.mkosi_versions import OLDEST_MKOSI
 from sevimg.problems import Problem, SevimgError
 from sevimg.redact import redact_text
-from sevimg.render.trees import OLDEST_MKOSI, Renderer
+from sevimg.render.trees import Renderer
 from sevimg.workspace import Workspace, find_workspace
 
 P = ParamSpec("P")
