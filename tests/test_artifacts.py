@@ -23,7 +23,7 @@ from sevimg.release.checksums import (
     write_sha256sums,
 )
 from sevimg.release.folder import load_artifact_folder, merge_artifact_folders, verify_artifacts
-from sevimg.release.manifest import MANIFEST_SCHEMA, Manifest, _check_manifest, load_manifest
+from sevimg.release.manifest import MANIFEST_SCHEMA, Manifest, check_manifest, load_manifest
 from sevimg.release.names import is_plain_name, looks_debug, parse_image_id
 from tests.artifactkit import make_folder
 from tests.conftest import REPO
@@ -746,7 +746,7 @@ def test_a_manifest_being_built_names_the_field_without_a_position(
 ) -> None:
     manifest = load_manifest(make_folder(tmp_path) / "host-debian-13.manifest.json")
     data = manifest.as_dict() | {"size": size}
-    problems = _check_manifest(data, display=manifest.file_name)
+    problems = check_manifest(data, display=manifest.file_name)
     assert [(p.file, p.line, p.column, p.field) for p in problems] == [
         ("host-debian-13.manifest.json", 0, 0, "size")
     ]

@@ -157,7 +157,7 @@ class Manifest:
             built_at=format_timestamp(built_at or default_build_time()),
             debug=named_debug,
         )
-        problems = _check_manifest(manifest.as_dict(), display=manifest.file_name)
+        problems = check_manifest(manifest.as_dict(), display=manifest.file_name)
         if problems:
             raise SevimgError(f"the manifest for {artifact.name} would not be valid", problems)
         return manifest
@@ -206,7 +206,7 @@ class Manifest:
                 f"{display} is not valid JSON",
                 [error(display, exc.msg, line=exc.lineno, column=exc.colno)],
             ) from None
-        problems = _check_manifest(data, display=display, text=text)
+        problems = check_manifest(data, display=display, text=text)
         if problems:
             raise SevimgError(f"{display} is not a valid sevimg manifest", problems)
         return cls(
@@ -277,7 +277,7 @@ def load_manifest(path: Path) -> Manifest:
     return Manifest.from_json(text, display=str(path))
 
 
-def _check_manifest(data: Any, *, display: str, text: str | None = None) -> list[Problem]:
+def check_manifest(data: Any, *, display: str, text: str | None = None) -> list[Problem]:
     """Every problem with a manifest's parsed JSON: its shape (schema), then how its fields agree.
 
     `text` is the file as read, used to place each problem at its line; a
