@@ -7,13 +7,18 @@ nox -s golden           re-render the golden trees in tests/golden after an inte
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
 
-MKOSI_VERSIONS = ("25.3", "27.1")
+# The one home of the supported versions is the package; nox runs from the checkout.
+sys.path.insert(0, str(Path(__file__).parent / "src"))
+from sevimg.mkosi_versions import MKOSI_VERSIONS  # noqa: E402
 
 
 def _install_mkosi(session: nox.Session) -> None:

@@ -7,14 +7,14 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sevimg.release.artifacts import (
+from sevimg.release.checksums import write_sha256sums
+from sevimg.release.manifest import (
     EmbeddedGuest,
     Manifest,
     Package,
     SourceFile,
     Tool,
     write_manifest,
-    write_sha256sums,
 )
 
 BUILT_AT = datetime(2026, 5, 9, 7, 35, 25, tzinfo=UTC)

@@ -15,13 +15,14 @@ import pytest
 
 from sevimg.catalog.index import load_catalog
 from sevimg.catalog.pipeline import check_catalog, specs_or_raise
+from sevimg.mkosi_versions import MKOSI_VERSIONS
 from sevimg.render.trees import Renderer
 from sevimg.render.write import write_trees
 from sevimg.workspace import Workspace
 from tests.conftest import REPO
 
 GOLDEN = REPO / "tests" / "golden"
-VERSIONS = ("25.3", "27.1")
+VERSIONS = MKOSI_VERSIONS
 
 
 def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:

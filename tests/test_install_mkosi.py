@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from sevimg.build import mkosi
+from sevimg.mkosi_versions import MKOSI_VERSIONS
 from tests.conftest import REPO
 
 SCRIPT = REPO / "tools" / "install-mkosi"
@@ -26,7 +27,7 @@ def install(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("version", ["25.3", "27.1"])
+@pytest.mark.parametrize("version", MKOSI_VERSIONS)
 def test_cached_versions_need_no_network(version: str) -> None:
     """nox -s tests installed both; a second run must not touch the (here unreachable) mirror."""
     assert (CACHE / "mkosi" / version / ".complete").is_file(), (

@@ -23,28 +23,21 @@ from rich.console import Console
 
 from sevimg.cli import release as release_cli
 from sevimg.problems import SevimgError
-from sevimg.release.artifacts import (
-    SHA256SUMS,
-    Manifest,
-    load_artifact_folder,
-    read_sha256sums,
-    sha256_file,
-    write_manifest,
-    write_sha256sums,
-)
+from sevimg.release.checksums import SHA256SUMS, read_sha256sums, sha256_file, write_sha256sums
+from sevimg.release.folder import load_artifact_folder
 from sevimg.release.github import GitHub, GitHubError, Token, url_segment
-from sevimg.release.publish import (
+from sevimg.release.manifest import Manifest, write_manifest
+from sevimg.release.plan import (
     DISPATCH_TYPES,
     HOST_TYPE,
     TMP_PREFIX,
     Plan,
-    SilentReporter,
     check_tag,
     content_type_for,
     is_prerelease,
-    publish,
     tag_problem,
 )
+from sevimg.release.publish import SilentReporter, publish
 from tests.artifactkit import efi_bytes, make_folder
 from tests.conftest import REPO, CliFn, Run
 from tests.fakegithub import READ_TOKEN, TOKEN, FakeClock, FakeGitHub
@@ -901,7 +894,7 @@ DEBUG_FOLDERS: dict[str, tuple[Callable[[Path], Path], list[str] | None, str]] =
     "debug flag that is not a boolean": (
         _lying("host-debian-13.manifest.json", lambda d: d.update(debug="no")),
         None,
-        "host-debian-13.manifest.json: error: debug: must be true or false, not a string",
+        "host-debian-13.manifest.json:6:12: error: debug: expected true or false, got a string",
     ),
 }
 MODES = ("publish", "dry-run", "merge")

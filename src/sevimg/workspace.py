@@ -32,6 +32,11 @@ def _packaged(kind: str) -> tuple[Path, ...]:
     return tuple(found)
 
 
+def packaged(kind: str) -> tuple[Path, ...]:
+    """The shipped `templates` or `schema` folders, for files no workspace overrides (manifests)."""
+    return _packaged(kind)
+
+
 @dataclass(frozen=True)
 class Workspace:
     """The folders one sevimg invocation works with."""

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from sevimg.build.uki import read_uki
-from sevimg.release import artifacts
+from sevimg.release import checksums
+from sevimg.release.manifest import load_manifest
 from tests.e2e.conftest import E2E, MKOSI_VERSION
 
 pytestmark = pytest.mark.e2e
@@ -68,20 +69,20 @@ def test_sha256sums_pass_sha256sum(built: E2E) -> None:
 
 def test_manifests_are_complete(built: E2E) -> None:
     for manifest_path in sorted(built.out.glob("*.manifest.json")):
-        manifest = artifacts.load_manifest(manifest_path)
+        manifest = load_manifest(manifest_path)
         artifact = built.out / manifest.artifact
-        assert manifest.sha256 == artifacts.sha256_file(artifact)
+        assert manifest.sha256 == checksums.sha256_file(artifact)
         assert manifest.size == artifact.stat().st_size
         assert manifest.mkosi_version == MKOSI_VERSION
         names = {p.name for p in manifest.packages}
         assert {"systemd", "linux-image-amd64", "systemd-boot-efi"} <= names
         for source in manifest.sources:
-            assert artifacts.sha256_file(built.root / source.path) == source.sha256
+            assert checksums.sha256_file(built.root / source.path) == source.sha256
         if manifest.role == "host":
             assert {"qemu-system-x86", "ovmf-amdsev"} <= names
             guest = manifest.embedded_guest
             assert guest is not None and guest.image_id == "guest-debian-forky"
-            assert guest.sha256 == artifacts.sha256_file(built.out / "guest-debian-forky.efi")
+            assert guest.sha256 == checksums.sha256_file(built.out / "guest-debian-forky.efi")
             snphost = manifest.tool("snphost")
             assert (
                 snphost is not None and snphost.version == "0.7.0"

@@ -28,7 +28,15 @@ from sevimg.build.settings import LocalConfig, ToolPin
 from sevimg.catalog.spec import ImageSpec
 from sevimg.problems import SevimgError
 from sevimg.redact import redact_text, split_credentials
-from sevimg.release import artifacts
+from sevimg.release import checksums, names
+from sevimg.release.manifest import (
+    EmbeddedGuest,
+    Manifest,
+    Package,
+    SourceFile,
+    Tool,
+    write_manifest,
+)
 from sevimg.render.trees import GUEST_TREE, File, Renderer, Tree
 from sevimg.render.write import remove_stale, write_file_atomic, write_tree
 
@@ -93,7 +101,7 @@ class Builder:
         self.s = settings
         self.report = report
         self.stage = stage or (lambda _line: None)
-        self.logs = settings.out_dir / artifacts.LOGS_DIR
+        self.logs = settings.out_dir / names.LOGS_DIR
         self.state_dir = settings.cache_dir / "state"
         self.guest_artifacts: dict[str, Path] = {}
 
@@ -140,7 +148,7 @@ class Builder:
                         )
                     )
                     self.report(
-                        f"{spec.image_id}: up to date ({artifacts.artifact_name(spec.image_id)}), skipped"
+                        f"{spec.image_id}: up to date ({names.artifact_name(spec.image_id)}), skipped"
                     )
                     continue
                 if tools_tree is None:
@@ -161,7 +169,7 @@ class Builder:
         tree = self.s.renderer.render(spec)
         if spec.role == "host":
             guest_id = spec.payload.guest_image or ""
-            guest = self.guest_artifacts.get(guest_id) or self.s.out_dir / artifacts.artifact_name(
+            guest = self.guest_artifacts.get(guest_id) or self.s.out_dir / names.artifact_name(
                 guest_id
             )
             if not guest.is_file():
@@ -210,15 +218,15 @@ class Builder:
     def up_to_date(self, spec: ImageSpec, key: str) -> Path | None:
         """The existing artifact when it was built from exactly these inputs, else None."""
         state = self.state_dir / f"{spec.image_id}.json"
-        artifact = self.s.out_dir / artifacts.artifact_name(spec.image_id)
-        manifest = self.s.out_dir / artifacts.manifest_name(spec.image_id)
+        artifact = self.s.out_dir / names.artifact_name(spec.image_id)
+        manifest = self.s.out_dir / names.manifest_name(spec.image_id)
         try:
             recorded = json.loads(state.read_text())
         except (OSError, ValueError):
             return None
         if recorded.get("inputs") != key or not artifact.is_file() or not manifest.is_file():
             return None
-        if artifacts.sha256_file(artifact) != recorded.get("sha256"):
+        if checksums.sha256_file(artifact) != recorded.get("sha256"):
             return None
         if spec.role == "guest":
             self.guest_artifacts[spec.image_id] = artifact
@@ -353,13 +361,13 @@ class Builder:
         self.report(f"{spec.image_id}: building with mkosi {self.s.mkosi.version} (log: {log})")
         self.run_mkosi(args, log=log, cwd=tree, what=spec.image_id)
 
-        built = output / artifacts.artifact_name(spec.image_id)
+        built = output / names.artifact_name(spec.image_id)
         if not built.is_file():
             raise SevimgError(f"mkosi finished but wrote no {built.name}", hint=f"see {log}")
         packages = mkosi_packages(output / f"{spec.image_id}.manifest")
         guest_sha = None
         if spec.role == "host":
-            guest_sha = artifacts.sha256_file(tree / GUEST_TREE / "guest.efi")
+            guest_sha = checksums.sha256_file(tree / GUEST_TREE / "guest.efi")
         self.stage(f"{spec.image_id}: checking the built image")
         findings = examine.check(spec, uki.read_uki(built), packages, guest_sha)
         if findings.errors:
@@ -374,7 +382,7 @@ class Builder:
         final = self.publish(spec, built, packages, staged, guest_sha)
         write_file_atomic(
             self.state_dir / f"{spec.image_id}.json",
-            json.dumps({"inputs": key, "sha256": artifacts.sha256_file(final)}).encode(),
+            json.dumps({"inputs": key, "sha256": checksums.sha256_file(final)}).encode(),
         )
         if spec.role == "guest":
             self.guest_artifacts[spec.image_id] = final
@@ -403,32 +411,32 @@ class Builder:
             with interrupt.deferred():
                 temporary.unlink(missing_ok=True)
             raise
-        manifest = artifacts.Manifest.for_artifact(
+        manifest = Manifest.for_artifact(
             final,
             distro=spec.distro,
             release=spec.release,
             sources=[
-                artifacts.SourceFile(path, sha)
+                SourceFile(path, sha)
                 for path, sha in zip(spec.sources, spec.source_sha256, strict=True)
             ],
             mkosi_version=self.s.mkosi.version,
             tools={
                 pin.name: (
-                    artifacts.Tool(staged[pin.name].version, staged[pin.name].sha256)
+                    Tool(staged[pin.name].version, staged[pin.name].sha256)
                     if pin.name in staged
                     else None
                 )
                 for pin in self.s.pins
                 if spec.role in pin.roles
             },
-            packages=[artifacts.Package(name, version) for name, version in packages.items()],
-            embedded_guest=artifacts.EmbeddedGuest(spec.payload.guest_image or "", guest_sha)
+            packages=[Package(name, version) for name, version in packages.items()],
+            embedded_guest=EmbeddedGuest(spec.payload.guest_image or "", guest_sha)
             if guest_sha
             else None,
             debug=spec.debug,
         )
-        artifacts.write_manifest(self.s.out_dir, manifest)
-        artifacts.write_sha256sums(self.s.out_dir)
+        write_manifest(self.s.out_dir, manifest)
+        checksums.write_sha256sums(self.s.out_dir)
         return final
 
     def run_mkosi(self, args: Sequence[str], *, log: Path, cwd: Path, what: str) -> None:

@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sevimg import proc
+from sevimg.mkosi_versions import MIN_MKOSI, OLDEST_MKOSI
 from sevimg.problems import SevimgError
-from sevimg.render.trees import OLDEST_MKOSI
 
-MIN_VERSION = (25, 3)
 VERSION_TIMEOUT = 10.0  # mkosi --version answers in about a second
 _VERSION = re.compile(r"([0-9]{1,4})(?:\.([0-9]{1,4}))?")
 # `mkosi 25.3`, `mkosi 26~devel`, `mkosi 25.3.1`: the version, then nothing else odd.
@@ -152,9 +151,9 @@ def require(cache_dir: Path, version: str | None = None) -> Mkosi:
             f"{what} not found (looked at SEVIMG_MKOSI, PATH and {cache_dir / 'mkosi'})",
             hint=f"install it with: tools/install-mkosi {version or OLDEST_MKOSI}",
         )
-    if found.version_tuple < MIN_VERSION:
+    if found.version_tuple < MIN_MKOSI:
         raise SevimgError(
-            f"mkosi {found.version} at {found.path} is older than {'.'.join(map(str, MIN_VERSION))}",
+            f"mkosi {found.version} at {found.path} is older than {'.'.join(map(str, MIN_MKOSI))}",
             hint=f"install a supported one with: tools/install-mkosi {OLDEST_MKOSI}",
         )
     return found

@@ -14,6 +14,7 @@ from sevimg.catalog import payload
 from sevimg.catalog.index import Entry
 from sevimg.catalog.load import Document, JsonPath
 from sevimg.catalog.spec import (
+    ROLES,
     AptSource,
     Family,
     ImageSpec,
@@ -40,8 +41,8 @@ class ResolveError(SevimgError):
 
 def roles_of(entry: Entry) -> tuple[Role, ...]:
     """The roles a release provides, guest first (the build order)."""
-    declared = entry.release.data.get("roles") or ["host", "guest"]
-    return tuple(r for r in ("guest", "host") if r in declared)
+    declared = entry.release.data.get("roles") or ROLES
+    return tuple(r for r in ROLES if r in declared)
 
 
 def mkosi_release(release: Mapping[str, Any]) -> str:
@@ -249,7 +250,7 @@ class _Resolver:
         doc = self.entry.release
         for i, repo in enumerate(self.r.get("extra_repositories") or ()):
             where: JsonPath = ("extra_repositories", i)
-            if self.role not in (repo.get("roles") or ("host", "guest")):
+            if self.role not in (repo.get("roles") or ROLES):
                 continue
             for j, name in enumerate(repo["packages"]):
                 if name not in packages:

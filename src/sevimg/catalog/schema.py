@@ -34,7 +34,8 @@ DISTRO = "distro.schema.json"
 RELEASE = "release.schema.json"
 PROJECT = "project.schema.json"
 LOCAL = "local.schema.json"
-SCHEMA_FILES = ("common.schema.json", DISTRO, RELEASE, PROJECT, LOCAL)
+MANIFEST = "manifest.schema.json"  # not the catalog's: an artifact's, read by release/
+SCHEMA_FILES = ("common.schema.json", DISTRO, RELEASE, PROJECT, LOCAL, MANIFEST)
 
 _TYPE_NAMES = {
     "object": "a mapping (key: value)",
@@ -169,13 +170,12 @@ class Schemas:
         ]
         registry: Registry[Any] = Registry().with_resources(resources)
         self._validators = {
-            name: _Validator(documents[name], registry=registry)
-            for name in (DISTRO, RELEASE, PROJECT, LOCAL)
+            name: _Validator(document, registry=registry) for name, document in documents.items()
         }
         self.documents = documents
 
     def validate(self, doc: Document, kind: str) -> list[Problem]:
-        """All schema problems of `doc` as a `kind` file (DISTRO or RELEASE), sorted by position."""
+        """All schema problems of `doc` as a `kind` file (DISTRO, RELEASE, ...), sorted by position."""
         if doc.data is None:
             return [
                 error(

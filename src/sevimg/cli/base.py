@@ -19,9 +19,9 @@ from rich.text import Text
 
 from sevimg import interrupt
 from sevimg.cli.params import MkosiVersion
+from sevimg.mkosi_versions import OLDEST_MKOSI
 from sevimg.problems import Problem, SevimgError
 from sevimg.redact import redact_text
-from sevimg.render.trees import OLDEST_MKOSI
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -23,7 +23,7 @@ from sevimg.cli.group import Context, main, pass_ctx
 from sevimg.cli.params import ImageName, Number
 from sevimg.machine import run
 from sevimg.problems import SevimgError
-from sevimg.release import artifacts
+from sevimg.release import checksums, names
 from sevimg.render.launch import MIN_MEMORY_MB
 
 SNP_SYSFS = Path("/sys/module/kvm_amd/parameters/sev_snp")
@@ -153,7 +153,7 @@ def _summary(outcomes: Sequence[Outcome], out_dir: Path) -> None:
         table.add_row(styled(o.image_id), styled(o.status, style), size, f"{o.seconds:.0f} s")
     out.print(table)
     out.print(
-        f"check them with: (cd {shlex.quote(str(out_dir))} && sha256sum -c {artifacts.SHA256SUMS})",
+        f"check them with: (cd {shlex.quote(str(out_dir))} && sha256sum -c {checksums.SHA256SUMS})",
         markup=False,
     )
 
@@ -306,13 +306,13 @@ def run_command(
 def _guest_artifact(ctx: Context, image: str, from_dir: Path | None) -> Path:
     """The guest UKI for an image name, or the path given."""
     candidate = Path(image)
-    if image.endswith(artifacts.ARTIFACT_SUFFIX) and candidate.is_file():
+    if image.endswith(names.ARTIFACT_SUFFIX) and candidate.is_file():
         return candidate.resolve()
-    if image.endswith(artifacts.ARTIFACT_SUFFIX):
+    if image.endswith(names.ARTIFACT_SUFFIX):
         raise SevimgError(f"{image} does not exist")
     folder = from_dir or ctx.ws.out_dir
     name = image if image.startswith("guest-") else f"guest-{image}"
-    path = folder / artifacts.artifact_name(name)
+    path = folder / names.artifact_name(name)
     if not path.is_file():
         base = name.removeprefix("guest-")
         raise SevimgError(

@@ -16,8 +16,10 @@ import click
 from sevimg.build import mkosi
 from sevimg.catalog.index import IMAGE_NAME_HELP, split_image_name
 from sevimg.catalog.schema import control_character
+from sevimg.catalog.spec import ROLES
+from sevimg.mkosi_versions import MIN_MKOSI, MKOSI_VERSIONS
 
-ROLE_PREFIXES = ("guest-", "host-")
+ROLE_PREFIXES = tuple(f"{role}-" for role in ROLES)
 
 
 class BadInput(click.BadParameter):
@@ -99,8 +101,10 @@ class MkosiVersion(click.ParamType):  # type: ignore[type-arg]  # generic only i
         try:
             parsed = mkosi.parse_version(str(value))
         except ValueError:
-            _refuse(f"{str(value)!r} is not a version such as 25.3 or 27.1", param, ctx)
-        if parsed < mkosi.MIN_VERSION:
-            oldest = ".".join(map(str, mkosi.MIN_VERSION))
+            _refuse(
+                f"{str(value)!r} is not a version such as {' or '.join(MKOSI_VERSIONS)}", param, ctx
+            )
+        if parsed < MIN_MKOSI:
+            oldest = ".".join(map(str, MIN_MKOSI))
             _refuse(f"sevimg supports mkosi {oldest} and newer", param, ctx)
         return ".".join(map(str, parsed))

@@ -24,8 +24,9 @@ from sevimg.problems import SevimgError
 from sevimg.redact import redact_text
 from sevimg.release import ci as ci_module
 from sevimg.release import github
-from sevimg.release.artifacts import merge_artifact_folders
-from sevimg.release.publish import Plan, check_tag, human_size
+from sevimg.release.folder import merge_artifact_folders
+from sevimg.release.plan import Plan, check_tag
+from sevimg.release.publish import human_size
 from sevimg.release.publish import publish as publish_folder
 from sevimg.render.write import write_file_atomic
 

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from sevimg.build import mkosi
+from sevimg.mkosi_versions import MIN_MKOSI, OLDEST_MKOSI
 from sevimg.problems import SevimgError
 from sevimg.redact import redact_text
 
@@ -122,15 +123,15 @@ def check_mkosi(cache_dir: Path) -> Result:
             "mkosi",
             Status.FAIL,
             "not found (SEVIMG_MKOSI, PATH, .cache/mkosi)",
-            "tools/install-mkosi 25.3",
+            f"tools/install-mkosi {OLDEST_MKOSI}",
         )
-    minimum = ".".join(map(str, mkosi.MIN_VERSION))
-    if found.version_tuple < mkosi.MIN_VERSION:
+    minimum = ".".join(map(str, MIN_MKOSI))
+    if found.version_tuple < MIN_MKOSI:
         return Result(
             "mkosi",
             Status.FAIL,
             f"{found.version} at {found.path} is older than {minimum}",
-            "tools/install-mkosi 25.3",
+            f"tools/install-mkosi {OLDEST_MKOSI}",
         )
     return Result("mkosi", Status.OK, f"{found.version} at {found.path} (from {found.origin})")
 

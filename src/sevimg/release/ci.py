@@ -23,14 +23,15 @@ import yaml
 from sevimg.catalog.index import Catalog
 from sevimg.catalog.pipeline import Checked, check_catalog
 from sevimg.catalog.resolve import roles_of
+from sevimg.mkosi_versions import OLDEST_MKOSI
 from sevimg.problems import SevimgError
+from sevimg.release.plan import DEVEL_TAG
 
 WORKFLOW_PATH = PurePosixPath(".github/workflows/build-and-release.yml")
-MKOSI_VERSION = "25.3"
+MKOSI_VERSION = OLDEST_MKOSI  # what the workflow installs
 RUNNER = "ubuntu-24.04"
 PYTHON_VERSION = "3.12"
 ARTIFACT_PREFIX = "out-"
-DEVEL_TAG = "devel"
 
 
 @dataclass(frozen=True)

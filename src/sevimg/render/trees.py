@@ -15,12 +15,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sevimg.catalog.spec import GUEST_EMBED_DIR, GUEST_EMBED_PATH, ImageSpec, KernelModules
+from sevimg.mkosi_versions import OLDEST_MKOSI
 from sevimg.render import launch
 
 # mkosi gained KernelModules= (globs, '-' excludes) in v26 and deprecated the
 # regex-based KernelModulesInclude=/KernelModulesExclude= there.
 KERNEL_MODULES_GLOBS_SINCE = (26,)
-OLDEST_MKOSI = "25.3"
 
 EXTRA = "extra"
 SANDBOX = "sandbox"

@@ -1,0 +1,384 @@
+"""`<image-id>.manifest.json`: what one artifact is and what went into it.
+
+The builder writes it (:meth:`Manifest.for_artifact`, :func:`write_manifest`);
+the publisher reads it back (:func:`load_manifest`) through the same class,
+so the writer and the reader cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sevimg import __version__
+from sevimg.catalog.load import Document, LoadError, load_text
+from sevimg.catalog.schema import MANIFEST, schemas_for
+from sevimg.problems import Problem, SevimgError, error
+from sevimg.release.checksums import sha256_file
+from sevimg.release.names import (
+    ARTIFACT_SUFFIX,
+    ArtifactRole,
+    artifact_name,
+    looks_debug,
+    manifest_name,
+    parse_image_id,
+)
+from sevimg.render.write import write_file_atomic
+from sevimg.workspace import packaged
+
+MANIFEST_SCHEMA = "sevimg-manifest/1"
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A catalog YAML file an image was built from."""
+
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A tool embedded in an image (snphost, snpguest, beacon), as pinned."""
+
+    version: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Package:
+    """A package installed in the image."""
+
+    name: str
+    version: str
+
+
+@dataclass(frozen=True)
+class EmbeddedGuest:
+    """The guest UKI a host image carries."""
+
+    image_id: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What one artifact is and what went into it: `<image-id>.manifest.json`.
+
+    `tools` maps a tool name to what was embedded, or None when the tool is
+    known but not embedded in this image; it is stored as sorted pairs so the
+    manifest stays hashable and its JSON deterministic.
+    """
+
+    image_id: str
+    role: ArtifactRole
+    image: str
+    distro: str
+    release: str
+    artifact: str
+    size: int
+    sha256: str
+    sources: tuple[SourceFile, ...]
+    sevimg_version: str
+    mkosi_version: str
+    tools: tuple[tuple[str, Tool | None], ...]
+    packages: tuple[Package, ...]
+    embedded_guest: EmbeddedGuest | None
+    built_at: str
+    schema: str = field(default=MANIFEST_SCHEMA)
+    # A --debug-image build (console autologin). Also in the name (-debug);
+    # written so a reader need not trust the name alone. Manifests written
+    # before the key existed read as their name says.
+    debug: bool = False
+
+    @property
+    def file_name(self) -> str:
+        """`<image-id>.manifest.json`."""
+        return manifest_name(self.image_id)
+
+    def tool(self, name: str) -> Tool | None:
+        """The embedded tool called `name`, or None."""
+        return dict(self.tools).get(name)
+
+    @classmethod
+    def for_artifact(
+        cls,
+        artifact: Path,
+        *,
+        distro: str,
+        release: str,
+        sources: Iterable[SourceFile],
+        mkosi_version: str,
+        tools: Mapping[str, Tool | None],
+        packages: Iterable[Package],
+        embedded_guest: EmbeddedGuest | None,
+        built_at: datetime | None = None,
+        sevimg_version: str = __version__,
+        debug: bool | None = None,
+    ) -> Manifest:
+        """The manifest of a built artifact: role, image, size, sha256 and debug come from the file.
+
+        `artifact` must be named `<image-id>.efi`. `built_at` defaults to
+        SOURCE_DATE_EPOCH when set (reproducible builds), else now. `debug`,
+        when given (the build's --debug-image), must agree with the name.
+        """
+        image_id = artifact.name.removesuffix(ARTIFACT_SUFFIX)
+        parsed = parse_image_id(image_id) if artifact.name.endswith(ARTIFACT_SUFFIX) else None
+        if parsed is None:
+            raise SevimgError(
+                f"{artifact.name} is not named <role>-<distro>-<release>.efi (e.g. host-debian-13.efi)"
+            )
+        role, image, named_debug = parsed
+        if debug is not None and debug != named_debug:
+            raise SevimgError(
+                f"{artifact.name}: a {'debug' if debug else 'release'} build must "
+                f"{'' if debug else 'not '}be named <role>-<distro>-<release>-debug.efi"
+            )
+        manifest = cls(
+            image_id=image_id,
+            role=role,
+            image=image,
+            distro=distro,
+            release=release,
+            artifact=artifact.name,
+            size=artifact.stat().st_size,
+            sha256=sha256_file(artifact),
+            sources=tuple(sources),
+            sevimg_version=sevimg_version,
+            mkosi_version=mkosi_version,
+            tools=tuple(sorted(tools.items())),
+            packages=tuple(sorted(packages, key=lambda p: (p.name, p.version))),
+            embedded_guest=embedded_guest,
+            built_at=format_timestamp(built_at or default_build_time()),
+            debug=named_debug,
+        )
+        problems = check_manifest(manifest.as_dict(), display=manifest.file_name)
+        if problems:
+            raise SevimgError(f"the manifest for {artifact.name} would not be valid", problems)
+        return manifest
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON data, keys in the documented order."""
+        return {
+            "schema": self.schema,
+            "image_id": self.image_id,
+            "role": self.role,
+            "image": self.image,
+            "debug": self.debug,
+            "distro": self.distro,
+            "release": self.release,
+            "artifact": self.artifact,
+            "size": self.size,
+            "sha256": self.sha256,
+            "sources": [{"path": s.path, "sha256": s.sha256} for s in self.sources],
+            "sevimg_version": self.sevimg_version,
+            "mkosi_version": self.mkosi_version,
+            "tools": {
+                name: None if tool is None else {"version": tool.version, "sha256": tool.sha256}
+                for name, tool in self.tools
+            },
+            "packages": [{"name": p.name, "version": p.version} for p in self.packages],
+            "embedded_guest": None
+            if self.embedded_guest is None
+            else {
+                "image_id": self.embedded_guest.image_id,
+                "sha256": self.embedded_guest.sha256,
+            },
+            "built_at": self.built_at,
+        }
+
+    def to_json(self) -> str:
+        """The manifest file's text: indented JSON, documented key order, final newline."""
+        return json.dumps(self.as_dict(), indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, *, display: str = "manifest") -> Manifest:
+        """Parse and validate a manifest; SevimgError with one problem per wrong field."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SevimgError(
+                f"{display} is not valid JSON",
+                [error(display, exc.msg, line=exc.lineno, column=exc.colno)],
+            ) from None
+        problems = check_manifest(data, display=display, text=text)
+        if problems:
+            raise SevimgError(f"{display} is not a valid sevimg manifest", problems)
+        return cls(
+            schema=data["schema"],
+            image_id=data["image_id"],
+            role=data["role"],
+            image=data["image"],
+            distro=data["distro"],
+            release=data["release"],
+            artifact=data["artifact"],
+            size=data["size"],
+            sha256=data["sha256"],
+            sources=tuple(SourceFile(s["path"], s["sha256"]) for s in data["sources"]),
+            sevimg_version=data["sevimg_version"],
+            mkosi_version=data["mkosi_version"],
+            tools=tuple(
+                (name, None if tool is None else Tool(tool["version"], tool["sha256"]))
+                for name, tool in sorted(data["tools"].items())
+            ),
+            packages=tuple(Package(p["name"], p["version"]) for p in data["packages"]),
+            embedded_guest=None
+            if data["embedded_guest"] is None
+            else EmbeddedGuest(
+                data["embedded_guest"]["image_id"], data["embedded_guest"]["sha256"]
+            ),
+            built_at=data["built_at"],
+            debug=data["debug"] if "debug" in data else _named_debug(data["image_id"]),
+        )
+
+
+def _named_debug(image_id: str) -> bool:
+    parsed = parse_image_id(image_id)
+    return parsed is not None and parsed[2]
+
+
+def default_build_time() -> datetime:
+    """SOURCE_DATE_EPOCH when set (reproducible builds), else the current time, in UTC."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if epoch.isdigit():
+        return datetime.fromtimestamp(int(epoch), UTC)
+    return datetime.now(UTC)
+
+
+def format_timestamp(moment: datetime) -> str:
+    """ISO-8601 in UTC to the second: `2026-05-09T07:35:25Z`."""
+    if moment.tzinfo is None:
+        raise SevimgError("built_at must be a timezone-aware datetime")
+    return moment.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_manifest(folder: Path, manifest: Manifest) -> Path:
+    """Write `folder/<image-id>.manifest.json` atomically; returns its path."""
+    target = folder / manifest.file_name
+    write_file_atomic(target, manifest.to_json().encode())
+    return target
+
+
+def load_manifest(path: Path) -> Manifest:
+    """Read and validate a manifest file; SevimgError naming the file and field on any problem."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise SevimgError(f"{path} not found") from None
+    except UnicodeDecodeError:
+        raise SevimgError(f"{path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise SevimgError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return Manifest.from_json(text, display=str(path))
+
+
+def check_manifest(data: Any, *, display: str, text: str | None = None) -> list[Problem]:
+    """Every problem with a manifest's parsed JSON: its shape (schema), then how its fields agree.
+
+    `text` is the file as read, used to place each problem at its line; a
+    manifest still being built has none.
+    """
+    if not isinstance(data, dict):
+        return [error(display, f"a manifest is a JSON object, not {_json_type(data)}")]
+    schemas = schemas_for(packaged("schema"))
+    problems = schemas.validate(Document(Path(display), display, data, ""), MANIFEST)
+    if problems:
+        located = _located(data, text, display)
+        if located is None:  # no text to point into: name the field alone
+            return [replace(p, line=0, column=0) for p in problems]
+        return schemas.validate(located, MANIFEST)
+    return _check_agreement(data, display)
+
+
+def _located(data: dict[str, Any], text: str | None, display: str) -> Document | None:
+    """The manifest with the line and column of each value, when its text is at hand.
+
+    JSON is YAML, so the catalog's position-keeping loader reads it; a text
+    it reads differently (JSON's rarer escapes) is reported without positions.
+    """
+    if text is None:
+        return None
+    try:
+        doc = load_text(text, path=Path(display), display=display)
+    except LoadError:
+        return None
+    # Without the text as written: the catalog's "quote it" hints speak of YAML.
+    return replace(doc, scalars={}) if doc.data == data else None
+
+
+def _check_agreement(data: dict[str, Any], display: str) -> list[Problem]:
+    """What the schema cannot say: the fields that name the same image must agree."""
+    problems: list[Problem] = []
+
+    def bad(where: str, message: str) -> None:
+        problems.append(error(display, message, field=where))
+
+    image_id: str = data["image_id"]
+    parsed = parse_image_id(image_id)
+    if parsed is None:
+        bad("image_id", f"{image_id!r} is not <role>-<distro>-<release>[-debug]")
+    else:
+        role, image, named_debug = parsed
+        if role != data["role"]:
+            bad("image_id", f"{image_id!r} does not start with its role {data['role']!r}")
+        if image != data["image"]:
+            bad("image", f"is {data['image']!r} but image_id {image_id!r} names {image!r}")
+        if not image.startswith(f"{data['distro']}-"):
+            bad("distro", f"{data['distro']!r} does not match image {image!r}")
+        if "debug" in data and data["debug"] != named_debug:
+            bad(
+                "debug",
+                f"is {str(data['debug']).lower()}, but image_id {image_id!r} "
+                + (
+                    "lacks the -debug suffix: a debug image is never named as a release image"
+                    if data["debug"]
+                    else "ends in -debug"
+                ),
+            )
+    if data["artifact"] != artifact_name(image_id):
+        bad("artifact", f"must be {artifact_name(image_id)!r}, not {data['artifact']!r}")
+
+    guest = data["embedded_guest"]
+    if data["role"] == "guest" and guest is not None:
+        bad("embedded_guest", "must be null for a guest image")
+    elif data["role"] == "host":
+        if guest is None:
+            bad("embedded_guest", "a host image must name the guest it embeds: {image_id, sha256}")
+        else:
+            parsed_guest = parse_image_id(guest["image_id"])
+            if parsed_guest is None or parsed_guest[0] != "guest":
+                bad("embedded_guest.image_id", f"{guest['image_id']!r} is not a guest image id")
+            elif looks_debug(guest["image_id"]) and not looks_debug(image_id):
+                bad(
+                    "embedded_guest.image_id",
+                    f"{guest['image_id']!r} is a debug guest, but {image_id!r} is not named "
+                    "as a debug host: a release host never embeds a debug guest",
+                )
+
+    built_at = data["built_at"]
+    try:
+        moment = datetime.fromisoformat(built_at)
+    except ValueError:
+        bad("built_at", f"{built_at!r} is not an ISO-8601 time such as 2026-05-09T07:35:25Z")
+    else:
+        if moment.utcoffset() is None or moment.utcoffset() != UTC.utcoffset(None):
+            bad("built_at", f"{built_at!r} must be in UTC (end in Z or +00:00)")
+    return problems
+
+
+def _json_type(value: Any) -> str:
+    """A JSON type name for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "a list"
