@@ -13,7 +13,15 @@ import yaml
 
 from sevimg.catalog.index import load_catalog
 from sevimg.catalog.load import Document, JsonPath, format_path, load_text
-from sevimg.catalog.schema import DISTRO, LOCAL, PROJECT, RELEASE, ecma_pattern, schemas_for
+from sevimg.catalog.schema import (
+    DISTRO,
+    FAMILY,
+    LOCAL,
+    PROJECT,
+    RELEASE,
+    ecma_pattern,
+    schemas_for,
+)
 from sevimg.problems import Problem
 from sevimg.workspace import Workspace
 from tests.conftest import REPO
@@ -182,7 +190,8 @@ def test_distro_file_errors_are_reported_once(workspace: Path) -> None:
     catalog = load_catalog(Workspace(workspace))
     errors = [str(p) for p in catalog.problems if p.is_error]
     assert errors == [
-        "images/debian.yaml:6:9: error: family: 'debain' is not one of: 'fedora', 'el', 'debian', 'ubuntu'; did you mean 'debian'?"
+        "images/debian.yaml:7:9: error: family: no images/families/debain.yaml "
+        "(known families: debian, el, fedora, ubuntu); did you mean 'debian'?"
     ]
     assert {"debian-13", "debian-forky", "debian-sid"} <= catalog.broken
 
@@ -195,7 +204,7 @@ def test_every_catalog_file_is_valid(catalog) -> None:  # type: ignore[no-untype
 # --- control characters: no string of any schema can carry one --------------------------------
 
 SCHEMAS = schemas_for((REPO / "schema",))
-KINDS = (DISTRO, RELEASE, PROJECT, LOCAL)
+KINDS = (DISTRO, RELEASE, FAMILY, PROJECT, LOCAL)
 CONTROL_VARIANTS: list[Callable[[str], str]] = [
     lambda v: v + "\n",
     lambda v: "\n" + v,

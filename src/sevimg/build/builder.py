@@ -25,20 +25,15 @@ from sevimg import __version__, interrupt, lock, proc
 from sevimg.build import examine, pins, uki
 from sevimg.build.mkosi import Mkosi
 from sevimg.build.settings import LocalConfig, ToolPin
-from sevimg.catalog.spec import ImageSpec
+from sevimg.catalog.spec import FamilyFacts, ImageSpec
 from sevimg.problems import SevimgError
 from sevimg.redact import redact_text, split_credentials
 from sevimg.release import artifacts
 from sevimg.render.trees import GUEST_TREE, File, Renderer, Tree
 from sevimg.render.write import remove_stale, write_file_atomic, write_tree
 
+# mkosi's own default tools tree (ToolsTreeDistribution= on a Debian host).
 DEFAULT_TOOLS_TREE = ("debian", "trixie")
-KEYRINGS = {
-    "debian": "/usr/share/keyrings/debian-archive-keyring.gpg",
-    "ubuntu": "/usr/share/keyrings/ubuntu-archive-keyring.gpg",
-}
-# Suites without -updates / -security pockets.
-_NO_POCKETS = {"sid", "unstable", "rawhide"}
 LOG_TAIL = 25
 APT_AUTH = "etc/apt/auth.conf.d/sevimg.conf"
 # mkosi splits --extra-tree/--sandbox-tree values at these (lists, source:target).
@@ -63,6 +58,8 @@ class BuildSettings:
     with_tools: bool = True
     tools_dir: Path | None = None
     force: bool = False
+    # mkosi distribution → family: which take apt sources, with what keyring and pockets.
+    families: Mapping[str, FamilyFacts] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -279,7 +276,8 @@ class Builder:
     ) -> list[str]:
         """--sandbox-tree/--mirror arguments from sevimg.local.yaml for one distribution release."""
         args = [f"--sandbox-tree={tree}" for tree in self.s.local.sandbox_trees]
-        if mirror := self.s.local.apt_mirrors.get(distribution):
+        family = self.s.families.get(distribution)
+        if (mirror := self.s.local.apt_mirrors.get(distribution)) and family and family.is_apt:
             folder = self.s.cache_dir / "sandbox" / name
             # Credentials go to apt's auth.conf.d (mode 0600), not into the
             # sources, which mkosi and apt print.
@@ -289,7 +287,7 @@ class Builder:
             write_file_atomic(
                 folder / "etc/apt/sources.list.d/mkosi.sources",
                 apt_sources(
-                    distribution,
+                    family,
                     release,
                     logins[0][0],
                     logins[1][0] if len(logins) > 1 else None,
@@ -489,19 +487,28 @@ def check_mkosi_path(path: Path, what: str) -> None:
 
 
 def apt_sources(
-    distribution: str, release: str, url: str, security_url: str | None, repositories: Sequence[str]
+    family: FamilyFacts,
+    release: str,
+    url: str,
+    security_url: str | None,
+    repositories: Sequence[str],
 ) -> str:
-    """deb822 sources for one release from one mirror: main, -updates and -security, no debug suites."""
+    """deb822 sources for one release from one mirror: main, -updates and -security, no debug suites.
+
+    The keyring and the pocket rules are the family's (images/families/*.yaml, apt:).
+    """
     components = " ".join(("main", *repositories))
-    keyring = KEYRINGS[distribution]
+    keyring = family.apt_keyring
     if security_url is None:
-        security_url = url.rstrip("/") + "-security" if distribution == "debian" else url
-    suites = [release] if release in _NO_POCKETS else [release, f"{release}-updates"]
+        suffix = family.apt_security_suffix
+        security_url = url.rstrip("/") + suffix if suffix else url
+    pocketless = release in family.apt_suites_without_pockets
+    suites = [release] if pocketless else [release, f"{release}-updates"]
     text = (
         "# Written by sevimg from sevimg.local.yaml: this machine's mirror, without debug suites.\n"
         f"Types: deb\nURIs: {url}\nSuites: {' '.join(suites)}\nComponents: {components}\nSigned-By: {keyring}\n"
     )
-    if release not in _NO_POCKETS:
+    if not pocketless:
         text += f"\nTypes: deb\nURIs: {security_url}\nSuites: {release}-security\nComponents: {components}\nSigned-By: {keyring}\n"
     return text
 

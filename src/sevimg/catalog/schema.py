@@ -32,9 +32,10 @@ from sevimg.problems import Problem, SevimgError, error
 
 DISTRO = "distro.schema.json"
 RELEASE = "release.schema.json"
+FAMILY = "family.schema.json"
 PROJECT = "project.schema.json"
 LOCAL = "local.schema.json"
-SCHEMA_FILES = ("common.schema.json", DISTRO, RELEASE, PROJECT, LOCAL)
+SCHEMA_FILES = ("common.schema.json", DISTRO, RELEASE, FAMILY, PROJECT, LOCAL)
 
 _TYPE_NAMES = {
     "object": "a mapping (key: value)",
@@ -170,12 +171,12 @@ class Schemas:
         registry: Registry[Any] = Registry().with_resources(resources)
         self._validators = {
             name: _Validator(documents[name], registry=registry)
-            for name in (DISTRO, RELEASE, PROJECT, LOCAL)
+            for name in (DISTRO, RELEASE, FAMILY, PROJECT, LOCAL)
         }
         self.documents = documents
 
     def validate(self, doc: Document, kind: str) -> list[Problem]:
-        """All schema problems of `doc` as a `kind` file (DISTRO or RELEASE), sorted by position."""
+        """All schema problems of `doc` as a `kind` file (DISTRO, RELEASE, FAMILY, ...), sorted by position."""
         if doc.data is None:
             return [
                 error(
