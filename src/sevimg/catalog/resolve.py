@@ -188,7 +188,7 @@ class _Resolver:
         return mkosi_release(self.r)
 
     def components(self) -> dict[str, str]:
-        wanted = [(self.role, key) for key in COMPONENT_KEYS[self.role]]
+        wanted: list[tuple[str, str]] = [(self.role, key) for key in COMPONENT_KEYS[self.role]]
         wanted.append(("common", "systemd_boot"))
         # A missing one is a problem already (setting() says where to add it).
         found = {key: self.setting(section, key) for section, key in wanted}
