@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sevimg.build.builder import apt_sources
+from sevimg.build.sandbox import apt_sources
 from sevimg.build.settings import load_local, load_tool_pins
 from sevimg.catalog.index import load_catalog
 from sevimg.catalog.spec import FamilyFacts
