@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from sevimg.catalog import payload
-from sevimg.catalog.index import load_catalog
+from sevimg.catalog.index import load_catalog, machine_families
 from sevimg.catalog.pipeline import check_catalog, check_entry
 from sevimg.catalog.resolve import resolve
+from sevimg.machine import run
 from sevimg.workspace import Workspace
 from tests.conftest import REPO, CliFn
 
@@ -145,3 +146,22 @@ def test_every_family_file_is_valid_and_used() -> None:
     assert used == set(catalog.families)
     checked, _ = check_catalog(catalog)
     assert all(c.ok for c in checked)
+
+
+def test_run_searches_every_family_s_qemu_and_firmware() -> None:
+    """`sevimg run` looks where the family files say, every family's places in catalog order."""
+    families = machine_families(Workspace(REPO))
+    paths = run.search_paths(families)
+    assert paths.qemu[0] == "qemu-system-x86_64"  # on PATH first, wherever it is
+    for family in families:
+        assert set(family.qemu_binaries) <= set(paths.qemu)
+        assert set(family.plain_ovmf) <= set(paths.plain_ovmf)
+        assert set(family.sev_firmware) <= set(paths.sev_firmware)
+    assert "/usr/libexec/qemu-kvm" in paths.qemu
+    assert paths.sev_firmware[:3] == (
+        "/usr/share/ovmf/OVMF.amdsev.fd",
+        "/usr/share/edk2/ovmf/OVMF.amdsev.fd",
+        "/usr/share/qemu/ovmf-x86_64-sev.bin",
+    )
+    # Outside any workspace the packaged (here: the checkout's) family files answer.
+    assert run.search_paths(machine_families(None)) == paths
