@@ -200,7 +200,7 @@ def check_rpm_repos(spec: ImageSpec, entry: Entry) -> list[Problem]:
 
 
 def _locate(entry: Entry, role: str, value: str, kind: str) -> tuple[Document, JsonPath]:
-    """Where a package or command-line token was added: release file first, then distro file."""
+    """Where a package or command-line token was added: release, distro, then family file."""
     if kind == "packages":
         release_keys, distro_keys = ("add_packages",), ("packages",)
     else:
@@ -209,6 +209,8 @@ def _locate(entry: Entry, role: str, value: str, kind: str) -> tuple[Document, J
         *((entry.release, (section, release_keys[0])) for section in ("common", role)),
         *((entry.distro_doc, (section, distro_keys[0])) for section in ("common", role)),
         (entry.distro_doc, (distro_keys[0],)),
+        *((entry.family_doc, (section, distro_keys[0])) for section in ("common", role)),
+        (entry.family_doc, (distro_keys[0],)),
     ]
     for doc, path in candidates:
         node = doc.data
