@@ -18,6 +18,8 @@ from sevimg.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = REPO / "images"
+# Release files are <distro>-<release>.yaml; distribution files have no dash.
+RELEASES = len(list(IMAGES.glob("*-*.yaml")))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -16,7 +16,7 @@ from sevimg.catalog.pipeline import check_catalog
 from sevimg.catalog.resolve import roles_of
 from sevimg.release import ci
 from sevimg.workspace import Workspace
-from tests.conftest import REPO, CliFn
+from tests.conftest import RELEASES, REPO, CliFn
 
 WORKFLOW = ".github/workflows/build-and-release.yml"
 
@@ -53,7 +53,7 @@ def test_matrix_is_the_catalog(catalog: Catalog) -> None:
         if c.ok
     ]
     assert include == expected
-    assert len(include) == len(catalog.entries) == 15
+    assert len(include) == len(catalog.entries) == RELEASES
     by_image = {e["image"]: e for e in include}
     assert by_image["ubuntu-24.04"] == {
         "image": "ubuntu-24.04",
@@ -165,11 +165,11 @@ def test_ci_writes_the_file_and_check_passes(cli: CliFn, workspace: Path) -> Non
     run = cli("ci")
     assert run.code == 0, run.output
     target = workspace / WORKFLOW
-    assert run.stdout.strip() == f"wrote {WORKFLOW} (15 releases)"
+    assert run.stdout.strip() == f"wrote {WORKFLOW} ({RELEASES} releases)"
     assert target.read_text() == cli("ci", "--stdout").stdout
     check = cli("ci", "--check")
     assert check.code == 0, check.output
-    assert "is up to date (15 releases)" in check.stdout
+    assert f"is up to date ({RELEASES} releases)" in check.stdout
 
 
 def test_check_fails_after_a_release_is_added(cli: CliFn, workspace: Path) -> None:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from sevimg.build.builder import apt_sources
+from sevimg.build.sandbox import apt_sources
 from sevimg.build.settings import load_local, load_tool_pins
 from sevimg.catalog.index import load_catalog
+from sevimg.catalog.spec import FamilyFacts
 from sevimg.problems import SevimgError
 from sevimg.workspace import Workspace
 from tests.conftest import REPO, CliFn
@@ -111,20 +112,24 @@ def test_bad_settings_are_located(
     assert run.code == 1 and expected in run.stderr and "Traceback" not in run.output
 
 
+def _family(name: str) -> FamilyFacts:
+    return load_catalog(Workspace(REPO)).families[name][1]
+
+
 def test_apt_sources_without_debug_suites() -> None:
-    text = apt_sources("debian", "trixie", "http://m/debian", None, ())
+    text = apt_sources(_family("debian"), "trixie", "http://m/debian", None, ())
     assert (
         "Suites: trixie trixie-updates\n" in text
         and "URIs: http://m/debian-security\nSuites: trixie-security\n" in text
     )
     assert "debug" not in text.replace("without debug suites", "")
-    sid = apt_sources("debian", "sid", "http://m/debian", None, ())
+    sid = apt_sources(_family("debian"), "sid", "http://m/debian", None, ())
     assert (
         "Suites: sid\n" in sid
         and "security" not in sid.replace("-security", "")
         and "sid-updates" not in sid
     )
-    ubuntu = apt_sources("ubuntu", "noble", "http://m/ubuntu", None, ("universe",))
+    ubuntu = apt_sources(_family("ubuntu"), "noble", "http://m/ubuntu", None, ("universe",))
     assert (
         "Components: main universe\n" in ubuntu
         and "URIs: http://m/ubuntu\nSuites: noble-security" in ubuntu
@@ -147,11 +152,13 @@ TAGGED_LINES = [
     ("images/debian-13.yaml", "status: supported\n", "@@ status: supported\n", "key"),
     ("images/debian.yaml", "distro: debian\n", "distro: @@ debian\n", "value"),
     (
-        "images/debian.yaml",
-        "  packages: [systemd, udev]\n",
-        "  packages: @@ [systemd, udev]\n",
+        "images/families/debian.yaml",
+        "  suites_without_pockets: [sid, unstable]\n",
+        "  suites_without_pockets: @@ [sid, unstable]\n",
         "list",
     ),
+    ("images/families/debian.yaml", "family: debian\n", "family: @@ debian\n", "value"),
+    ("images/families/debian.yaml", "payload:\n", "payload: @@\n", "mapping"),
     ("images/debian.yaml", "repository:\n", "repository: @@\n", "mapping"),
     ("images/debian.yaml", "family: debian\n", "@@ family: debian\n", "key"),
     ("sevimg.yaml", '    version: "0.7.0"\n', '    version: @@ "0.7.0"\n', "value"),
@@ -177,9 +184,9 @@ FILE_TAGS = ["!!str", "!!map", "!!seq", "!!binary", "!include", "!custom", "!", 
 
 
 def small_workspace(root: Path) -> Workspace:
-    """Debian's two catalog files, sevimg.yaml and a sevimg.local.yaml, all valid."""
-    (root / "images").mkdir(parents=True)
-    for name in ("debian.yaml", "debian-13.yaml"):
+    """Debian's three catalog files (family, distribution, release), sevimg.yaml and a sevimg.local.yaml, all valid."""
+    (root / "images" / "families").mkdir(parents=True)
+    for name in ("debian.yaml", "debian-13.yaml", "families/debian.yaml"):
         (root / "images" / name).write_text((REPO / "images" / name).read_text())
     (root / "sevimg.yaml").write_text((REPO / "sevimg.yaml").read_text())
     (root / "sevimg.local.yaml").write_text((REPO / "sevimg.local.yaml.example").read_text())

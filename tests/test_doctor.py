@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import threading
@@ -11,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from sevimg.catalog.index import load_catalog
+from sevimg.catalog.spec import FamilyFacts
 from sevimg.machine import doctor
 from sevimg.machine.doctor import GIB, Machine, Status
+from sevimg.workspace import Workspace
 from tests.conftest import REPO, CliFn
 
 
@@ -206,15 +210,26 @@ def refusing_server() -> Iterator[str]:
     server.shutdown()
 
 
+def _probing(url: str) -> FamilyFacts:
+    """The catalog's Debian family, its debug archive probed at `url`."""
+    family = load_catalog(Workspace(REPO)).families["debian"][1]
+    assert family.apt_debug_probe  # the family file names the probe
+    return dataclasses.replace(family, apt_debug_probe=url)
+
+
 def test_debian_debug_refused(refusing_server: str, http_server: str) -> None:
-    refused = doctor.check_debian_debug(False, timeout=2, url=refusing_server)
+    refused = doctor.check_debug_sources(_probing(refusing_server), False, timeout=2)
     assert (
         refused.status is Status.WARN
+        and refused.check == "debian sources"
         and "HTTP 400" in refused.detail
-        and "sevimg.local.yaml" in refused.fix
+        and refused.detail.startswith("debian-debug, which mkosi adds to Debian images")
+        and "mirrors.debian" in refused.fix
     )
-    assert doctor.check_debian_debug(False, timeout=2, url=http_server).status is Status.OK
-    assert doctor.check_debian_debug(True, timeout=2, url=refusing_server).status is Status.OK
+    assert doctor.check_debug_sources(_probing(http_server), False, timeout=2).status is Status.OK
+    assert (
+        doctor.check_debug_sources(_probing(refusing_server), True, timeout=2).status is Status.OK
+    )
 
 
 def test_doctor_reports_a_broken_local_file(cli: CliFn, workspace: Path) -> None:

@@ -9,10 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from sevimg.catalog.index import machine_families
 from sevimg.machine import run
 from sevimg.problems import SevimgError
 from sevimg.render.launch import MIN_MEMORY_MB, READY_MARKER
 from tests.conftest import CliFn
+
+# QEMU and firmware search paths from the catalog's family files, as `sevimg run` uses them.
+PATHS = run.search_paths(machine_families(None))
 
 
 @pytest.fixture
@@ -166,8 +170,8 @@ def test_smoke_boot_times_out_with_the_console_tail(tmp_path: Path) -> None:
     junk.write_bytes(b"not a kernel")
     result = run.smoke_boot(
         junk,
-        qemu=run.find_qemu(),
-        firmware=run.find_firmware(run.PLAIN_OVMF, None, "plain OVMF"),
+        qemu=run.find_qemu(None, PATHS.qemu),
+        firmware=run.find_firmware(PATHS.plain_ovmf, None, "plain OVMF"),
         memory_mb=MIN_MEMORY_MB,
         timeout=8,
         accel="tcg",

@@ -13,10 +13,18 @@ import yaml
 
 from sevimg.catalog.index import load_catalog
 from sevimg.catalog.load import Document, JsonPath, format_path, load_text
-from sevimg.catalog.schema import DISTRO, LOCAL, PROJECT, RELEASE, ecma_pattern, schemas_for
+from sevimg.catalog.schema import (
+    DISTRO,
+    FAMILY,
+    LOCAL,
+    PROJECT,
+    RELEASE,
+    ecma_pattern,
+    schemas_for,
+)
 from sevimg.problems import Problem
 from sevimg.workspace import Workspace
-from tests.conftest import REPO
+from tests.conftest import RELEASES, REPO
 
 GOOD_RELEASE = """\
 schema_version: 1
@@ -182,20 +190,21 @@ def test_distro_file_errors_are_reported_once(workspace: Path) -> None:
     catalog = load_catalog(Workspace(workspace))
     errors = [str(p) for p in catalog.problems if p.is_error]
     assert errors == [
-        "images/debian.yaml:6:9: error: family: 'debain' is not one of: 'fedora', 'el', 'debian', 'ubuntu'; did you mean 'debian'?"
+        "images/debian.yaml:7:9: error: family: no images/families/debain.yaml "
+        "(known families: debian, el, fedora, suse, ubuntu); did you mean 'debian'?"
     ]
     assert {"debian-13", "debian-forky", "debian-sid"} <= catalog.broken
 
 
 def test_every_catalog_file_is_valid(catalog) -> None:  # type: ignore[no-untyped-def]
     assert [p for p in catalog.problems if p.is_error] == []
-    assert len(catalog.entries) == 15
+    assert len(catalog.entries) == RELEASES
 
 
 # --- control characters: no string of any schema can carry one --------------------------------
 
 SCHEMAS = schemas_for((REPO / "schema",))
-KINDS = (DISTRO, RELEASE, PROJECT, LOCAL)
+KINDS = (DISTRO, RELEASE, FAMILY, PROJECT, LOCAL)
 CONTROL_VARIANTS: list[Callable[[str], str]] = [
     lambda v: v + "\n",
     lambda v: "\n" + v,
@@ -405,4 +414,4 @@ def test_catalog_file_names_with_control_characters_are_refused(workspace: Path,
     assert len(problems) == 1, problems
     assert "error: file name must be <distro>.yaml or <distro>-<release>" in problems[0]
     assert problems[0].isprintable()
-    assert len(catalog.entries) == 15
+    assert len(catalog.entries) == RELEASES

@@ -194,14 +194,24 @@ def test_ordinary_packages_pass(name: str) -> None:
 
 def test_a_distro_file_is_checked_too(cli: CliFn, workspace: Path) -> None:
     distro = workspace / "images" / "fedora.yaml"
-    text = distro.read_text()
-    assert "kernel_command_line:" in text
-    distro.write_text(
+    distro.write_text(distro.read_text() + "kernel_command_line:\n  - rd.break\n")
+    run = cli("validate", "fedora-44")
+    assert run.code == 1
+    assert re.search(r"^images/fedora\.yaml:\d+:\d+: error: .*'rd\.break'", run.stderr, re.M)
+
+
+def test_a_family_file_is_checked_too(cli: CliFn, workspace: Path) -> None:
+    family = workspace / "images" / "families" / "fedora.yaml"
+    text = family.read_text()
+    assert "kernel_command_line:\n" in text
+    family.write_text(
         text.replace("kernel_command_line:\n", "kernel_command_line:\n  - rd.break\n", 1)
     )
     run = cli("validate", "fedora-44")
     assert run.code == 1
-    assert re.search(r"^images/fedora\.yaml:\d+:\d+: error: .*'rd\.break'", run.stderr, re.M)
+    assert re.search(
+        r"^images/families/fedora\.yaml:\d+:\d+: error: .*'rd\.break'", run.stderr, re.M
+    )
 
 
 def test_only_a_debug_image_takes_the_debug_section(cli: CliFn, workspace: Path) -> None:

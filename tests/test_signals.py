@@ -21,9 +21,13 @@ from pathlib import Path
 import pytest
 
 from sevimg import lock
+from sevimg.catalog.index import machine_families
 from sevimg.machine import run
 from sevimg.render.write import is_stale
 from tests import fakes
+
+# QEMU and firmware search paths from the catalog's family files, as `sevimg run` uses them.
+PATHS = run.search_paths(machine_families(None))
 
 SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
 SIGNAL_IDS = [s.name for s in SIGNALS]
@@ -279,7 +283,7 @@ def test_signal_during_a_smoke_boot_stops_fake_qemu(
 @pytest.mark.qemu
 @pytest.mark.parametrize("signum", SIGNALS, ids=SIGNAL_IDS)
 def test_signal_during_a_real_qemu_boot(sandbox: Sandbox, kernel: Path, signum: int) -> None:
-    firmware = run.find_firmware(run.PLAIN_OVMF, None, "plain OVMF")
+    firmware = run.find_firmware(PATHS.plain_ovmf, None, "plain OVMF")
     sevimg = sandbox.start("run", str(kernel), "--no-sev", "--accel", "tcg", "--firmware", firmware)
     deadline = time.monotonic() + 60
     qemu: list[int] = []

@@ -13,21 +13,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from urllib.parse import urlsplit
 
-from sevimg import __version__, interrupt, lock, proc
-from sevimg.build import examine, pins, uki
+from sevimg import __version__, interrupt, lock
+from sevimg.build import examine, mkosilog, pins, sandbox, uki
 from sevimg.build.mkosi import Mkosi
 from sevimg.build.settings import LocalConfig, ToolPin
-from sevimg.catalog.spec import ImageSpec
+from sevimg.catalog.spec import FamilyFacts, ImageSpec
 from sevimg.problems import SevimgError
-from sevimg.redact import redact_text, split_credentials
 from sevimg.release import checksums, names
 from sevimg.release.manifest import (
     EmbeddedGuest,
@@ -40,18 +37,8 @@ from sevimg.release.manifest import (
 from sevimg.render.trees import GUEST_TREE, File, Renderer, Tree
 from sevimg.render.write import remove_stale, write_file_atomic, write_tree
 
+# mkosi's own default tools tree (ToolsTreeDistribution= on a Debian host).
 DEFAULT_TOOLS_TREE = ("debian", "trixie")
-KEYRINGS = {
-    "debian": "/usr/share/keyrings/debian-archive-keyring.gpg",
-    "ubuntu": "/usr/share/keyrings/ubuntu-archive-keyring.gpg",
-}
-# Suites without -updates / -security pockets.
-_NO_POCKETS = {"sid", "unstable", "rawhide"}
-LOG_TAIL = 25
-APT_AUTH = "etc/apt/auth.conf.d/sevimg.conf"
-# mkosi splits --extra-tree/--sandbox-tree values at these (lists, source:target).
-MKOSI_SEPARATORS = frozenset(",:")
-MKOSI_GRACE = 10.0  # seconds mkosi gets to clean up after SIGTERM (unmount, remove its workspace)
 
 Report = Callable[[str], None]
 
@@ -71,6 +58,8 @@ class BuildSettings:
     with_tools: bool = True
     tools_dir: Path | None = None
     force: bool = False
+    # mkosi distribution → family: which take apt sources, with what keyring and pockets.
+    families: Mapping[str, FamilyFacts] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -114,9 +103,9 @@ class Builder:
         the build cache for the whole run, and first clears what interrupted
         runs left there.
         """
-        check_mkosi_path(self.s.cache_dir, "the build cache")
+        sandbox.check_mkosi_path(self.s.cache_dir, "the build cache")
         for tree in self.s.local.sandbox_trees:
-            check_mkosi_path(tree, "the sandbox tree")
+            sandbox.check_mkosi_path(tree, "the sandbox tree")
         with (
             lock.hold(self.s.cache_dir, "the build cache"),
             lock.hold(self.s.build_dir, "the tree folder"),
@@ -286,33 +275,14 @@ class Builder:
         self, distribution: str, release: str, name: str, repositories: Sequence[str]
     ) -> list[str]:
         """--sandbox-tree/--mirror arguments from sevimg.local.yaml for one distribution release."""
-        args = [f"--sandbox-tree={tree}" for tree in self.s.local.sandbox_trees]
-        if mirror := self.s.local.apt_mirrors.get(distribution):
-            folder = self.s.cache_dir / "sandbox" / name
-            # Credentials go to apt's auth.conf.d (mode 0600), not into the
-            # sources, which mkosi and apt print.
-            logins = [split_credentials(mirror.url)]
-            if mirror.security_url:
-                logins.append(split_credentials(mirror.security_url))
-            write_file_atomic(
-                folder / "etc/apt/sources.list.d/mkosi.sources",
-                apt_sources(
-                    distribution,
-                    release,
-                    logins[0][0],
-                    logins[1][0] if len(logins) > 1 else None,
-                    repositories,
-                ).encode(),
-            )
-            auth = folder / APT_AUTH
-            if text := apt_auth(logins):
-                write_file_atomic(auth, text.encode(), mode=0o600)
-            else:
-                auth.unlink(missing_ok=True)
-            args.append(f"--sandbox-tree={folder}")
-        elif url := self.s.local.rpm_mirrors.get(distribution):
-            args.append(f"--mirror={url}")
-        return args
+        return sandbox.mirror_args(
+            self.s.local,
+            self.s.families.get(distribution),
+            self.s.cache_dir / "sandbox" / name,
+            distribution,
+            release,
+            repositories,
+        )
 
     def build_one(
         self,
@@ -440,101 +410,16 @@ class Builder:
         return final
 
     def run_mkosi(self, args: Sequence[str], *, log: Path, cwd: Path, what: str) -> None:
-        """Run mkosi in its own process group, its output to `log` and its steps to the progress line.
-
-        Every line that reaches the log or the screen has the credentials of
-        any URL in it (a proxy's, a mirror's) replaced by `***`. A signal
-        stops mkosi's whole group (SIGTERM, then SIGKILL after MKOSI_GRACE
-        seconds) before sevimg exits; the log says so.
-        """
-        env = dict(os.environ)
-        env.setdefault("TERM", "dumb")
-        if self.s.local.proxy:
-            # mkosi takes its proxy from these when --proxy-url is not given;
-            # unlike a command line, the environment is not shown to other users.
-            for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
-                env[name] = self.s.local.proxy
-        with log.open("w", encoding="utf-8") as sink:
-            sink.write(redact_text(f"$ {self.s.mkosi.path} {' '.join(args)}\n"))
-            sink.flush()
-            try:
-                child = proc.start([self.s.mkosi.path, *args], cwd=cwd, env=env, grace=MKOSI_GRACE)
-            except OSError as exc:
-                raise SevimgError(
-                    f"cannot run {self.s.mkosi.path}: {exc.strerror or exc}"
-                ) from None
-            try:
-                with child:
-                    for raw in child.lines():
-                        line = redact_text(raw)
-                        sink.write(line)
-                        stripped = line.strip()
-                        if stripped.startswith("‣"):
-                            self.stage(f"{what}: {stripped.lstrip('‣ ').strip()}")
-                    code = child.wait()
-            except interrupt.Interrupted as exc:
-                sink.write(f"\nsevimg: interrupted by {exc.name}; mkosi was stopped\n")
-                raise
-        if code != 0:
-            tail = log.read_text(errors="replace").splitlines()[-LOG_TAIL:]
-            raise SevimgError(
-                f"mkosi failed building {what} (exit {code}); last lines of {log}:\n"
-                + "\n".join(f"  {t}" for t in tail),
-                hint=f"full log: {log}",
-            )
-
-
-def check_mkosi_path(path: Path, what: str) -> None:
-    """SevimgError when mkosi would misread `path` in an option (a ',' or ':' splits it)."""
-    odd = sorted(MKOSI_SEPARATORS & set(str(path)))
-    control = any(ord(c) < 32 for c in str(path))
-    if odd or control:
-        shown = " and ".join(repr(c) for c in odd) or "a control character"
-        raise SevimgError(
-            f"{what} {str(path)!r} has {shown} in its path, which mkosi reads as a separator",
-            hint="move it: cache_dir in sevimg.local.yaml, or SEVIMG_CACHE",
+        """Run mkosi, its output to `log` and its steps to the progress line (see :mod:`.mkosilog`)."""
+        mkosilog.run(
+            self.s.mkosi.path,
+            args,
+            log=log,
+            cwd=cwd,
+            what=what,
+            proxy=self.s.local.proxy,
+            stage=self.stage,
         )
-
-
-def apt_sources(
-    distribution: str, release: str, url: str, security_url: str | None, repositories: Sequence[str]
-) -> str:
-    """deb822 sources for one release from one mirror: main, -updates and -security, no debug suites."""
-    components = " ".join(("main", *repositories))
-    keyring = KEYRINGS[distribution]
-    if security_url is None:
-        security_url = url.rstrip("/") + "-security" if distribution == "debian" else url
-    suites = [release] if release in _NO_POCKETS else [release, f"{release}-updates"]
-    text = (
-        "# Written by sevimg from sevimg.local.yaml: this machine's mirror, without debug suites.\n"
-        f"Types: deb\nURIs: {url}\nSuites: {' '.join(suites)}\nComponents: {components}\nSigned-By: {keyring}\n"
-    )
-    if release not in _NO_POCKETS:
-        text += f"\nTypes: deb\nURIs: {security_url}\nSuites: {release}-security\nComponents: {components}\nSigned-By: {keyring}\n"
-    return text
-
-
-def apt_auth(logins: Iterable[tuple[str, str | None, str | None]]) -> str:
-    """apt_auth.conf(5) entries for (URL, user, password); '' when none has credentials."""
-    lines = []
-    for url, user, password in logins:
-        if user is None and password is None:
-            continue
-        for value in (user or "", password or ""):
-            if any(c.isspace() or ord(c) < 32 for c in value):
-                raise SevimgError(
-                    f"the credentials of the mirror {redact_text(url)} hold a space or control "
-                    "character, which apt's auth.conf cannot carry"
-                )
-        parts = urlsplit(url)
-        # With its scheme, the entry also applies to plain http (apt's default is https only).
-        machine = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
-        lines.append(f"machine {machine} login {user or ''} password {password or ''}\n")
-    if not lines:
-        return ""
-    return "# Written by sevimg from sevimg.local.yaml: the mirror's credentials.\n" + "".join(
-        dict.fromkeys(lines)
-    )
 
 
 def mkosi_packages(manifest: Path) -> dict[str, str]:

@@ -10,11 +10,12 @@ against their schema with the same located errors as the catalog.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, cast
 
+from sevimg.catalog.index import families_by_distribution, load_catalog
 from sevimg.catalog.load import Document, LoadError, load_file
 from sevimg.catalog.schema import LOCAL, PROJECT, control_character, schemas_for
 from sevimg.problems import Problem, SevimgError, has_errors
@@ -203,8 +204,12 @@ def load_tool_pins(ws: Workspace) -> tuple[ToolPin, ...]:
     return pins
 
 
-def load_local(ws: Workspace) -> LocalConfig:
-    """sevimg.local.yaml, or the defaults when there is none."""
+def load_local(ws: Workspace, apt_distributions: Collection[str] | None = None) -> LocalConfig:
+    """sevimg.local.yaml, or the defaults when there is none.
+
+    `apt_distributions` are the mkosi distributions whose family takes apt
+    sources (sevimg writes them); the catalog's when not given.
+    """
     doc = _load(ws, LOCAL_FILE, LOCAL)
     if doc is None:
         return LocalConfig()
@@ -215,15 +220,21 @@ def load_local(ws: Workspace) -> LocalConfig:
         return (base / Path(value).expanduser()).resolve()
 
     mirrors = cast(Mapping[str, Mapping[str, str]], data.get("mirrors") or {})
+    if apt_distributions is None:
+        try:
+            found = families_by_distribution(load_catalog(ws))
+        except SevimgError:  # an unreadable catalog is reported by the command's own check
+            found = {}
+        apt_distributions = {d for d, family in found.items() if family.is_apt}
     tools_tree = data.get("tools_tree")
     return LocalConfig(
         source=doc.display,
         apt_mirrors={
             d: AptMirror(m["url"], m.get("security_url"))
             for d, m in mirrors.items()
-            if d in ("debian", "ubuntu")
+            if d in apt_distributions
         },
-        rpm_mirrors={d: m["url"] for d, m in mirrors.items() if d not in ("debian", "ubuntu")},
+        rpm_mirrors={d: m["url"] for d, m in mirrors.items() if d not in apt_distributions},
         tools_tree=(tools_tree["distribution"], tools_tree["release"]) if tools_tree else None,
         proxy=data.get("proxy"),
         cache_dir=local_path(data["cache_dir"]) if data.get("cache_dir") else None,

@@ -1,6 +1,7 @@
 """The catalog: every images/*.yaml file, loaded and checked against its schema.
 
-`images/<distro>.yaml` holds a distribution's defaults and
+`images/families/<family>.yaml` holds what a packaging family shares,
+`images/<distro>.yaml` a distribution's defaults and
 `images/<distro>-<release>.yaml` one release. Loading never stops at the
 first bad file: every problem in the catalog is collected, so `sevimg
 validate` can report them all at once.
@@ -8,12 +9,16 @@ validate` can report them all at once.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
 
 from sevimg.catalog.load import Document, LoadError, load_file
-from sevimg.catalog.schema import DISTRO, RELEASE, control_character, schemas_for
+from sevimg.catalog.schema import DISTRO, FAMILY, RELEASE, Schemas, control_character, schemas_for
+from sevimg.catalog.spec import FamilyFacts, decode_family
 from sevimg.problems import Problem, SevimgError, error, has_errors
 from sevimg.workspace import Workspace
 
@@ -24,12 +29,14 @@ IMAGE_NAME_HELP = "<distro>-<release>, e.g. fedora-45, ubuntu-26.04, debian-fork
 
 @dataclass(frozen=True)
 class Entry:
-    """One release of the catalog: its own file and its distribution's file."""
+    """One release of the catalog: its own file, its distribution's and its family's."""
 
     image: str
     distro: str
     release: Document
     distro_doc: Document
+    family_doc: Document
+    family: FamilyFacts
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,7 @@ class Catalog:
     workspace: Workspace
     distros: Mapping[str, Document]
     entries: Mapping[str, Entry]
+    families: Mapping[str, tuple[Document, FamilyFacts]] = field(default_factory=dict)
     problems: tuple[Problem, ...] = field(default=())
     broken: frozenset[str] = frozenset()  # image names whose files have errors
 
@@ -80,10 +88,78 @@ def split_image_name(name: str) -> tuple[str, str] | None:
     return distro, release
 
 
+FAMILIES_DIR = "families"
+
+
+def _load_families(
+    ws: Workspace, schemas: Schemas, problems: list[Problem]
+) -> dict[str, tuple[Document, FamilyFacts]]:
+    """images/families/*.yaml that load and pass their schema; problems go to `problems`."""
+    folder = ws.images_dir / FAMILIES_DIR
+    if not folder.is_dir():
+        return {}
+    families: dict[str, tuple[Document, FamilyFacts]] = {}
+    for path in sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml")):
+        display = ws.display(path)
+        if control_character(display):
+            display = display.encode("unicode_escape").decode("ascii")
+        if path.suffix == ".yml" or not DISTRO_NAME.fullmatch(path.stem):
+            problems.append(
+                error(display, "family files are named <family>.yaml (lower-case letters, digits)")
+            )
+            continue
+        try:
+            doc = load_file(path, display=display)
+        except LoadError as exc:
+            problems.append(exc.problem)
+            continue
+        found = schemas.validate(doc, FAMILY)
+        problems += found
+        if has_errors(found):
+            continue
+        if doc.data.get("family") != path.stem:
+            problems.append(
+                doc.problem(
+                    ("family",),
+                    f"says {doc.data.get('family')!r} but the file is {path.name}; they must agree",
+                )
+            )
+            continue
+        families[path.stem] = (doc, decode_family(doc.data))
+    return families
+
+
+def _packaged_root() -> Path | None:
+    """Where sevimg's own images/families/ lives: the wheel's _data, else the checkout."""
+    for root in (
+        Path(str(resources.files("sevimg") / "_data")),
+        Path(__file__).resolve().parents[3],
+    ):
+        if (root / "images" / FAMILIES_DIR).is_dir() and (root / "schema").is_dir():
+            return root
+    return None
+
+
+def machine_families(ws: Workspace | None) -> list[FamilyFacts]:
+    """The valid families, for commands that look at this machine (run, doctor).
+
+    The workspace's own family files when there are any, else the ones
+    shipped with sevimg; invalid files are skipped (`sevimg validate` names them).
+    """
+    if ws is None or not (ws.images_dir / FAMILIES_DIR).is_dir():
+        root = _packaged_root()
+        if root is None:
+            return []
+        ws = Workspace(root)
+    found = _load_families(ws, schemas_for(ws.search_path("schema")), [])
+    return [facts for _doc, facts in found.values()]
+
+
 def load_catalog(ws: Workspace) -> Catalog:
     """Load and schema-check every file under images/; problems are collected, not raised."""
     schemas = schemas_for(ws.search_path("schema"))
     problems: list[Problem] = []
+    families = _load_families(ws, schemas, problems)
     distros: dict[str, Document] = {}
     releases: dict[str, Document] = {}
     bad_distros: set[str] = set()
@@ -131,6 +207,18 @@ def load_catalog(ws: Workspace) -> Catalog:
                     )
                 )
                 bad_distros.add(name)
+            elif not has_errors(found) and doc.data.get("family") not in families:
+                named = str(doc.data.get("family"))
+                close = difflib.get_close_matches(named, sorted(families), n=1)
+                problems.append(
+                    doc.problem(
+                        ("family",),
+                        f"no images/{FAMILIES_DIR}/{named}.yaml "
+                        f"(known families: {', '.join(sorted(families)) or 'none'})"
+                        + (f"; did you mean {close[0]!r}?" if close else ""),
+                    )
+                )
+                bad_distros.add(name)
         else:
             releases[name] = doc
             if not has_errors(found) and isinstance(doc.data, dict):
@@ -165,12 +253,39 @@ def load_catalog(ws: Workspace) -> Catalog:
             continue
         if distro in bad_distros:
             broken.add(image)
-        entries[image] = Entry(image=image, distro=distro, release=doc, distro_doc=distros[distro])
+        data = distros[distro].data
+        family = families.get(str(data.get("family"))) if isinstance(data, dict) else None
+        if family is None:
+            broken.add(image)  # the distribution file's problem says why
+            continue
+        entries[image] = Entry(
+            image=image,
+            distro=distro,
+            release=doc,
+            distro_doc=distros[distro],
+            family_doc=family[0],
+            family=family[1],
+        )
 
     return Catalog(
         workspace=ws,
         distros=distros,
         entries=entries,
+        families=families,
         problems=tuple(sorted(set(problems))),
         broken=frozenset(broken),
     )
+
+
+def families_by_distribution(catalog: Catalog) -> dict[str, FamilyFacts]:
+    """mkosi distribution → its family's facts, from the distribution files that load."""
+    found: dict[str, FamilyFacts] = {}
+    for doc in catalog.distros.values():
+        data = doc.data
+        if not isinstance(data, dict) or not isinstance(data.get("mkosi"), dict):
+            continue
+        family = catalog.families.get(str(data.get("family")))
+        distribution = data["mkosi"].get("distribution")
+        if family is not None and isinstance(distribution, str):
+            found.setdefault(distribution, family[1])
+    return found

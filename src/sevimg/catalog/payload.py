@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sevimg.catalog.spec import Family, KernelModules, Role
+from sevimg.catalog.spec import KernelModules, Role
 
 # Modules a guest cannot do without, with their path below the kernel's
 # module tree (needed to judge folder rules). `msr` and `sev-guest` are also
@@ -100,49 +100,41 @@ HOST_MODULES = KernelModules(
 DEFAULT_MODULES: Mapping[Role, KernelModules] = {"guest": GUEST_MODULES, "host": HOST_MODULES}
 
 # Files a guest never uses: the kernel's second copy (the UKI carries it in
-# its .linux section), docs, translations, character-set converters, the
-# hardware database, perl (only package scripts need it) and package-manager
-# caches. Removed after packages are installed and the UKI's kernel is saved.
-# Paths for both Debian (x86_64-linux-gnu) and RPM (lib64) layouts; a glob
-# that matches nothing is harmless.
-_EVERY_IMAGE_REMOVES: tuple[str, ...] = (
+# its .linux section), docs, translations, the hardware database, perl (only
+# package scripts need it) and package-manager caches. Removed after packages
+# are installed and the UKI's kernel is saved. Paths that depend on the
+# packaging layout (multiarch libraries, debconf) are in the family files
+# (images/families/*.yaml, remove_files); a glob that matches nothing is harmless.
+EVERY_IMAGE_REMOVES: tuple[str, ...] = (
     "/usr/lib/modules/*/vmlinuz",
     "/usr/share/doc",
     "/usr/share/info",
     "/usr/share/man",
 )
-GUEST_REMOVE_FILES: tuple[str, ...] = (
-    *_EVERY_IMAGE_REMOVES,
+_GUEST_REMOVES: tuple[str, ...] = (
     "/boot/*",
     "/etc/udev/hwdb.bin",
     "/usr/bin/perl*",
     "/usr/lib/locale",
     "/usr/lib/udev/hwdb.bin",
     "/usr/lib/udev/hwdb.d",
-    "/usr/lib/x86_64-linux-gnu/gconv",
-    "/usr/lib/x86_64-linux-gnu/perl-base",
-    "/usr/lib64/gconv",
     "/usr/share/bash-completion",
-    "/usr/share/common-licenses",
     "/usr/share/locale",
     "/usr/share/perl5",
     "/usr/share/zoneinfo",
-    "/var/cache/debconf",
     "/var/cache/ldconfig",
     "/var/lib/systemd/catalog",
 )
 # A host keeps the hardware database (bare metal) and character sets, and
-# drops the other architectures' emulators and firmware that qemu-system-x86
-# and qemu-system-data bring along.
-HOST_REMOVE_FILES: tuple[str, ...] = (
-    *_EVERY_IMAGE_REMOVES,
+# drops the other architectures' emulators and firmware that QEMU's x86
+# package and its data bring along.
+_HOST_REMOVES: tuple[str, ...] = (
     "/boot/*",
     "/usr/bin/perl*",
     "/usr/bin/qemu-system-i386",
     "/usr/bin/qemu-system-x86_64-microvm",
     "/usr/lib/python3*/__pycache__",
     "/usr/lib/udev/hwdb.d",
-    "/usr/lib/x86_64-linux-gnu/perl-base",
     "/usr/share/locale",
     "/usr/share/perl5",
     "/usr/share/qemu/hppa-firmware*",
@@ -154,6 +146,10 @@ HOST_REMOVE_FILES: tuple[str, ...] = (
     "/usr/share/qemu/slof.bin",
     "/usr/share/qemu/u-boot*",
 )
+REMOVE_FILES: Mapping[Role, tuple[str, ...]] = {
+    "guest": (*EVERY_IMAGE_REMOVES, *_GUEST_REMOVES),
+    "host": (*EVERY_IMAGE_REMOVES, *_HOST_REMOVES),
+}
 
 # Every image boots unattended: without this, systemd-firstboot stops the boot
 # at "Please configure your system! Press any key" on the console.
@@ -173,34 +169,9 @@ ENABLE: Mapping[Role, tuple[str, ...]] = {
     ),
 }
 
-# What the payload needs installed, per family: capability → package.
-_BY_FAMILY: Mapping[str, Mapping[Family, str]] = {
-    "systemd": {"debian": "systemd", "ubuntu": "systemd", "fedora": "systemd", "el": "systemd"},
-    "udev": {"debian": "udev", "ubuntu": "udev", "fedora": "systemd-udev", "el": "systemd-udev"},
-    "systemd-networkd": {
-        "debian": "systemd",
-        "ubuntu": "systemd",
-        "fedora": "systemd-networkd",
-        "el": "systemd-networkd",
-    },
-    "systemd-resolved": {
-        "debian": "systemd-resolved",
-        "ubuntu": "systemd-resolved",
-        "fedora": "systemd-resolved",
-        "el": "systemd-resolved",
-    },
-    "journal-remote": {
-        "debian": "systemd-journal-remote",
-        "ubuntu": "systemd-journal-remote",
-        "fedora": "systemd-journal-remote",
-        "el": "systemd-journal-remote",
-    },
-    "avahi": {"debian": "avahi-daemon", "ubuntu": "avahi-daemon", "fedora": "avahi", "el": "avahi"},
-    "python3": {"debian": "python3", "ubuntu": "python3", "fedora": "python3", "el": "python3"},
-    "jq": {"debian": "jq", "ubuntu": "jq", "fedora": "jq", "el": "jq"},
-    "openssl": {"debian": "openssl", "ubuntu": "openssl", "fedora": "openssl", "el": "openssl"},
-}
-_NEEDS: Mapping[Role, tuple[str, ...]] = {
+# What the payload needs installed, per role: the family file
+# (images/families/*.yaml, payload:) names the package for each need.
+NEEDS: Mapping[Role, tuple[str, ...]] = {
     "guest": ("systemd", "udev", "systemd-networkd"),
     "host": (
         "systemd",
@@ -214,19 +185,6 @@ _NEEDS: Mapping[Role, tuple[str, ...]] = {
         "openssl",
     ),
 }
-
-
-def required_packages(role: Role, family: Family) -> dict[str, str]:
-    """What the role's payload needs: capability → package name in `family`."""
-    return {need: _BY_FAMILY[need][family] for need in _NEEDS[role]}
-
-
-# Where distributions put the AMD SEV build of OVMF, in the order a host looks.
-KNOWN_SEV_FIRMWARE: tuple[str, ...] = (
-    "/usr/share/ovmf/OVMF.amdsev.fd",
-    "/usr/share/edk2/ovmf/OVMF.amdsev.fd",
-    "/usr/share/qemu/ovmf-x86_64-sev.bin",
-)
 
 
 def module_name(name: str) -> str:

@@ -79,7 +79,8 @@ def check_spec(spec: ImageSpec, entry: Entry) -> list[Problem]:
                     "but remove_packages takes it out",
                 )
             )
-    for need, package in payload.required_packages(spec.role, spec.family).items():
+    for need in payload.NEEDS[spec.role]:
+        package = entry.family.package(need)
         if package not in packages:
             problems.append(
                 doc.problem(
@@ -90,13 +91,26 @@ def check_spec(spec: ImageSpec, entry: Entry) -> list[Problem]:
 
     if spec.role == "host":
         firmware = spec.payload.sev_firmware
-        if firmware not in payload.KNOWN_SEV_FIRMWARE:
+        known = entry.family.sev_firmware
+        if firmware not in known:
             problems.append(
                 _as_warning(
                     doc.problem(
                         ("host", "sev_firmware"),
                         f"{firmware} is not one of the known SEV firmware locations "
-                        f"({', '.join(payload.KNOWN_SEV_FIRMWARE)}); make sure the OVMF package ships it",
+                        f"({', '.join(known)}); make sure the OVMF package ships it",
+                    )
+                )
+            )
+        elif not entry.family.sev_kernel_hashes:
+            problems.append(
+                _as_warning(
+                    doc.problem(
+                        ("host", "sev_firmware"),
+                        f"{firmware} boots SEV-SNP but does not verify the kernel hashes "
+                        f"({entry.family_doc.display}: sev_kernel_hashes: false): the launch "
+                        "measurement covers the kernel, initrd and command line, but the firmware "
+                        "does not refuse a different one",
                     )
                 )
             )
@@ -186,7 +200,7 @@ def check_rpm_repos(spec: ImageSpec, entry: Entry) -> list[Problem]:
 
 
 def _locate(entry: Entry, role: str, value: str, kind: str) -> tuple[Document, JsonPath]:
-    """Where a package or command-line token was added: release file first, then distro file."""
+    """Where a package or command-line token was added: release, distro, then family file."""
     if kind == "packages":
         release_keys, distro_keys = ("add_packages",), ("packages",)
     else:
@@ -195,6 +209,8 @@ def _locate(entry: Entry, role: str, value: str, kind: str) -> tuple[Document, J
         *((entry.release, (section, release_keys[0])) for section in ("common", role)),
         *((entry.distro_doc, (section, distro_keys[0])) for section in ("common", role)),
         (entry.distro_doc, (distro_keys[0],)),
+        *((entry.family_doc, (section, distro_keys[0])) for section in ("common", role)),
+        (entry.family_doc, (distro_keys[0],)),
     ]
     for doc, path in candidates:
         node = doc.data

@@ -1,6 +1,6 @@
 """Resolve a release into one frozen :class:`ImageSpec` per role.
 
-distro defaults + release overrides + role → spec. Pure: takes documents
+family defaults + distro defaults + release overrides + role → spec. Pure: takes documents
 that passed the schema, returns a spec or raises :class:`ResolveError` with
 located problems. Nothing here reads files or looks at the machine.
 """
@@ -27,7 +27,6 @@ from sevimg.catalog.spec import (
 )
 from sevimg.problems import Problem, SevimgError
 
-APT_FAMILIES: tuple[Family, ...] = ("debian", "ubuntu")
 ARCHITECTURE = "x86-64"
 COMPONENT_KEYS: Mapping[Role, tuple[str, ...]] = {
     "guest": ("kernel",),
@@ -75,6 +74,7 @@ class _Resolver:
     def __init__(self, entry: Entry, role: Role) -> None:
         self.entry = entry
         self.role = role
+        self.f: Mapping[str, Any] = entry.family_doc.data
         self.d: Mapping[str, Any] = entry.distro_doc.data
         self.r: Mapping[str, Any] = entry.release.data
         self.problems: list[Problem] = []
@@ -90,11 +90,21 @@ class _Resolver:
     def dsec(self, section: str) -> Mapping[str, Any]:
         return cast(Mapping[str, Any], self.d.get(section) or {})
 
+    def fsec(self, section: str) -> Mapping[str, Any]:
+        return cast(Mapping[str, Any], self.f.get(section) or {})
+
     def setting(self, section: str, key: str) -> Any:
-        """A role setting: the release's value if it sets one, else the distro's."""
-        if key in self.rsec(section):
-            return self.rsec(section)[key]
-        return self.dsec(section).get(key)
+        """A role setting: the release's value if it sets one, else the distro's, else the family's."""
+        for layer in (self.rsec(section), self.dsec(section), self.fsec(section)):
+            if key in layer:
+                return layer[key]
+        self.fail(
+            self.entry.distro_doc,
+            (section,) if section in self.d else (),
+            f"the {self.role} image needs `{section}.{key}`: give it here "
+            f"(or in {self.entry.family_doc.display})",
+        )
+        return None
 
     def sections(self) -> tuple[str, str]:
         return ("common", self.role)
@@ -111,9 +121,9 @@ class _Resolver:
 
         components = self.components()
         packages = self.packages(components, debug=debug)
-        apt_sources, rpm_repos = self.extra_repositories(family, packages)
+        apt_sources, rpm_repos = self.extra_repositories(packages)
         archived = bool(self.r.get("archived"))
-        mirror, replace_sources = self.archive(family, mkosi, archived, mrelease, apt_sources)
+        mirror, replace_sources = self.archive(mkosi, archived, mrelease, apt_sources)
         if replace_sources:
             apt_sources = (replace_sources, *apt_sources)
 
@@ -147,9 +157,7 @@ class _Resolver:
             components=tuple(sorted(components.items())),
             kernel_command_line=self.kernel_command_line(debug=debug),
             kernel_modules=self.kernel_modules(),
-            remove_files=payload.GUEST_REMOVE_FILES
-            if self.role == "guest"
-            else payload.HOST_REMOVE_FILES,
+            remove_files=self.remove_files(),
             # Neither image installs packages at run time: drop the package database.
             clean_package_metadata=True,
             environment=environment,
@@ -181,16 +189,28 @@ class _Resolver:
         return mkosi_release(self.r)
 
     def components(self) -> dict[str, str]:
-        found = {key: cast(str, self.setting(self.role, key)) for key in COMPONENT_KEYS[self.role]}
-        found["systemd_boot"] = cast(str, self.setting("common", "systemd_boot"))
-        return found
+        wanted: list[tuple[str, str]] = [(self.role, key) for key in COMPONENT_KEYS[self.role]]
+        wanted.append(("common", "systemd_boot"))
+        # A missing one is a problem already (setting() says where to add it).
+        found = {key: self.setting(section, key) for section, key in wanted}
+        return {key: cast(str, value) for key, value in found.items() if value is not None}
 
     def debug_section(self, debug: bool) -> Mapping[str, Any]:
         """The release's `debug:` additions, which only a debug image takes."""
         return self.rsec("debug") if debug else {}
 
+    def remove_files(self) -> tuple[str, ...]:
+        """sevimg's own list first, then the generic and the family's layout paths, sorted."""
+        rest = {*payload.REMOVE_FILES[self.role], *self.entry.family.removes(self.role)}
+        return (*payload.EVERY_IMAGE_REMOVES, *sorted(rest - set(payload.EVERY_IMAGE_REMOVES)))
+
     def packages(self, components: Mapping[str, str], *, debug: bool) -> tuple[str, ...]:
         chosen: dict[str, None] = dict.fromkeys(components.values())
+        # What sevimg's payload needs, in the family's package names.
+        family = self.entry.family
+        chosen.update(dict.fromkeys(family.package(n) for n in payload.NEEDS[self.role]))
+        for section in self.sections():
+            chosen.update(dict.fromkeys(self.fsec(section).get("packages") or ()))
         for section in self.sections():
             chosen.update(dict.fromkeys(self.dsec(section).get("packages") or ()))
         for section in self.sections():
@@ -209,7 +229,9 @@ class _Resolver:
         return tuple(sorted(chosen))
 
     def kernel_command_line(self, *, debug: bool) -> tuple[str, ...]:
-        tokens: dict[str, None] = dict.fromkeys(self.d.get("kernel_command_line") or ())
+        tokens: dict[str, None] = dict.fromkeys(self.f.get("kernel_command_line") or ())
+        tokens.update(dict.fromkeys(self.d.get("kernel_command_line") or ()))
+        tokens.update(dict.fromkeys(self.fsec(self.role).get("kernel_command_line") or ()))
         tokens.update(dict.fromkeys(self.dsec(self.role).get("kernel_command_line") or ()))
         for section in self.sections():
             tokens.update(dict.fromkeys(self.rsec(section).get("add_kernel_command_line") or ()))
@@ -234,6 +256,7 @@ class _Resolver:
         include = list(base.include)
         exclude = list(base.exclude)
         for found in (
+            self.fsec(self.role).get("kernel_modules"),
             self.dsec(self.role).get("kernel_modules"),
             self.rsec(self.role).get("kernel_modules"),
         ):
@@ -242,8 +265,13 @@ class _Resolver:
             exclude += [m for m in rules.get("exclude") or () if m not in exclude]
         return KernelModules(keep_all=base.keep_all, include=tuple(include), exclude=tuple(exclude))
 
+    def apt_keyring(self) -> str | None:
+        """Signed-By for the distribution's archive: its own keyring, else the family's."""
+        archive = self.d.get("repository") or {}
+        return cast(str | None, archive.get("keyring") or self.entry.family.apt_keyring)
+
     def extra_repositories(
-        self, family: Family, packages: Sequence[str]
+        self, packages: Sequence[str]
     ) -> tuple[tuple[AptSource, ...], tuple[RpmRepo, ...]]:
         apt: list[AptSource] = []
         rpm: list[RpmRepo] = []
@@ -261,7 +289,7 @@ class _Resolver:
                         f"install it; add it to {self.role}.add_packages or name the component it replaces",
                     )
             only = tuple(sorted(repo["packages"]))
-            if family in APT_FAMILIES:
+            if self.entry.family.is_apt:
                 for key in ("baseurl", "gpgkey", "gpgcheck"):
                     if key in repo:
                         self.fail(
@@ -273,7 +301,8 @@ class _Resolver:
                     self.fail(doc, where, "an apt repository needs `suite:` (e.g. suite: forky)")
                     continue
                 archive = self.d.get("repository")
-                if not archive:
+                keyring = self.apt_keyring()
+                if not archive or not keyring:
                     self.fail(
                         doc,
                         where,
@@ -287,7 +316,7 @@ class _Resolver:
                         url=repo.get("url") or archive["url"],
                         suites=(repo["suite"],),
                         components=tuple(repo.get("components") or ("main",)),
-                        signed_by=archive["keyring"],
+                        signed_by=keyring,
                         only_packages=only,
                     )
                 )
@@ -337,7 +366,6 @@ class _Resolver:
 
     def archive(
         self,
-        family: Family,
         mkosi: Mapping[str, Any],
         archived: bool,
         mrelease: str,
@@ -354,12 +382,12 @@ class _Resolver:
                 f"images/{self.entry.distro}.yaml has no mkosi.archive_mirror to take an archived release from",
             )
             return None, None
-        if family not in APT_FAMILIES:
+        if not self.entry.family.is_apt:
             return cast(str, url), None
         # mkosi's own apt sources point at the live mirrors (and security.*),
         # which drop a release when it is archived: list them ourselves.
-        archive = self.d.get("repository")
-        if not archive:
+        keyring = self.apt_keyring()
+        if not keyring:
             self.fail(
                 self.entry.release,
                 ("archived",),
@@ -372,7 +400,7 @@ class _Resolver:
             url=cast(str, url),
             suites=(mrelease, f"{mrelease}-updates", f"{mrelease}-security"),
             components=components,
-            signed_by=cast(str, archive["keyring"]),
+            signed_by=keyring,
         )
 
     def payload(self, image: str, *, debug: bool) -> Payload:

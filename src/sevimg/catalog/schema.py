@@ -32,10 +32,11 @@ from sevimg.problems import Problem, SevimgError, error
 
 DISTRO = "distro.schema.json"
 RELEASE = "release.schema.json"
+FAMILY = "family.schema.json"
 PROJECT = "project.schema.json"
 LOCAL = "local.schema.json"
 MANIFEST = "manifest.schema.json"  # not the catalog's: an artifact's, read by release/
-SCHEMA_FILES = ("common.schema.json", DISTRO, RELEASE, PROJECT, LOCAL, MANIFEST)
+SCHEMA_FILES = ("common.schema.json", DISTRO, RELEASE, FAMILY, PROJECT, LOCAL, MANIFEST)
 
 _TYPE_NAMES = {
     "object": "a mapping (key: value)",
@@ -175,7 +176,7 @@ class Schemas:
         self.documents = documents
 
     def validate(self, doc: Document, kind: str) -> list[Problem]:
-        """All schema problems of `doc` as a `kind` file (DISTRO, RELEASE, ...), sorted by position."""
+        """All schema problems of `doc` as a `kind` file (DISTRO, RELEASE, FAMILY, ...), sorted by position."""
         if doc.data is None:
             return [
                 error(

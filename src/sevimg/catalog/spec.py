@@ -8,16 +8,73 @@ the same whatever order the catalog was read in.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 Role = Literal["host", "guest"]
 ROLES: tuple[Role, ...] = ("guest", "host")  # build order: a host embeds its guest
 Status = Literal["supported", "prerelease", "eol"]
-Family = Literal["fedora", "el", "debian", "ubuntu"]
+Family = str  # a family file's name: images/families/<family>.yaml
 
 GUEST_EMBED_DIR = "/usr/local/lib/guest-image"
 GUEST_EMBED_PATH = f"{GUEST_EMBED_DIR}/guest.efi"
+
+
+@dataclass(frozen=True)
+class FamilyFacts:
+    """What images/families/<family>.yaml says beyond role defaults, decoded once."""
+
+    name: Family
+    package_manager: Literal["apt", "rpm"]
+    payload: tuple[tuple[str, str], ...]  # need → package
+    sev_firmware: tuple[str, ...]
+    plain_ovmf: tuple[str, ...]
+    qemu_binaries: tuple[str, ...]
+    sev_kernel_hashes: bool = True
+    remove_files: tuple[tuple[Role, tuple[str, ...]], ...] = ()
+    apt_keyring: str | None = None
+    apt_security_suffix: str | None = None
+    apt_suites_without_pockets: tuple[str, ...] = ()
+    apt_debug_probe: str | None = None
+    mirror_probe: str | None = None
+    pretty_name: str = ""
+
+    @property
+    def is_apt(self) -> bool:
+        """Whether the family's releases take apt sources (else rpm repositories)."""
+        return self.package_manager == "apt"
+
+    def package(self, need: str) -> str:
+        """The package providing one payload need."""
+        return dict(self.payload)[need]
+
+    def removes(self, role: Role) -> tuple[str, ...]:
+        """Layout-specific files a slim `role` image drops."""
+        return dict(self.remove_files).get(role, ())
+
+
+def decode_family(data: Mapping[str, Any]) -> FamilyFacts:
+    """A family document that passed its schema, as a typed record."""
+    apt = data.get("apt") or {}
+    firmware = data["firmware"]
+    removes = data.get("remove_files") or {}
+    return FamilyFacts(
+        name=data["family"],
+        package_manager=data["package_manager"],
+        payload=tuple(sorted(data["payload"].items())),
+        sev_firmware=tuple(firmware["sev"]),
+        plain_ovmf=tuple(firmware["plain"]),
+        qemu_binaries=tuple(data["qemu_binaries"]),
+        sev_kernel_hashes=bool(firmware.get("sev_kernel_hashes", True)),
+        remove_files=tuple((role, tuple(removes[role])) for role in ROLES if role in removes),
+        apt_keyring=apt.get("keyring"),
+        apt_security_suffix=apt.get("security_suffix"),
+        apt_suites_without_pockets=tuple(apt.get("suites_without_pockets") or ()),
+        apt_debug_probe=apt.get("debug_probe"),
+        pretty_name=data["name"],
+        mirror_probe=data.get("mirror_probe"),
+    )
 
 
 @dataclass(frozen=True)

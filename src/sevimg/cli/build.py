@@ -15,7 +15,7 @@ from rich.table import Table
 
 from sevimg.build import mkosi, settings
 from sevimg.build.builder import Builder, BuildSettings, Outcome
-from sevimg.catalog.payload import KNOWN_SEV_FIRMWARE
+from sevimg.catalog.index import families_by_distribution, machine_families
 from sevimg.catalog.pipeline import all_problems, check_catalog, specs_or_raise
 from sevimg.catalog.spec import ImageSpec
 from sevimg.cli.base import err, handle_errors, mkosi_version_option, out, print_problems, styled
@@ -25,6 +25,7 @@ from sevimg.machine import run
 from sevimg.problems import SevimgError
 from sevimg.release import checksums, names
 from sevimg.render.launch import MIN_MEMORY_MB
+from sevimg.workspace import Workspace
 
 SNP_SYSFS = Path("/sys/module/kvm_amd/parameters/sev_snp")
 
@@ -103,7 +104,8 @@ def build(
     specs = specs_or_raise(checked, orphans)
     print_problems(p for p in all_problems(checked, orphans) if not p.is_error)
     wanted = _with_guests(specs, role)
-    local = settings.load_local(ws)
+    families = families_by_distribution(ctx.catalog)
+    local = settings.load_local(ws, {d for d, f in families.items() if f.is_apt})
     tool = mkosi.require(ws.cache_dir, mkosi_version)
     build_settings = BuildSettings(
         workspace_root=ws.root,
@@ -117,6 +119,7 @@ def build(
         with_tools=not without_tools,
         tools_dir=tools_dir or local.tools_dir,
         force=force,
+        families=families,
     )
     if local.source:
         out.print(f"machine settings: {local.source}", markup=False)
@@ -230,12 +233,13 @@ def run_command(
     SIGINT, SIGTERM or SIGHUP stop that QEMU and exit 130, 143 or 129.
     """
     kernel = _guest_artifact(ctx, image, from_dir)
+    paths = _search_paths(ctx)
     if no_sev:
-        qemu_path = run.find_qemu(qemu) if not dry_run else (qemu or "qemu-system-x86_64")
+        qemu_path = run.find_qemu(qemu, paths.qemu) if not dry_run else (qemu or paths.qemu[0])
         ovmf = (
-            run.find_firmware(run.PLAIN_OVMF, firmware, "plain OVMF")
+            run.find_firmware(paths.plain_ovmf, firmware, "plain OVMF")
             if not dry_run
-            else (firmware or run.PLAIN_OVMF[0])
+            else (firmware or paths.plain_ovmf[0])
         )
         if dry_run:
             argv = run.plain_argv(
@@ -280,9 +284,9 @@ def run_command(
 
     position, origin = run.cbit_position()
     firmware_path = firmware or next(
-        (p for p in KNOWN_SEV_FIRMWARE if Path(p).is_file()), KNOWN_SEV_FIRMWARE[0]
+        (p for p in paths.sev_firmware if Path(p).is_file()), paths.sev_firmware[0]
     )
-    qemu_path = qemu or next((q for q in run.QEMU_NAMES if shutil.which(q)), run.QEMU_NAMES[0])
+    qemu_path = qemu or next((q for q in paths.qemu if shutil.which(q)), paths.qemu[0])
     argv = run.snp_argv(
         kernel, memory_mb=memory, qemu=qemu_path, firmware=firmware_path, cbitpos=position
     )
@@ -299,7 +303,7 @@ def run_command(
             hint="--dry-run prints the command; --no-sev boots the same UKI without SEV",
         )
     run.find_firmware([firmware_path], None, "AMD SEV firmware")
-    run.find_qemu(qemu_path)
+    run.find_qemu(qemu_path, paths.qemu)
     os.execvp(argv[0], argv)  # noqa: S606 - QEMU takes over the terminal, as a user would run it
 
 
@@ -319,3 +323,15 @@ def _guest_artifact(ctx: Context, image: str, from_dir: Path | None) -> Path:
             f"{path} does not exist", hint=f"build it first: sevimg build {base} --role guest"
         )
     return path.resolve()
+
+
+def _search_paths(ctx: Context) -> run.SearchPaths:
+    """QEMU and firmware search paths from the family files (the workspace's, else sevimg's)."""
+    try:
+        ws: Workspace | None = ctx.ws
+    except SevimgError:  # a .efi run outside any workspace
+        ws = None
+    paths = run.search_paths(machine_families(ws))
+    if not (paths.qemu and paths.plain_ovmf and paths.sev_firmware):
+        raise SevimgError("no family files (images/families/*.yaml) name QEMU and firmware paths")
+    return paths

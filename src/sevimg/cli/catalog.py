@@ -76,7 +76,8 @@ def list_command(ctx: Context, as_json: bool) -> None:
             "ovmf",
         ):
             table.add_column(column, no_wrap=True)
-        table.add_column("check", no_wrap=True)
+        # The verdict never shrinks to "inval…": narrower columns give way first.
+        table.add_column("check", no_wrap=True, min_width=len("invalid"))
         for row in rows:
             cells = [
                 styled(row["image"]),

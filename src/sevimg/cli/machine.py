@@ -10,8 +10,9 @@ import click
 from rich.table import Table
 
 from sevimg.build import settings
-from sevimg.catalog.index import Catalog
+from sevimg.catalog.index import Catalog, machine_families
 from sevimg.catalog.pipeline import all_problems, check_catalog
+from sevimg.catalog.spec import FamilyFacts
 from sevimg.cli.base import handle_errors, out, print_problems, styled
 from sevimg.cli.group import Context, main, pass_ctx
 from sevimg.cli.params import Number
@@ -57,13 +58,15 @@ def doctor_command(
     catalog_result: doctor.Result | None = None
     catalog_errors: list[Problem] = []
     extra: list[tuple[str, str]] = []
-    local_mirror = False
+    apt_mirrors: set[str] = set()
+    families: list[FamilyFacts] = []
     local_urls: list[tuple[str, str]] = []
     try:
         ws = ctx.ws
     except SevimgError:  # outside a workspace: check the machine against every distribution
         cache_dir, disk_at = Path.cwd() / ".cache", Path.cwd()
-        distributions = sorted(doctor.DEFAULT_MIRRORS)
+        families = machine_families(None)
+        probes = doctor.family_probes(families)
     else:
         try:
             local = settings.load_local(ws)
@@ -75,7 +78,7 @@ def doctor_command(
                 "fix the file (sevimg.local.yaml.example documents it)",
             )
         else:
-            local_mirror = "debian" in local.apt_mirrors
+            apt_mirrors = set(local.apt_mirrors)
             # This machine's own mirrors are probed too (credentials and all; never shown).
             for name, mirror in sorted(local.apt_mirrors.items()):
                 local_urls.append((f"{name} ({settings.LOCAL_FILE})", mirror.url))
@@ -92,6 +95,7 @@ def doctor_command(
             )
             local_result = doctor.Result("local settings", doctor.Status.OK, detail)
         cache_dir, disk_at = ws.cache_dir, ws.root
+        families = machine_families(ws)
         try:
             catalog = ctx.catalog
             checked, orphans = check_catalog(catalog)
@@ -100,11 +104,11 @@ def doctor_command(
             catalog_result = doctor.Result(
                 "catalog", doctor.Status.FAIL, f"cannot be read: {exc.message}", exc.hint
             )
-            distributions = sorted(doctor.DEFAULT_MIRRORS)
+            probes = doctor.family_probes(families)
         else:
             catalog_errors = [p for p in all_problems(checked, orphans) if p.is_error]
             catalog_result = _catalog_result(catalog, catalog_errors)
-            distributions, extra = _mirror_sources(catalog, catalog_errors)
+            probes, extra = _mirror_sources(catalog, catalog_errors)
 
     results = [
         doctor.check_mkosi(cache_dir),
@@ -120,9 +124,13 @@ def doctor_command(
     if catalog_result is not None:
         results.append(catalog_result)
     if not no_network:
-        targets = doctor.mirror_targets(distributions, [*extra, *local_urls])
+        targets = doctor.mirror_targets(probes, [*extra, *local_urls])
         results += doctor.check_mirrors(targets, timeout)
-        results.append(doctor.check_debian_debug(local_mirror, timeout))
+        # A family's mirror in sevimg.local.yaml is keyed by the family's mkosi distribution.
+        for family in families:
+            if family.apt_debug_probe:
+                has_mirror = family.name in apt_mirrors
+                results.append(doctor.check_debug_sources(family, has_mirror, timeout))
 
     failed = doctor.has_failures(results)
     if as_json:
@@ -159,18 +167,24 @@ def _catalog_result(catalog: Catalog, errors: list[Problem]) -> doctor.Result:
 
 def _mirror_sources(
     catalog: Catalog, errors: list[Problem]
-) -> tuple[list[str], list[tuple[str, str]]]:
-    """mkosi distributions and extra archive URLs, from the distribution files that are valid."""
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(mkosi distribution, probe URL) and extra archive URLs, from the valid distribution files."""
     broken = {p.file for p in errors}
-    distributions: set[str] = set()
+    probes: set[tuple[str, str]] = set()
     extra: set[tuple[str, str]] = set()
     for name, doc in catalog.distros.items():
         if doc.display in broken or not isinstance(doc.data, dict):
             continue  # a broken file may hold anything; the catalog check reports it
         mkosi_section = doc.data.get("mkosi")
-        if isinstance(mkosi_section, dict) and isinstance(mkosi_section.get("distribution"), str):
-            distributions.add(mkosi_section["distribution"])
+        family = catalog.families.get(str(doc.data.get("family")))
+        probe = doc.data.get("mirror_probe") or (family[1].mirror_probe if family else None)
+        if (
+            isinstance(mkosi_section, dict)
+            and isinstance(mkosi_section.get("distribution"), str)
+            and isinstance(probe, str)
+        ):
+            probes.add((mkosi_section["distribution"], probe))
         repository = doc.data.get("repository")
         if isinstance(repository, dict) and isinstance(repository.get("url"), str):
             extra.add((f"{name} archive", repository["url"]))
-    return sorted(distributions), sorted(extra)
+    return sorted(probes), sorted(extra)

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from sevimg.build import mkosi
+from sevimg.catalog.spec import FamilyFacts
 from sevimg.mkosi_versions import MIN_MKOSI, OLDEST_MKOSI
 from sevimg.problems import SevimgError
 from sevimg.redact import redact_text
@@ -28,16 +29,6 @@ GIB = 1024**3
 DISK_OK = 12 * GIB  # a tools tree (~2 GB), the package cache and a host build (~5 GB) with room
 DISK_MIN = 6 * GIB
 NETWORK_TIMEOUT = 5.0
-
-# Where mkosi fetches each distribution from by default (mkosi/distributions/*.py).
-DEFAULT_MIRRORS: dict[str, str] = {
-    "debian": "http://deb.debian.org/debian/dists/stable/InRelease",
-    "ubuntu": "http://archive.ubuntu.com/ubuntu/dists/noble/InRelease",
-    "fedora": "https://mirrors.fedoraproject.org/metalink?repo=fedora-43&arch=x86_64",
-    "centos": "https://mirror.stream.centos.org/10-stream/BaseOS/x86_64/os/repodata/repomd.xml",
-    "rocky": "https://dl.rockylinux.org/pub/rocky/10/BaseOS/x86_64/os/repodata/repomd.xml",
-    "alma": "https://repo.almalinux.org/almalinux/10/BaseOS/x86_64/os/repodata/repomd.xml",
-}
 
 
 class Status(StrEnum):
@@ -333,27 +324,33 @@ def check_mirrors(
 
 
 def mirror_targets(
-    distributions: Iterable[str], extra_urls: Iterable[tuple[str, str]] = ()
+    probes: Iterable[tuple[str, str]], extra_urls: Iterable[tuple[str, str]] = ()
 ) -> list[tuple[str, str]]:
-    """What to probe: each distribution's default mirror, and the catalog's own URLs."""
-    targets = {(d, DEFAULT_MIRRORS[d]) for d in distributions if d in DEFAULT_MIRRORS}
-    targets.update(extra_urls)
-    return sorted(targets)
+    """What to probe: each distribution's default mirror (`mirror_probe` in its
+    distribution or family file), and the catalog's own URLs."""
+    return sorted({*probes, *extra_urls})
 
 
-DEBIAN_DEBUG_PROBE = "http://deb.debian.org/debian-debug/dists/trixie-debug/InRelease"
+def family_probes(families: Iterable[FamilyFacts]) -> list[tuple[str, str]]:
+    """(family, URL) for the families that name a mirror to probe (outside a workspace)."""
+    return sorted((f.name, f.mirror_probe) for f in families if f.mirror_probe)
 
 
-def check_debian_debug(
-    has_local_mirror: bool, timeout: float = NETWORK_TIMEOUT, url: str = DEBIAN_DEBUG_PROBE
+def check_debug_sources(
+    family: FamilyFacts, has_local_mirror: bool, timeout: float = NETWORK_TIMEOUT
 ) -> Result:
-    """mkosi's default Debian sources include debian-debug; some mirrors and proxies refuse it."""
+    """mkosi's default sources of some apt families (apt.debug_probe) include a debug
+    archive that some mirrors and proxies refuse."""
+    name, pretty, url = family.name, family.pretty_name, family.apt_debug_probe or ""
+    check = f"{name} sources"
     if has_local_mirror:
         return Result(
-            "debian sources",
+            check,
             Status.OK,
-            "sevimg.local.yaml sets a Debian mirror: sevimg writes the apt sources (no debug suites)",
+            f"sevimg.local.yaml sets a {pretty} mirror: sevimg writes the apt sources (no debug suites)",
         )
+    # The debug archive's name is the probe's first folder (debian-debug).
+    archive = urlsplit(url).path.strip("/").split("/")[0] or "a debug archive"
     try:
         status = httpx.head(url, timeout=timeout, follow_redirects=True).status_code
     except (httpx.HTTPError, httpx.InvalidURL, ValueError, ImportError) as exc:
@@ -361,16 +358,16 @@ def check_debian_debug(
     else:
         if status == 200:
             return Result(
-                "debian sources",
+                check,
                 Status.OK,
-                "mkosi's default Debian sources (with debian-debug) answer",
+                f"mkosi's default {pretty} sources (with {archive}) answer",
             )
         reason = f"HTTP {status}"
     return Result(
-        "debian sources",
+        check,
         Status.WARN,
-        f"debian-debug, which mkosi adds to Debian images by default, does not answer here ({reason}): Debian builds will fail",
-        "copy sevimg.local.yaml.example to sevimg.local.yaml (mirrors.debian: sevimg then writes the sources without debug suites)",
+        f"{archive}, which mkosi adds to {pretty} images by default, does not answer here ({reason}): {pretty} builds will fail",
+        f"copy sevimg.local.yaml.example to sevimg.local.yaml (mirrors.{name}: sevimg then writes the sources without debug suites)",
     )
 
 

@@ -16,24 +16,49 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from sevimg import interrupt, proc
+from sevimg.catalog.spec import FamilyFacts
 from sevimg.problems import SevimgError
 from sevimg.render.launch import DEFAULT_CBITPOS, MIN_MEMORY_MB, READY_MARKER, Launch, snp_command
 from sevimg.render.write import scratch_folder
 
-QEMU_NAMES = ("qemu-system-x86_64", "/usr/libexec/qemu-kvm")
-# Ordinary (non-SEV) OVMF builds that boot a -kernel UKI; the AMD SEV build does not.
-PLAIN_OVMF = (
-    "/usr/share/ovmf/OVMF.fd",
-    "/usr/share/OVMF/OVMF_CODE_4M.fd",
-    "/usr/share/OVMF/OVMF_CODE.fd",
-    "/usr/share/edk2/ovmf/OVMF_CODE.fd",
-    "/usr/share/qemu/OVMF.fd",
-)
+
+@dataclass(frozen=True)
+class SearchPaths:
+    """Where to look for QEMU and firmware: every family's paths, in catalog order.
+
+    The family files (images/families/*.yaml: qemu_binaries, firmware) say
+    where each distribution puts them; `run` looks through all of them, so
+    it finds the machine's own without knowing which distribution it is.
+    """
+
+    qemu: tuple[str, ...]
+    plain_ovmf: tuple[str, ...]
+    sev_firmware: tuple[str, ...]
+
+
+def search_paths(families: Iterable[FamilyFacts]) -> SearchPaths:
+    """The union of the families' search paths, first occurrence first."""
+    chosen = list(families)
+
+    def union(paths: Iterable[str]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(paths))
+
+    return SearchPaths(
+        # QEMU on PATH first, whatever its folder; then the families' own paths.
+        qemu=union(
+            [PurePosixPath(q).name for f in chosen for q in f.qemu_binaries if "/bin/" in q]
+            + [q for f in chosen for q in f.qemu_binaries]
+        ),
+        plain_ovmf=union(p for f in chosen for p in f.plain_ovmf),
+        sev_firmware=union(p for f in chosen for p in f.sev_firmware),
+    )
+
+
 # What QEMU prints when KVM cannot run the firmware (seen with nested KVM).
 KVM_FAILURES = (
     "KVM internal error",
@@ -67,18 +92,18 @@ def check_timeout(timeout: float) -> None:
         raise SevimgError(f"--timeout {timeout} is not between 0 and {MAX_TIMEOUT:.0f} seconds")
 
 
-def find_qemu(explicit: str | None = None) -> str:
-    """The QEMU binary: `explicit`, else qemu-system-x86_64 on PATH, else RHEL's qemu-kvm."""
+def find_qemu(explicit: str | None, candidates: Sequence[str]) -> str:
+    """The QEMU binary: `explicit`, else the first of `candidates` found (names on PATH or paths)."""
     if explicit:
         if shutil.which(explicit) is None:
             raise SevimgError(f"QEMU binary {explicit} not found or not executable")
         return explicit
-    for name in QEMU_NAMES:
+    for name in candidates:
         if found := shutil.which(name):
             return found
     raise SevimgError(
-        "QEMU not found",
-        hint="install qemu-system-x86 (Debian/Ubuntu) or qemu-kvm (RHEL-likes), or pass --qemu",
+        f"QEMU not found (looked for {', '.join(candidates) or 'nothing: no family files'})",
+        hint="install your distribution's QEMU package for x86-64, or pass --qemu",
     )
 
 

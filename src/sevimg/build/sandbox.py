@@ -1,0 +1,116 @@
+"""What sevimg hands mkosi's sandbox from sevimg.local.yaml: this machine's mirrors.
+
+For an apt family (images/families/*.yaml, `package_manager: apt`) sevimg
+writes the deb822 sources itself, without the debug suites mkosi's defaults
+carry, with the family's keyring and pocket rules; the mirror's credentials go
+to apt's auth.conf.d (mode 0600), never into the sources, which mkosi and apt
+print. Other families get mkosi's --mirror.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from sevimg.build.settings import LocalConfig
+from sevimg.catalog.spec import FamilyFacts
+from sevimg.problems import SevimgError
+from sevimg.redact import redact_text, split_credentials
+from sevimg.render.write import write_file_atomic
+
+APT_AUTH = "etc/apt/auth.conf.d/sevimg.conf"
+# mkosi splits --extra-tree/--sandbox-tree values at these (lists, source:target).
+MKOSI_SEPARATORS = frozenset(",:")
+SOURCES = "etc/apt/sources.list.d/mkosi.sources"
+
+
+def mirror_args(
+    local: LocalConfig,
+    family: FamilyFacts | None,
+    folder: Path,
+    distribution: str,
+    release: str,
+    repositories: Sequence[str],
+) -> list[str]:
+    """--sandbox-tree/--mirror arguments for one distribution release; `folder` holds
+    the sandbox tree sevimg writes for it (sources and credentials)."""
+    args = [f"--sandbox-tree={tree}" for tree in local.sandbox_trees]
+    if (mirror := local.apt_mirrors.get(distribution)) and family and family.is_apt:
+        logins = [split_credentials(mirror.url)]
+        if mirror.security_url:
+            logins.append(split_credentials(mirror.security_url))
+        security = logins[1][0] if len(logins) > 1 else None
+        text = apt_sources(family, release, logins[0][0], security, repositories)
+        write_file_atomic(folder / SOURCES, text.encode())
+        auth = folder / APT_AUTH
+        if credentials := apt_auth(logins):
+            write_file_atomic(auth, credentials.encode(), mode=0o600)
+        else:
+            auth.unlink(missing_ok=True)
+        args.append(f"--sandbox-tree={folder}")
+    elif url := local.rpm_mirrors.get(distribution):
+        args.append(f"--mirror={url}")
+    return args
+
+
+def apt_sources(
+    family: FamilyFacts,
+    release: str,
+    url: str,
+    security_url: str | None,
+    repositories: Sequence[str],
+) -> str:
+    """deb822 sources for one release from one mirror: main, -updates and -security, no debug suites.
+
+    The keyring and the pocket rules are the family's (images/families/*.yaml, apt:).
+    """
+    components = " ".join(("main", *repositories))
+    keyring = family.apt_keyring
+    if security_url is None:
+        suffix = family.apt_security_suffix
+        security_url = url.rstrip("/") + suffix if suffix else url
+    pocketless = release in family.apt_suites_without_pockets
+    suites = [release] if pocketless else [release, f"{release}-updates"]
+    text = (
+        "# Written by sevimg from sevimg.local.yaml: this machine's mirror, without debug suites.\n"
+        f"Types: deb\nURIs: {url}\nSuites: {' '.join(suites)}\nComponents: {components}\nSigned-By: {keyring}\n"
+    )
+    if not pocketless:
+        text += f"\nTypes: deb\nURIs: {security_url}\nSuites: {release}-security\nComponents: {components}\nSigned-By: {keyring}\n"
+    return text
+
+
+def apt_auth(logins: Iterable[tuple[str, str | None, str | None]]) -> str:
+    """apt_auth.conf(5) entries for (URL, user, password); '' when none has credentials."""
+    lines = []
+    for url, user, password in logins:
+        if user is None and password is None:
+            continue
+        for value in (user or "", password or ""):
+            if any(c.isspace() or ord(c) < 32 for c in value):
+                raise SevimgError(
+                    f"the credentials of the mirror {redact_text(url)} hold a space or control "
+                    "character, which apt's auth.conf cannot carry"
+                )
+        parts = urlsplit(url)
+        # With its scheme, the entry also applies to plain http (apt's default is https only).
+        machine = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+        lines.append(f"machine {machine} login {user or ''} password {password or ''}\n")
+    if not lines:
+        return ""
+    return "# Written by sevimg from sevimg.local.yaml: the mirror's credentials.\n" + "".join(
+        dict.fromkeys(lines)
+    )
+
+
+def check_mkosi_path(path: Path, what: str) -> None:
+    """SevimgError when mkosi would misread `path` in an option (a ',' or ':' splits it)."""
+    odd = sorted(MKOSI_SEPARATORS & set(str(path)))
+    control = any(ord(c) < 32 for c in str(path))
+    if odd or control:
+        shown = " and ".join(repr(c) for c in odd) or "a control character"
+        raise SevimgError(
+            f"{what} {str(path)!r} has {shown} in its path, which mkosi reads as a separator",
+            hint="move it: cache_dir in sevimg.local.yaml, or SEVIMG_CACHE",
+        )
