@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 from sevimg.redact import redact_text
 
@@ -86,3 +87,15 @@ class SevimgError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+def read_utf8(path: Path) -> str:
+    """The text of a UTF-8 file; a SevimgError naming `path` when it is missing, unreadable or not UTF-8."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise SevimgError(f"{path} not found") from None
+    except UnicodeDecodeError:
+        raise SevimgError(f"{path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise SevimgError(f"cannot read {path}: {exc.strerror or exc}") from None

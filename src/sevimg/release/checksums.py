@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from sevimg.problems import Problem, SevimgError, error
+from sevimg.problems import Problem, SevimgError, error, read_utf8
 from sevimg.release.names import ARTIFACT_SUFFIX, MANIFEST_SUFFIX, is_plain_name
 from sevimg.render.write import write_file_atomic
 
@@ -112,14 +112,7 @@ def parse_sha256sums(text: str, *, display: str) -> tuple[dict[str, str], list[P
 
 def read_sha256sums(path: Path) -> dict[str, str]:
     """name → sha256 from a SHA256SUMS file; SevimgError naming the file and line if it is malformed."""
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise SevimgError(f"{path} not found") from None
-    except UnicodeDecodeError:
-        raise SevimgError(f"{path} is not UTF-8 text") from None
-    except OSError as exc:
-        raise SevimgError(f"cannot read {path}: {exc.strerror or exc}") from None
+    text = read_utf8(path)
     sums, problems = parse_sha256sums(text, display=str(path))
     if problems:
         raise SevimgError(f"{path} is not a valid SHA256SUMS file", problems)

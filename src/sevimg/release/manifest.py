@@ -18,7 +18,7 @@ from typing import Any
 from sevimg import __version__
 from sevimg.catalog.load import Document, LoadError, load_text
 from sevimg.catalog.schema import MANIFEST, schemas_for
-from sevimg.problems import Problem, SevimgError, error
+from sevimg.problems import Problem, SevimgError, error, read_utf8
 from sevimg.release.checksums import sha256_file
 from sevimg.release.names import (
     ARTIFACT_SUFFIX,
@@ -266,14 +266,7 @@ def write_manifest(folder: Path, manifest: Manifest) -> Path:
 
 def load_manifest(path: Path) -> Manifest:
     """Read and validate a manifest file; SevimgError naming the file and field on any problem."""
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise SevimgError(f"{path} not found") from None
-    except UnicodeDecodeError:
-        raise SevimgError(f"{path} is not UTF-8 text") from None
-    except OSError as exc:
-        raise SevimgError(f"cannot read {path}: {exc.strerror or exc}") from None
+    text = read_utf8(path)
     return Manifest.from_json(text, display=str(path))
 
 
