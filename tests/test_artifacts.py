@@ -750,3 +750,31 @@ def test_a_manifest_being_built_names_the_field_without_a_position(
     assert [(p.file, p.line, p.column, p.field) for p in problems] == [
         ("host-debian-13.manifest.json", 0, 0, "size")
     ]
+
+
+@pytest.mark.parametrize(
+    "epoch",
+    ["99999999999999999999", "\u0661\u0667\u0660\u0660\u0660\u0660\u0660\u0660\u0660\u0660", "-1", "1.5", "1e9", "now", "0x10", "253402300800"],
+)
+def test_an_odd_source_date_epoch_is_a_clear_error(
+    epoch: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sevimg.problems import SevimgError
+    from sevimg.release.manifest import default_build_time
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", epoch)
+    with pytest.raises(SevimgError, match="SOURCE_DATE_EPOCH"):
+        default_build_time()
+
+
+@pytest.mark.parametrize(("epoch", "year"), [("0", 1970), ("1700000000", 2023), ("", None)])
+def test_a_source_date_epoch_sets_the_build_time(
+    epoch: str, year: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sevimg.release.manifest import default_build_time
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", epoch)
+    moment = default_build_time()
+    assert moment.tzinfo is not None
+    if year is not None:
+        assert moment.year == year

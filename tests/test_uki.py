@@ -217,3 +217,18 @@ def test_symlinked_paths_resolve(catalog: Catalog) -> None:
         {"qemu-kvm-core": "10.1.0", "edk2-ovmf": "20251119", "systemd-boot-unsigned": "257"},
     )
     assert not [e for e in findings.errors if "QEMU" in e or "firmware" in e]
+
+
+@pytest.mark.parametrize("odd", ["git-20260101", "+dfsg", "unknown", "~rc1"])
+def test_an_unreadable_installed_version_fails_its_floor_without_a_crash(
+    catalog: Catalog, odd: str
+) -> None:
+    spec = resolve(catalog.entries["debian-13"], "host")
+    guest = b"guest uki"
+    found = examine.check(
+        spec,
+        make_uki(host_files(guest)),
+        {**HOST_PACKAGES, "qemu-system-x86": odd},
+        hashlib.sha256(guest).hexdigest(),
+    )
+    assert any(e.startswith(f"qemu {odd} is below the SEV-SNP host floor") for e in found.errors)

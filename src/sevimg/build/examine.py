@@ -121,7 +121,13 @@ def check(
             errors.append(f"the guest embedded at {GUEST_EMBED_PATH} is not the guest just built")
     for kind, want in declared.items():
         have = installed.get(kind)
-        if want and have and versions.compare(have, want) != 0 and spec.role == "host":
+        if not (want and have and spec.role == "host"):
+            continue
+        try:
+            differs = versions.compare(have, want) != 0
+        except ValueError:  # a package version with no leading number: the floors say so
+            continue
+        if differs:
             warnings.append(
                 f"{kind}: declared {want}, installed {have}; update versions.{kind} in {spec.sources[0]}"
             )

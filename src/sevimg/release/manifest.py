@@ -245,9 +245,18 @@ def _named_debug(image_id: str) -> bool:
 def default_build_time() -> datetime:
     """SOURCE_DATE_EPOCH when set (reproducible builds), else the current time, in UTC."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    if epoch.isdigit():
+    if not epoch:
+        return datetime.now(UTC)
+    # ASCII digits only (str.isdigit takes other scripts' digits), and a year datetime can hold.
+    if not (epoch.isascii() and epoch.isdigit()) or len(epoch) > 11:
+        raise SevimgError(
+            f"SOURCE_DATE_EPOCH={epoch[:40]!r} is not a number of seconds since 1970",
+            hint="unset it, or set it to `git log -1 --format=%ct`",
+        )
+    try:
         return datetime.fromtimestamp(int(epoch), UTC)
-    return datetime.now(UTC)
+    except (OverflowError, OSError, ValueError):
+        raise SevimgError(f"SOURCE_DATE_EPOCH={epoch} is past the year 9999") from None
 
 
 def format_timestamp(moment: datetime) -> str:
