@@ -754,7 +754,16 @@ def test_a_manifest_being_built_names_the_field_without_a_position(
 
 @pytest.mark.parametrize(
     "epoch",
-    ["99999999999999999999", "\u0661\u0667\u0660\u0660\u0660\u0660\u0660\u0660\u0660\u0660", "-1", "1.5", "1e9", "now", "0x10", "253402300800"],
+    [
+        "99999999999999999999",
+        "\u0661\u0667\u0660\u0660\u0660\u0660\u0660\u0660\u0660\u0660",
+        "-1",
+        "1.5",
+        "1e9",
+        "now",
+        "0x10",
+        "253402300800",
+    ],
 )
 def test_an_odd_source_date_epoch_is_a_clear_error(
     epoch: str, monkeypatch: pytest.MonkeyPatch

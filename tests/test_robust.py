@@ -510,3 +510,23 @@ def test_doctor_reports_a_broken_mkosi(
     assert "internal error" not in run.output
     row = next(line for line in run.stdout.splitlines() if line.startswith("│ mkosi "))
     assert "FAIL" in row
+
+
+@pytest.mark.parametrize(
+    ("name", "target"),
+    [
+        ("debian-14.yaml", "debian-14.yaml"),  # a loop onto itself
+        ("debian-15.yaml", "debian-16.yaml"),  # dangling
+        ("debian-17.yaml", "/proc/self/mem"),  # unreadable as text
+    ],
+)
+@pytest.mark.parametrize("command", [("validate",), ("list",), ("show", "debian-13")])
+def test_odd_symlinks_in_the_catalog_are_reported_not_crashed_on(
+    cli: CliFn, workspace: Path, name: str, target: str, command: tuple[str, ...]
+) -> None:
+    (workspace / "images" / name).symlink_to(target)
+    run = cli(*command)
+    assert "Traceback" not in run.output and "internal error" not in run.output
+    if command[0] != "show":
+        assert run.code == 1
+        assert f"images/{name}" in run.stderr

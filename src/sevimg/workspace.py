@@ -76,10 +76,14 @@ class Workspace:
         return tuple(dirs)
 
     def display(self, path: Path) -> str:
-        """A path as shown to users: relative to the workspace root when inside it."""
+        """A path as shown to users: relative to the workspace root when inside it.
+
+        The file itself is not resolved: a symlink is shown under its own name,
+        and a dangling or looping one cannot make this fail.
+        """
         try:
-            return str(path.resolve().relative_to(self.root.resolve()))
-        except ValueError:
+            return str((path.parent.resolve() / path.name).relative_to(self.root.resolve()))
+        except (ValueError, OSError, RuntimeError):
             return str(path)
 
 
