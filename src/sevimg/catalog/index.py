@@ -17,6 +17,15 @@ from importlib import resources
 from pathlib import Path
 
 from sevimg.catalog.load import Document, LoadError, load_file
+from sevimg.catalog.records import (
+    DistroRecord,
+    FamilyRecord,
+    Records,
+    ReleaseRecord,
+    distro_record,
+    family_record,
+    release_record,
+)
 from sevimg.catalog.schema import DISTRO, FAMILY, RELEASE, Schemas, control_character, schemas_for
 from sevimg.catalog.spec import FamilyFacts, decode_family
 from sevimg.problems import Problem, SevimgError, error, has_errors
@@ -37,6 +46,9 @@ class Entry:
     distro_doc: Document
     family_doc: Document
     family: FamilyFacts
+    # Decoded once after the schema check; None when one of the files has errors
+    # (the release is then in Catalog.broken and is never resolved).
+    records: Records | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +174,11 @@ def load_catalog(ws: Workspace) -> Catalog:
     families = _load_families(ws, schemas, problems)
     distros: dict[str, Document] = {}
     releases: dict[str, Document] = {}
+    family_records: dict[str, FamilyRecord] = {
+        name: family_record(doc) for name, (doc, _facts) in families.items()
+    }
+    distro_records: dict[str, DistroRecord] = {}
+    release_records: dict[str, ReleaseRecord] = {}
     bad_distros: set[str] = set()
     broken: set[str] = set()
 
@@ -219,6 +236,8 @@ def load_catalog(ws: Workspace) -> Catalog:
                     )
                 )
                 bad_distros.add(name)
+            elif not has_errors(found):
+                distro_records[name] = distro_record(doc)
         else:
             releases[name] = doc
             if not has_errors(found) and isinstance(doc.data, dict):
@@ -232,6 +251,8 @@ def load_catalog(ws: Workspace) -> Catalog:
                         )
                     )
                     broken.add(name)
+                else:
+                    release_records[name] = release_record(doc)
 
     entries: dict[str, Entry] = {}
     for image, doc in sorted(releases.items()):
@@ -265,6 +286,11 @@ def load_catalog(ws: Workspace) -> Catalog:
             distro_doc=distros[distro],
             family_doc=family[0],
             family=family[1],
+            records=_records(
+                family_records.get(str(data.get("family"))),
+                distro_records.get(distro),
+                release_records.get(image),
+            ),
         )
 
     return Catalog(
@@ -275,6 +301,14 @@ def load_catalog(ws: Workspace) -> Catalog:
         problems=tuple(sorted(set(problems))),
         broken=frozenset(broken),
     )
+
+
+def _records(
+    family: FamilyRecord | None, distro: DistroRecord | None, release: ReleaseRecord | None
+) -> Records | None:
+    if family is None or distro is None or release is None:
+        return None
+    return Records(family, distro, release)
 
 
 def families_by_distribution(catalog: Catalog) -> dict[str, FamilyFacts]:

@@ -13,30 +13,34 @@ from collections.abc import Iterable
 from sevimg.catalog import payload, security
 from sevimg.catalog.index import Entry
 from sevimg.catalog.load import Document, JsonPath
-from sevimg.catalog.spec import ImageSpec
+from sevimg.catalog.records import Located
+from sevimg.catalog.spec import ImageSpec, Versions
 from sevimg.catalog.versions import HOST_FLOORS, Verdict
 from sevimg.problems import Problem, Severity
 
 
 def floor_verdicts(entry: Entry) -> dict[str, Verdict]:
     """component → verdict for the host floors, from the release's declared versions."""
-    declared = entry.release.data.get("versions") or {}
-    return {floor.component: floor.check(declared.get(floor.component)) for floor in HOST_FLOORS}
+    declared = _versions(entry)
+    return {
+        floor.component: floor.check(getattr(declared, floor.component)) for floor in HOST_FLOORS
+    }
 
 
 def check_floors(entry: Entry) -> list[Problem]:
     """Declared versions against the SEV-SNP host floors (only releases with a host)."""
     doc = entry.release
-    declared = doc.data.get("versions") or {}
+    declared = _versions(entry)
     problems: list[Problem] = []
     for floor in HOST_FLOORS:
-        verdict = floor.check(declared.get(floor.component))
+        version = getattr(declared, floor.component)
+        verdict = floor.check(version)
         path = ("versions", floor.component)
         if verdict is Verdict.FAIL:
             problems.append(
                 doc.problem(
                     path,
-                    f"{floor.component} {declared[floor.component]} is below the SEV-SNP host floor "
+                    f"{floor.component} {version} is below the SEV-SNP host floor "
                     f"{floor.minimum} ({floor.why}); drop the host role or raise the version",
                 )
             )
@@ -45,7 +49,7 @@ def check_floors(entry: Entry) -> list[Problem]:
                 _as_warning(
                     doc.problem(
                         path,
-                        f"{floor.component} {declared[floor.component]} meets the hard floor "
+                        f"{floor.component} {version} meets the hard floor "
                         f"{floor.minimum} but not the supported {floor.recommended} ({floor.why})",
                     )
                 )
@@ -161,8 +165,8 @@ def check_security(spec: ImageSpec, entry: Entry) -> list[Problem]:
 def check_rpm_repos(spec: ImageSpec, entry: Entry) -> list[Problem]:
     """Unsigned or plain-HTTP rpm repositories: a warning, an error when one supplies a component."""
     doc = entry.release
-    declared = doc.data.get("extra_repositories") or []
-    index = {repo.get("name"): i for i, repo in enumerate(declared)}
+    declared = entry.records.release.extra_repositories if entry.records else ()
+    index = {repo.name: repo.index for repo in declared}
     components = dict(spec.components)
     problems: list[Problem] = []
     for repo in spec.rpm_repos:
@@ -201,25 +205,31 @@ def check_rpm_repos(spec: ImageSpec, entry: Entry) -> list[Problem]:
 
 def _locate(entry: Entry, role: str, value: str, kind: str) -> tuple[Document, JsonPath]:
     """Where a package or command-line token was added: release, distro, then family file."""
+    records = entry.records
+    if records is None:
+        return entry.release, (role,)
     if kind == "packages":
-        release_keys, distro_keys = ("add_packages",), ("packages",)
+        release_key, own_key = "add_packages", "packages"
     else:
-        release_keys, distro_keys = ("add_kernel_command_line",), ("kernel_command_line",)
-    candidates: list[tuple[Document, JsonPath]] = [
-        *((entry.release, (section, release_keys[0])) for section in ("common", role)),
-        *((entry.distro_doc, (section, distro_keys[0])) for section in ("common", role)),
-        (entry.distro_doc, (distro_keys[0],)),
-        *((entry.family_doc, (section, distro_keys[0])) for section in ("common", role)),
-        (entry.family_doc, (distro_keys[0],)),
-    ]
-    for doc, path in candidates:
-        node = doc.data
-        for key in path:
-            node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, list) and value in node:
-            return doc, (*path, node.index(value))
+        release_key, own_key = "add_kernel_command_line", "kernel_command_line"
+    candidates: list[tuple[Located, str, tuple[str, ...]]] = []
+    for section in (records.release.sections[s] for s in ("common", role)):
+        candidates.append((section.where, release_key, getattr(section, release_key)))
+    for layer in (records.distro, records.family):
+        for section in (layer.sections[s] for s in ("common", role)):
+            candidates.append((section.where, own_key, getattr(section, own_key)))
+        if kind != "packages":  # only the command line has a top-level list
+            candidates.append((layer.where, own_key, layer.kernel_command_line))
+    for where, key, found in candidates:
+        if value in found:
+            return where.doc, where.at(key, found.index(value))
     # a component (kernel=, qemu=) or a value from elsewhere: point at the role's section
     return entry.release, (role,)
+
+
+def _versions(entry: Entry) -> Versions:
+    """The release's declared versions (none when its files did not pass the schema)."""
+    return entry.records.release.versions if entry.records else Versions()
 
 
 def check(specs: Iterable[ImageSpec], entry: Entry) -> list[Problem]:

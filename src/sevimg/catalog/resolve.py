@@ -8,22 +8,26 @@ located problems. Nothing here reads files or looks at the machine.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, cast
+from typing import cast
 
 from sevimg.catalog import payload
 from sevimg.catalog.index import Entry
 from sevimg.catalog.load import Document, JsonPath
+from sevimg.catalog.records import (
+    KernelModuleRules,
+    MkosiSettings,
+    ReleaseRecord,
+    Section,
+    declared_roles,
+)
 from sevimg.catalog.spec import (
     ROLES,
     AptSource,
-    Family,
     ImageSpec,
     KernelModules,
     Payload,
     Role,
     RpmRepo,
-    Status,
-    Versions,
 )
 from sevimg.problems import Problem, SevimgError
 
@@ -40,13 +44,15 @@ class ResolveError(SevimgError):
 
 def roles_of(entry: Entry) -> tuple[Role, ...]:
     """The roles a release provides, guest first (the build order)."""
-    declared = entry.release.data.get("roles") or ROLES
+    if entry.records is None:
+        return declared_roles(entry.release)
+    declared = entry.records.release.roles or ROLES
     return tuple(r for r in ROLES if r in declared)
 
 
-def mkosi_release(release: Mapping[str, Any]) -> str:
+def mkosi_release(release: ReleaseRecord) -> str:
     """What mkosi's Release= gets: the codename when there is one, else the release."""
-    return cast(str, release.get("codename") or release["release"])
+    return release.codename or release.release
 
 
 def resolve(entry: Entry, role: Role, *, debug: bool = False) -> ImageSpec:
@@ -72,11 +78,14 @@ def resolve_all(entry: Entry, *, debug: bool = False) -> tuple[list[ImageSpec], 
 
 class _Resolver:
     def __init__(self, entry: Entry, role: Role) -> None:
+        if entry.records is None:
+            # The catalog marks such a release broken; its files' problems say why.
+            raise ResolveError(f"{entry.image}: its catalog files have errors")
         self.entry = entry
         self.role = role
-        self.f: Mapping[str, Any] = entry.family_doc.data
-        self.d: Mapping[str, Any] = entry.distro_doc.data
-        self.r: Mapping[str, Any] = entry.release.data
+        self.f = entry.records.family
+        self.d = entry.records.distro
+        self.r = entry.records.release
         self.problems: list[Problem] = []
 
     # --- helpers -----------------------------------------------------------------
@@ -84,23 +93,19 @@ class _Resolver:
     def fail(self, doc: Document, path: JsonPath, message: str) -> None:
         self.problems.append(doc.problem(path, message))
 
-    def rsec(self, section: str) -> Mapping[str, Any]:
-        return cast(Mapping[str, Any], self.r.get(section) or {})
+    def layers(self, section: str) -> tuple[Section, Section, Section]:
+        """One section of the release, the distro and the family, in that order."""
+        return (self.r.sections[section], self.d.sections[section], self.f.sections[section])
 
-    def dsec(self, section: str) -> Mapping[str, Any]:
-        return cast(Mapping[str, Any], self.d.get(section) or {})
-
-    def fsec(self, section: str) -> Mapping[str, Any]:
-        return cast(Mapping[str, Any], self.f.get(section) or {})
-
-    def setting(self, section: str, key: str) -> Any:
+    def setting(self, section: str, key: str) -> str | None:
         """A role setting: the release's value if it sets one, else the distro's, else the family's."""
-        for layer in (self.rsec(section), self.dsec(section), self.fsec(section)):
-            if key in layer:
-                return layer[key]
+        for layer in self.layers(section):
+            value = layer.setting(key)
+            if value is not None:
+                return value
         self.fail(
             self.entry.distro_doc,
-            (section,) if section in self.d else (),
+            (section,) if self.d.sections[section].present else (),
             f"the {self.role} image needs `{section}.{key}`: give it here "
             f"(or in {self.entry.family_doc.display})",
         )
@@ -112,43 +117,41 @@ class _Resolver:
     # --- the spec ----------------------------------------------------------------
 
     def spec(self, *, debug: bool) -> ImageSpec:
-        family = cast(Family, self.d["family"])
-        release = cast(str, self.r["release"])
-        codename = cast(str | None, self.r.get("codename"))
-        mkosi = cast(Mapping[str, Any], self.d["mkosi"])
+        family = self.d.family
+        release = self.r.release
+        codename = self.r.codename
+        mkosi = self.d.mkosi
         self.check_roles()
         mrelease = self.check_release_name(mkosi, release, codename)
 
         components = self.components()
         packages = self.packages(components, debug=debug)
         apt_sources, rpm_repos = self.extra_repositories(packages)
-        archived = bool(self.r.get("archived"))
-        mirror, replace_sources = self.archive(mkosi, archived, mrelease, apt_sources)
+        mirror, replace_sources = self.archive(mkosi, self.r.archived, mrelease, apt_sources)
         if replace_sources:
             apt_sources = (replace_sources, *apt_sources)
 
         image = self.entry.image
         image_id = f"{self.role}-{image}" + ("-debug" if debug else "")
         environment = (("VERSION", release),) if release != mrelease else ()
-        versions = Versions(**dict((self.r.get("versions") or {}).items()))
 
         return ImageSpec(
             image=image,
             image_id=image_id,
             role=self.role,
             distro=self.entry.distro,
-            distro_name=cast(str, self.r.get("name") or f"{self.d['name']} {release}"),
+            distro_name=self.r.name or f"{self.d.name} {release}",
             family=family,
             release=release,
             codename=codename,
-            status=cast(Status, self.r["status"]),
+            status=self.r.status,
             sources=(self.entry.release.display, self.entry.distro_doc.display),
             source_sha256=(self.entry.release.sha256, self.entry.distro_doc.sha256),
-            mkosi_distribution=cast(str, mkosi["distribution"]),
+            mkosi_distribution=mkosi.distribution,
             mkosi_release=mrelease,
             architecture=ARCHITECTURE,
-            repositories=tuple(sorted(mkosi.get("repositories") or ())),
-            repository_key_fetch=bool(mkosi.get("repository_key_fetch")),
+            repositories=tuple(sorted(mkosi.repositories)),
+            repository_key_fetch=mkosi.repository_key_fetch,
             mirror=mirror,
             apt_sources=apt_sources,
             apt_replace_default_sources=replace_sources is not None,
@@ -163,12 +166,12 @@ class _Resolver:
             environment=environment,
             autologin=debug,
             payload=self.payload(image, debug=debug),
-            versions=versions,
+            versions=self.r.versions,
             debug=debug,
         )
 
     def check_roles(self) -> None:
-        roles = self.r.get("roles")
+        roles = self.r.roles
         if roles and "host" in roles and "guest" not in roles:
             self.fail(
                 self.entry.release,
@@ -176,14 +179,12 @@ class _Resolver:
                 "a host embeds its release's guest, so a release with the host role needs the guest role too",
             )
 
-    def check_release_name(
-        self, mkosi: Mapping[str, Any], release: str, codename: str | None
-    ) -> str:
-        if mkosi.get("release_is_codename") and release[0].isdigit() and not codename:
+    def check_release_name(self, mkosi: MkosiSettings, release: str, codename: str | None) -> str:
+        if mkosi.release_is_codename and release[0].isdigit() and not codename:
             self.fail(
                 self.entry.release,
                 ("release",),
-                f"{self.d['name']}'s mkosi Release= is a codename: add `codename:` "
+                f"{self.d.name}'s mkosi Release= is a codename: add `codename:` "
                 f"(e.g. codename: trixie for Debian 13)",
             )
         return mkosi_release(self.r)
@@ -193,11 +194,11 @@ class _Resolver:
         wanted.append(("common", "systemd_boot"))
         # A missing one is a problem already (setting() says where to add it).
         found = {key: self.setting(section, key) for section, key in wanted}
-        return {key: cast(str, value) for key, value in found.items() if value is not None}
+        return {key: value for key, value in found.items() if value is not None}
 
-    def debug_section(self, debug: bool) -> Mapping[str, Any]:
+    def debug_section(self, debug: bool) -> Section:
         """The release's `debug:` additions, which only a debug image takes."""
-        return self.rsec("debug") if debug else {}
+        return self.r.debug if debug else Section(self.r.debug.where)
 
     def remove_files(self) -> tuple[str, ...]:
         """sevimg's own list first, then the generic and the family's layout paths, sorted."""
@@ -210,14 +211,14 @@ class _Resolver:
         family = self.entry.family
         chosen.update(dict.fromkeys(family.package(n) for n in payload.NEEDS[self.role]))
         for section in self.sections():
-            chosen.update(dict.fromkeys(self.fsec(section).get("packages") or ()))
+            chosen.update(dict.fromkeys(self.f.sections[section].packages))
         for section in self.sections():
-            chosen.update(dict.fromkeys(self.dsec(section).get("packages") or ()))
+            chosen.update(dict.fromkeys(self.d.sections[section].packages))
         for section in self.sections():
-            chosen.update(dict.fromkeys(self.rsec(section).get("add_packages") or ()))
-        chosen.update(dict.fromkeys(self.debug_section(debug).get("add_packages") or ()))
+            chosen.update(dict.fromkeys(self.r.sections[section].add_packages))
+        chosen.update(dict.fromkeys(self.debug_section(debug).add_packages))
         for section in self.sections():
-            for i, name in enumerate(self.rsec(section).get("remove_packages") or ()):
+            for i, name in enumerate(self.r.sections[section].remove_packages):
                 if name in chosen:
                     del chosen[name]
                 else:
@@ -229,16 +230,16 @@ class _Resolver:
         return tuple(sorted(chosen))
 
     def kernel_command_line(self, *, debug: bool) -> tuple[str, ...]:
-        tokens: dict[str, None] = dict.fromkeys(self.f.get("kernel_command_line") or ())
-        tokens.update(dict.fromkeys(self.d.get("kernel_command_line") or ()))
-        tokens.update(dict.fromkeys(self.fsec(self.role).get("kernel_command_line") or ()))
-        tokens.update(dict.fromkeys(self.dsec(self.role).get("kernel_command_line") or ()))
+        tokens: dict[str, None] = dict.fromkeys(self.f.kernel_command_line)
+        tokens.update(dict.fromkeys(self.d.kernel_command_line))
+        tokens.update(dict.fromkeys(self.f.sections[self.role].kernel_command_line))
+        tokens.update(dict.fromkeys(self.d.sections[self.role].kernel_command_line))
         for section in self.sections():
-            tokens.update(dict.fromkeys(self.rsec(section).get("add_kernel_command_line") or ()))
-        debug_tokens = self.debug_section(debug).get("add_kernel_command_line") or ()
+            tokens.update(dict.fromkeys(self.r.sections[section].add_kernel_command_line))
+        debug_tokens = self.debug_section(debug).add_kernel_command_line
         tokens.update(dict.fromkeys(debug_tokens))
         for section in self.sections():
-            for i, token in enumerate(self.rsec(section).get("remove_kernel_command_line") or ()):
+            for i, token in enumerate(self.r.sections[section].remove_kernel_command_line):
                 if token in tokens:
                     del tokens[token]
                 else:
@@ -255,20 +256,16 @@ class _Resolver:
         base = payload.DEFAULT_MODULES[self.role]
         include = list(base.include)
         exclude = list(base.exclude)
-        for found in (
-            self.fsec(self.role).get("kernel_modules"),
-            self.dsec(self.role).get("kernel_modules"),
-            self.rsec(self.role).get("kernel_modules"),
-        ):
-            rules = found or {}
-            include += [m for m in rules.get("include") or () if m not in include]
-            exclude += [m for m in rules.get("exclude") or () if m not in exclude]
+        for layer in reversed(self.layers(self.role)):
+            rules = layer.kernel_modules or KernelModuleRules()
+            include += [m for m in rules.include if m not in include]
+            exclude += [m for m in rules.exclude if m not in exclude]
         return KernelModules(keep_all=base.keep_all, include=tuple(include), exclude=tuple(exclude))
 
     def apt_keyring(self) -> str | None:
         """Signed-By for the distribution's archive: its own keyring, else the family's."""
-        archive = self.d.get("repository") or {}
-        return cast(str | None, archive.get("keyring") or self.entry.family.apt_keyring)
+        archive = self.d.repository
+        return (archive.keyring if archive else None) or self.entry.family.apt_keyring
 
     def extra_repositories(
         self, packages: Sequence[str]
@@ -276,31 +273,31 @@ class _Resolver:
         apt: list[AptSource] = []
         rpm: list[RpmRepo] = []
         doc = self.entry.release
-        for i, repo in enumerate(self.r.get("extra_repositories") or ()):
-            where: JsonPath = ("extra_repositories", i)
-            if self.role not in (repo.get("roles") or ROLES):
+        for repo in self.r.extra_repositories:
+            where = repo.where.path
+            if self.role not in (repo.roles or ROLES):
                 continue
-            for j, name in enumerate(repo["packages"]):
+            for j, name in enumerate(repo.packages):
                 if name not in packages:
                     self.fail(
                         doc,
                         (*where, "packages", j),
-                        f"{name!r} is taken from {repo['name']!r} but the {self.role} image does not "
+                        f"{name!r} is taken from {repo.name!r} but the {self.role} image does not "
                         f"install it; add it to {self.role}.add_packages or name the component it replaces",
                     )
-            only = tuple(sorted(repo["packages"]))
+            only = tuple(sorted(repo.packages))
             if self.entry.family.is_apt:
                 for key in ("baseurl", "gpgkey", "gpgcheck"):
-                    if key in repo:
+                    if repo.has(key):
                         self.fail(
                             doc,
                             (*where, key),
                             f"{key} is for rpm repositories; apt ones take suite (and url)",
                         )
-                if "suite" not in repo:
+                if repo.suite is None:
                     self.fail(doc, where, "an apt repository needs `suite:` (e.g. suite: forky)")
                     continue
-                archive = self.d.get("repository")
+                archive = self.d.repository
                 keyring = self.apt_keyring()
                 if not archive or not keyring:
                     self.fail(
@@ -312,36 +309,36 @@ class _Resolver:
                     continue
                 apt.append(
                     AptSource(
-                        name=repo["name"],
-                        url=repo.get("url") or archive["url"],
-                        suites=(repo["suite"],),
-                        components=tuple(repo.get("components") or ("main",)),
+                        name=repo.name,
+                        url=repo.url or archive.url,
+                        suites=(repo.suite,),
+                        components=repo.components or ("main",),
                         signed_by=keyring,
                         only_packages=only,
                     )
                 )
             else:
                 for key in ("suite", "url", "components"):
-                    if key in repo:
+                    if repo.has(key):
                         self.fail(
                             doc,
                             (*where, key),
                             f"{key} is for apt repositories; rpm ones take baseurl (and gpgkey)",
                         )
-                if "baseurl" not in repo:
+                if repo.baseurl is None:
                     self.fail(doc, where, "an rpm repository needs `baseurl:`")
                     continue
-                gpgcheck = repo.get("gpgcheck", True)
-                if gpgcheck and "gpgkey" not in repo:
+                gpgcheck = repo.gpgcheck is not False
+                if gpgcheck and not repo.has("gpgkey"):
                     self.fail(
                         doc,
                         where,
-                        f"rpm repository {repo['name']!r} has no `gpgkey:`: packages from it would "
+                        f"rpm repository {repo.name!r} has no `gpgkey:`: packages from it would "
                         "not be signature-checked; give its signing key, or say `gpgcheck: false` "
                         "to accept that (a warning)",
                     )
                     continue
-                if not gpgcheck and "gpgkey" in repo:
+                if not gpgcheck and repo.has("gpgkey"):
                     self.fail(
                         doc,
                         (*where, "gpgcheck"),
@@ -350,9 +347,9 @@ class _Resolver:
                     continue
                 rpm.append(
                     RpmRepo(
-                        name=repo["name"],
-                        baseurl=repo["baseurl"],
-                        gpgkey=repo.get("gpgkey"),
+                        name=repo.name,
+                        baseurl=repo.baseurl,
+                        gpgkey=repo.gpgkey,
                         only_packages=only,
                         gpgcheck=bool(gpgcheck),
                     )
@@ -366,7 +363,7 @@ class _Resolver:
 
     def archive(
         self,
-        mkosi: Mapping[str, Any],
+        mkosi: MkosiSettings,
         archived: bool,
         mrelease: str,
         apt_sources: Iterable[AptSource],
@@ -374,7 +371,7 @@ class _Resolver:
         """Mirror= for an archived rpm release, or the apt sources replacing mkosi's defaults."""
         if not archived:
             return None, None
-        url = mkosi.get("archive_mirror")
+        url = mkosi.archive_mirror
         if not url:
             self.fail(
                 self.entry.release,
@@ -383,7 +380,7 @@ class _Resolver:
             )
             return None, None
         if not self.entry.family.is_apt:
-            return cast(str, url), None
+            return url, None
         # mkosi's own apt sources point at the live mirrors (and security.*),
         # which drop a release when it is archived: list them ourselves.
         keyring = self.apt_keyring()
@@ -394,10 +391,10 @@ class _Resolver:
                 f"images/{self.entry.distro}.yaml has no `repository:` keyring for the archive's sources",
             )
             return None, None
-        components = ("main", *sorted(mkosi.get("repositories") or ()))
+        components = ("main", *sorted(mkosi.repositories))
         return None, AptSource(
             name="mkosi",
-            url=cast(str, url),
+            url=url,
             suites=(mrelease, f"{mrelease}-updates", f"{mrelease}-security"),
             components=components,
             signed_by=keyring,
