@@ -17,6 +17,7 @@ from sevimg.build.settings import LocalConfig
 from sevimg.catalog.spec import FamilyFacts
 from sevimg.problems import SevimgError
 from sevimg.redact import redact_text, split_credentials
+from sevimg.render.apt import deb822
 from sevimg.render.write import write_file_atomic
 
 APT_AUTH = "etc/apt/auth.conf.d/sevimg.conf"
@@ -65,8 +66,12 @@ def apt_sources(
 
     The keyring and the pocket rules are the family's (images/families/*.yaml, apt:).
     """
-    components = " ".join(("main", *repositories))
+    components = ("main", *repositories)
     keyring = family.apt_keyring
+    if keyring is None:  # the family schema requires it for apt families; a workspace copy may not
+        raise SevimgError(
+            f"images/families/{family.name}.yaml gives no apt keyring for this machine's mirror"
+        )
     if security_url is None:
         suffix = family.apt_security_suffix
         security_url = url.rstrip("/") + suffix if suffix else url
@@ -74,10 +79,11 @@ def apt_sources(
     suites = [release] if pocketless else [release, f"{release}-updates"]
     text = (
         "# Written by sevimg from sevimg.local.yaml: this machine's mirror, without debug suites.\n"
-        f"Types: deb\nURIs: {url}\nSuites: {' '.join(suites)}\nComponents: {components}\nSigned-By: {keyring}\n"
+        + deb822(url, suites, components, keyring)
+        + "\n"
     )
     if not pocketless:
-        text += f"\nTypes: deb\nURIs: {security_url}\nSuites: {release}-security\nComponents: {components}\nSigned-By: {keyring}\n"
+        text += "\n" + deb822(security_url, [f"{release}-security"], components, keyring) + "\n"
     return text
 
 

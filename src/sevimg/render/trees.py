@@ -17,6 +17,7 @@ from typing import Any
 from sevimg.catalog.spec import GUEST_EMBED_DIR, GUEST_EMBED_PATH, ImageSpec, KernelModules
 from sevimg.mkosi_versions import OLDEST_MKOSI
 from sevimg.render import launch
+from sevimg.render.apt import deb822
 
 # mkosi gained KernelModules= (globs, '-' excludes) in v26 and deprecated the
 # regex-based KernelModulesInclude=/KernelModulesExclude= there.
@@ -75,6 +76,7 @@ class Renderer:
             lstrip_blocks=True,
             autoescape=False,  # noqa: S701 - config files and shell, not HTML
         )
+        self.env.globals["deb822"] = deb822
 
     def render(self, spec: ImageSpec) -> Tree:
         """All files of the tree for `spec`, sorted by path."""
