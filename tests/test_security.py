@@ -22,7 +22,8 @@ from sevimg.catalog.index import Catalog, load_catalog
 from sevimg.catalog.resolve import resolve
 from sevimg.workspace import Workspace
 from tests.conftest import CliFn
-from tests.test_uki import EXE, FILE, HOST_PACKAGES, LINK, guest_files, host_files, make_uki
+from tests.fakes import EXE, FILE, LINK
+from tests.test_uki import HOST_PACKAGES, guest_files, host_files, make_uki
 
 LOCATED = re.compile(r"^images/[a-z0-9.-]+\.yaml:\d+:\d+: (error|warning): ", re.MULTILINE)
 

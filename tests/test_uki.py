@@ -14,29 +14,9 @@ from sevimg.catalog import payload
 from sevimg.catalog.index import Catalog
 from sevimg.catalog.resolve import resolve
 from sevimg.problems import SevimgError
+from tests.fakes import DIR, EXE, FILE, LINK, newc
 
 KVER = "6.12.119+deb13-amd64"
-
-
-def newc(entries: list[tuple[str, int, bytes]]) -> bytes:
-    """A newc cpio archive of (path, mode, data), as mkosi and the kernel use."""
-    out = bytearray()
-
-    def add(name: str, mode: int, data: bytes, ino: int) -> None:
-        encoded = name.encode() + b"\0"
-        fields = [ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(encoded), 0]
-        out.extend(b"070701" + b"".join(f"{f:08X}".encode() for f in fields) + encoded)
-        out.extend(b"\0" * (-len(out) % 4))
-        out.extend(data)
-        out.extend(b"\0" * (-len(out) % 4))
-
-    for ino, (name, mode, data) in enumerate(entries, 1):
-        add(name, mode, data, ino)
-    add("TRAILER!!!", 0, b"", 0)
-    return bytes(out)
-
-
-FILE, EXE, LINK, DIR = 0o100644, 0o100755, 0o120777, 0o040755
 
 
 def guest_files(*, drop: str = "", root_password: str = "*") -> list[tuple[str, int, bytes]]:
