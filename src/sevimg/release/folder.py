@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast
 
+from sevimg import interrupt
 from sevimg.problems import Problem, SevimgError, error, has_errors, warning
 from sevimg.release.checksums import SHA256SUMS, parse_sha256sums, sha256_file, write_sha256sums
 from sevimg.release.manifest import Manifest, load_manifest
@@ -349,7 +350,8 @@ def merge_artifact_folders(
         refuse_debug(debug, action="merge-artifacts")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.merging-", dir=dest.parent))
+        with interrupt.deferred():  # no folder whose name a signal could lose
+            work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.merging-", dir=dest.parent))
     except OSError as exc:
         raise SevimgError(f"cannot merge into {dest}: {exc.strerror or exc}") from None
     try:

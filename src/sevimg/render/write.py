@@ -36,7 +36,10 @@ def write_tree(tree: Tree, dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging: Path | None = None
     try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.new-", dir=dest.parent))
+        # A signal inside mkdtemp, after the folder exists but before its name is
+        # returned, would leave a staging folder no one knows of: hold it.
+        with interrupt.deferred():
+            staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.new-", dir=dest.parent))
         for f in tree.files:
             target = staging.joinpath(*f.path.parts)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -85,9 +88,11 @@ def write_trees(trees: Iterable[Tree], out_dir: Path) -> list[Path]:
 def write_file_atomic(path: Path, content: bytes, mode: int = 0o644) -> None:
     """Write one file via a temporary file and rename, never leaving half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    tmp = Path(name)
+    tmp: Path | None = None
     try:
+        with interrupt.deferred():  # the name must be known before a signal can end the run
+            fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+            tmp = Path(name)
         with os.fdopen(fd, "wb") as handle:
             handle.write(content)
             handle.flush()
@@ -95,8 +100,9 @@ def write_file_atomic(path: Path, content: bytes, mode: int = 0o644) -> None:
         tmp.chmod(mode)
         tmp.replace(path)
     except BaseException:
-        with interrupt.deferred():
-            tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            with interrupt.deferred():
+                tmp.unlink(missing_ok=True)
         raise
 
 
@@ -131,7 +137,8 @@ def remove_stale(folder: Path) -> list[str]:
 @contextlib.contextmanager
 def scratch_folder(prefix: str) -> Iterator[Path]:
     """A temporary folder (in $TMPDIR) removed at the end, even when a signal ends the block."""
-    path = Path(tempfile.mkdtemp(prefix=prefix))
+    with interrupt.deferred():
+        path = Path(tempfile.mkdtemp(prefix=prefix))
     try:
         yield path
     finally:
