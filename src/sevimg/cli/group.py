@@ -67,6 +67,10 @@ COMMANDS: dict[str, Listed] = {
         "build",
         "Launch the guest UKI of IMAGE (debian-13, or a path to a .efi) as an SEV-SNP guest.",
     ),
+    "serve": Listed(
+        "serve",
+        "Serve the host images of an artifact folder to machines that HTTP-boot, like dispatch.",
+    ),
     "show": Listed(
         "catalog", "Show the resolved spec of IMAGE (e.g. debian-13): what will be rendered."
     ),

@@ -1,0 +1,231 @@
+"""`sevimg serve`: HTTP-boot the host images of an artifact folder, like dispatch does."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+from rich.console import Group
+from rich.live import Live
+from rich.text import Text
+
+from sevimg.cli.base import handle_errors, out
+from sevimg.cli.group import Context, main, pass_ctx
+from sevimg.problems import SevimgError
+from sevimg.redact import redact_text
+from sevimg.serve.files import check_poweroff, load_jobs
+from sevimg.serve.http import Handle, parse_bind, serve
+from sevimg.serve.jobs import Job, State
+from sevimg.serve.results import SUMMARY, Results
+from sevimg.serve.table import counts, jobs_table
+
+if TYPE_CHECKING:
+    from sevimg.serve.issues import Issues
+
+
+def _default_folder(ctx: Context) -> Path:
+    """out/ of the workspace, or ./out outside one."""
+    try:
+        return ctx.ws.out_dir
+    except SevimgError:
+        return Path("out")
+
+
+def _say(text: str) -> None:
+    stamp = time.strftime("%H:%M:%S", time.gmtime())
+    out.print(f"{stamp} {redact_text(text)}", markup=False, highlight=False)
+
+
+def _open_issues(repo: str) -> Issues:
+    """The GitHub issue filer for `repo`, its milestones loaded (which also checks the token)."""
+    from sevimg.release import github_access  # noqa: PLC0415
+    from sevimg.serve.issues import Issues  # noqa: PLC0415 - httpx only with --github-issues
+
+    github_access.check_repo(repo, "--github-issues")
+    api_url = github_access.resolve_api_url(None, os.environ)
+    token = github_access.resolve_token(None, os.environ, api_url=api_url)
+    if token is None:
+        raise SevimgError(
+            "--github-issues needs a GitHub token: set GITHUB_TOKEN, or log in with `gh auth login`",
+            hint="the token needs Issues: write on the repository (and read access to it)",
+        )
+    issues = Issues(repo, token, api_url=api_url, log=_say)
+    try:
+        milestones = issues.load_milestones()
+    except BaseException:
+        issues.close()
+        raise
+    _say(f"filing reports as issues of {repo} ({len(milestones)} milestones known)")
+    return issues
+
+
+@contextlib.contextmanager
+def _display(handle: Handle) -> Iterator[Live | None]:
+    """A live table on a terminal; plain lines elsewhere (logs, pipes)."""
+    if not out.is_terminal:
+        yield None
+        return
+    with Live(_view(handle), console=out, refresh_per_second=2, transient=True) as live:
+        yield live
+
+
+def _view(handle: Handle) -> Group:
+    jobs = handle.board.snapshot()
+    return Group(
+        jobs_table(jobs, title=f"sevimg serve at {handle.url}"), Text(counts(jobs), style="dim")
+    )
+
+
+@main.command("serve")
+@click.argument("filters", nargs=-1, metavar="[FILTER]...")
+@click.option(
+    "--from",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The artifact folder `sevimg build` wrote (default: out/ of the workspace).",
+)
+@click.option(
+    "--bind",
+    default="127.0.0.1:8080",
+    show_default=True,
+    metavar="ADDR:PORT",
+    help="Where to listen. Serving a lab network is explicit: e.g. 0.0.0.0:8080. Port 0: any free port.",
+)
+@click.option("--path", "url_path", default="/dispatch", show_default=True, help="The URL path.")
+@click.option(
+    "--poweroff-efi",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="An EFI program served when no job is left (dispatch serves a power-off program); "
+    "without it the answer is 404.",
+)
+@click.option(
+    "--results",
+    "results_dir",
+    default=Path("results"),
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help=f"Where reports go: <image>-<UTC time>.md and .json, and {SUMMARY}.",
+)
+@click.option(
+    "--github-issues",
+    metavar="OWNER/REPO",
+    help="Also file each report as an issue there, as dispatch does (token: GITHUB_TOKEN or "
+    "`gh auth token`; API: GITHUB_API_URL).",
+)
+@click.option("--allow-debug", is_flag=True, help="Serve debug images (console autologin) too.")
+@click.option(
+    "--keep-going",
+    is_flag=True,
+    help="Keep serving after every job reported (default: say so and exit).",
+)
+@pass_ctx
+@handle_errors
+def serve_command(
+    ctx: Context,
+    filters: Sequence[str],
+    folder: Path | None,
+    bind: str,
+    url_path: str,
+    poweroff_efi: Path | None,
+    results_dir: Path,
+    github_issues: str | None,
+    allow_debug: bool,
+    keep_going: bool,
+) -> None:
+    """Serve the host images of an artifact folder to machines that HTTP-boot, like dispatch.
+
+    \b
+    The same API as dispatch: HEAD/GET hand the next job to a client (by IP)
+    and stream its host-*.efi, POST marks it booting, PUT takes its one
+    report. Reports land in --results; with --github-issues they also
+    become issues. FILTERs keep images whose name contains any of them.
+    Ctrl-C stops it; the results stay. Exits 0 once every job reported,
+    1 if a job failed (its issue could not be filed, or the host rebooted
+    without reporting).
+    """
+    address = parse_bind(bind)
+    source = folder or _default_folder(ctx)
+    served = load_jobs(source, filters, allow_debug=allow_debug)
+    poweroff = check_poweroff(poweroff_efi) if poweroff_efi is not None else None
+    results = Results(results_dir)
+    results.prepare()
+    filer = _open_issues(github_issues) if github_issues else None
+    try:
+        handle = serve(
+            served.jobs,
+            served.identities,
+            bind=address,
+            path=url_path,
+            poweroff=poweroff,
+            results=results,
+            filer=filer,
+            log=_say,
+        )
+        board = handle.board
+
+        def summary(_: tuple[Job, ...]) -> None:
+            try:
+                results.write_summary(board.snapshot)
+            except OSError as exc:
+                _say(f"cannot write {results.folder / SUMMARY}: {exc.strerror or exc}")
+
+        board.listeners.append(summary)
+        summary(board.snapshot())
+        try:
+            _run(handle, served.jobs, source, served.skipped, keep_going=keep_going)
+        finally:
+            handle.stop()
+            summary(board.snapshot())
+            final = board.snapshot()
+            out.print(jobs_table(final))
+            out.print(f"{counts(final)}; results in {results.folder}", markup=False)
+    finally:
+        if filer is not None:
+            filer.close()
+    failed = [j for j in final if j.state is State.FAILED]
+    if failed:
+        raise SevimgError(
+            f"{len(failed)} job{'s' if len(failed) > 1 else ''} failed: "
+            + "; ".join(f"{j.name}: {j.note}" for j in failed)
+        )
+
+
+def _run(
+    handle: Handle,
+    jobs: tuple[Job, ...],
+    source: Path,
+    skipped: tuple[str, ...],
+    *,
+    keep_going: bool,
+) -> None:
+    """Serve until every job is done (unless keep_going) or a signal comes."""
+    names = ", ".join(j.name for j in jobs)
+    _say(f"serving {len(jobs)} job{'s' if len(jobs) != 1 else ''} from {source}: {names}")
+    if skipped:
+        _say(f"left out by the filters: {', '.join(skipped)}")
+    _say(f"listening on {handle.url} (HTTP-boot from it; Ctrl-C stops)")
+    if handle.host in ("127.0.0.1", "::1"):
+        _say(
+            f"QEMU reaches it as http://10.0.2.2:{handle.port}{handle.config.path} "
+            "(-netdev user,bootfile=...); a lab network needs --bind 0.0.0.0:PORT"
+        )
+    announced = False
+    with _display(handle) as live:
+        while True:
+            done = handle.board.all_done()
+            if done and not announced:
+                _say(
+                    "every job has reported"
+                    + ("; still serving (--keep-going)" if keep_going else "")
+                )
+                announced = True
+            if done and not keep_going and handle.quiet():
+                return
+            handle.board.wait(0.5)
+            if live is not None:
+                live.update(_view(handle))
