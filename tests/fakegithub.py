@@ -110,6 +110,9 @@ class FakeGitHub:
         self.requests: list[Recorded] = []
         self.snapshots: list[dict[str, tuple[str, ...]]] = []
         self.log_lines: list[str] = []
+        # Issues and milestones, for `sevimg serve --github-issues`.
+        self.milestones: list[dict[str, Any]] = []
+        self.issues: list[dict[str, Any]] = []
         self.corrupt_uploads = 0  # store the next N uploads with a changed last byte
         self._next_id = 1000
         self._servers: list[ThreadingHTTPServer] = []
@@ -149,6 +152,13 @@ class FakeGitHub:
         with self.lock:
             self._next_id += 1
             return self._next_id
+
+    def add_milestone(self, title: str, state: str = "open") -> int:
+        """A milestone; returns its number (GitHub numbers them 1, 2, … per repository)."""
+        with self.lock:
+            number = len(self.milestones) + 1
+            self.milestones.append({"number": number, "title": title, "state": state})
+            return number
 
     def add_release(
         self, tag: str, *, draft: bool = False, prerelease: bool = False
@@ -527,6 +537,8 @@ def _handler(fake: FakeGitHub, role: str) -> type[BaseHTTPRequestHandler]:
                 ("GET", r"/releases/assets/(\d+)", self._get_asset),
                 ("PATCH", r"/releases/assets/(\d+)", self._update_asset),
                 ("DELETE", r"/releases/assets/(\d+)", self._delete_asset),
+                ("GET", r"/milestones", self._list_milestones),
+                ("POST", r"/issues", self._create_issue),
             ]
             for verb, pattern, action in routes:
                 match = re.fullmatch(pattern, rest)
@@ -619,6 +631,70 @@ def _handler(fake: FakeGitHub, role: str) -> type[BaseHTTPRequestHandler]:
                 fake.releases.append(release)
                 body = fake.release_json(release)
             raise _Reply(201, body)
+
+        def _list_milestones(self, query: dict[str, list[str]], **_: Any) -> None:
+            state = (query.get("state") or ["open"])[0]
+            with fake.lock:
+                items = [m for m in fake.milestones if state == "all" or m["state"] == state]
+            try:
+                self._paged(items, query, "/milestones")
+            except _Reply as reply:
+                # GitHub's page links keep the other parameters, state among them.
+                if "Link" in reply.headers:
+                    reply.headers["Link"] = reply.headers["Link"].replace(
+                        "?per_page=", f"?state={state}&per_page="
+                    )
+                raise
+
+        def _create_issue(self, access: str | None, **_: Any) -> None:
+            if access is None:
+                raise _error(401, "Requires authentication", "https://docs.github.com/rest")
+            if access != WRITE:
+                reply = _error(
+                    403,
+                    "Resource not accessible by personal access token",
+                    "https://docs.github.com/rest/issues/issues#create-an-issue",
+                )
+                reply.headers["x-accepted-github-permissions"] = "issues=write"
+                raise reply
+            data = self._json_body()
+            if not isinstance(data.get("title"), str) or not data["title"]:
+                raise _Reply(
+                    422,
+                    {
+                        "message": "Validation Failed",
+                        "errors": [
+                            {"resource": "Issue", "code": "missing_field", "field": "title"}
+                        ],
+                    },
+                )
+            milestone = data.get("milestone")
+            with fake.lock:
+                if milestone is not None and not any(
+                    m["number"] == milestone for m in fake.milestones
+                ):
+                    raise _Reply(
+                        422,
+                        {
+                            "message": "Validation Failed",
+                            "errors": [
+                                {
+                                    "resource": "Issue",
+                                    "code": "invalid",
+                                    "field": "milestone",
+                                    "value": milestone,
+                                }
+                            ],
+                        },
+                    )
+                number = len(fake.issues) + 1
+                issue = {
+                    **data,
+                    "number": number,
+                    "html_url": f"https://github.com/{fake.owner}/{fake.repo}/issues/{number}",
+                }
+                fake.issues.append(issue)
+            raise _Reply(201, issue)
 
         def _get_release(self, release_id: str, access: str | None, **_: Any) -> None:
             raise _Reply(200, fake.release_json(self._find_release(int(release_id), access)))

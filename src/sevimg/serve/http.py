@@ -227,7 +227,7 @@ class Handler(BaseHTTPRequestHandler):
             size = handle.seek(0, 2)
             span = _range(self.headers.get("Range"), size)
             if isinstance(span, str):  # "unsatisfiable"
-                self._empty(416, {"Content-Range": f"bytes */{size}"})
+                self._empty(416, {"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"})
                 self._event(416, job)
                 return
             start, end = span if span is not None else (0, size - 1)
@@ -376,7 +376,7 @@ def _range(header: str | None, size: int) -> tuple[int, int] | str | None:
         return max(size - n, 0), size - 1
     first = int(match[1])
     last = int(match[2]) if match[2] else size - 1
-    if last < first:
+    if match[2] and last < first:
         return None  # invalid: ignored
     if first >= size:
         return "unsatisfiable"
