@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from sevimg.problems import SevimgError
-from sevimg.release.checksums import write_sha256sums
+from sevimg.release.checksums import sha256_file, write_sha256sums
 from sevimg.release.manifest import load_manifest, write_manifest
 from sevimg.serve import jobs as jobsm
 from sevimg.serve.files import load_jobs
@@ -414,7 +414,7 @@ def test_a_client_that_hangs_up_mid_download(tmp_path: Path) -> None:
         rebuild(lab.folder)
         lab = start_on(tmp_path / "again", lab.folder)
         with socket.create_connection((lab.handle.host, lab.handle.port)) as raw:
-            raw.sendall("GET /dispatch HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            raw.sendall(b"GET /dispatch HTTP/1.1\r\nHost: x\r\n\r\n")
             assert raw.recv(65536).startswith(b"HTTP/1.1 200")
         # the server is fine, and the client's job is still its own
         with lab.client(1) as host:
@@ -431,7 +431,6 @@ def test_a_client_that_hangs_up_mid_download(tmp_path: Path) -> None:
 
 def rebuild(folder: Path) -> None:
     """Make the manifests and SHA256SUMS of `folder` describe its images again."""
-    from sevimg.release.checksums import sha256_file  # noqa: PLC0415
 
     for manifest_path in folder.glob("*.manifest.json"):
         manifest = load_manifest(manifest_path)
@@ -523,7 +522,7 @@ def test_filters_and_refusals(tmp_path: Path) -> None:
     ("text", "expected"),
     [
         ("127.0.0.1:8080", ("127.0.0.1", 8080)),
-        ("0.0.0.0:80", ("0.0.0.0", 80)),
+        ("0.0.0.0:80", ("0.0.0.0", 80)),  # noqa: S104 - parsing, not binding
         (":9000", ("127.0.0.1", 9000)),
         ("[::1]:8080", ("::1", 8080)),
     ],
