@@ -14,9 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
-from sevimg.release.github_api import Api, GitHubError
+from sevimg.release.github_api import PER_PAGE, Api, GitHubError
 from sevimg.serve.jobs import Report
+
+
+_MAX_PAGES = 100  # 10 000 milestones
 
 
 @dataclass(frozen=True)
@@ -46,11 +50,25 @@ class Issues(Api):
     def load_milestones(self) -> dict[str, int]:
         """Every milestone's number by title (open and closed); also proves the token works."""
         self.milestones = {}
-        for item in self._paginate(self._url("/milestones?state=all"), what="listing milestones"):
-            title, number = item.get("title"), item.get("number")
-            if isinstance(title, str) and isinstance(number, int):
-                self.milestones.setdefault(title, number)
-        return self.milestones
+        what = "listing milestones"
+        # Our own pages: the shared pager sends per_page only, and state=all must go too
+        # (GitHub's next links carry both).
+        params: dict[str, Any] | None = {"state": "all", "per_page": PER_PAGE}
+        url: str | None = self._url("/milestones")
+        for _ in range(_MAX_PAGES):
+            if url is None:
+                return self.milestones
+            response = self._send("GET", url, what=what, params=params)
+            for item in self._json(response, list):
+                if not isinstance(item, dict):
+                    continue
+                title, number = item.get("title"), item.get("number")
+                if isinstance(title, str) and isinstance(number, int):
+                    self.milestones.setdefault(title, number)
+            url, params = response.links.get("next", {}).get("url"), None
+            if url and urlsplit(url).netloc != urlsplit(self.api_url).netloc:
+                raise GitHubError(f"{what}: GitHub's next-page link points to another host")
+        raise GitHubError(f"{what}: more than {_MAX_PAGES} pages; giving up")
 
     def file(self, report: Report) -> Filed:
         """File `report` as an issue; GitHubError (one line, no token) when GitHub refuses."""
