@@ -13,6 +13,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -236,24 +237,9 @@ class Lab:
 
 
 def start(
-    tmp_path: Path, images: tuple[str, ...] = ("debian-13", "ubuntu-26.04"), **kw: object
+    tmp_path: Path, images: tuple[str, ...] = ("debian-13", "ubuntu-26.04"), **kw: Any
 ) -> Lab:
-    folder = make_folder(tmp_path / "out", images)
-    served = load_jobs(folder)
-    results = Results(tmp_path / "results")
-    results.prepare()
-    clock = Clock()
-    lines: list[str] = []
-    handle = serve(
-        served.jobs,
-        served.identities,
-        results=results,
-        clock=clock,
-        log=lines.append,
-        **kw,  # type: ignore[arg-type]
-    )
-    handle.board.listeners.append(lambda _: results.write_summary(handle.board.snapshot))
-    return Lab(handle, folder, tmp_path / "results", clock, lines)
+    return start_on(tmp_path, make_folder(tmp_path / "out", images), **kw)
 
 
 @pytest.fixture
@@ -444,7 +430,7 @@ def rebuild(folder: Path) -> None:
     write_sha256sums(folder)
 
 
-def start_on(tmp_path: Path, folder: Path, **kw: object) -> Lab:
+def start_on(tmp_path: Path, folder: Path, **kw: Any) -> Lab:
     served = load_jobs(folder)
     results = Results(tmp_path / "results")
     results.prepare()
@@ -452,7 +438,8 @@ def start_on(tmp_path: Path, folder: Path, **kw: object) -> Lab:
     lines: list[str] = []
     handle = serve(
         served.jobs, served.identities, results=results, clock=clock, log=lines.append, **kw
-    )  # type: ignore[arg-type]
+    )
+    handle.board.listeners.append(lambda _: results.write_summary(handle.board.snapshot))
     return Lab(handle, folder, tmp_path / "results", clock, lines)
 
 

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -83,7 +83,7 @@ def host(n: int) -> httpx.Client:
     return httpx.Client(transport=httpx.HTTPTransport(local_address=f"127.0.0.{n}"), timeout=60)
 
 
-def boot_and_report(url: str, n: int, report: dict[str, object] = REPORT) -> int:
+def boot_and_report(url: str, n: int, report: Mapping[str, object] = REPORT) -> int:
     with host(n) as client:
         assert client.head(url).status_code == 200
         assert client.get(url).status_code == 200

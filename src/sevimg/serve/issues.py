@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 from sevimg.release.github_api import PER_PAGE, Api, GitHubError
 from sevimg.serve.jobs import Report
 
-
 _MAX_PAGES = 100  # 10 000 milestones
 
 
