@@ -146,7 +146,9 @@ def boot(e2e: E2E, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Boot]:
         "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
         "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
         "-netdev", f"user,id=n0,bootfile=http://10.0.2.2:{run.port}/dispatch",
-        "-device", "virtio-net-pci,netdev=n0",
+        # romfile= leaves out QEMU's iPXE option ROM: OVMF's own HTTP boot runs, as on a real
+        # server (HEAD, then GET; iPXE would send a GET only).
+        "-device", "virtio-net-pci,netdev=n0,romfile=",
     ]  # fmt: skip
     lock_path = os.environ.get("SEVIMG_QEMU_LOCK")
     lock = Path(lock_path).open("a") if lock_path else None  # noqa: SIM115 - held for the boot

@@ -44,6 +44,7 @@ def _say(text: str) -> None:
 def _open_issues(repo: str) -> Issues:
     """The GitHub issue filer for `repo`, its milestones loaded (which also checks the token)."""
     from sevimg.release import github_access  # noqa: PLC0415
+    from sevimg.retry import RetryPolicy  # noqa: PLC0415
     from sevimg.serve.issues import Issues  # noqa: PLC0415 - httpx only with --github-issues
 
     github_access.check_repo(repo, "--github-issues")
@@ -54,7 +55,9 @@ def _open_issues(repo: str) -> Issues:
             "--github-issues needs a GitHub token: set GITHUB_TOKEN, or log in with `gh auth login`",
             hint="the token needs Issues: write on the repository (and read access to it)",
         )
-    issues = Issues(repo, token, api_url=api_url, log=_say)
+    # A host waits for its PUT's answer while the issue is filed: never an hour-long rate-limit wait.
+    patience = RetryPolicy(attempts=3, max_wait=60.0, max_rate_limit_waits=2)
+    issues = Issues(repo, token, api_url=api_url, log=_say, retry=patience)
     try:
         milestones = issues.load_milestones()
     except BaseException:
@@ -212,7 +215,8 @@ def _run(
     if handle.host in ("127.0.0.1", "::1"):
         _say(
             f"QEMU reaches it as http://10.0.2.2:{handle.port}{handle.config.path} "
-            "(-netdev user,bootfile=...); a lab network needs --bind 0.0.0.0:PORT"
+            "(-netdev user,bootfile=URL -device virtio-net-pci,netdev=…,romfile=); "
+            "a lab network needs --bind 0.0.0.0:PORT"
         )
     announced = False
     with _display(handle) as live:
