@@ -436,10 +436,7 @@ def start_on(tmp_path: Path, folder: Path, **kw: Any) -> Lab:
     results.prepare()
     clock = Clock()
     lines: list[str] = []
-    handle = serve(
-        served.jobs, served.identities, results=results, clock=clock, log=lines.append, **kw
-    )
-    handle.board.listeners.append(lambda _: results.write_summary(handle.board.snapshot))
+    handle = serve(served, results=results, clock=clock, log=lines.append, **kw)
     return Lab(handle, folder, tmp_path / "results", clock, lines)
 
 
@@ -529,4 +526,4 @@ def test_a_busy_port(lab: Lab, tmp_path: Path) -> None:
     with pytest.raises(
         SevimgError, match=f"cannot listen on 127.0.0.1:{lab.handle.port}: Address already in use"
     ):
-        serve(served.jobs, served.identities, bind=("127.0.0.1", lab.handle.port))
+        serve(served, bind=("127.0.0.1", lab.handle.port))

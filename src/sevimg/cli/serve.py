@@ -160,8 +160,7 @@ def serve_command(
     filer = _open_issues(github_issues) if github_issues else None
     try:
         handle = serve(
-            served.jobs,
-            served.identities,
+            served,
             bind=address,
             path=url_path,
             poweroff=poweroff,
@@ -170,20 +169,12 @@ def serve_command(
             log=_say,
         )
         board = handle.board
-
-        def summary(_: tuple[Job, ...]) -> None:
-            try:
-                results.write_summary(board.snapshot)
-            except OSError as exc:
-                _say(f"cannot write {results.folder / SUMMARY}: {exc.strerror or exc}")
-
-        board.listeners.append(summary)
-        summary(board.snapshot())
         try:
             _run(handle, served.jobs, source, served.skipped, keep_going=keep_going)
         finally:
             handle.stop()
-            summary(board.snapshot())
+            with contextlib.suppress(OSError):  # a failure to write it was said already
+                results.write_summary(board.snapshot)
             final = board.snapshot()
             out.print(jobs_table(final))
             out.print(f"{counts(final)}; results in {results.folder}", markup=False)

@@ -35,9 +35,9 @@ from urllib.parse import urlsplit
 from sevimg.problems import SevimgError
 from sevimg.redact import redact_text
 from sevimg.serve import jobs as jobsm
-from sevimg.serve.files import Identity, unchanged
+from sevimg.serve.files import Identity, Served, unchanged
 from sevimg.serve.jobs import Board, Job, Report, parse_report
-from sevimg.serve.results import Results
+from sevimg.serve.results import SUMMARY, Results
 
 ALLOW = "GET, POST, HEAD, PUT"
 EFI = "application/efi"
@@ -436,8 +436,7 @@ def parse_bind(text: str) -> tuple[str, int]:
 
 
 def serve(
-    jobs: tuple[Job, ...],
-    identities: dict[str, Identity],
+    served: Served,
     *,
     bind: tuple[str, int] = ("127.0.0.1", 0),
     path: str = "/dispatch",
@@ -447,16 +446,30 @@ def serve(
     clock: jobsm.Clock | None = None,
     log: Log | None = None,
 ) -> Handle:
-    """Start serving `jobs` on `bind` (port 0: any free port); returns a handle with .url and .stop().
+    """Start serving the jobs of `served` (:func:`sevimg.serve.files.load_jobs`) on `bind`.
 
-    SevimgError when the address cannot be bound (in use, not this machine's, no permission).
+    Port 0 picks a free port. Returns a :class:`Handle` with `.url` and
+    `.stop()`. With `results`, reports are saved there and results.json is
+    rewritten on every change. SevimgError when the address cannot be bound
+    (in use, not this machine's, no permission).
     """
     import time  # noqa: PLC0415 - the default clock only
 
     if not path.startswith("/"):
         raise SevimgError(f"--path {path!r}: must start with /, e.g. /dispatch")
-    board = Board(jobs, clock or time.time)
-    config = Config(path, board, identities, poweroff, results, filer, log or (lambda _: None))
+    board = Board(served.jobs, clock or time.time)
+    say = log or (lambda _: None)
+    config = Config(path, board, served.identities, poweroff, results, filer, say)
+    if results is not None:
+
+        def summary(_: tuple[Job, ...]) -> None:
+            try:
+                results.write_summary(board.snapshot)
+            except OSError as exc:
+                say(f"cannot write {results.folder / SUMMARY}: {exc.strerror or exc}")
+
+        board.listeners.append(summary)
+        summary(board.jobs)
     host, port = bind
     cls = _Server6 if ":" in host else _Server
     try:
