@@ -527,3 +527,19 @@ def test_a_busy_port(lab: Lab, tmp_path: Path) -> None:
         SevimgError, match=f"cannot listen on 127.0.0.1:{lab.handle.port}: Address already in use"
     ):
         serve(served, bind=("127.0.0.1", lab.handle.port))
+
+
+def test_the_table_shows_states_with_dispatchs_icons() -> None:
+    from rich.console import Console
+
+    from sevimg.serve.table import counts, jobs_table
+
+    jobs, _ = jobsm.download(three_jobs(), A, 1_780_000_000.0)
+    jobs, _ = jobsm.assign(jobs, B, 1_780_000_001.0)
+    console = Console(record=True, width=160)
+    console.print(jobs_table(jobs))
+    text = console.export_text()
+    assert "📥 Downloading │ host-a-1.efi │ 10.0.2.15 │ 20:26:40" in text
+    assert "📌 Assigned    │ host-b-2.efi │ 10.0.2.16 │ 20:26:41" in text
+    assert "⏳ Unassigned  │ host-c-3.efi" in text
+    assert counts(jobs) == "3 jobs: 1 📥 Downloading, 1 📌 Assigned, 1 ⏳ Unassigned"

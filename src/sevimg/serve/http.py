@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from sevimg.problems import SevimgError
@@ -38,6 +38,9 @@ from sevimg.serve import jobs as jobsm
 from sevimg.serve.files import Identity, Served, unchanged
 from sevimg.serve.jobs import Board, Job, Report, parse_report
 from sevimg.serve.results import SUMMARY, Results
+
+if TYPE_CHECKING:  # httpx is loaded only with --github-issues
+    from sevimg.serve.issues import Issues
 
 ALLOW = "GET, POST, HEAD, PUT"
 EFI = "application/efi"
@@ -73,7 +76,7 @@ class Config:
     identities: dict[str, Identity]
     poweroff: Path | None
     results: Results | None
-    filer: Any  # an issues.Issues, or None
+    filer: Issues | None
     log: Log
     events: list[Event] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -106,17 +109,23 @@ class Handler(BaseHTTPRequestHandler):
         """http.server's own log lines are replaced by :class:`Event` lines."""
 
     def handle_one_request(self) -> None:
-        """Count requests in flight, so the server can tell when it is quiet."""
-        config = self.server.config
-        with config.lock:
-            config.in_flight += 1
+        """One request; counted from its request line to its answer, so the server knows when it is quiet."""
+        self._counted = False
         try:
             super().handle_one_request()
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             self.close_connection = True  # the client went away; nothing to answer
         finally:
-            with config.lock:
-                config.in_flight -= 1
+            if self._counted:
+                with self.server.config.lock:
+                    self.server.config.in_flight -= 1
+
+    def parse_request(self) -> bool:
+        """http.server's parsing; from here on a request is in flight (an idle keep-alive is not)."""
+        with self.server.config.lock:
+            self.server.config.in_flight += 1
+        self._counted = True
+        return super().parse_request()
 
     def __getattr__(self, name: str) -> Callable[[], None]:
         # Every other method (DELETE, OPTIONS, BREW…) gets dispatch's 405, not http.server's 501.
@@ -442,7 +451,7 @@ def serve(
     path: str = "/dispatch",
     poweroff: Path | None = None,
     results: Results | None = None,
-    filer: Any = None,
+    filer: Issues | None = None,
     clock: jobsm.Clock | None = None,
     log: Log | None = None,
 ) -> Handle:
