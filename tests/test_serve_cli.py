@@ -333,6 +333,8 @@ def test_cli_refusals(cli: CliFn, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         (["--from", str(good), "--github-issues", "acme"], "not a repository name", ""),
         (["--from", str(good), "--github-issues", "acme/r"], "needs a GitHub token", ""),
         (["--from", str(good), "--results", str(text / "sub")], "cannot write there", ""),
+        (["--from", str(good), "--mdns"], "no other machine can reach", "--bind 0.0.0.0"),
+        (["--from", str(good), "--mdns", "--bind", "0.0.0.0:0"], "needs avahi-publish", ""),
     ]
     for args, message, detail in cases:
         run = cli("serve", *results, *args)

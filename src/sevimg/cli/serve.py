@@ -21,6 +21,7 @@ from sevimg.redact import redact_text
 from sevimg.serve.files import check_poweroff, load_jobs
 from sevimg.serve.http import Handle, parse_bind, serve
 from sevimg.serve.jobs import Job, State
+from sevimg.serve.mdns import SERVICE, advertise, publisher
 from sevimg.serve.results import SUMMARY, Results
 from sevimg.serve.table import counts, jobs_table
 
@@ -122,6 +123,11 @@ def _view(handle: Handle) -> Group:
 )
 @click.option("--allow-debug", is_flag=True, help="Serve debug images (console autologin) too.")
 @click.option(
+    "--mdns",
+    is_flag=True,
+    help="Advertise the server as _dispatch._tcp (TXT path=…) through Avahi, as dispatch does.",
+)
+@click.option(
     "--keep-going",
     is_flag=True,
     help="Keep serving after every job reported (default: say so and exit).",
@@ -138,6 +144,7 @@ def serve_command(
     results_dir: Path,
     github_issues: str | None,
     allow_debug: bool,
+    mdns: bool,
     keep_going: bool,
 ) -> None:
     """Serve the host images of an artifact folder to machines that HTTP-boot, like dispatch.
@@ -157,6 +164,7 @@ def serve_command(
     poweroff = check_poweroff(poweroff_efi) if poweroff_efi is not None else None
     results = Results(results_dir)
     results.prepare()
+    avahi = publisher(address[0]) if mdns else None
     filer = _open_issues(github_issues) if github_issues else None
     try:
         handle = serve(
@@ -169,9 +177,15 @@ def serve_command(
             log=_say,
         )
         board = handle.board
+        advert = None
         try:
+            if avahi is not None:
+                advert = advertise(avahi, handle.port, url_path)
+                _say(f"advertised as {SERVICE} through Avahi")
             _run(handle, served.jobs, source, served.skipped, keep_going=keep_going)
         finally:
+            if advert is not None:
+                advert.stop()
             handle.stop()
             with contextlib.suppress(OSError):  # a failure to write it was said already
                 results.write_summary(board.snapshot)
