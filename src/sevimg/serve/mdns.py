@@ -32,7 +32,7 @@ def publisher(host: str) -> str:
     if tool is None:
         raise SevimgError(
             "--mdns needs avahi-publish and a running avahi-daemon",
-            hint="install avahi-utils (Debian, Ubuntu) or avahi-tools (Fedora), "
+            hint="install Avahi's command-line tools (the package with avahi-publish), "
             "or leave out --mdns and give the hosts the URL",
         )
     return tool
