@@ -28,7 +28,9 @@ class Served:
 
     url: str
     root: Path
-    requests: list[tuple[str, int, bool]] = field(default_factory=list)  # path, status, validators sent
+    requests: list[tuple[str, int, bool]] = field(
+        default_factory=list
+    )  # path, status, validators sent
 
     def count(self, suffix: str = "", status: int | None = None) -> int:
         return sum(
@@ -44,7 +46,7 @@ def serve(root: Path) -> Iterator[Served]:
         def log_message(self, *args: object) -> None:
             pass
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             validators = "If-None-Match" in self.headers or "If-Modified-Since" in self.headers
             if path.startswith("/loop"):

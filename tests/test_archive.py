@@ -11,12 +11,13 @@ import json
 import lzma
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from sevimg.archive import debian, rpmmd
+from sevimg.archive import deb, rpmmd
 from sevimg.archive.check import upstream
 from sevimg.archive.compress import ArchiveError, decompress
 from sevimg.archive.fetch import Fetcher, Network
@@ -81,7 +82,9 @@ def debian13_archive(root: Path, signer: Signer, workspace: Path, *, drop: str =
     packages.pop("jq", None)
     packages["jq-real"] = "1.7-1"
     files = {QEMU: ["qemu-system-x86"]}
-    write_suite(root / "debian", "trixie", signer, packages, provides={"jq-real": "jq"}, files=files)
+    write_suite(
+        root / "debian", "trixie", signer, packages, provides={"jq-real": "jq"}, files=files
+    )
     write_suite(root / "debian", "trixie-updates", signer, {"tzdata": "2026a-1"})
     write_suite(root / "debian-security", "trixie-security", signer, {"openssl": "3.5.1-1"})
     write_suite(
@@ -101,7 +104,7 @@ def ws(workspace: Path, server: Served, signer: Signer, monkeypatch: pytest.Monk
     return workspace
 
 
-def as_json(cli: CliFn, *args: str) -> tuple[int, dict[str, object]]:
+def as_json(cli: CliFn, *args: str) -> tuple[int, Any]:
     run = cli("archive", "--json", *args)
     return run.code, json.loads(run.stdout)
 
@@ -109,7 +112,7 @@ def as_json(cli: CliFn, *args: str) -> tuple[int, dict[str, object]]:
 def test_reports_true_versions_and_the_firmware(cli: CliFn, ws: Path, server: Served) -> None:
     code, data = as_json(cli, "debian-13")
     assert code == 0, data
-    (release,) = data["releases"]  # type: ignore[misc]
+    (release,) = data["releases"]
     host = next(r for r in release["reports"] if r["role"] == "host")
     got = {c["kind"]: (c["package"], c["version"], c["upstream"]) for c in host["components"]}
     assert got["qemu"] == ("qemu-system-x86", "1:10.0.13+ds-0+deb13u1", "10.0.13")
@@ -166,7 +169,7 @@ def test_without_the_forky_repository_the_firmware_is_missing(cli: CliFn, ws: Pa
     release.write_text(text[: text.index("extra_repositories:")])
     code, data = as_json(cli, "debian-13")
     assert code == 1
-    host = next(r for r in data["releases"][0]["reports"] if r["role"] == "host")  # type: ignore[index]
+    host = next(r for r in data["releases"][0]["reports"] if r["role"] == "host")
     assert f"SEV firmware {FIRMWARE} is not in ovmf-amdsev: no package ships it" in host["errors"]
     assert any("'ovmf-amdsev' is in no repository" in e for e in host["errors"])
 
@@ -181,7 +184,9 @@ def test_drift_fails_and_update_writes_it_keeping_comments(cli: CliFn, ws: Path)
     run = cli("archive", "debian-13", "--update")
     assert run.code == 0, run.output
     after = release.read_text()
-    assert after == before.replace('qemu: "10.0.12"  # was checked', 'qemu: "10.0.13"  # was checked')
+    assert after == before.replace(
+        'qemu: "10.0.12"  # was checked', 'qemu: "10.0.13"  # was checked'
+    )
     assert cli("validate", "debian-13").code == 0
 
 
@@ -209,7 +214,9 @@ def test_bad_archives_are_clear_errors(
         body = text.split(b"\n\n", 1)[1].split(b"-----BEGIN PGP SIGNATURE", 1)[0]
         inrelease.write_bytes(intruder.clearsign(body))
     elif tamper == "hash":
-        data = lzma.compress(lzma.decompress(packages.read_bytes()) + b"\nPackage: evil\nVersion: 1\n")
+        data = lzma.compress(
+            lzma.decompress(packages.read_bytes()) + b"\nPackage: evil\nVersion: 1\n"
+        )
         for path in (packages, *dist.glob("main/binary-amd64/by-hash/SHA256/*")):
             path.write_bytes(data)
     elif tamper == "truncated":
@@ -219,7 +226,7 @@ def test_bad_archives_are_clear_errors(
         packages.write_bytes(cut)
         for old in dist.glob("main/binary-amd64/by-hash/SHA256/*"):
             old.unlink()
-        release = debian.parse_release(
+        release = deb.parse_release(
             signer._gpg("--decrypt", data=inrelease.read_bytes()).decode(), "x"
         )
         entry = release.files["main/binary-amd64/Packages.xz"]
@@ -244,7 +251,11 @@ def test_unreachable_mirror_names_it_and_the_settings(cli: CliFn, ws: Path) -> N
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     local = ws / "sevimg.local.yaml"
-    local.write_text(local.read_text().replace(local.read_text().split("url: ")[1].split(":")[2].split("/")[0], str(port), 1))
+    local.write_text(
+        local.read_text().replace(
+            local.read_text().split("url: ")[1].split(":")[2].split("/")[0], str(port), 1
+        )
+    )
     run = cli("archive", "debian-13")
     assert run.code == 1
     assert f"cannot reach 127.0.0.1:{port}" in run.output
@@ -268,12 +279,18 @@ def test_rpm_md_repository(server: Served, tmp_path: Path) -> None:
     repo = server.root / "fedora/44"
     write_rpm_repo(
         repo,
-        {"kernel": "6.19.3-200.fc44", "qemu-system-x86-core": "2:10.2.0-1.fc44", "edk2-ovmf": "20251119-3.fc44"},
+        {
+            "kernel": "6.19.3-200.fc44",
+            "qemu-system-x86-core": "2:10.2.0-1.fc44",
+            "edk2-ovmf": "20251119-3.fc44",
+        },
         {"/usr/share/edk2/ovmf/OVMF.amdsev.fd": ["edk2-ovmf"]},
         provides={"qemu-system-x86-core": "qemu-kvm"},
     )
     reader = Reader(fetcher(tmp_path))
-    index = reader.read(Source("rpm", f"{server.url}/fedora/44"), ["/usr/share/edk2/ovmf/OVMF.amdsev.fd"])
+    index = reader.read(
+        Source("rpm", f"{server.url}/fedora/44"), ["/usr/share/edk2/ovmf/OVMF.amdsev.fd"]
+    )
     assert index.versions["qemu-system-x86-core"] == "2:10.2.0-1.fc44"
     assert upstream(index.versions["qemu-system-x86-core"]) == "10.2.0"
     assert upstream(index.versions["edk2-ovmf"]) == "20251119"
@@ -297,8 +314,11 @@ def test_rpm_md_bad_answers(server: Served, tmp_path: Path, tamper: str) -> None
         md = repodata / "repomd.xml"
         old = primary.name.split("-", 1)[0]
         new = hashlib.sha256(data).hexdigest()
-        md.write_text(md.read_text().replace(f">{old}<", f">{new}<").replace(
-            f"<size>{len(data) + 8}</size>", f"<size>{len(data)}</size>"))
+        md.write_text(
+            md.read_text()
+            .replace(f">{old}<", f">{new}<")
+            .replace(f"<size>{len(data) + 8}</size>", f"<size>{len(data)}</size>")
+        )
         expected = "truncated"
     elif tamper == "checksum":
         primary.write_bytes(primary.read_bytes()[:-1] + b"\0")
@@ -323,8 +343,15 @@ def test_upstream_versions() -> None:
 
 @pytest.mark.parametrize(
     ("a", "b", "result"),
-    [("1.0", "1.0", 0), ("1.10", "1.9", 1), ("1.0~rc1", "1.0", -1), ("1.0^git1", "1.0", 1),
-     ("1.0a", "1.0", 1), ("fc44", "fc43", 1), ("1.0", "1.0.1", -1)],
+    [
+        ("1.0", "1.0", 0),
+        ("1.10", "1.9", 1),
+        ("1.0~rc1", "1.0", -1),
+        ("1.0^git1", "1.0", 1),
+        ("1.0a", "1.0", 1),
+        ("fc44", "fc43", 1),
+        ("1.0", "1.0.1", -1),
+    ],
 )
 def test_rpmvercmp(a: str, b: str, result: int) -> None:
     assert rpmmd.rpmvercmp(a, b) == result
@@ -339,7 +366,7 @@ def test_contents_lines_split_across_pieces() -> None:
     )
     for size in (1, 7, 50, len(text)):
         pieces = [text[i : i + size] for i in range(0, len(text), size)]
-        owners = debian.contents_owners(pieces, [QEMU, FIRMWARE])
+        owners = deb.contents_owners(pieces, [QEMU, FIRMWARE])
         assert owners == {QEMU: ("qemu-kvm", "qemu-system-x86"), FIRMWARE: ("ovmf-amdsev",)}
 
 
@@ -351,19 +378,24 @@ def test_truncated_compression_is_refused(suffix: str) -> None:
     import zstandard
 
     data = b"Package: a\nVersion: 1\n" * 500
-    packed = {".gz": gzip.compress, ".xz": lzma.compress, ".bz2": bz2.compress,
-              ".zst": zstandard.ZstdCompressor().compress}[suffix](data)
+    packers: dict[str, Callable[[bytes], bytes]] = {
+        ".gz": gzip.compress,
+        ".xz": lzma.compress,
+        ".bz2": bz2.compress,
+        ".zst": zstandard.ZstdCompressor().compress,
+    }
+    packed = packers[suffix](data)
     assert decompress(packed, "x" + suffix, "here") == data
     with pytest.raises(ArchiveError, match="truncated|corrupt"):
         decompress(packed[: len(packed) // 2], "x" + suffix, "here")
 
 
 def test_update_adds_missing_keys_and_blocks() -> None:
-    text = "# a comment\nschema_version: 1\nrelease: \"45\"\nstatus: prerelease\n# tail\n"
+    text = '# a comment\nschema_version: 1\nrelease: "45"\nstatus: prerelease\n# tail\n'
     doc = load_text(text, path=Path("images/fedora-45.yaml"), display="images/fedora-45.yaml")
     new = updated_text(doc, text, {"kernel": "7.1.0", "qemu": "11.0.0"})
     assert new == (
-        "# a comment\nschema_version: 1\nrelease: \"45\"\nstatus: prerelease\n"
+        '# a comment\nschema_version: 1\nrelease: "45"\nstatus: prerelease\n'
         'versions:\n  kernel: "7.1.0"\n  qemu: "11.0.0"\n# tail\n'
     )
     doc2 = load_text(new, path=Path("x.yaml"), display="x.yaml")

@@ -79,9 +79,7 @@ def upstream(version: str) -> str | None:
     return match.group(0) if match else None
 
 
-def candidate(
-    name: str, indexes: Sequence[RepoIndex]
-) -> tuple[str, RepoIndex] | None:
+def candidate(name: str, indexes: Sequence[RepoIndex]) -> tuple[str, RepoIndex] | None:
     """The version of `name` the package manager would install, and where from.
 
     A repository pinned to a few packages gives only those at full priority;
@@ -112,9 +110,7 @@ def providers(name: str, indexes: Sequence[RepoIndex]) -> list[str]:
     return sorted(found)
 
 
-def check_role(
-    spec: ImageSpec, family: FamilyFacts, indexes: Sequence[RepoIndex]
-) -> RoleReport:
+def check_role(spec: ImageSpec, family: FamilyFacts, indexes: Sequence[RepoIndex]) -> RoleReport:
     """Judge one spec against the indexes of its repositories."""
     errors: list[str] = []
     warnings: list[str] = []
@@ -127,7 +123,9 @@ def check_role(
             via = real[0]
             got = candidate(via, indexes)
             packages.append(
-                PackageResult(name, True, got[0] if got else None, got[1].source.label if got else None, via)
+                PackageResult(
+                    name, True, got[0] if got else None, got[1].source.label if got else None, via
+                )
             )
         else:
             packages.append(PackageResult(name, False))
@@ -157,7 +155,9 @@ def check_role(
                     f"{kind}: {package} {version} is below the SEV floor {floor.minimum} ({floor.why})"
                 )
             elif verdict == "warn":
-                warnings.append(f"{kind}: {package} {version} is below the recommended {floor.recommended}")
+                warnings.append(
+                    f"{kind}: {package} {version} is below the recommended {floor.recommended}"
+                )
         drift = False
         if declared is not None and up is not None:
             try:
@@ -188,13 +188,19 @@ def check_role(
             # Checked when the repository the package would come from had a file index.
             got = candidate(package, indexes)
             checked = got[1].file_index if got else any(i.file_index for i in indexes)
-            result = FileResult(what, path, package, tuple(sorted(owners)), checked or package in owners)
+            result = FileResult(
+                what, path, package, tuple(sorted(owners)), checked or package in owners
+            )
             files.append(result)
             if not result.checked:
-                warnings.append(f"{what} {path}: the repository of {package} has no readable file index; not checked")
+                warnings.append(
+                    f"{what} {path}: the repository of {package} has no readable file index; not checked"
+                )
             elif not result.ok:
                 shipped = (
-                    f"only {', '.join(result.owners)} ship it" if result.owners else "no package ships it"
+                    f"only {', '.join(result.owners)} ship it"
+                    if result.owners
+                    else "no package ships it"
                 )
                 errors.append(f"{what} {path} is not in {package}: {shipped}")
     return RoleReport(

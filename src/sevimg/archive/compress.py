@@ -46,9 +46,9 @@ def chunks(data: bytes, name: str, where: str) -> Iterator[bytes]:
             piece = engine.decompress(data[start : start + CHUNK])  # type: ignore[attr-defined]
             if piece:
                 yield piece
-        if flush := getattr(engine, "flush", None):  # zlib and zstd may hold the last bytes
-            if rest := flush():
-                yield rest
+        flush = getattr(engine, "flush", None)  # zlib and zstd may hold the last bytes
+        if flush is not None and (rest := flush()):
+            yield rest
         done = bool(getattr(engine, "eof", False))
     except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError, zstandard.ZstdError) as exc:
         raise ArchiveError(f"{where}: the compressed index is corrupt ({exc})") from None

@@ -113,7 +113,8 @@ class Fetcher:
             if found != sha256 or (size is not None and len(data) != size):
                 raise ArchiveError(
                     f"{shown}: its {algorithm} is {found} ({len(data)} bytes) but the index "
-                    f"that names it says {sha256}" + (f" ({size} bytes)" if size is not None else ""),
+                    f"that names it says {sha256}"
+                    + (f" ({size} bytes)" if size is not None else ""),
                     hint="the mirror is mid-sync or was tampered with; run again later or use another mirror",
                 )
             write_file_atomic(self._by_hash(f"{algorithm}-{sha256}"), data)

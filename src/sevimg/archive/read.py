@@ -14,7 +14,7 @@ from typing import Any
 
 from debian.debian_support import version_compare
 
-from sevimg.archive import debian, rpmmd
+from sevimg.archive import deb, rpmmd
 from sevimg.archive.compress import ArchiveError, decompress
 from sevimg.archive.fetch import Fetcher, HttpStatusError
 from sevimg.archive.sources import Source
@@ -99,7 +99,9 @@ class Reader:
 
     # --- apt ---------------------------------------------------------------------
 
-    def _by_hash_or_path(self, release: debian.ReleaseInfo, base: str, entry: debian.IndexFile) -> bytes:
+    def _by_hash_or_path(
+        self, release: deb.ReleaseInfo, base: str, entry: deb.IndexFile
+    ) -> bytes:
         """A file the Release names, by hash first; by path when the mirror keeps no by-hash
         copy (as apt does). Either way only the signed digest is accepted."""
         url = release.url(base, entry)
@@ -113,24 +115,26 @@ class Reader:
     def _apt(self, source: Source, paths: tuple[str, ...]) -> RepoIndex:
         base = f"{source.url.rstrip('/')}/dists/{source.suite}/"
         where = redact_url(base + "InRelease")
-        text = debian.verify_inrelease(self.fetcher.get(base + "InRelease"), source.keyring, where)
-        release = debian.parse_release(text, where)
+        text = deb.verify_inrelease(self.fetcher.get(base + "InRelease"), source.keyring, where)
+        release = deb.parse_release(text, where)
         versions: dict[str, str] = {}
         provides: dict[str, set[str]] = {}
         files: dict[str, set[str]] = {}
         file_index = False
         notes: list[str] = []
         for component in source.components:
-            stem = f"{component}/binary-{debian.ARCH}/Packages"
+            stem = f"{component}/binary-{deb.ARCH}/Packages"
             entry = release.pick(stem)
             if entry is None:
                 raise ArchiveError(f"{where} lists no {stem} index (is {component!r} a component?)")
             url = base + entry.path
 
-            def parse(entry: debian.IndexFile = entry, url: str = url) -> dict[str, list[Any]]:
+            def parse(entry: deb.IndexFile = entry, url: str = url) -> dict[str, list[Any]]:
                 data = self._by_hash_or_path(release, base, entry)
                 summary: dict[str, list[Any]] = {}
-                for pkg in debian.parse_packages(decompress(data, entry.path, redact_url(url)), url):
+                for pkg in deb.parse_packages(
+                    decompress(data, entry.path, redact_url(url)), url
+                ):
                     old = summary.get(pkg.name)
                     if old is None or version_compare(pkg.version, old[0]) > 0:
                         summary[pkg.name] = [pkg.version, list(pkg.provides)]
@@ -139,15 +143,15 @@ class Reader:
             self._merge("apt", versions, provides, self._summary(entry.sha256, "packages", parse))
             if not paths:
                 continue
-            for arch in (debian.ARCH, "all"):
+            for arch in (deb.ARCH, "all"):
                 found = release.pick(f"{component}/Contents-{arch}")
                 if found is None:
                     continue
                 curl = base + found.path
 
-                def scan(found: debian.IndexFile = found, curl: str = curl) -> dict[str, list[str]]:
+                def scan(found: deb.IndexFile = found, curl: str = curl) -> dict[str, list[str]]:
                     data = self._by_hash_or_path(release, base, found)
-                    owners = debian.contents_from(data, found.path, redact_url(curl), paths)
+                    owners = deb.contents_from(data, found.path, redact_url(curl), paths)
                     return {path: list(names) for path, names in owners.items()}
 
                 tag = hashlib.sha256("\n".join(paths).encode()).hexdigest()[:16]
@@ -219,7 +223,9 @@ class Reader:
             tag = hashlib.sha256("\n".join(paths).encode()).hexdigest()[:16]
             files = {
                 path: tuple(names)
-                for path, names in self._summary(f"{filelists.checksum}-{tag}", "filelists", scan).items()
+                for path, names in self._summary(
+                    f"{filelists.checksum}-{tag}", "filelists", scan
+                ).items()
             }
         return RepoIndex(
             source, versions, {k: tuple(sorted(v)) for k, v in provides.items()}, files, bool(paths)

@@ -24,7 +24,14 @@ def rows(outcome: Outcome) -> Iterator[tuple[str, str, str, str, str, str]]:
         for f in report.files:
             where = ", ".join(f.owners) or "no package"
             verdict = "ok" if f.ok else ("unchecked" if not f.checked else "FAIL")
-            yield (outcome.image, report.role, f.what, f"{f.path} in {where}", f"in {f.package}", verdict)
+            yield (
+                outcome.image,
+                report.role,
+                f.what,
+                f"{f.path} in {where}",
+                f"in {f.package}",
+                verdict,
+            )
         missing = [p.name for p in report.packages if not p.found]
         virtual = [f"{p.name}→{p.via}" for p in report.packages if p.via]
         found = f"{len(report.packages) - len(missing)}/{len(report.packages)} found"
@@ -44,7 +51,9 @@ def table(outcomes: Sequence[Outcome]) -> Table:
         grid.add_column(name, overflow="fold")
     for outcome in outcomes:
         for row in rows(outcome):
-            grid.add_row(*(Text(cell) for cell in row[:-1]), Text(row[-1], style=_STYLE.get(row[-1], "")))
+            grid.add_row(
+                *(Text(cell) for cell in row[:-1]), Text(row[-1], style=_STYLE.get(row[-1], ""))
+            )
     return grid
 
 
@@ -57,8 +66,10 @@ def problems(outcomes: Sequence[Outcome]) -> Iterator[tuple[str, str]]:
             for message in report.warnings:
                 yield "warning", f"{outcome.image} {report.role}: {message}"
         if outcome.failure:
-            yield "error", f"{outcome.image}: {outcome.failure}" + (
-                f" (hint: {outcome.hint})" if outcome.hint else ""
+            yield (
+                "error",
+                f"{outcome.image}: {outcome.failure}"
+                + (f" (hint: {outcome.hint})" if outcome.hint else ""),
             )
 
 
@@ -81,7 +92,5 @@ def as_json(outcomes: Sequence[Outcome], requests: int, not_modified: int) -> di
         "ok": all(o.ok for o in outcomes),
         "requests": requests,
         "not_modified": not_modified,
-        "releases": [
-            {**asdict(o), "ok": o.ok} for o in outcomes
-        ],
+        "releases": [{**asdict(o), "ok": o.ok} for o in outcomes],
     }

@@ -69,7 +69,9 @@ def parse_repomd(data: bytes, where: str) -> dict[str, RepoFile]:
         checksum = item.find(f"{REPO_NS}checksum")
         size = item.find(f"{REPO_NS}size")
         if location is None or checksum is None or not location.get("href") or not checksum.text:
-            raise ArchiveError(f"{where}: the {kind or 'unnamed'} entry has no location or checksum")
+            raise ArchiveError(
+                f"{where}: the {kind or 'unnamed'} entry has no location or checksum"
+            )
         found[kind] = RepoFile(
             kind,
             location.get("href", ""),

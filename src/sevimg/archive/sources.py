@@ -102,7 +102,14 @@ def sources_for(spec: ImageSpec, entry: Entry, local: LocalConfig) -> tuple[Sour
         if spec.apt_replace_default_sources and extras:
             archive = extras.pop(0)
             found += [
-                Source("apt", archive.url, suite, archive.components, archive.signed_by, origin=release_file)
+                Source(
+                    "apt",
+                    archive.url,
+                    suite,
+                    archive.components,
+                    archive.signed_by,
+                    origin=release_file,
+                )
                 for suite in archive.suites
             ]
         else:
@@ -125,7 +132,9 @@ def sources_for(spec: ImageSpec, entry: Entry, local: LocalConfig) -> tuple[Sour
         found += [
             Source(
                 "rpm",
-                repo.baseurl.replace("$releasever", spec.mkosi_release).replace("$basearch", "x86_64"),
+                repo.baseurl.replace("$releasever", spec.mkosi_release).replace(
+                    "$basearch", "x86_64"
+                ),
                 only_packages=repo.only_packages,
                 origin=release_file,
             )

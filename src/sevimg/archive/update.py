@@ -21,7 +21,7 @@ ORDER = ("kernel", "qemu", "ovmf")
 
 def _value_end(line: str, start: int) -> int:
     """Where the scalar starting at `start` ends (a quoted one at its closing quote)."""
-    if line[start:start + 1] in ("'", '"'):
+    if line[start : start + 1] in ("'", '"'):
         close = line.find(line[start], start + 1)
         return len(line) if close == -1 else close + 1
     comment = line.find(" #", start)
@@ -59,8 +59,8 @@ def updated_text(doc: Document, text: str, versions: Mapping[str, str]) -> str:
         else:
             key = doc.key_positions.get(("status",)) or doc.key_positions.get(("release",))
             at = key[0] if key else len(lines)
-            start = ["versions:\n"] if "versions" not in doc.data else []
-            new = start + [f'  {kind}: "{versions[kind]}"\n' for kind in added]
+            head = ["versions:\n"] if "versions" not in doc.data else []
+            new = head + [f'  {kind}: "{versions[kind]}"\n' for kind in added]
             if "versions" in doc.data:  # `versions: {}` or empty: replace that line
                 at = doc.key_positions[("versions",)][0]
                 lines[at - 1] = "versions:\n"
@@ -82,8 +82,10 @@ def update_file(doc: Document, versions: Mapping[str, str]) -> bool:
     try:
         again = load_text(new, path=doc.path, display=doc.display)
     except LoadError as exc:
-        raise SevimgError(f"the updated {doc.display} would not parse; nothing written", [exc.problem]) from None
-    wanted = {k: v for k, v in versions.items()}
+        raise SevimgError(
+            f"the updated {doc.display} would not parse; nothing written", [exc.problem]
+        ) from None
+    wanted = dict(versions.items())
     if {k: str(again.data["versions"].get(k)) for k in wanted} != wanted:
         raise SevimgError(f"the updated {doc.display} does not say what was meant; nothing written")
     write_file_atomic(doc.path, new.encode())

@@ -32,7 +32,10 @@ from sevimg.problems import SevimgError
 )
 @click.option("--offline", is_flag=True, help="Use only the cache; say what it lacks.")
 @click.option(
-    "--timeout", type=click.FloatRange(1, 600), default=30.0, show_default=True,
+    "--timeout",
+    type=click.FloatRange(1, 600),
+    default=30.0,
+    show_default=True,
     help="Seconds to wait for a mirror.",
 )
 @pass_ctx
@@ -66,7 +69,9 @@ def archive(
     from sevimg.catalog.index import families_by_distribution  # noqa: PLC0415
 
     if not images and not all_images:
-        raise SevimgError("name the images to check, or pass --all", hint="`sevimg list` shows them")
+        raise SevimgError(
+            "name the images to check, or pass --all", hint="`sevimg list` shows them"
+        )
     if images and all_images:
         raise SevimgError("pass image names or --all, not both")
     catalog = ctx.catalog
@@ -74,12 +79,15 @@ def archive(
     entries = catalog.select(names)
     if broken := [e.image for e in entries if e.records is None]:
         raise SevimgError(
-            f"{', '.join(broken)} do not validate", [p for p in catalog.problems if p.is_error],
+            f"{', '.join(broken)} do not validate",
+            [p for p in catalog.problems if p.is_error],
             hint="`sevimg validate` says why",
         )
     families = families_by_distribution(catalog)
     local = load_local(ctx.ws, {d for d, f in families.items() if f.is_apt})
-    network = Network(proxy=local.proxy, offline=offline, timeout=timeout, settings=local.source or "")
+    network = Network(
+        proxy=local.proxy, offline=offline, timeout=timeout, settings=local.source or ""
+    )
     fetcher = Fetcher(ctx.ws.cache_dir / "archive", network)
     try:
         outcomes = check_entries(entries, local, fetcher)
@@ -95,7 +103,11 @@ def archive(
             observed: dict[str, str] = {}
             for rep in sorted(outcome.reports, key=lambda r: r.role != "host"):
                 for c in rep.components:
-                    if c.kind in ("kernel", "qemu", "ovmf") and c.upstream and c.kind not in observed:
+                    if (
+                        c.kind in ("kernel", "qemu", "ovmf")
+                        and c.upstream
+                        and c.kind not in observed
+                    ):
                         observed[c.kind] = c.upstream
             entry = by_image[outcome.image]
             if observed and update_file(entry.release, observed):
@@ -114,7 +126,11 @@ def archive(
     else:
         out.print(report.table(outcomes))
         for severity, message in report.problems(outcomes):
-            err.print(f"{severity}: {message}", style="red" if severity == "error" else "yellow", markup=False)
+            err.print(
+                f"{severity}: {message}",
+                style="red" if severity == "error" else "yellow",
+                markup=False,
+            )
         out.print(
             f"{fetcher.requests} HTTP requests ({fetcher.not_modified} answered 'not modified'), "
             f"cache {ctx.ws.display(fetcher.cache)}",
@@ -125,10 +141,10 @@ def archive(
     failed = [o for o in outcomes if not o.ok]
     if updated:  # drift written is drift resolved; anything else still fails
         failed = [
-            o for o in failed
-            if o.failure or any(
-                m for r in o.reports for m in r.errors if "`sevimg archive --update`" not in m
-            )
+            o
+            for o in failed
+            if o.failure
+            or any(m for r in o.reports for m in r.errors if "`sevimg archive --update`" not in m)
         ]
     print_problems(())
     if failed and os.environ.get("SEVIMG_ARCHIVE_NEVER_FAIL") is None:

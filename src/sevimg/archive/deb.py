@@ -74,9 +74,9 @@ def verify_inrelease(data: bytes, keyring: str, where: str) -> str:
     if not Path(keyring).is_file():
         raise ArchiveError(
             f"the keyring {keyring} that signs {where} is not on this machine",
-            hint="tools/setup installs the distribution keyrings (debian-archive-keyring, ubuntu-keyring)",
+            hint="tools/setup installs the distributions' archive keyrings",
         )
-    result = subprocess.run(  # noqa: S603 - fixed argv, no shell
+    result = subprocess.run(
         [gpgv, "--quiet", "--keyring", keyring, "--output", "-", "-"],
         input=data,
         capture_output=True,
@@ -139,9 +139,7 @@ def parse_packages(data: bytes, where: str) -> list[DebPackage]:
     return found
 
 
-def contents_owners(
-    pieces: Iterable[bytes], paths: Iterable[str]
-) -> dict[str, tuple[str, ...]]:
+def contents_owners(pieces: Iterable[bytes], paths: Iterable[str]) -> dict[str, tuple[str, ...]]:
     """Which packages a Contents index says ship each of `paths` (absolute).
 
     The index is hundreds of MB: it is scanned piece by piece for the lines
@@ -181,6 +179,8 @@ def _matching_lines(pieces: Iterable[bytes], starts: tuple[bytes, ...]) -> Itera
                 yield tail.strip(b"\n")
 
 
-def contents_from(data: bytes, name: str, where: str, paths: Iterable[str]) -> dict[str, tuple[str, ...]]:
+def contents_from(
+    data: bytes, name: str, where: str, paths: Iterable[str]
+) -> dict[str, tuple[str, ...]]:
     """:func:`contents_owners` over a compressed Contents file."""
     return contents_owners(chunks(data, name, where), paths)
