@@ -51,6 +51,7 @@ class Fetcher:
         self.requests = 0  # HTTP requests sent, for `--json` and the cache tests
         self.not_modified = 0
         self._client: httpx.Client | None = None
+        self._this_run: dict[str, bytes] = {}  # unhashed files, asked once per run
 
     def close(self) -> None:
         """Close the HTTP connections."""
@@ -107,7 +108,11 @@ class Fetcher:
                     hint="run `sevimg archive` once with the network to fill the cache",
                 )
             return data_or_none
+        if sha256 is None and url in self._this_run:
+            return self._this_run[url]
         data = self._download(url, conditional=sha256 is None)
+        if sha256 is None:
+            self._this_run[url] = data
         if sha256 is not None:
             found = hashlib.new(algorithm, data).hexdigest()
             if found != sha256 or (size is not None and len(data) != size):

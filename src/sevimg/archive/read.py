@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from debian.debian_support import version_compare
@@ -22,6 +24,7 @@ from sevimg.redact import redact_url
 from sevimg.render.write import write_file_atomic
 
 SUMMARY_FORMAT = 1
+BAD_CONTENTS_RETRY = 6 * 3600  # seconds before a Contents file that did not match is tried again
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,13 @@ class Reader:
         write_file_atomic(path, json.dumps(value, sort_keys=True).encode())
         return value
 
+    @staticmethod
+    def _recently_bad(marker: Path) -> bool:
+        try:
+            return time.time() - marker.stat().st_mtime < BAD_CONTENTS_RETRY
+        except OSError:
+            return False
+
     def _merge(
         self,
         kind: str,
@@ -99,9 +109,7 @@ class Reader:
 
     # --- apt ---------------------------------------------------------------------
 
-    def _by_hash_or_path(
-        self, release: deb.ReleaseInfo, base: str, entry: deb.IndexFile
-    ) -> bytes:
+    def _by_hash_or_path(self, release: deb.ReleaseInfo, base: str, entry: deb.IndexFile) -> bytes:
         """A file the Release names, by hash first; by path when the mirror keeps no by-hash
         copy (as apt does). Either way only the signed digest is accepted."""
         url = release.url(base, entry)
@@ -132,9 +140,7 @@ class Reader:
             def parse(entry: deb.IndexFile = entry, url: str = url) -> dict[str, list[Any]]:
                 data = self._by_hash_or_path(release, base, entry)
                 summary: dict[str, list[Any]] = {}
-                for pkg in deb.parse_packages(
-                    decompress(data, entry.path, redact_url(url)), url
-                ):
+                for pkg in deb.parse_packages(decompress(data, entry.path, redact_url(url)), url):
                     old = summary.get(pkg.name)
                     if old is None or version_compare(pkg.version, old[0]) > 0:
                         summary[pkg.name] = [pkg.version, list(pkg.provides)]
@@ -155,12 +161,24 @@ class Reader:
                     return {path: list(names) for path, names in owners.items()}
 
                 tag = hashlib.sha256("\n".join(paths).encode()).hexdigest()[:16]
+                bad = self.fetcher.cache / "parsed" / f"contents-bad-{found.sha256}"
+                if self._recently_bad(bad):
+                    notes.append(
+                        f"{found.path} not read: {bad.read_text().strip()} (known since "
+                        f"{time.strftime('%H:%M', time.localtime(bad.stat().st_mtime))}; "
+                        f"retried after {BAD_CONTENTS_RETRY // 3600} h)"
+                    )
+                    continue
                 try:
                     owners = self._summary(f"{found.sha256}-{tag}", "contents", scan)
                 except ArchiveError as exc:
                     # Contents only tells who ships a file; a broken one leaves the
-                    # files unchecked (said so), the packages and versions stand.
+                    # files unchecked (said so), the packages and versions stand. A mirror
+                    # whose Contents does not match its InRelease stays so for hours:
+                    # remembered, so each run does not download 40 MB to learn it again.
                     notes.append(f"{found.path} not read: {exc.message}")
+                    if not self.fetcher.network.offline:
+                        write_file_atomic(bad, exc.message.encode())
                     continue
                 file_index = True
                 for path, names in owners.items():
