@@ -44,7 +44,7 @@ class ReleaseInfo:
         if not self.by_hash:
             return base + entry.path
         folder = entry.path.rpartition("/")[0]
-        return f"{base}{folder}/by-hash/SHA256/{entry.sha256}"
+        return f"{base}{folder + '/' if folder else ''}by-hash/SHA256/{entry.sha256}"
 
     def pick(self, stem: str) -> IndexFile | None:
         """The best-compressed variant of `stem` (main/binary-amd64/Packages) the Release lists."""

@@ -147,42 +147,44 @@ class Reader:
                 return summary
 
             self._merge("apt", versions, provides, self._summary(entry.sha256, "packages", parse))
-            if not paths:
+        # Debian keeps Contents per component, Ubuntu one per suite: read whichever
+        # the Release lists (both arch-specific and arch: all).
+        contents = [f"{c}/Contents-{a}" for c in source.components for a in (deb.ARCH, "all")]
+        contents += [f"Contents-{a}" for a in (deb.ARCH, "all")]
+        for stem in contents if paths else ():
+            found = release.pick(stem)
+            if found is None:
                 continue
-            for arch in (deb.ARCH, "all"):
-                found = release.pick(f"{component}/Contents-{arch}")
-                if found is None:
-                    continue
-                curl = base + found.path
+            curl = base + found.path
 
-                def scan(found: deb.IndexFile = found, curl: str = curl) -> dict[str, list[str]]:
-                    data = self._by_hash_or_path(release, base, found)
-                    owners = deb.contents_from(data, found.path, redact_url(curl), paths)
-                    return {path: list(names) for path, names in owners.items()}
+            def scan(found: deb.IndexFile = found, curl: str = curl) -> dict[str, list[str]]:
+                data = self._by_hash_or_path(release, base, found)
+                owners = deb.contents_from(data, found.path, redact_url(curl), paths)
+                return {path: list(names) for path, names in owners.items()}
 
-                tag = hashlib.sha256("\n".join(paths).encode()).hexdigest()[:16]
-                bad = self.fetcher.cache / "parsed" / f"contents-bad-{found.sha256}"
-                if self._recently_bad(bad):
-                    notes.append(
-                        f"{found.path} not read: {bad.read_text().strip()} (known since "
-                        f"{time.strftime('%H:%M', time.localtime(bad.stat().st_mtime))}; "
-                        f"retried after {BAD_CONTENTS_RETRY // 3600} h)"
-                    )
-                    continue
-                try:
-                    owners = self._summary(f"{found.sha256}-{tag}", "contents", scan)
-                except ArchiveError as exc:
-                    # Contents only tells who ships a file; a broken one leaves the
-                    # files unchecked (said so), the packages and versions stand. A mirror
-                    # whose Contents does not match its InRelease stays so for hours:
-                    # remembered, so each run does not download 40 MB to learn it again.
-                    notes.append(f"{found.path} not read: {exc.message}")
-                    if not self.fetcher.network.offline:
-                        write_file_atomic(bad, exc.message.encode())
-                    continue
-                file_index = True
-                for path, names in owners.items():
-                    files.setdefault(path, set()).update(names)
+            tag = hashlib.sha256("\n".join(paths).encode()).hexdigest()[:16]
+            bad = self.fetcher.cache / "parsed" / f"contents-bad-{found.sha256}"
+            if self._recently_bad(bad):
+                notes.append(
+                    f"{found.path} not read: {bad.read_text().strip()} (known since "
+                    f"{time.strftime('%H:%M', time.localtime(bad.stat().st_mtime))}; "
+                    f"retried after {BAD_CONTENTS_RETRY // 3600} h)"
+                )
+                continue
+            try:
+                owners = self._summary(f"{found.sha256}-{tag}", "contents", scan)
+            except ArchiveError as exc:
+                # Contents only tells who ships a file; a broken one leaves the
+                # files unchecked (said so), the packages and versions stand. A mirror
+                # whose Contents does not match its InRelease stays so for hours:
+                # remembered, so each run does not download 40 MB to learn it again.
+                notes.append(f"{found.path} not read: {exc.message}")
+                if not self.fetcher.network.offline:
+                    write_file_atomic(bad, exc.message.encode())
+                continue
+            file_index = True
+            for path, names in owners.items():
+                files.setdefault(path, set()).update(names)
         return RepoIndex(
             source,
             versions,
