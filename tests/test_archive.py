@@ -99,6 +99,7 @@ def debian13_archive(root: Path, signer: Signer, workspace: Path, *, drop: str =
 @pytest.fixture
 def ws(workspace: Path, server: Served, signer: Signer, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("SEVIMG_CACHE", str(workspace / ".cache"))
+    monkeypatch.delenv("SEVIMG_OFFLINE")
     point_at(workspace, server.url, signer.keyring)
     debian13_archive(server.root, signer, workspace)
     return workspace
@@ -188,6 +189,37 @@ def test_drift_fails_and_update_writes_it_keeping_comments(cli: CliFn, ws: Path)
         'qemu: "10.0.12"  # was checked', 'qemu: "10.0.13"  # was checked'
     )
     assert cli("validate", "debian-13").code == 0
+
+
+def test_new_fills_in_versions_and_warns_about_what_is_missing(cli: CliFn, ws: Path) -> None:
+    run = cli("new", "debian-77", "--codename", "trixie", "--no-render")
+    assert run.code == 0, run.output
+    text = (ws / "images/debian-77.yaml").read_text()
+    assert 'kernel: "6.12.118"' in text and 'qemu: "10.0.13"' in text
+    # trixie alone has no ovmf-amdsev: the certification failure, before any build.
+    assert "archive: error: host: package 'ovmf-amdsev' is in no repository" in run.output
+    assert f"SEV firmware {FIRMWARE} is not in ovmf-amdsev" in run.output
+    assert "fix what the archive lacks" in run.output
+    assert cli("validate", "debian-77").code == 0
+
+
+def test_new_offline_says_it_could_not_check(
+    cli: CliFn, ws: Path, server: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = cli("new", "debian-77", "--codename", "trixie", "--no-render", "--offline")
+    assert run.code == 0, run.output
+    assert "archive: could not check the release's archive: offline" in run.output
+    assert "versions:" not in (ws / "images/debian-77.yaml").read_text()
+    assert not server.requests
+
+
+def test_new_with_an_unreachable_archive_says_so(cli: CliFn, ws: Path) -> None:
+    (ws / "sevimg.local.yaml").write_text(
+        "schema_version: 1\nmirrors:\n  debian:\n    url: http://127.0.0.1:9/debian\n"
+    )
+    run = cli("new", "debian-77", "--codename", "trixie", "--no-render")
+    assert run.code == 0, run.output
+    assert "archive: could not check the release's archive: cannot reach 127.0.0.1:9" in run.output
 
 
 @pytest.mark.parametrize(
