@@ -432,3 +432,43 @@ def test_update_adds_missing_keys_and_blocks() -> None:
     )
     doc2 = load_text(new, path=Path("x.yaml"), display="x.yaml")
     assert updated_text(doc2, new, {"ovmf": "20260101"}).count('  ovmf: "20260101"\n') == 1
+
+
+def test_rpm_release_through_the_cli(
+    cli: CliFn, workspace: Path, server: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SEVIMG_CACHE", str(workspace / ".cache"))
+    (workspace / "sevimg.local.yaml").write_text(
+        f"schema_version: 1\nmirrors:\n  fedora:\n    url: {server.url}/fedora\n"
+    )
+    specs, problems = resolve_all(load_catalog(Workspace(workspace)).get("fedora-44"))
+    assert not problems
+    names = {p for spec in specs for p in spec.packages}
+    firmware = "/usr/share/edk2/ovmf/OVMF.amdsev.fd"
+    base = server.root / "fedora/linux"
+    write_rpm_repo(
+        base / "releases/44/Everything/x86_64/os",
+        {n: "1.0-1.fc44" for n in names} | {"kernel": "6.19.3-300.fc44"},
+        {firmware: ["edk2-ovmf"], QEMU: ["qemu-system-x86-core"]},
+    )
+    # updates carries a newer kernel and QEMU: the build would get those.
+    write_rpm_repo(
+        base / "updates/44/Everything/x86_64",
+        {
+            "kernel": "6.19.10-300.fc44",
+            "qemu-system-x86-core": "2:10.2.1-2.fc44",
+            "edk2-ovmf": "20251119-3.fc44",
+        },
+        {firmware: ["edk2-ovmf"]},
+    )
+    code, data = as_json(cli, "fedora-44")
+    host = next(r for r in data["releases"][0]["reports"] if r["role"] == "host")
+    got = {c["kind"]: c["upstream"] for c in host["components"]}
+    assert got == {"kernel": "6.19.10", "qemu": "10.2.1", "ovmf": "20251119", "systemd": "1.0"}
+    assert {f["what"]: f["owners"] for f in host["files"]} == {
+        "SEV firmware": ["edk2-ovmf"],
+        "QEMU binary": ["qemu-system-x86-core"],
+    }
+    # fedora-44 declares kernel 6.19 and QEMU 10.2: the archive has moved on.
+    assert code == 1
+    assert any("declares 10.2, the archive has 10.2.1" in e for e in host["errors"])

@@ -33,7 +33,7 @@ class Outcome:
 
 def _hint404(entry: Entry) -> str:
     records = entry.records
-    if records is None or records.release.archived:
+    if records is None or records.release.archived or records.release.status == "prerelease":
         return ""
     if url := records.distro.mkosi.archive_mirror:
         return (

@@ -83,14 +83,13 @@ def _rpm_main(spec: ImageSpec, entry: Entry, local: LocalConfig) -> list[Source]
             hint="add repository.url and repository.repodata (paths below it, with {release})",
         )
     origin = entry.distro_doc.display
-    return [
-        Source(
-            "rpm",
-            f"{mirror.rstrip('/')}/{path.format(release=spec.mkosi_release).strip('/')}",
-            origin=origin,
-        )
-        for path in paths
-    ]
+    found = []
+    for path in paths:
+        where = path.replace("{release}", spec.mkosi_release)
+        if "://" not in where:  # below the mirror; a full URL (EPEL) stays as written
+            where = f"{mirror.rstrip('/')}/{where.strip('/')}"
+        found.append(Source("rpm", where, origin=origin))
+    return found
 
 
 def sources_for(spec: ImageSpec, entry: Entry, local: LocalConfig) -> tuple[Source, ...]:
