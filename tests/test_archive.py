@@ -448,7 +448,7 @@ def test_rpm_release_through_the_cli(
     base = server.root / "fedora/linux"
     write_rpm_repo(
         base / "releases/44/Everything/x86_64/os",
-        {n: "1.0-1.fc44" for n in names} | {"kernel": "6.19.3-300.fc44"},
+        dict.fromkeys(names, "1.0-1.fc44") | {"kernel": "6.19.3-300.fc44"},
         {firmware: ["edk2-ovmf"], QEMU: ["qemu-system-x86-core"]},
     )
     # updates carries a newer kernel and QEMU: the build would get those.
