@@ -8,6 +8,7 @@ The result is parsed again before it is written (atomically).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 
@@ -74,8 +75,12 @@ def update_file(doc: Document, versions: Mapping[str, str]) -> bool:
     """Write `versions` into the release file of `doc`; False when nothing changed."""
     try:
         text = doc.path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SevimgError(f"cannot read {doc.display}: {exc.strerror or exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SevimgError(
+            f"cannot read {doc.display}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
+    if hashlib.sha256(text.encode()).hexdigest() != doc.sha256:
+        raise SevimgError(f"{doc.display} changed while sevimg read it; nothing written, run again")
     new = updated_text(doc, text, versions)
     if new == text:
         return False

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import click
 
-from sevimg.cli.base import err, handle_errors, out, print_problems
+from sevimg.cli.base import err, handle_errors, out
 from sevimg.cli.group import Context, main, pass_ctx
 from sevimg.cli.params import ImageName
 from sevimg.problems import SevimgError
@@ -146,6 +145,5 @@ def archive(
             if o.failure
             or any(m for r in o.reports for m in r.errors if "`sevimg archive --update`" not in m)
         ]
-    print_problems(())
-    if failed and os.environ.get("SEVIMG_ARCHIVE_NEVER_FAIL") is None:
+    if failed:
         raise SystemExit(1)
