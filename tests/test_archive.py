@@ -472,3 +472,18 @@ def test_rpm_release_through_the_cli(
     # fedora-44 declares kernel 6.19 and QEMU 10.2: the archive has moved on.
     assert code == 1
     assert any("declares 10.2, the archive has 10.2.1" in e for e in host["errors"])
+
+
+def test_a_mirror_password_is_never_shown(
+    cli: CliFn, ws: Path, server: Served, signer: Signer
+) -> None:
+    debian13_archive(server.root, signer, ws, drop="avahi-daemon")
+    local = ws / "sevimg.local.yaml"
+    local.write_text(
+        local.read_text().replace("http://127.0.0.1", "http://builder:s3cret@127.0.0.1")
+    )
+    for args in (("debian-13",), ("debian-13", "--json")):
+        run = cli("archive", *args)
+        assert run.code == 1
+        assert "package 'avahi-daemon' is in no repository" in run.output
+        assert "s3cret" not in run.output and "***@127.0.0.1" in run.output

@@ -19,6 +19,7 @@ from sevimg.build.settings import LocalConfig
 from sevimg.catalog.index import Entry
 from sevimg.catalog.spec import ImageSpec
 from sevimg.problems import SevimgError
+from sevimg.redact import redact_url
 
 
 @dataclass(frozen=True)
@@ -35,10 +36,11 @@ class Source:
 
     @property
     def label(self) -> str:
-        """How messages name it."""
+        """How messages name it (never with a mirror's password)."""
+        url = redact_url(self.url)
         if self.kind == "apt":
-            return f"{self.url.rstrip('/')} {self.suite} {'/'.join(self.components)}"
-        return self.url
+            return f"{url.rstrip('/')} {self.suite} {'/'.join(self.components)}"
+        return url
 
 
 def _apt_main(spec: ImageSpec, entry: Entry, local: LocalConfig) -> list[Source]:
