@@ -487,3 +487,27 @@ def test_a_mirror_password_is_never_shown(
         assert run.code == 1
         assert "package 'avahi-daemon' is in no repository" in run.output
         assert "s3cret" not in run.output and "***@127.0.0.1" in run.output
+
+
+def test_a_distribution_without_repodata_is_reported_not_checked(
+    cli: CliFn, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SEVIMG_CACHE", str(workspace / ".cache"))
+    code, data = as_json(cli, "opensuse-tumbleweed")
+    (release,) = data["releases"]
+    assert code == 0 and data["requests"] == 0
+    assert "gives no `repository: {url, repodata}`" in release["skipped"]
+    run = cli("archive", "opensuse-tumbleweed")
+    assert "not checked" in run.output
+
+
+def test_rawhide_reads_the_development_tree(
+    cli: CliFn, workspace: Path, server: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SEVIMG_CACHE", str(workspace / ".cache"))
+    (workspace / "sevimg.local.yaml").write_text(
+        f"schema_version: 1\nmirrors:\n  fedora:\n    url: {server.url}/fedora\n"
+    )
+    cli("archive", "fedora-rawhide")
+    asked = {path for path, _, _ in server.requests}
+    assert asked == {"/fedora/linux/development/rawhide/Everything/x86_64/os/repodata/repomd.xml"}

@@ -11,7 +11,14 @@ from rich.text import Text
 
 from sevimg.archive.run import Outcome
 
-_STYLE = {"ok": "green", "warn": "yellow", "FAIL": "bold red", "fail": "bold red", "drift": "red"}
+_STYLE = {
+    "ok": "green",
+    "warn": "yellow",
+    "not checked": "yellow",
+    "FAIL": "bold red",
+    "fail": "bold red",
+    "drift": "red",
+}
 
 
 def rows(outcome: Outcome) -> Iterator[tuple[str, str, str, str, str, str]]:
@@ -42,6 +49,8 @@ def rows(outcome: Outcome) -> Iterator[tuple[str, str, str, str, str, str]]:
         yield (outcome.image, report.role, "packages", found, "", "FAIL" if missing else "ok")
     if outcome.failure:
         yield (outcome.image, "", "archive", outcome.failure, "", "FAIL")
+    if outcome.skipped:
+        yield (outcome.image, "", "archive", outcome.skipped, "", "not checked")
 
 
 def table(outcomes: Sequence[Outcome]) -> Table:

@@ -6,10 +6,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sevimg.archive.check import RoleReport, check_role
-from sevimg.archive.compress import ArchiveError
 from sevimg.archive.fetch import Fetcher
 from sevimg.archive.read import Reader
-from sevimg.archive.sources import sources_for
+from sevimg.archive.sources import NotCovered, sources_for
 from sevimg.build.settings import LocalConfig
 from sevimg.catalog.index import Entry
 from sevimg.catalog.resolve import resolve_all
@@ -24,6 +23,7 @@ class Outcome:
     reports: tuple[RoleReport, ...] = ()
     failure: str = ""  # the error that stopped the reading (unreachable, bad signature, ...)
     hint: str = ""
+    skipped: str = ""  # why it was not checked (the catalog names no repositories for it)
 
     @property
     def ok(self) -> bool:
@@ -59,7 +59,9 @@ def check_entry(entry: Entry, local: LocalConfig, reader: Reader) -> Outcome:
             )
             indexes = [reader.read(source, paths, hint404=_hint404(entry)) for source in sources]
             reports.append(check_role(spec, entry.family, indexes))
-    except ArchiveError as exc:
+    except NotCovered as exc:
+        return Outcome(entry.image, skipped=exc.message)
+    except SevimgError as exc:  # ArchiveError, and sources the catalog cannot give
         return Outcome(entry.image, tuple(reports), exc.message, exc.hint)
     return Outcome(entry.image, tuple(reports))
 

@@ -22,6 +22,10 @@ from sevimg.problems import SevimgError
 from sevimg.redact import redact_url
 
 
+class NotCovered(SevimgError):
+    """The catalog does not say where this distribution's repositories are."""
+
+
 @dataclass(frozen=True)
 class Source:
     """One repository to read: an apt suite (with components) or an rpm-md baseurl."""
@@ -77,9 +81,12 @@ def _apt_main(spec: ImageSpec, entry: Entry, local: LocalConfig) -> list[Source]
 def _rpm_main(spec: ImageSpec, entry: Entry, local: LocalConfig) -> list[Source]:
     repository: Any = entry.distro_doc.data.get("repository") or {}
     paths = repository.get("repodata") or []
+    development = (entry.distro_doc.data.get("mkosi") or {}).get("prerelease_codename")
+    if spec.mkosi_release == development and repository.get("repodata_prerelease"):
+        paths = repository["repodata_prerelease"]
     mirror = spec.mirror or local.rpm_mirrors.get(spec.mkosi_distribution) or repository.get("url")
     if not paths or not mirror:
-        raise SevimgError(
+        raise NotCovered(
             f"{entry.image}: images/{entry.distro}.yaml gives no `repository: {{url, repodata}}`: "
             "sevimg does not know where its rpm-md repositories are",
             hint="add repository.url and repository.repodata (paths below it, with {release})",
