@@ -79,9 +79,13 @@ def test_jobs_do_what_the_release_process_needs(catalog: Catalog) -> None:
     assert on["push"] == {"branches": ["main"], "tags": ["v*"]}
     assert data["permissions"] == {"contents": "read"}
     jobs = data["jobs"]
-    assert set(jobs) == {"check", "build", "publish"}
+    assert set(jobs) == {"check", "build", "publish", "archive"}
 
     assert ".venv/bin/sevimg ci --check" in runs(jobs["check"])
+    # Builds never run on the weekly schedule: only the archive check does.
+    assert on["schedule"] == [{"cron": ci.ARCHIVE_CRON}]
+    assert "workflow_dispatch" in on
+    assert jobs["check"]["if"] == "github.event_name != 'schedule'"
 
     build = jobs["build"]
     assert build["needs"] == "check"
@@ -119,6 +123,14 @@ def test_jobs_do_what_the_release_process_needs(catalog: Catalog) -> None:
         "GITHUB_TOKEN": "${{ secrets.GITHUB_TOKEN }}",
         "TAG": "${{ github.ref_type == 'tag' && github.ref_name || 'devel' }}",
     }
+    archive = jobs["archive"]
+    assert "github.event_name == 'schedule'" in archive["if"]
+    assert "github.event_name == 'workflow_dispatch'" in archive["if"]
+    assert "needs" not in archive and "permissions" not in archive
+    script = runs(archive)
+    assert '.venv/bin/sevimg archive --all --markdown "$GITHUB_STEP_SUMMARY"' in script
+    assert "gpgv" in script
+
     # The token reaches only the publish step.
     assert ci.generate(catalog).text.count("secrets.") == 1
 

@@ -38,6 +38,10 @@ KINDS = {tokenize.STRING, tokenize.NAME, getattr(tokenize, "FSTRING_MIDDLE", tok
 
 # (file below src/, the literal's text) → why it may name a distribution.
 ALLOWED: dict[tuple[str, str], str] = {
+    # python-debian's import name: the deb822 reader, not a distribution fact.
+    ("sevimg/archive/deb.py", "debian"): "python-debian's module name (deb822 indexes)",
+    ("sevimg/archive/read.py", "debian"): "python-debian's module name (version comparison)",
+    ("sevimg/archive/read.py", "debian_support"): "python-debian's module name",
     ("sevimg/build/builder.py", "debian"): "mkosi's default tools tree (ToolsTreeDistribution=)",
     ("sevimg/build/builder.py", "trixie"): "mkosi's default tools tree (ToolsTreeRelease=)",
     # The build machine, not the catalog: which host package manager can

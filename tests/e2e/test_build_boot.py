@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -159,3 +160,30 @@ def test_missing_package_gives_a_clear_error_and_no_artifact(built: E2E, tmp_pat
     assert f"full log: {out / 'logs' / 'guest-debian-13.log'}" in proc.stderr
     assert not list(out.glob("*.efi")) and not (out / "SHA256SUMS").exists()
     assert json.dumps([]) == json.dumps([p.name for p in out.glob("*.partial")])
+
+
+def archive_matches_manifests(archive_json: dict[str, object], out: Path) -> list[str]:
+    """Where `sevimg archive --json` and the built manifests disagree about a component."""
+    wrong: list[str] = []
+    releases: Any = archive_json["releases"]
+    for manifest_path in sorted(out.glob("*.manifest.json")):
+        manifest = load_manifest(manifest_path)
+        installed = {p.name: p.version for p in manifest.packages}
+        release = next(r for r in releases if r["image"] == manifest.image)
+        report = next(r for r in release["reports"] if r["role"] == manifest.role)
+        for component in report["components"]:
+            got = installed.get(component["package"])
+            if got != component["version"]:
+                wrong.append(
+                    f"{manifest.image} {manifest.role}: {component['package']} archive "
+                    f"{component['version']}, built {got}"
+                )
+    return wrong
+
+
+def test_archive_predicts_what_the_build_installed(built: E2E) -> None:
+    """`sevimg archive` reads the same repositories: its versions are the installed ones."""
+    proc = built.sevimg("archive", "--json", "debian-13", "debian-forky", timeout=1800)
+    assert "Traceback" not in proc.stderr
+    data = json.loads(proc.stdout)
+    assert archive_matches_manifests(data, built.out) == []

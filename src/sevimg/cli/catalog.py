@@ -366,6 +366,12 @@ def render_images(
     "(Fedora rawhide, Debian testing; Ubuntu: pass the development series as --codename).",
 )
 @click.option("--no-render", is_flag=True, help="Only write the YAML file.")
+@click.option(
+    "--offline",
+    is_flag=True,
+    envvar="SEVIMG_OFFLINE",
+    help="Do not read the release's archive (versions stay to be declared by hand).",
+)
 @mkosi_version_option
 @pass_ctx
 @handle_errors
@@ -376,12 +382,16 @@ def new(
     codename: str | None,
     prerelease: bool,
     no_render: bool,
+    offline: bool,
     mkosi_version: str | None,
 ) -> None:
     """Start a new release file images/DISTRO-RELEASE.yaml, then validate and render it.
 
     The file holds only what the distribution's defaults cannot: release,
     codename and status (plus, with --from, that release's own overrides).
+    When the release's archive can be read (`sevimg archive`), the kernel,
+    QEMU and OVMF versions it carries are written in, and missing packages or
+    a missing SEV firmware file are reported.
     """
     catalog = ctx.catalog
     made = new_release(
@@ -408,6 +418,13 @@ def new(
         problems = list(checked[0].problems)
         if has_errors(problems):
             raise SevimgError(f"{display} does not validate", problems)
+        from sevimg.archive.onboard import check_new  # noqa: PLC0415 - httpx only for `new`
+
+        asked = check_new(ctx.catalog, made.image, offline=offline)
+        if asked.versions:
+            ctx._catalog = None  # the file now declares versions
+            checked, _ = check_catalog(ctx.catalog, [made.image])
+            problems = list(checked[0].problems)
         written = (
             []
             if no_render
@@ -421,10 +438,30 @@ def new(
     for path, image_id in written:
         out.print(f"wrote {path}  ({image_id})", markup=False)
     print_problems(p for p in problems if not p.is_error)
+    if asked.checked:
+        shown = ", ".join(f"{k} {v}" for k, v in asked.versions.items()) or "none found"
+        out.print(f"archive: versions from the release's repositories: {shown}", markup=False)
+        for message in asked.errors:
+            err.print(f"archive: error: {message}", style="red", markup=False)
+        for message in asked.warnings:
+            err.print(f"archive: warning: {message}", style="yellow", markup=False)
+    else:
+        err.print(f"archive: could not check the release's archive: {asked.reason}", markup=False)
     out.print("\nNext:", style="bold")
+    first = (
+        f"review the `versions:` read from the archive in {display}"
+        if asked.versions
+        else f"declare `versions:` (kernel, qemu, ovmf) in {display} from the release's repositories, so the SEV floors are checked"
+    )
+    fix = (
+        f"fix what the archive lacks (above): `host:`/`guest:` add_packages or remove_packages, or an extra repository, in {display}"
+        if asked.errors
+        else f"check package names against the release's archive; add `host:`/`guest:` add_packages or remove_packages where they differ from images/{made.image.partition('-')[0]}.yaml"
+    )
     steps = [
-        f"declare `versions:` (kernel, qemu, ovmf) in {display} from the release's repositories, so the SEV floors are checked",
-        f"check package names against the release's archive; add `host:`/`guest:` add_packages or remove_packages where they differ from images/{made.image.partition('-')[0]}.yaml",
+        first,
+        fix,
+        f"sevimg archive {made.image}",
         f"sevimg validate {made.image}",
         f"sevimg build {made.image}",
     ]

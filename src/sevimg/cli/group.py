@@ -37,6 +37,9 @@ class Listed:
 
 
 COMMANDS: dict[str, Listed] = {
+    "archive": Listed(
+        "archive", "Check IMAGES (or --all) against their distributions' real repositories."
+    ),
     "build": Listed(
         "build",
         "Build IMAGES (or --all) with mkosi: out/<role>-<image>.efi, manifests, SHA256SUMS.",

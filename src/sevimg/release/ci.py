@@ -30,6 +30,7 @@ from sevimg.release.plan import DEVEL_TAG
 WORKFLOW_PATH = PurePosixPath(".github/workflows/build-and-release.yml")
 MKOSI_VERSION = OLDEST_MKOSI  # what the workflow installs
 RUNNER = "ubuntu-24.04"
+ARCHIVE_CRON = "17 5 * * 1"  # Mondays 05:17 UTC: off the hour, as GitHub asks of schedules
 PYTHON_VERSION = "3.12"
 ARTIFACT_PREFIX = "out-"
 
@@ -152,6 +153,9 @@ def render(entries: Sequence[MatrixEntry], skipped: Sequence[tuple[str, int]] = 
     add('    tags: ["v*"]')
     add("  pull_request:")
     add("  workflow_dispatch:")
+    add("  # Weekly: do the archives still carry what the catalog declares? (the `archive` job)")
+    add("  schedule:")
+    add(f"    - cron: {_q(ARCHIVE_CRON)}")
     add("")
     add("permissions:")
     add("  contents: read")
@@ -164,12 +168,30 @@ def render(entries: Sequence[MatrixEntry], skipped: Sequence[tuple[str, int]] = 
     add("jobs:")
     add("  check:")
     add("    name: workflow matches the catalog")
+    add("    if: github.event_name != 'schedule'")
     add(f"    runs-on: {RUNNER}")
     add("    timeout-minutes: 15")
     add("    steps:")
     _setup_steps(add)
     add("      - name: Check this workflow against images/")
     add("        run: .venv/bin/sevimg ci --check")
+    add("")
+    add("  archive:")
+    add("    name: the archives still carry what the catalog declares")
+    add("    # Scheduled and on demand; fails when a release no longer meets the SEV floors,")
+    add("    # a package vanished, a firmware file is gone, or a declared version drifted.")
+    add("    if: github.event_name == 'schedule' || github.event_name == 'workflow_dispatch'")
+    add(f"    runs-on: {RUNNER}")
+    add("    timeout-minutes: 30")
+    add("    steps:")
+    _setup_steps(add)
+    add("      - name: Install gpgv and the archive keyrings the build uses")
+    add("        run: |")
+    add("          sudo apt-get update -qq")
+    add("          sudo apt-get install -y -qq --no-install-recommends debian-archive-keyring")
+    add("          sudo apt-get install -y -qq --no-install-recommends gpgv")
+    add("      - name: Check every release against its repositories")
+    add('        run: .venv/bin/sevimg archive --all --markdown "$GITHUB_STEP_SUMMARY"')
     add("")
     add("  build:")
     add("    name: build ${{ matrix.image }} (${{ matrix.roles }})")
