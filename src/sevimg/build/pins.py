@@ -172,8 +172,11 @@ def wheel_files(pin: ToolPin, data: bytes) -> dict[str, bytes]:
         for info in infos:
             name = info.filename
             parts = name.split("/")
-            if name.startswith("/") or "\\" in name or ".." in parts or (
-                name and not all(_WHEEL_PART.fullmatch(p) for p in parts if p)
+            if (
+                name.startswith("/")
+                or "\\" in name
+                or ".." in parts
+                or (name and not all(_WHEEL_PART.fullmatch(p) for p in parts if p))
             ):
                 raise SevimgError(
                     f"{what}: the wheel holds {name!r}, not a plain path inside it; not used"
@@ -226,9 +229,7 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, what: str) -> 
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, zlib.error) as exc:
         raise SevimgError(f"{what}: {info.filename} is damaged in the wheel ({exc})") from None
     if len(content) > MAX_WHEEL_MEMBER:
-        raise SevimgError(
-            f"{what}: {info.filename} is larger than {MAX_WHEEL_MEMBER // 2**20} MiB"
-        )
+        raise SevimgError(f"{what}: {info.filename} is larger than {MAX_WHEEL_MEMBER // 2**20} MiB")
     return content
 
 

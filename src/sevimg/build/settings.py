@@ -171,7 +171,9 @@ def _pin_problems(doc: Document, pins: Sequence[ToolPin]) -> list[Problem]:
         if pin.is_library:
             if not pin.member:
                 problems.append(
-                    doc.problem(base, "format: wheel needs `member:` (the package folder to install)")
+                    doc.problem(
+                        base, "format: wheel needs `member:` (the package folder to install)"
+                    )
                 )
                 continue
             if reason := _package_problem(pin.member):

@@ -9,10 +9,10 @@ it out. Writing trees to disk is :mod:`sevimg.render.write`'s job.
 from __future__ import annotations
 
 import importlib.resources
-from importlib.resources.abc import Traversable
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib.resources.abc import Traversable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
