@@ -157,7 +157,7 @@ def wheel_files(pin: ToolPin, data: bytes) -> dict[str, bytes]:
     pinned one is refused with a message naming it.
     """
     what = f"{pin.name} {pin.version}"
-    package = pin.member or pin.name
+    package = pin.package
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
@@ -437,7 +437,7 @@ def python_libraries(
         return folder
     tree_files: list[File] = []
     for pin in wheels:
-        base = PurePosixPath(pin.member or pin.name)
+        base = PurePosixPath(pin.package)
         for name, content in wheel_files(pin, fetch(pin, cache_dir, tools_dir, proxy)).items():
             tree_files.append(File(base / name, content, 0o644))
     tree_files.append(File(PurePosixPath(".complete"), b"", 0o644))

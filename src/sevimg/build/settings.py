@@ -52,6 +52,11 @@ class ToolPin:
     install: str = ""
 
     @property
+    def package(self) -> str:
+        """A wheel's package folder: `member` (/sevsnpmeasure) without its slash."""
+        return (self.member or self.name).strip("/")
+
+    @property
     def is_library(self) -> bool:
         """A pure-Python wheel: unpacked as a package folder, not installed as a program."""
         return self.format == "wheel"
@@ -65,7 +70,7 @@ class ToolPin:
     def target(self) -> str:
         """Where the program (a wheel: its package folder) is installed in the image."""
         if self.is_library:
-            return f"{self.install or PYTHON_DIR}/{self.member or self.name}"
+            return f"{self.install or PYTHON_DIR}/{self.package}"
         return self.install or f"{DEFAULT_INSTALL_DIR}/{self.name}"
 
 
@@ -130,10 +135,10 @@ def install_problem(target: str, *, library: bool = False) -> str | None:
     return None
 
 
-def _package_problem(member: str) -> str | None:
-    """Why `member` is not a Python package folder name, or None."""
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", member):
-        return "is not a Python package name (letters, digits and _)"
+def _package_problem(package: str) -> str | None:
+    """Why `package` is not a Python package folder name, or None."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", package):
+        return "is not a top-level package folder of the wheel, such as /sevsnpmeasure"
     return None
 
 
@@ -176,10 +181,10 @@ def _pin_problems(doc: Document, pins: Sequence[ToolPin]) -> list[Problem]:
                     )
                 )
                 continue
-            if reason := _package_problem(pin.member):
+            if reason := _package_problem(pin.package):
                 problems.append(doc.problem((*base, "member"), f"{pin.member!r} {reason}"))
                 continue
-        elif pin.member and (reason := path_problem(pin.member)):
+        if pin.member and (reason := path_problem(pin.member)):
             problems.append(doc.problem((*base, "member"), f"{pin.member!r} {reason}"))
         path, what = where(pin)
         target = pin.install if "install" in raw.get(pin.name, {}) else pin.target
