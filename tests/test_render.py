@@ -146,3 +146,26 @@ def test_host_script_launches_like_sevimg_run(catalog: Catalog) -> None:
         '"sev-snp-guest,id=sev0,cbitpos=${cbitpos},reduced-phys-bits=1,kernel-hashes=on"' in script
     )
     assert '"-machine" \\\n    "q35"' in script
+
+
+def test_hosts_carry_sevimg_cert_byte_for_byte(catalog: Catalog) -> None:
+    source = REPO / "src" / "sevimg_cert"
+    expected = {
+        p.relative_to(source).as_posix(): p.read_bytes()
+        for p in sorted(source.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    }
+    assert {"__init__.py", "measure.py", "verify.py", "roots/milan/ark.pem"} <= set(expected)
+    folder = "extra/usr/lib/sevimg/python/sevimg_cert/"
+    for image in ("debian-forky", "opensuse-tumbleweed", "fedora-43"):
+        host = render(catalog, image, "host")
+        shipped = {
+            str(f.path).removeprefix(folder): f
+            for f in host.files
+            if str(f.path).startswith(folder)
+        }
+        assert {name: f.content for name, f in shipped.items()} == expected
+        assert {f.mode for f in shipped.values()} == {0o644}
+        assert "python3-cryptography" in mkosi_conf(host)["Content"]["Packages"].split()
+        guest = render(catalog, image, "guest")
+        assert not [f for f in guest.files if "sevimg_cert" in str(f.path)]
