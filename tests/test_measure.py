@@ -16,16 +16,29 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
 
 from sevimg.build import measurement, pins
+from sevimg.build.builder import Builder, BuildSettings
+from sevimg.build.mkosi import Mkosi
 from sevimg.build.settings import ToolPin, load_tool_pins
+from sevimg.catalog.index import Catalog
+from sevimg.catalog.resolve import resolve
 from sevimg.problems import SevimgError
-from sevimg.release import names
-from sevimg.release.manifest import ExpectedMeasurement, Manifest, check_manifest
+from sevimg.release import checksums, names
+from sevimg.release.manifest import (
+    EmbeddedGuest,
+    ExpectedMeasurement,
+    Manifest,
+    check_manifest,
+    load_manifest,
+    write_manifest,
+)
+from sevimg.render.trees import Renderer
 from sevimg.workspace import Workspace
 from tests.conftest import REPO, CliFn
 from tests.e2e.conftest import machine_debian_mirror
@@ -336,3 +349,60 @@ def test_measure_prints_the_host_ovmf_measurement(
     run = cli("measure", "debian-forky", "--from", str(out), "--ovmf", str(plain))
     assert run.code == 1 and "has no SEV metadata: not an AMD SEV build" in run.stderr
     assert "Traceback" not in run.output
+
+
+@pytest.mark.network
+def test_a_host_build_writes_the_measurement_into_both_manifests(
+    catalog: Catalog, tmp_path: Path, library: Path, forky_ovmf: Path
+) -> None:
+    """The builder's own steps after mkosi: measure the embedded guest, publish both manifests."""
+    out = tmp_path / "out"
+    out.mkdir()
+    guest = out / "guest-debian-forky.efi"
+    guest.write_bytes(_uki(b"the guest kernel" * 500))
+    write_manifest(out, _manifest_for(guest, None))
+    built = tmp_path / "mkosi-output" / "host-debian-forky.efi"
+    built.parent.mkdir()
+    firmware = forky_ovmf.read_bytes()
+    built.write_bytes(_uki(b"host kernel", newc([(OVMF_PATH.lstrip("/"), FILE, firmware)])))
+    notes: list[str] = []
+    builder = Builder(
+        BuildSettings(
+            workspace_root=tmp_path,
+            build_dir=tmp_path / "build",
+            out_dir=out,
+            cache_dir=library.parents[1],  # where the library fixture unpacked the pinned wheel
+            mkosi=Mkosi(Path("/nonexistent/mkosi"), "25.3", "test"),  # mkosi itself does not run
+            renderer=Renderer(Workspace(REPO).search_path("templates")),
+            pins=load_tool_pins(Workspace(REPO)),
+        ),
+        report=notes.append,
+    )
+    spec = resolve(catalog.entries["debian-forky"], "host")
+    measured = builder.measure_guest(spec, built, guest)
+    assert measured is not None
+    assert measured.measurement == _cli_measurement(library, forky_ovmf, guest)
+    assert measured.ovmf_sha256 == hashlib.sha256(firmware).hexdigest()
+    builder.publish(spec, built, {}, {}, checksums.sha256_file(guest), measured)
+    host_manifest = load_manifest(out / "host-debian-forky.manifest.json")
+    guest_manifest = load_manifest(out / "guest-debian-forky.manifest.json")
+    assert host_manifest.expected_measurement == guest_manifest.expected_measurement == measured
+    sums = (out / "SHA256SUMS").read_text()
+    assert checksums.sha256_file(out / "guest-debian-forky.manifest.json") in sums
+    # Without the pinned tools (--without-tools) no manifest claims a measurement.
+    bare = Builder(replace(builder.s, with_tools=False), report=notes.append)
+    assert bare.measure_guest(spec, built, guest) is None
+    assert "no expected measurement in the manifests" in notes[-1]
+
+
+def _manifest_for(artifact: Path, guest: EmbeddedGuest | None) -> Manifest:
+    return Manifest.for_artifact(
+        artifact,
+        distro="debian",
+        release="forky",
+        sources=[],
+        mkosi_version="25.3",
+        tools={},
+        packages=[],
+        embedded_guest=guest,
+    )
