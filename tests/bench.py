@@ -3,7 +3,8 @@
     cold      debian-13 guest from an empty cache (tools tree, packages, image)
     no-op     the same build again, nothing changed
     warm      after a one-line YAML change (a kernel command-line token)
-    sizes     guest-debian-13.efi, and host-debian-forky.efi with its guest embedded
+    sizes     guest-debian-13.efi, and host-debian-forky.efi with its guest embedded,
+              against their budgets (36 MB and 200 MB, the certification payload in)
     boot      guest-debian-13 to its readiness marker with `sevimg run --no-sev`
 
     cli       CPU seconds (user + sys, best of --runs) of `sevimg --help` and of
@@ -31,6 +32,8 @@ from pathlib import Path
 from tests.e2e.conftest import MKOSI_VERSION, machine_debian_mirror
 
 REPO = Path(__file__).resolve().parents[1]
+# Issue 10's size budgets, in MB as the build reports them (10**6 bytes).
+BUDGETS_MB = {"guest_debian_13_mb": 36.0, "host_debian_forky_mb": 200.0}
 # mkosi as tools/install-mkosi put it in this checkout's cache.
 ENV = {**os.environ, "SEVIMG_CACHE": str(REPO / ".cache")}
 
@@ -148,12 +151,24 @@ def main() -> None:
     results["boot_to_marker_s"] = float(match.group(1))
     results["boot_accel"] = match.group(2)
 
+    over = []
+    for key, budget in BUDGETS_MB.items():
+        size = results[key]
+        assert isinstance(size, float)
+        name = key.removesuffix("_mb")
+        results[f"{name}_budget_mb"] = budget
+        results[f"{name}_within_budget"] = "yes" if size <= budget else "NO"
+        if size > budget:
+            over.append(f"{name} is {size} MB, over its {budget} MB budget")
+
     show(results)
     target = REPO / "out" / "bench.json"
     target.parent.mkdir(exist_ok=True)
     target.write_text(json.dumps(results, indent=2) + "\n")
     print(f"bench: saved {target}")
     shutil.rmtree(work, ignore_errors=True)
+    if over:
+        sys.exit("bench: " + "; ".join(over))
 
 
 if __name__ == "__main__":

@@ -27,12 +27,18 @@ def test_the_shipped_files_are_valid(workspace: Path) -> None:
     for name in ("sevimg.yaml", "sevimg.local.yaml.example"):
         (workspace / name.removesuffix(".example")).write_text((REPO / name).read_text())
     ws = Workspace(workspace)
-    (snphost,) = load_tool_pins(ws)
+    measure, snphost = load_tool_pins(ws)
     assert (snphost.name, snphost.version, snphost.format, snphost.target) == (
         "snphost",
         "0.7.0",
         "deb",
         "/usr/local/bin/snphost",
+    )
+    assert (measure.name, measure.format, measure.target, measure.roles) == (
+        "sev-snp-measure",
+        "wheel",
+        "/usr/lib/sevimg/python/sevsnpmeasure",
+        ("host",),
     )
     local = load_local(ws)
     assert local.apt_mirrors["debian"].url == "http://deb.debian.org/debian"

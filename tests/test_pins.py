@@ -7,19 +7,25 @@ import gzip
 import hashlib
 import io
 import lzma
+import stat
 import subprocess
+import sys
 import tarfile
 import threading
+import warnings
+import zipfile
 from collections.abc import Callable, Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zstandard
 
 from sevimg.build import pins
-from sevimg.build.settings import ToolPin
+from sevimg.build.settings import ToolPin, load_tool_pins
 from sevimg.problems import SevimgError
+from sevimg.workspace import Workspace
 from tests.conftest import CliFn
 
 PROGRAM = b"#!/bin/sh\necho snphost 0.7.0\n"
@@ -384,3 +390,176 @@ def test_a_bad_pinned_package_fails_the_build_cleanly(
     assert not (cache / "staged-tools" / "guest-debian-13").exists()
     out = workspace / "out"
     assert not [p for p in out.rglob("*") if p.is_file()], "no artifact, log or manifest"
+
+
+# --- format: wheel (a pure-Python library, unpacked as its package folder) ---------------------
+
+WHEEL_LICENSE = b"Apache License 2.0 (test)\n"
+
+
+def make_wheel(
+    extra: list[tuple[zipfile.ZipInfo | str, bytes]] = (),  # type: ignore[assignment]
+    *,
+    version: str = "1.2.3",
+    license_file: bool = True,
+) -> bytes:
+    """A wheel as pip builds them: the package, another top-level folder, and .dist-info."""
+    buffer = io.BytesIO()
+    info = "demo-1.2.3.dist-info"
+    members: list[tuple[zipfile.ZipInfo | str, bytes]] = [
+        ("demo/__init__.py", b"VALUE = 42\n"),
+        ("demo/sub/core.py", b"def f() -> int:\n    return 1\n"),
+        ("demotests/test_x.py", b"assert True\n"),
+        (
+            f"{info}/METADATA",
+            f"Metadata-Version: 2.1\nName: demo\nVersion: {version}\n\nBody: x\n".encode(),
+        ),
+        (f"{info}/entry_points.txt", b"[console_scripts]\ndemo = demo:main\n"),
+        (f"{info}/RECORD", b""),
+        *extra,
+    ]
+    if license_file:
+        members.append((f"{info}/licenses/LICENSE", WHEEL_LICENSE))
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members:
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def wheel_pin(url: str, data: bytes, **extra: object) -> ToolPin:
+    fields: dict[str, object] = {"format": "wheel", "member": "/demo", **extra}
+    return ToolPin(
+        name="demo",
+        version="1.2.3",
+        url=url,
+        sha256=hashlib.sha256(data).hexdigest(),
+        roles=("host",),
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def test_a_wheel_stages_its_package_folder_and_license_only(
+    served: tuple[str, Path, list[str]], tmp_path: Path
+) -> None:
+    base, www, _ = served
+    data = make_wheel()
+    (www / "demo-1.2.3-py3-none-any.whl").write_bytes(data)
+    pin = wheel_pin(f"{base}/demo-1.2.3-py3-none-any.whl", data)
+    assert pin.target == "/usr/lib/sevimg/python/demo"
+    dest = tmp_path / "staged"
+    assert pins.stage([pin], "host", tmp_path / "cache", dest, None, None) == {"demo": pin}
+    folder = dest / "usr/lib/sevimg/python/demo"
+    found = {str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file()}
+    assert found == {
+        f"usr/lib/sevimg/python/demo/{n}"
+        for n in ("__init__.py", "sub/core.py", "LICENSES/LICENSE", "PIN")
+    }  # no demotests/, no .dist-info, no entry-point scripts
+    assert (folder / "LICENSES/LICENSE").read_bytes() == WHEEL_LICENSE
+    assert (folder / "PIN").read_text().split()[:3] == ["demo", "1.2.3", pin.sha256]
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in folder.rglob("*") if p.is_file())
+    # What was staged imports as the package, beside nothing else.
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", "import sys; sys.path.insert(0, sys.argv[1]); import demo.sub.core as c; print(c.f() + 41)", str(dest / "usr/lib/sevimg/python")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.stdout.strip() == "42", proc.stderr
+    # The build machine's copy: the same files, in the cache, importable.
+    library = pins.python_libraries([pin], tmp_path / "cache", None, None)
+    assert library is not None
+    assert (library / "demo/sub/core.py").read_bytes() == (folder / "sub/core.py").read_bytes()
+    assert pins.python_libraries([], tmp_path / "cache", None, None) is None
+
+
+def _symlink(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name)
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info
+
+
+@pytest.mark.parametrize(
+    ("extra", "kwargs", "message"),
+    [
+        ([("/etc/passwd", b"x")], {}, "'/etc/passwd', not a plain path inside it"),
+        ([("../evil.py", b"x")], {}, "'../evil.py', not a plain path inside it"),
+        ([("demo/../../evil.py", b"x")], {}, "not a plain path inside it"),
+        ([("demo\\..\\evil.py", b"x")], {}, "not a plain path inside it"),
+        ([(_symlink("demo/link.py"), b"/etc/shadow")], {}, "demo/link.py is a link in the wheel"),
+        (
+            [("demo/big.py", b"\0" * (pins.MAX_WHEEL_MEMBER + 1))],
+            {},
+            "demo/big.py is larger than 16 MiB",
+        ),
+        ([("demo/__init__.py", b"again\n")], {}, "holds 'demo/__init__.py' twice"),
+        ([], {"version": "9.9.9"}, "the wheel is version 9.9.9, not the pinned 1.2.3"),
+        ([], {"license_file": False}, "carries no license file"),
+    ],
+)
+def test_a_hostile_or_wrong_wheel_is_refused(
+    extra: list[tuple[zipfile.ZipInfo | str, bytes]],
+    kwargs: dict[str, Any],
+    message: str,
+    tmp_path: Path,
+) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name
+        data = make_wheel(extra, **kwargs)
+    pin = wheel_pin("http://127.0.0.1:1/demo.whl", data)
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "tools" / "demo.whl").write_bytes(data)
+    dest = tmp_path / "staged"
+    with pytest.raises(SevimgError) as caught:
+        pins.stage([pin], "host", tmp_path / "cache", dest, tmp_path / "tools", None)
+    assert caught.value.message.startswith("demo 1.2.3: ")
+    assert message in caught.value.message
+    assert not dest.exists(), "nothing staged"
+
+
+def test_a_wheel_without_its_package_or_not_a_zip_is_refused() -> None:
+    data = make_wheel()
+    with pytest.raises(SevimgError, match="the wheel has no Python package other/"):
+        pins.files(wheel_pin("http://x/demo.whl", data, member="/other"), data)
+    with pytest.raises(SevimgError, match=r"demo 1\.2\.3: not a wheel \(zip archive\)"):
+        pins.files(wheel_pin("http://x/demo.whl", b"PK not really"), b"PK not really")
+
+
+def test_a_wheel_with_a_wrong_hash_is_never_unpacked(
+    served: tuple[str, Path, list[str]], tmp_path: Path
+) -> None:
+    base, www, requests = served
+    good = make_wheel()
+    (www / "demo.whl").write_bytes(good + b"tampered")
+    pin = wheel_pin(f"{base}/demo.whl", good)
+    dest = tmp_path / "staged"
+    with pytest.raises(SevimgError, match="does not match the pinned SHA-256 of demo 1.2.3"):
+        pins.stage([pin], "host", tmp_path / "cache", dest, None, None)
+    assert requests == ["/demo.whl"] and not dest.exists()
+    assert not (tmp_path / "cache" / "downloads").exists()
+    with pytest.raises(SevimgError, match="does not match the pinned SHA-256"):
+        pins.python_libraries([pin], tmp_path / "cache", None, None)
+    assert not (tmp_path / "cache" / "python").exists()
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("    format: wheel\n", "format: wheel needs `member:`"),
+        ("    format: wheel\n    member: /demo/sub\n", "is not a top-level package folder"),
+        ("    format: wheel\n    member: demo\n", "is not an absolute path"),
+        (
+            "    format: wheel\n    member: /demo\n    install: /usr/local/bin\n",
+            "install it below /usr/lib/sevimg/python/",
+        ),
+    ],
+)
+def test_a_wheel_pin_is_checked_where_it_is_written(
+    workspace: Path, entry: str, message: str
+) -> None:
+    (workspace / "sevimg.yaml").write_text(
+        "schema_version: 1\ntools:\n  demo:\n"
+        '    version: "1.2.3"\n    url: http://127.0.0.1:1/demo.whl\n'
+        f"    sha256: {'a' * 64}\n{entry}    roles: [host]\n"
+    )
+    with pytest.raises(SevimgError) as caught:
+        load_tool_pins(Workspace(workspace))
+    shown = [str(p) for p in caught.value.problems]
+    assert any(s.startswith("sevimg.yaml:") and message in s for s in shown), shown

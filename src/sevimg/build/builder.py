@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from sevimg import __version__, interrupt, lock
-from sevimg.build import examine, mkosilog, pins, sandbox, uki
+from sevimg.build import examine, measurement, mkosilog, pins, sandbox, uki
 from sevimg.build.mkosi import Mkosi
 from sevimg.build.settings import LocalConfig, ToolPin
 from sevimg.catalog.spec import FamilyFacts, ImageSpec
@@ -28,10 +28,12 @@ from sevimg.problems import SevimgError
 from sevimg.release import checksums, names
 from sevimg.release.manifest import (
     EmbeddedGuest,
+    ExpectedMeasurement,
     Manifest,
     Package,
     SourceFile,
     Tool,
+    load_manifest,
     write_manifest,
 )
 from sevimg.render.trees import GUEST_TREE, File, Renderer, Tree
@@ -349,7 +351,11 @@ class Builder:
                 hint="; ".join(findings.errors) + f" (the rejected image is {rejected})",
             )
 
-        final = self.publish(spec, built, packages, staged, guest_sha)
+        measured = None
+        if spec.role == "host":
+            self.stage(f"{spec.image_id}: computing its guest's expected measurement")
+            measured = self.measure_guest(spec, built, tree / GUEST_TREE / "guest.efi")
+        final = self.publish(spec, built, packages, staged, guest_sha, measured)
         write_file_atomic(
             self.state_dir / f"{spec.image_id}.json",
             json.dumps({"inputs": key, "sha256": checksums.sha256_file(final)}).encode(),
@@ -363,6 +369,39 @@ class Builder:
             self.report(f"{spec.image_id}: warning: {message}")
         return Outcome(spec.image_id, "built", seconds, final, size, findings.warnings)
 
+    def measure_guest(self, spec: ImageSpec, host: Path, guest: Path) -> ExpectedMeasurement | None:
+        """The embedded guest's expected measurement under the built host's own OVMF.
+
+        None, with a note, when no sev-snp-measure wheel is pinned or the
+        build runs --without-tools: then no manifest claims a measurement.
+        """
+        libraries = (
+            pins.python_libraries(
+                self.s.pins, self.s.cache_dir, self.s.tools_dir, self.s.local.proxy
+            )
+            if self.s.with_tools
+            else None
+        )
+        if libraries is None:
+            self.report(
+                f"{spec.image_id}: no expected measurement in the manifests "
+                "(sev-snp-measure is not pinned in sevimg.yaml, or --without-tools)"
+            )
+            return None
+        firmware = spec.payload.sev_firmware or ""
+        measured = measurement.compute(
+            guest, measurement.host_firmware(host, firmware), firmware, libraries
+        )
+        return ExpectedMeasurement(
+            host_image_id=spec.image_id,
+            ovmf=measured.ovmf,
+            ovmf_sha256=measured.ovmf_sha256,
+            vcpus=measured.vcpus,
+            vcpu_type=measured.vcpu_type,
+            measurement=measured.measurement.hex(),
+            sev_snp_measure=measured.tool_version,
+        )
+
     def publish(
         self,
         spec: ImageSpec,
@@ -370,6 +409,7 @@ class Builder:
         packages: Mapping[str, str],
         staged: Mapping[str, ToolPin],
         guest_sha: str | None,
+        measured: ExpectedMeasurement | None = None,
     ) -> Path:
         """Move the artifact into out/ (temporary name, then rename), then its manifest and SHA256SUMS."""
         final = self.s.out_dir / built.name
@@ -404,10 +444,22 @@ class Builder:
             if guest_sha
             else None,
             debug=spec.debug,
+            expected_measurement=measured,
         )
         write_manifest(self.s.out_dir, manifest)
+        if measured is not None:
+            self.record_in_guest(spec, measured)
         checksums.write_sha256sums(self.s.out_dir)
         return final
+
+    def record_in_guest(self, spec: ImageSpec, measured: ExpectedMeasurement) -> None:
+        """Write the measurement into the embedded guest's manifest too, when it is in out/."""
+        guest_id = spec.payload.guest_image or ""
+        path = self.s.out_dir / names.manifest_name(guest_id)
+        if not path.is_file():
+            self.report(f"{spec.image_id}: {path.name} is not in {self.s.out_dir}; not updated")
+            return
+        write_manifest(self.s.out_dir, load_manifest(path).with_measurement(measured))
 
     def run_mkosi(self, args: Sequence[str], *, log: Path, cwd: Path, what: str) -> None:
         """Run mkosi, its output to `log` and its steps to the progress line (see :mod:`.mkosilog`)."""

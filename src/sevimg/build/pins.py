@@ -19,9 +19,12 @@ import io
 import lzma
 import re
 import shutil
+import stat
 import tarfile
+import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import httpx
@@ -29,7 +32,8 @@ import zstandard
 
 from sevimg.build.settings import ToolPin, install_problem
 from sevimg.problems import SevimgError
-from sevimg.render.write import write_file_atomic
+from sevimg.render.trees import File, Tree
+from sevimg.render.write import write_file_atomic, write_tree
 
 DOWNLOAD_TIMEOUT = 60.0
 MAX_DOWNLOAD_BYTES = 512 * 1024 * 1024  # a tool or its package; far above any real one
@@ -38,6 +42,10 @@ _AR_MAGIC = b"!<arch>\n"
 _AR_HEADER = 60
 _AR_SIZE = re.compile(rb"[0-9]{1,10} *")
 _FILE_NAME = re.compile(r"[A-Za-z0-9._~+-]{1,255}")
+MAX_WHEEL_MEMBER = 16 * 1024 * 1024  # one file of a pure-Python wheel; real ones are KiB
+MAX_WHEEL_MEMBERS = 4096
+_WHEEL_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,254}")
+_LICENSE = re.compile(r"(LICEN[CS]E|COPYING|NOTICE)[A-Za-z0-9._-]*")
 
 
 def _sha256(data: bytes) -> str:
@@ -119,8 +127,127 @@ def _download(pin: ToolPin, proxy: str | None) -> bytes:
     return b"".join(chunks)
 
 
+@dataclass(frozen=True)
+class Staged:
+    """One file a pin puts into the image: its path below the pin's target, bytes and mode."""
+
+    path: PurePosixPath  # relative to the image root
+    content: bytes
+    mode: int
+
+
+def files(pin: ToolPin, data: bytes) -> list[Staged]:
+    """Every file `pin` installs, from its verified download `data`, sorted by path."""
+    target = PurePosixPath(pin.target.lstrip("/"))
+    if pin.is_library:
+        return [
+            Staged(target / name, content, 0o644)
+            for name, content in sorted(wheel_files(pin, data).items())
+        ]
+    return [Staged(target, program(pin, data), 0o755)]
+
+
+def wheel_files(pin: ToolPin, data: bytes) -> dict[str, bytes]:
+    """The wheel's package folder `pin.member` (relative names) and its license files.
+
+    Pure Python only: entry-point scripts and metadata stay out; the license
+    files land beside the modules as `LICENSES/<name>`, and `PIN` records
+    which wheel they came from. A member that is absolute, has a `..` part, is
+    a link or is too large, a duplicate name, or a version other than the
+    pinned one is refused with a message naming it.
+    """
+    what = f"{pin.name} {pin.version}"
+    package = pin.package
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise SevimgError(f"{what}: not a wheel (zip archive): {exc}") from None
+    with archive:
+        infos = archive.infolist()
+        if len(infos) > MAX_WHEEL_MEMBERS:
+            raise SevimgError(f"{what}: the wheel has {len(infos)} members; not a small library")
+        found: dict[str, bytes] = {}
+        seen: set[str] = set()
+        version: str | None = None
+        for info in infos:
+            name = info.filename
+            parts = name.split("/")
+            if (
+                name.startswith("/")
+                or "\\" in name
+                or ".." in parts
+                or (name and not all(_WHEEL_PART.fullmatch(p) for p in parts if p))
+            ):
+                raise SevimgError(
+                    f"{what}: the wheel holds {name!r}, not a plain path inside it; not used"
+                )
+            if name in seen:
+                raise SevimgError(f"{what}: the wheel holds {name!r} twice; not used")
+            seen.add(name)
+            kind = stat.S_IFMT(info.external_attr >> 16)
+            if info.is_dir():
+                continue
+            if kind not in (0, stat.S_IFREG):
+                raise SevimgError(
+                    f"{what}: {name} is {'a link' if kind == stat.S_IFLNK else 'not a regular file'}"
+                    " in the wheel; not used"
+                )
+            if info.file_size > MAX_WHEEL_MEMBER:
+                raise SevimgError(f"{what}: {name} is larger than {MAX_WHEEL_MEMBER // 2**20} MiB")
+            top = parts[0]
+            dist_info = top.endswith(".dist-info") and len(parts) > 1
+            wanted = top == package and len(parts) > 1
+            license_file = dist_info and (parts[1] == "licenses" or _LICENSE.fullmatch(parts[-1]))
+            metadata = dist_info and parts[1:] == ["METADATA"]
+            if not (wanted or license_file or metadata):
+                continue
+            content = _read_member(archive, info, what)
+            if metadata:
+                version = _metadata_version(content)
+            elif wanted:
+                found["/".join(parts[1:])] = content
+            else:
+                found[f"LICENSES/{parts[-1]}"] = content
+    if not any(n.endswith(".py") and not n.startswith("LICENSES/") for n in found):
+        raise SevimgError(f"{what}: the wheel has no Python package {package}/")
+    if version != pin.version:
+        raise SevimgError(
+            f"{what}: the wheel is version {version or '(none in its METADATA)'}, "
+            f"not the pinned {pin.version}"
+        )
+    if not any(n.startswith("LICENSES/") for n in found):
+        raise SevimgError(f"{what}: the wheel carries no license file; it is not shipped without")
+    found["PIN"] = f"{pin.name} {pin.version} {pin.sha256} {pin.url}\n".encode()
+    return found
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, what: str) -> bytes:
+    """One member's bytes, read no further than its bound (its header may lie)."""
+    try:
+        with archive.open(info) as handle:
+            content = handle.read(MAX_WHEEL_MEMBER + 1)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, zlib.error) as exc:
+        raise SevimgError(f"{what}: {info.filename} is damaged in the wheel ({exc})") from None
+    if len(content) > MAX_WHEEL_MEMBER:
+        raise SevimgError(f"{what}: {info.filename} is larger than {MAX_WHEEL_MEMBER // 2**20} MiB")
+    return content
+
+
+def _metadata_version(metadata: bytes) -> str | None:
+    """The `Version:` header of a wheel's METADATA."""
+    for line in metadata.decode("utf-8", "replace").splitlines():
+        if not line.strip():
+            break  # the headers end at the first blank line
+        key, _, value = line.partition(":")
+        if key.strip().lower() == "version":
+            return value.strip()
+    return None
+
+
 def program(pin: ToolPin, data: bytes) -> bytes:
     """The program itself: the file, or the member of a Debian package."""
+    if pin.is_library:
+        raise SevimgError(f"{pin.name} {pin.version}: a wheel is a library, not a program")
     if pin.format == "binary":
         return data
     if not pin.member:
@@ -273,13 +400,13 @@ def stage(
         for pin in pins:
             if role not in pin.roles:
                 continue
-            if reason := install_problem(pin.target):
+            if reason := install_problem(pin.target, library=pin.is_library):
                 raise SevimgError(f"{pin.name}: install path {pin.target!r} {reason}")
-            target = dest / pin.target.lstrip("/")
-            data = program(pin, fetch(pin, cache_dir, tools_dir, proxy))
             try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                write_file_atomic(target, data, mode=0o755)
+                for staged_file in files(pin, fetch(pin, cache_dir, tools_dir, proxy)):
+                    target = dest / staged_file.path
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    write_file_atomic(target, staged_file.content, mode=staged_file.mode)
             except OSError as exc:
                 raise SevimgError(
                     f"cannot stage {pin.name} at {pin.target}: {exc.strerror or exc}",
@@ -290,3 +417,32 @@ def stage(
         shutil.rmtree(dest, ignore_errors=True)
         raise
     return staged
+
+
+def python_libraries(
+    pins: Iterable[ToolPin], cache_dir: Path, tools_dir: Path | None, proxy: str | None
+) -> Path | None:
+    """A folder holding every pinned wheel's package, unpacked from the pin cache; None without.
+
+    The build machine imports the same pinned files the hosts carry (for the
+    expected measurement): the folder is named by the wheels' hashes, so a
+    different pin never reuses another's files.
+    """
+    wheels = sorted((p for p in pins if p.is_library), key=lambda p: p.name)
+    if not wheels:
+        return None
+    key = hashlib.sha256(" ".join(p.sha256 for p in wheels).encode()).hexdigest()[:16]
+    folder = cache_dir / "python" / key
+    if (folder / ".complete").is_file():
+        return folder
+    tree_files: list[File] = []
+    for pin in wheels:
+        base = PurePosixPath(pin.package)
+        for name, content in wheel_files(pin, fetch(pin, cache_dir, tools_dir, proxy)).items():
+            tree_files.append(File(base / name, content, 0o644))
+    tree_files.append(File(PurePosixPath(".complete"), b"", 0o644))
+    try:
+        write_tree(Tree(key, tuple(sorted(tree_files, key=lambda f: f.path))), folder)
+    except OSError as exc:
+        raise SevimgError(f"cannot unpack the pinned wheels into {folder}: {exc}") from None
+    return folder

@@ -27,6 +27,9 @@ DEFAULT_INSTALL_DIR = "/usr/local/bin"
 # Where pinned tools may go: on PATH (the payload finds them with `command -v`),
 # or a folder of their own. Never over the system's files or sevimg's payload.
 TOOL_DIRS = (DEFAULT_INSTALL_DIR, "/usr/local/lib/sevimg-tools")
+# Pure-Python libraries (format: wheel) go to the harness's own import path,
+# each as its top-level package folder (`member`).
+PYTHON_DIR = "/usr/lib/sevimg/python"
 # The schema checks these too; a workspace may override the schema, and these
 # become paths on disk (the cache, the staged tree), so they are checked here again.
 _TOOL_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")
@@ -44,9 +47,19 @@ class ToolPin:
     url: str
     sha256: str
     roles: tuple[str, ...]
-    format: Literal["binary", "deb"] = "binary"
+    format: Literal["binary", "deb", "wheel"] = "binary"
     member: str | None = None
     install: str = ""
+
+    @property
+    def package(self) -> str:
+        """A wheel's package folder: `member` (/sevsnpmeasure) without its slash."""
+        return (self.member or self.name).strip("/")
+
+    @property
+    def is_library(self) -> bool:
+        """A pure-Python wheel: unpacked as a package folder, not installed as a program."""
+        return self.format == "wheel"
 
     @property
     def file_name(self) -> str:
@@ -55,7 +68,9 @@ class ToolPin:
 
     @property
     def target(self) -> str:
-        """Where the program is installed in the image."""
+        """Where the program (a wheel: its package folder) is installed in the image."""
+        if self.is_library:
+            return f"{self.install or PYTHON_DIR}/{self.package}"
         return self.install or f"{DEFAULT_INSTALL_DIR}/{self.name}"
 
 
@@ -109,13 +124,21 @@ def path_problem(path: str) -> str | None:
     return None
 
 
-def install_problem(target: str) -> str | None:
-    """Why a tool cannot be installed at `target`, or None."""
+def install_problem(target: str, *, library: bool = False) -> str | None:
+    """Why a tool (`library`: a wheel's package folder) cannot be installed at `target`, or None."""
     if reason := path_problem(target):
         return reason
-    if not any(target.startswith(f"{folder}/") for folder in TOOL_DIRS):
-        where = " or ".join(f"{folder}/" for folder in TOOL_DIRS)
+    folders = (PYTHON_DIR,) if library else TOOL_DIRS
+    if not any(target.startswith(f"{folder}/") for folder in folders):
+        where = " or ".join(f"{folder}/" for folder in folders)
         return f"is outside the folders tools go to: install it below {where}"
+    return None
+
+
+def _package_problem(package: str) -> str | None:
+    """Why `package` is not a Python package folder name, or None."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", package):
+        return "is not a top-level package folder of the wheel, such as /sevsnpmeasure"
     return None
 
 
@@ -150,11 +173,24 @@ def _pin_problems(doc: Document, pins: Sequence[ToolPin]) -> list[Problem]:
             problems.append(
                 doc.problem(base, "format: deb needs `member:` (the program's path in the package)")
             )
+        if pin.is_library:
+            if not pin.member:
+                problems.append(
+                    doc.problem(
+                        base, "format: wheel needs `member:` (the package folder to install)"
+                    )
+                )
+                continue
+            if reason := _package_problem(pin.package):
+                problems.append(doc.problem((*base, "member"), f"{pin.member!r} {reason}"))
+                continue
         if pin.member and (reason := path_problem(pin.member)):
             problems.append(doc.problem((*base, "member"), f"{pin.member!r} {reason}"))
         path, what = where(pin)
         target = pin.install if "install" in raw.get(pin.name, {}) else pin.target
-        if reason := install_problem(target):
+        if pin.is_library:
+            target = pin.target
+        if reason := install_problem(target, library=pin.is_library):
             problems.append(doc.problem(path, f"{target!r} {reason}"))
             continue
         for other in placed:

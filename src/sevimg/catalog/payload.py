@@ -181,6 +181,8 @@ NEEDS: Mapping[Role, tuple[str, ...]] = {
         "journal-remote",
         "avahi",
         "python3",
+        # The certification harness (sevimg_cert) verifies reports with it.
+        "python3-cryptography",
         "jq",
         "openssl",
     ),

@@ -63,6 +63,9 @@ COMMANDS: dict[str, Listed] = {
         "release",
         "Publish the artifacts of IMAGES (default: all in the folder) to a GitHub release.",
     ),
+    "measure": Listed(
+        "certify", "Print the expected SEV-SNP launch measurement of the built guest of IMAGE."
+    ),
     "render": Listed(
         "catalog", "Render mkosi trees for IMAGES (or --all) into OUTPUT/<role>-<image>/."
     ),

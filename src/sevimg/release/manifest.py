@@ -67,6 +67,48 @@ class EmbeddedGuest:
 
 
 @dataclass(frozen=True)
+class ExpectedMeasurement:
+    """The guest's SNP launch measurement under a host's own OVMF, computed at build time.
+
+    In a host's manifest: its embedded guest's. In the guest's manifest: the
+    same value, naming the host whose OVMF it was computed for.
+    """
+
+    host_image_id: str
+    ovmf: str  # the firmware's path in the host
+    ovmf_sha256: str
+    vcpus: int
+    vcpu_type: str
+    measurement: str  # 96 lower-case hex digits
+    sev_snp_measure: str  # the version that computed it
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON data, keys in the documented order."""
+        return {
+            "host_image_id": self.host_image_id,
+            "ovmf": self.ovmf,
+            "ovmf_sha256": self.ovmf_sha256,
+            "vcpus": self.vcpus,
+            "vcpu_type": self.vcpu_type,
+            "measurement": self.measurement,
+            "sev_snp_measure": self.sev_snp_measure,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ExpectedMeasurement:
+        """From a manifest's (schema-checked) `expected_measurement` object."""
+        return cls(
+            host_image_id=data["host_image_id"],
+            ovmf=data["ovmf"],
+            ovmf_sha256=data["ovmf_sha256"],
+            vcpus=data["vcpus"],
+            vcpu_type=data["vcpu_type"],
+            measurement=data["measurement"],
+            sev_snp_measure=data["sev_snp_measure"],
+        )
+
+
+@dataclass(frozen=True)
 class Manifest:
     """What one artifact is and what went into it: `<image-id>.manifest.json`.
 
@@ -95,6 +137,9 @@ class Manifest:
     # written so a reader need not trust the name alone. Manifests written
     # before the key existed read as their name says.
     debug: bool = False
+    # The guest's expected SNP launch measurement (see ExpectedMeasurement);
+    # None in manifests written before it existed, or without the pinned tool.
+    expected_measurement: ExpectedMeasurement | None = None
 
     @property
     def file_name(self) -> str:
@@ -120,6 +165,7 @@ class Manifest:
         built_at: datetime | None = None,
         sevimg_version: str = __version__,
         debug: bool | None = None,
+        expected_measurement: ExpectedMeasurement | None = None,
     ) -> Manifest:
         """The manifest of a built artifact: role, image, size, sha256 and debug come from the file.
 
@@ -156,6 +202,7 @@ class Manifest:
             embedded_guest=embedded_guest,
             built_at=format_timestamp(built_at or default_build_time()),
             debug=named_debug,
+            expected_measurement=expected_measurement,
         )
         problems = check_manifest(manifest.as_dict(), display=manifest.file_name)
         if problems:
@@ -190,7 +237,20 @@ class Manifest:
                 "sha256": self.embedded_guest.sha256,
             },
             "built_at": self.built_at,
+            **(
+                {}
+                if self.expected_measurement is None
+                else {"expected_measurement": self.expected_measurement.as_dict()}
+            ),
         }
+
+    def with_measurement(self, measurement: ExpectedMeasurement) -> Manifest:
+        """This manifest carrying `measurement`, checked again."""
+        updated = replace(self, expected_measurement=measurement)
+        problems = check_manifest(updated.as_dict(), display=updated.file_name)
+        if problems:
+            raise SevimgError(f"the manifest for {self.artifact} would not be valid", problems)
+        return updated
 
     def to_json(self) -> str:
         """The manifest file's text: indented JSON, documented key order, final newline."""
@@ -234,6 +294,9 @@ class Manifest:
             ),
             built_at=data["built_at"],
             debug=data["debug"] if "debug" in data else _named_debug(data["image_id"]),
+            expected_measurement=ExpectedMeasurement.from_dict(data["expected_measurement"])
+            if data.get("expected_measurement") is not None
+            else None,
         )
 
 
@@ -361,6 +424,14 @@ def _check_agreement(data: dict[str, Any], display: str) -> list[Problem]:
                     f"{guest['image_id']!r} is a debug guest, but {image_id!r} is not named "
                     "as a debug host: a release host never embeds a debug guest",
                 )
+
+    measured = data.get("expected_measurement")
+    if measured is not None and data["role"] == "host" and measured["host_image_id"] != image_id:
+        bad(
+            "expected_measurement.host_image_id",
+            f"is {measured['host_image_id']!r}, but a host's manifest carries the measurement "
+            f"for its own OVMF ({image_id!r})",
+        )
 
     built_at = data["built_at"]
     try:

@@ -8,9 +8,11 @@ it out. Writing trees to disk is :mod:`sevimg.render.write`'s job.
 
 from __future__ import annotations
 
+import importlib.resources
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib.resources.abc import Traversable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -26,6 +28,10 @@ KERNEL_MODULES_GLOBS_SINCE = (26,)
 EXTRA = "extra"
 SANDBOX = "sandbox"
 GUEST_TREE = "guest-image"
+# The host's certification code: the sevimg_cert package, as installed with
+# sevimg, below the harness's import path (PYTHONPATH in the image).
+CERT_PACKAGE = "sevimg_cert"
+PYTHON_DIR = "usr/lib/sevimg/python"
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,7 @@ class Renderer:
             autoescape=False,  # noqa: S701 - config files and shell, not HTML
         )
         self.env.globals["deb822"] = deb822
+        self.cert_files = package_files(CERT_PACKAGE)
 
     def render(self, spec: ImageSpec) -> Tree:
         """All files of the tree for `spec`, sorted by path."""
@@ -122,6 +129,9 @@ class Renderer:
             )
         if spec.role == "host":
             add("guest-image/README.j2", f"{GUEST_TREE}/README")
+            for name, content in self.cert_files:
+                path = f"{EXTRA}/{PYTHON_DIR}/{CERT_PACKAGE}/{name}"
+                files.append(File(PurePosixPath(path), content, 0o644))
 
         return Tree(spec.image_id, tuple(sorted(files, key=lambda f: f.path)))
 
@@ -203,6 +213,27 @@ class Renderer:
             if any(c in arg for c in '"\\`'):
                 raise ValueError(f"launch argument cannot be quoted for the host script: {arg!r}")
         return [f'"{arg}"' for arg in argv]
+
+
+def package_files(package: str) -> tuple[tuple[str, bytes], ...]:
+    """(relative name, bytes) of every file of an installed package, sorted; no bytecode.
+
+    Read through importlib.resources, so an installed sevimg ships what it
+    was installed with, not whatever a source checkout holds.
+    """
+    found: list[tuple[str, bytes]] = []
+
+    def walk(node: Traversable, prefix: str) -> None:
+        for child in node.iterdir():
+            name = f"{prefix}{child.name}"
+            if child.is_dir():
+                if child.name != "__pycache__":
+                    walk(child, f"{name}/")
+            elif child.is_file() and not child.name.endswith((".pyc", ".pyo")):
+                found.append((name, child.read_bytes()))
+
+    walk(importlib.resources.files(package), "")
+    return tuple(sorted(found))
 
 
 def _regex(entry: str) -> str:
