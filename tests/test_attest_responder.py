@@ -12,7 +12,6 @@ coreutils, and the replies are read with the host's own parser.
 
 from __future__ import annotations
 
-import base64
 import os
 import pty
 import select
@@ -122,7 +121,9 @@ class Port:
 
     def __init__(self, guest: Guest) -> None:
         self.master, self.slave = pty.openpty()
-        slave = self.slave  # held open here so the master never reads EIO before the script opens it
+        slave = (
+            self.slave
+        )  # held open here so the master never reads EIO before the script opens it
         tty.setraw(slave)  # no echo, no CR/LF translation: bytes as a virtio port carries them
         env = {
             **os.environ,
@@ -133,7 +134,7 @@ class Port:
             "FAKE_TSM_REPORTS": str(guest.reports),
             "FAKE_TSM_TEMPLATE": str(guest.template),
         }
-        self.proc = subprocess.Popen(  # noqa: S603 - the rendered script, with the real bash
+        self.proc = subprocess.Popen(
             ["/bin/bash", str(guest.script)],
             env=env,
             cwd=guest.root.parent,
@@ -279,9 +280,7 @@ def test_bad_requests_get_a_bad_request_reply_and_run_nothing(
     assert refused.error == "bad request: line longer than 512 characters"
     assert port.ask(channel.request_line(NONCE)).nonce == NONCE
     assert not list(tmp_path.rglob("PWNED"))  # the responder runs in tmp_path
-    assert guest.entries() and all(
-        (e / "inblob").read_bytes() == NONCE for e in guest.entries()
-    )
+    assert guest.entries() and all((e / "inblob").read_bytes() == NONCE for e in guest.entries())
     assert port.proc.poll() is None  # still serving
 
 

@@ -203,7 +203,10 @@ def test_a_slow_guest_writing_a_byte_at_a_time(peer: Callable[[Behaviour], Peer]
         (b"nonce: oops\n", "reply line 2 is not key=value: 'nonce: oops'"),
         (b"colour=blue\n", "reply line 2: unknown field 'colour'"),
         (b"sev=snp\nsev=snp\n", "reply line 3: sev is given twice"),
-        (b"module.tsm=maybe\n", "reply line 2: module tsm is 'maybe', not one of builtin, loaded, missing"),
+        (
+            b"module.tsm=maybe\n",
+            "reply line 2: module tsm is 'maybe', not one of builtin, loaded, missing",
+        ),
         (b"image=caf\xc3\xa9\n", "reply line 2 is not printable ASCII"),
         (b"SEVIMG-ATTEST-REPLY v1\n", "a reply began inside another"),
     ],

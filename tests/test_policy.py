@@ -146,9 +146,7 @@ def test_policy_flags_a_guest_without_its_modules(catalog) -> None:  # type: ign
         p.message.split(" module")[0].split("lose the ")[1] for p in check_spec(stripped, entry)
     )
     # ... and the TSM report module, by either of its names (configfs-tsm reports).
-    assert lost == sorted(
-        {*payload.GUEST_REQUIRED_MODULES, "TSM report"} - {"msr", "sev-guest"}
-    )
+    assert lost == sorted({*payload.GUEST_REQUIRED_MODULES, "TSM report"} - {"msr", "sev-guest"})
 
 
 def test_module_rules() -> None:

@@ -146,7 +146,9 @@ def check(
     if spec.role == "guest":
         scripts.append(ATTEST_RESPONDER)
         if ATTEST_RULES not in members:
-            errors.append(f"/{ATTEST_RULES} is missing: nothing would start the attestation responder")
+            errors.append(
+                f"/{ATTEST_RULES} is missing: nothing would start the attestation responder"
+            )
     for script in scripts:
         if script not in members or not members[script].mode & 0o111:
             errors.append(f"/{script} is missing or not executable")
