@@ -1,23 +1,21 @@
 """The guest's attestation responder, run with bash on this machine against a fake root.
 
 The rendered script reads every path below SEVIMG_ROOT; the test builds a
-fake /etc, /proc, /sys and configfs-tsm there. The port is a pseudo-terminal
-in raw mode (a character device like /dev/virtio-ports/…). Two things this
+fake /etc, /proc, /sys and configfs-tsm there. Two things this
 machine cannot give are faked on PATH: `dmesg` (the guest's kernel log) and
 configfs's `mkdir`, which in the real configfs-tsm creates the entry with its
 `provider` and `outblob` (copied here from a folder the test fills) or fails
-with ENXIO when no provider registered. Everything else is the real bash and
-coreutils, and the replies are read with the host's own parser.
+with ENXIO when no provider registered. Requests and replies go through two
+FIFOs. Everything else is the real bash and coreutils, and the replies are
+read with the host's own parser.
 """
 
 from __future__ import annotations
 
 import os
-import pty
 import select
 import subprocess
 import time
-import tty
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,19 +115,23 @@ def guest(catalog: Catalog, tmp_path: Path) -> Guest:
 
 
 class Port:
-    """The responder running on a raw pseudo-terminal; the test holds the other end."""
+    """The responder reading requests from one FIFO and writing replies to another.
+
+    (A pseudo-terminal would stand in for the port less well: on a terminal,
+    bash's `read -n` turns CR into LF. The real virtio port is not a
+    terminal; the e2e test boots a guest with one.)
+    """
 
     def __init__(self, guest: Guest) -> None:
-        self.master, self.slave = pty.openpty()
-        slave = (
-            self.slave
-        )  # held open here so the master never reads EIO before the script opens it
-        tty.setraw(slave)  # no echo, no CR/LF translation: bytes as a virtio port carries them
+        requests, replies = guest.root.parent / "requests", guest.root.parent / "replies"
+        os.mkfifo(requests)
+        os.mkfifo(replies)
         env = {
             **os.environ,
             "PATH": f"{guest.bin}:{os.environ['PATH']}",
             "SEVIMG_ROOT": str(guest.root),
-            "SEVIMG_ATTEST_PORT": os.ttyname(slave),
+            "SEVIMG_ATTEST_PORT": str(requests),
+            "SEVIMG_ATTEST_REPLIES": str(replies),
             "FAKE_DMESG": str(guest.dmesg),
             "FAKE_TSM_REPORTS": str(guest.reports),
             "FAKE_TSM_TEMPLATE": str(guest.template),
@@ -141,20 +143,26 @@ class Port:
             stderr=subprocess.PIPE,
             text=True,
         )
+        # Non-blocking: the responder may fail before it opens its end.
+        self.replies = os.open(replies, os.O_RDONLY | os.O_NONBLOCK)
+        self.requests = os.open(requests, os.O_RDWR)
         self.buffer = b""
 
     def send(self, data: bytes) -> None:
-        os.write(self.master, data)
+        os.write(self.requests, data)
 
-    def replies(self, count: int, timeout: float = 20) -> list[bytes]:
+    def read_replies(self, count: int, timeout: float = 20) -> list[bytes]:
         """The next `count` replies, each from its first line to its END line."""
         deadline = time.monotonic() + timeout
         while self.buffer.count(b"SEVIMG-ATTEST-END\n") < count:
             left = deadline - time.monotonic()
             assert left > 0, f"only {self.buffer!r} within {timeout} s"
-            ready, _, _ = select.select([self.master], [], [], left)
-            if ready:
-                self.buffer += os.read(self.master, 65536)
+            assert self.proc.poll() is None, self.proc.communicate()[1]
+            ready, _, _ = select.select([self.replies], [], [], min(left, 0.5))
+            chunk = os.read(self.replies, 65536) if ready else b""
+            if not chunk:  # no writer yet (or no data): wait a little
+                time.sleep(0.05)
+            self.buffer += chunk
         found = []
         for _ in range(count):
             head, _, self.buffer = self.buffer.partition(b"SEVIMG-ATTEST-END\n")
@@ -163,14 +171,14 @@ class Port:
 
     def ask(self, line: bytes) -> channel.GuestAnswer:
         self.send(line)
-        return parse(self.replies(1)[0])
+        return parse(self.read_replies(1)[0])
 
     def stop(self) -> str:
         """Stop the responder; its log (stderr)."""
         self.proc.terminate()
         _, log = self.proc.communicate(timeout=10)
-        os.close(self.master)
-        os.close(self.slave)
+        os.close(self.replies)
+        os.close(self.requests)
         return log
 
 
@@ -276,7 +284,7 @@ def test_bad_requests_get_a_bad_request_reply_and_run_nothing(
     # A line too long to be a request is refused once, its rest dropped, and
     # the next request is answered as usual.
     port.send(b"SEVIMG-ATTEST-REQUEST v1 nonce=" + b"0" * 5000 + b"\n")
-    refused = parse(port.replies(1)[0])
+    refused = parse(port.read_replies(1)[0])
     assert refused.error == "bad request: line longer than 512 characters"
     assert port.ask(channel.request_line(NONCE)).nonce == NONCE
     assert not list(tmp_path.rglob("PWNED"))  # the responder runs in tmp_path
@@ -287,6 +295,6 @@ def test_bad_requests_get_a_bad_request_reply_and_run_nothing(
 def test_blank_lines_are_ignored_and_requests_are_answered_in_order(port: Port) -> None:
     first, second = bytes([1]) * 64, bytes([2]) * 64
     port.send(b"\n" + channel.request_line(first) + b"\n\n" + channel.request_line(second))
-    replies = [parse(r) for r in port.replies(2)]
+    replies = [parse(r) for r in port.read_replies(2)]
     assert [r.nonce for r in replies] == [first, second]
     assert port.buffer == b""
