@@ -242,6 +242,14 @@ def test_no_provider_says_snp_is_not_active(guest: Guest, port: Port) -> None:
     assert guest.entries() == []
 
 
+def test_a_provider_that_gives_no_report(guest: Guest, port: Port) -> None:
+    (guest.template / "outblob").unlink()  # reading it fails, as when the firmware refuses
+    answer = port.ask(channel.request_line(NONCE))
+    assert answer.tsm_provider == "sev_guest" and answer.report is None
+    assert answer.error == "the sev_guest provider produced no report: No such file or directory"
+    assert (guest.entries()[0] / "inblob").read_bytes() == NONCE
+
+
 def test_no_configfs_tsm_at_all(guest: Guest, port: Port) -> None:
     guest.reports.rmdir()
     (guest.root / "proc/mounts").write_text("sysfs /sys sysfs rw 0 0\n")
