@@ -69,14 +69,13 @@ def channel_args(socket_path: str) -> list[str]:
 
 def device_unit(path: str) -> str:
     """The systemd device unit for a /dev path, escaped as `systemd-escape --path` does."""
-    parts = [p for p in path.split("/") if p]
-    escaped = []
-    for part in parts:
-        out = ""
-        for i, char in enumerate(part):
-            if char.isascii() and (char.isalnum() or char in ":_" or (char == "." and i > 0)):
-                out += char
-            else:
-                out += "".join(f"\\x{b:02x}" for b in char.encode())
-        escaped.append(out)
-    return "-".join(escaped) + ".device"
+    text = "/".join(p for p in path.split("/") if p)
+    out = ""
+    for i, char in enumerate(text):
+        if char == "/":
+            out += "-"
+        elif char.isascii() and (char.isalnum() or char in ":_" or (char == "." and i > 0)):
+            out += char  # only a leading dot is escaped (it would hide the unit)
+        else:
+            out += "".join(f"\\x{b:02x}" for b in char.encode())
+    return out + ".device"
