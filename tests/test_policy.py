@@ -145,12 +145,16 @@ def test_policy_flags_a_guest_without_its_modules(catalog) -> None:  # type: ign
     lost = sorted(
         p.message.split(" module")[0].split("lose the ")[1] for p in check_spec(stripped, entry)
     )
-    assert lost == sorted(set(payload.GUEST_REQUIRED_MODULES) - {"msr", "sev-guest"})
+    # ... and the TSM report module, by either of its names (configfs-tsm reports).
+    assert lost == sorted({*payload.GUEST_REQUIRED_MODULES, "TSM report"} - {"msr", "sev-guest"})
 
 
 def test_module_rules() -> None:
     guest = payload.GUEST_MODULES
-    for path in payload.GUEST_REQUIRED_MODULES.values():
+    for path in (
+        *payload.GUEST_REQUIRED_MODULES.values(),
+        *payload.GUEST_TSM_REPORT_MODULES.values(),
+    ):
         assert payload.module_kept(guest, path), path
     assert not payload.module_kept(guest, "drivers/gpu/drm/amd/amdgpu/amdgpu")
     host = payload.HOST_MODULES

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import configparser
 import random
+import subprocess
 
 from sevimg.catalog.index import Catalog
 from sevimg.catalog.pipeline import check_catalog, specs_or_raise
 from sevimg.catalog.resolve import resolve
 from sevimg.catalog.spec import GUEST_EMBED_DIR
+from sevimg.render.launch import device_unit
 from sevimg.render.trees import Renderer, Tree
 from sevimg.workspace import Workspace
 from tests.conftest import REPO
@@ -171,3 +173,15 @@ def test_hosts_carry_sevimg_cert_byte_for_byte(catalog: Catalog) -> None:
         assert "python3-cryptography" in mkosi_conf(host)["Content"]["Packages"].split()
         guest = render(catalog, image, "guest")
         assert not [f for f in guest.files if "sevimg_cert" in str(f.path)]
+
+
+def test_device_unit_names_are_systemd_escapes() -> None:
+    """The responder's unit binds to the port's device unit: the name systemd itself gives it."""
+    for path in ("/dev/virtio-ports/org.sevimg.attest", "/dev/disk/by-label/a b-c.d", "/dev/.x"):
+        want = subprocess.run(
+            ["systemd-escape", "--path", "--suffix=device", path],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        assert device_unit(path) == want, path

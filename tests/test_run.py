@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 import shutil
+import socket
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +16,8 @@ import pytest
 from sevimg.catalog.index import machine_families
 from sevimg.machine import run
 from sevimg.problems import SevimgError
-from sevimg.render.launch import MIN_MEMORY_MB, READY_MARKER
+from sevimg.render.launch import MIN_MEMORY_MB, READY_MARKER, channel_args
+from sevimg_cert import channel as cert_channel
 from tests.conftest import CliFn
 
 # QEMU and firmware search paths from the catalog's family files, as `sevimg run` uses them.
@@ -185,3 +190,58 @@ def test_smoke_boot_times_out_with_the_console_tail(tmp_path: Path) -> None:
 def test_smoke_boot_refuses_too_little_memory(tmp_path: Path) -> None:
     with pytest.raises(SevimgError, match="at least 2048 MB"):
         run.smoke_boot(tmp_path / "x.efi", qemu="qemu", firmware="fw", memory_mb=512, timeout=1)
+
+
+# The host↔guest attestation channel (contract §1): exactly these arguments.
+CHANNEL = [
+    "-device", "virtio-serial-pci,id=sevimg-serial,iommu_platform=on,disable-legacy=on",
+    "-chardev", "socket,id=sevimg-attest,path=/run/sevimg/attest.sock,server=on,wait=off",
+    "-device", "virtserialport,bus=sevimg-serial.0,chardev=sevimg-attest,name=org.sevimg.attest",
+]  # fmt: skip
+
+
+def test_channel_args_are_the_contract() -> None:
+    # sevimg's launch and the in-image harness's copy (sevimg_cert cannot import sevimg).
+    for build in (channel_args, cert_channel.qemu_args):
+        assert build("/run/sevimg/attest.sock") == CHANNEL
+        with pytest.raises(ValueError, match="cannot contain a comma"):
+            build("/tmp/a,server=off")
+
+
+def test_dry_runs_carry_the_channel(cli: CliFn, built_guest: Path) -> None:
+    for mode in (["--dry-run"], ["--no-sev", "--dry-run"]):
+        out = cli("run", "debian-13", *mode, "--channel", "/run/sevimg/attest.sock").stdout
+        assert shlex.split(out.strip().splitlines()[-1])[-6:] == CHANNEL, mode
+    plain = cli("run", "debian-13", "--dry-run").stdout
+    assert "virtio-serial" not in plain  # today's command unless asked
+
+
+def test_attest_needs_no_sev_and_its_own_channel(cli: CliFn, built_guest: Path) -> None:
+    snp = cli("run", "debian-13", "--attest")
+    assert snp.code == 1 and "--attest needs --no-sev" in snp.stderr
+    both = cli("run", "debian-13", "--no-sev", "--attest", "--channel", "/tmp/x.sock")
+    assert both.code == 1 and "--attest makes its own channel" in both.stderr
+    assert "Traceback" not in snp.output + both.output
+
+
+@pytest.mark.qemu
+def test_qemu_takes_the_channel_and_opens_its_socket(tmp_path: Path) -> None:
+    """This machine's QEMU accepts the devices (iommu_platform and all) and listens on the socket."""
+    socket_path = Path("/tmp") / f"sevimg-qemu-{os.getpid()}.sock"
+    socket_path.unlink(missing_ok=True)
+    argv = [
+        "qemu-system-x86_64", "-machine", "q35", "-accel", "tcg", "-nodefaults",
+        "-display", "none", "-monitor", "none", "-S", *channel_args(str(socket_path)),
+    ]  # fmt: skip
+    qemu = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not socket_path.exists() and qemu.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert qemu.poll() is None, qemu.communicate()[1]
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(str(socket_path))  # wait=off: QEMU runs and accepts
+    finally:
+        qemu.kill()
+        qemu.wait()
+        socket_path.unlink(missing_ok=True)

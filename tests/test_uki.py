@@ -26,6 +26,8 @@ def guest_files(*, drop: str = "", root_password: str = "*") -> list[tuple[str, 
         "virtio_net": "drivers/net/virtio_net",
         "vsock": "net/vmw_vsock/vsock",
         "vmw_vsock_virtio_transport": "net/vmw_vsock/vmw_vsock_virtio_transport",
+        "configfs": "fs/configfs/configfs",
+        "tsm": "drivers/virt/coco/tsm",
     }
     files = [
         ("usr", DIR, b""),
@@ -42,6 +44,8 @@ def guest_files(*, drop: str = "", root_password: str = "*") -> list[tuple[str, 
             b"/usr/lib/systemd/system/sevimg-guest-check.service",
         ),
         ("usr/libexec/sevimg/guest-check", EXE, b"#!/bin/bash\n"),
+        ("usr/libexec/sevimg/attest-responder", EXE, b"#!/bin/bash\n"),
+        ("usr/lib/udev/rules.d/90-sevimg-attest.rules", FILE, b"SUBSYSTEM==...\n"),
     ]
     files += [
         (f"usr/lib/modules/{KVER}/kernel/{path}.ko.xz", FILE, b"x")
@@ -120,6 +124,43 @@ def test_guest_checks_pass_and_fail(catalog: Catalog) -> None:
     )
     no_stub = examine.check(spec, make_uki(guest_files()), {})
     assert no_stub.errors == ("systemd_boot package systemd-boot-efi is not installed",)
+
+
+def test_guest_needs_configfs_tsm_and_its_responder(catalog: Catalog) -> None:
+    spec = resolve(catalog.entries["debian-13"], "guest")
+    stub = {"systemd-boot-efi": "257"}
+    assert examine.check(spec, make_uki(guest_files(drop="tsm")), stub).errors == (
+        "guest module for TSM reports (tsm_report or tsm: drivers/virt/coco/guest/tsm_report, "
+        "drivers/virt/coco/tsm) is missing: no configfs-tsm attestation reports",
+    )
+    assert examine.check(spec, make_uki(guest_files(drop="configfs")), stub).errors == (
+        "guest module configfs (fs/configfs/configfs) is missing",
+    )
+    # Newer kernels: tsm_report, here built in (listed in modules.builtin).
+    newer = [
+        (path, mode, data + b"kernel/drivers/virt/coco/guest/tsm_report.ko\n")
+        if path.endswith("modules.builtin")
+        else (path, mode, data)
+        for path, mode, data in guest_files(drop="tsm")
+    ]
+    assert examine.check(spec, make_uki(newer), stub).errors == ()
+    # tsm-core (the TDISP core of newer kernels) is not the report module.
+    core = [
+        (path, mode, data + b"kernel/drivers/virt/coco/tsm-core.ko\n")
+        if path.endswith("modules.builtin")
+        else (path, mode, data)
+        for path, mode, data in guest_files(drop="tsm")
+    ]
+    assert "guest module for TSM reports" in examine.check(spec, make_uki(core), stub).errors[0]
+    no_responder = [f for f in guest_files() if "attest-responder" not in f[0]]
+    assert examine.check(spec, make_uki(no_responder), stub).errors == (
+        "/usr/libexec/sevimg/attest-responder is missing or not executable",
+    )
+    no_rule = [f for f in guest_files() if "rules.d" not in f[0]]
+    assert examine.check(spec, make_uki(no_rule), stub).errors == (
+        "/usr/lib/udev/rules.d/90-sevimg-attest.rules is missing: "
+        "nothing would start the attestation responder",
+    )
 
 
 def host_files(

@@ -20,8 +20,11 @@ import pytest
 from sevimg.build import pins
 from sevimg.build.settings import load_tool_pins
 from sevimg.build.uki import read_uki
+from sevimg.catalog.index import machine_families
+from sevimg.machine import run
 from sevimg.release import checksums
 from sevimg.release.manifest import load_manifest
+from sevimg.render.launch import MIN_MEMORY_MB
 from sevimg.workspace import Workspace
 from tests.conftest import REPO
 from tests.e2e.conftest import E2E, MKOSI_VERSION
@@ -267,3 +270,34 @@ def test_archive_predicts_what_the_build_installed(built: E2E) -> None:
     assert "Traceback" not in proc.stderr
     data = json.loads(proc.stdout)
     assert archive_matches_manifests(data, built.out) == []
+
+
+def test_guest_answers_a_nonce_over_the_channel(built: E2E) -> None:
+    """A real TCG boot with the attestation channel: a fresh nonce in, a well-formed answer out."""
+    paths = run.search_paths(machine_families(None))
+    result = run.smoke_boot(
+        built.out / "guest-debian-13.efi",
+        qemu=run.find_qemu(None, paths.qemu),
+        firmware=run.find_firmware(paths.plain_ovmf, None, "plain OVMF"),
+        memory_mb=MIN_MEMORY_MB,
+        timeout=900,
+        accel="tcg",
+        attest=True,  # channel_args on the QEMU line, then channel.request with a random nonce
+    )
+    print(f"{result.seconds:.0f} s, {result.reason or 'ok'}")
+    assert result.ready, result.reason + "\n" + "\n".join(result.console_tail)
+    assert result.reason == "" and result.answer is not None
+    answer = result.answer
+    print(answer.text)
+    assert len(result.nonce) == 64 and answer.nonce == result.nonce
+    assert answer.image == "guest-debian-13" and answer.os_id == "debian"
+    assert answer.os_version == "13" and answer.kernel.endswith("-amd64")
+    assert answer.sev == "none" and not answer.sev_guest_device
+    assert answer.tsm_provider is None and answer.report is None
+    assert answer.configfs  # mounted: configfs-tsm is there, only the provider is not
+    assert answer.error is not None and answer.error.startswith(
+        "SNP not active: no configfs-tsm provider"
+    )
+    # The TSM report module (tsm on this kernel) came with sev-guest's dependencies.
+    assert answer.modules.get("tsm") in ("loaded", "builtin"), answer.modules
+    assert answer.modules["configfs"] in ("loaded", "builtin")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from sevimg.build.uki import Member, Uki
 from sevimg.catalog import payload, security, versions
 from sevimg.catalog.spec import GUEST_EMBED_PATH, ImageSpec
+from sevimg.render.trees import ATTEST_RESPONDER, ATTEST_RULES
 
 
 @dataclass(frozen=True)
@@ -136,14 +137,21 @@ def check(
     errors += module_errors
     warnings += module_warnings
 
-    for unit in spec.payload.units:
+    for unit in [u for u in spec.payload.units if u in spec.payload.enable]:
         if f"etc/systemd/system/multi-user.target.wants/{unit}" not in members:
             errors.append(
                 f"{unit} is not enabled (no multi-user.target.wants link): presets did not apply"
             )
-    check_script = f"usr/libexec/sevimg/{spec.role}-check"
-    if check_script not in members or not members[check_script].mode & 0o111:
-        errors.append(f"/{check_script} is missing or not executable")
+    scripts = [f"usr/libexec/sevimg/{spec.role}-check"]
+    if spec.role == "guest":
+        scripts.append(ATTEST_RESPONDER)
+        if ATTEST_RULES not in members:
+            errors.append(
+                f"/{ATTEST_RULES} is missing: nothing would start the attestation responder"
+            )
+    for script in scripts:
+        if script not in members or not members[script].mode & 0o111:
+            errors.append(f"/{script} is missing or not executable")
 
     if not spec.debug:
         for finding in security.kernel_command_line(uki.cmdline.split()):
@@ -184,7 +192,14 @@ def _missing_modules(spec: ImageSpec, members: Mapping[str, Member]) -> tuple[li
         ]
 
     if spec.role == "guest":
-        return missing(payload.GUEST_REQUIRED_MODULES), []
+        errors = missing(payload.GUEST_REQUIRED_MODULES)
+        tsm = payload.GUEST_TSM_REPORT_MODULES
+        if not any(payload.module_name(name) in present for name in tsm):
+            errors.append(
+                f"guest module for TSM reports ({' or '.join(tsm)}: "
+                f"{', '.join(tsm.values())}) is missing: no configfs-tsm attestation reports"
+            )
+        return errors, []
     errors = missing(payload.HOST_REQUIRED_MODULES)
     nics = missing(payload.HOST_NIC_MODULES)
     if len(nics) == len(payload.HOST_NIC_MODULES):

@@ -14,10 +14,12 @@ from sevimg.catalog.spec import KernelModules, Role
 
 # Modules a guest cannot do without, with their path below the kernel's
 # module tree (needed to judge folder rules). `msr` and `sev-guest` are also
-# loaded at boot.
+# loaded at boot; loading sev-guest loads the TSM report module and configfs
+# it depends on (configfs-tsm, /sys/kernel/config/tsm/report).
 GUEST_REQUIRED_MODULES: Mapping[str, str] = {
     "msr": "arch/x86/kernel/msr",
     "sev-guest": "drivers/virt/coco/sev-guest/sev-guest",
+    "configfs": "fs/configfs/configfs",
     "virtio_net": "drivers/net/virtio_net",
     "virtio_pci": "drivers/virtio/virtio_pci",
     "virtio_console": "drivers/char/virtio_console",
@@ -25,6 +27,21 @@ GUEST_REQUIRED_MODULES: Mapping[str, str] = {
     "vmw_vsock_virtio_transport": "net/vmw_vsock/vmw_vsock_virtio_transport",
 }
 GUEST_MODULES_LOAD: tuple[str, ...] = ("msr", "sev-guest")
+# The TSM report module (configfs-tsm) moved and was renamed between kernels:
+# drivers/virt/coco/tsm.ko up to 6.x, drivers/virt/coco/guest/tsm_report.ko
+# after. A guest needs one of them, as a file or built in.
+GUEST_TSM_REPORT_MODULES: Mapping[str, str] = {
+    "tsm_report": "drivers/virt/coco/guest/tsm_report",
+    "tsm": "drivers/virt/coco/tsm",
+}
+# What the attestation responder reports to the host, one entry per module;
+# "a|b" names a module by each name it has had (the first the kernel knows wins).
+GUEST_ATTEST_MODULES: tuple[str, ...] = (
+    "sev-guest",
+    "|".join(GUEST_TSM_REPORT_MODULES),
+    "configfs",
+    "msr",
+)
 
 # Modules a host cannot run SEV-SNP guests without: KVM and its AMD part, the
 # CCP driver that carries the PSP/SEV firmware interface (/dev/sev, SNP_INIT),
@@ -69,6 +86,7 @@ GUEST_MODULES = KernelModules(
         "virtio_net",
         "virtio-rng",
         "efivarfs",
+        "configfs",
     ),
 )
 
@@ -155,8 +173,10 @@ REMOVE_FILES: Mapping[Role, tuple[str, ...]] = {
 # at "Please configure your system! Press any key" on the console.
 KERNEL_COMMAND_LINE: tuple[str, ...] = ("systemd.firstboot=off",)
 
+# Rendered units. The attestation responder is started by udev when the
+# host's port appears, not at boot: it is in UNITS, not in ENABLE.
 UNITS: Mapping[Role, tuple[str, ...]] = {
-    "guest": ("sevimg-guest-check.service",),
+    "guest": ("sevimg-attest-responder.service", "sevimg-guest-check.service"),
     "host": ("sevimg-host-check.service",),
 }
 ENABLE: Mapping[Role, tuple[str, ...]] = {

@@ -130,6 +130,18 @@ def check_spec(spec: ImageSpec, entry: Entry) -> list[Problem]:
                     f"{spec.role} needs {', '.join(required)}",
                 )
             )
+    if spec.role == "guest" and not any(
+        payload.module_kept(spec.kernel_modules, path)
+        for path in payload.GUEST_TSM_REPORT_MODULES.values()
+    ):
+        names = " or ".join(payload.GUEST_TSM_REPORT_MODULES)
+        problems.append(
+            doc.problem(
+                ("guest", "kernel_modules"),
+                f"the guest would lose the TSM report module ({names}, drivers/virt/coco/): "
+                "without it there are no configfs-tsm attestation reports",
+            )
+        )
     problems += check_rpm_repos(spec, entry)
     if not spec.debug:
         problems += check_security(spec, entry)

@@ -24,6 +24,7 @@ from sevimg.cli.params import ImageName, Number
 from sevimg.machine import run
 from sevimg.problems import SevimgError
 from sevimg.release import checksums, names
+from sevimg.render import launch
 from sevimg.render.launch import MIN_MEMORY_MB
 from sevimg.workspace import Workspace
 
@@ -206,6 +207,19 @@ def _summary(outcomes: Sequence[Outcome], out_dir: Path) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Artifact folder (default: out/).",
 )
+@click.option(
+    "--channel",
+    "channel_socket",
+    metavar="SOCKET",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Give the guest the attestation channel (a virtio-serial port) on this unix socket.",
+)
+@click.option(
+    "--attest",
+    is_flag=True,
+    help="--no-sev: once ready, ask the guest for an attestation report over a fresh nonce "
+    "on the channel and print its answer.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="--no-sev: echo the guest's console.")
 @pass_ctx
 @handle_errors
@@ -220,6 +234,8 @@ def run_command(
     qemu: str | None,
     firmware: str | None,
     from_dir: Path | None,
+    channel_socket: Path | None,
+    attest: bool,
     verbose: bool,
 ) -> None:
     """Launch the guest UKI of IMAGE (debian-13, or a path to a .efi) as an SEV-SNP guest.
@@ -231,7 +247,15 @@ def run_command(
     plain QEMU and OVMF as a smoke test: exit 0 when the guest prints its
     readiness marker, non-zero with the console's last lines otherwise;
     SIGINT, SIGTERM or SIGHUP stop that QEMU and exit 130, 143 or 129.
+    --channel SOCKET adds the attestation channel (a virtio-serial port,
+    org.sevimg.attest); --no-sev --attest then asks the guest for a report
+    over a fresh nonce and prints its answer (exit 1 unless it echoes the nonce).
     """
+    if attest and not no_sev:
+        raise SevimgError("--attest needs --no-sev (under SNP, the host image attests)")
+    if attest and channel_socket:
+        raise SevimgError("--attest makes its own channel: leave out --channel")
+    extra = launch.channel_args(str(channel_socket)) if channel_socket else []
     kernel = _guest_artifact(ctx, image, from_dir)
     paths = _search_paths(ctx)
     if no_sev:
@@ -249,6 +273,7 @@ def run_command(
                 firmware=ovmf,
                 kvm=accel == "kvm",
                 console=Path("console.log"),
+                extra=extra,
             )
             out.print(shlex.join(argv), markup=False, soft_wrap=True)
             return
@@ -265,13 +290,20 @@ def run_command(
             timeout=timeout,
             accel=accel,
             on_line=echo,
+            extra=extra,
+            attest=attest,
         )
-        if result.ready:
+        if result.ready and not result.reason:
             out.print(
                 f"ready after {result.seconds:.1f} s ({result.accel}): {result.marker_line}",
                 markup=False,
             )
+            if attest:
+                _print_answer(result)
             return
+        if result.ready:  # the channel failed
+            err.print(f"sevimg: error: {result.reason}", style="bold red", markup=False)
+            sys.exit(1)
         err.print(
             f"sevimg: error: {kernel.name} did not become ready: {result.reason}",
             style="bold red",
@@ -288,7 +320,12 @@ def run_command(
     )
     qemu_path = qemu or next((q for q in paths.qemu if shutil.which(q)), paths.qemu[0])
     argv = run.snp_argv(
-        kernel, memory_mb=memory, qemu=qemu_path, firmware=firmware_path, cbitpos=position
+        kernel,
+        memory_mb=memory,
+        qemu=qemu_path,
+        firmware=firmware_path,
+        cbitpos=position,
+        extra=extra,
     )
     if dry_run:
         out.print(f"# cbitpos {position}: {origin}", markup=False)
@@ -305,6 +342,25 @@ def run_command(
     run.find_firmware([firmware_path], None, "AMD SEV firmware")
     run.find_qemu(qemu_path, paths.qemu)
     os.execvp(argv[0], argv)  # noqa: S606 - QEMU takes over the terminal, as a user would run it
+
+
+def _print_answer(result: run.BootResult) -> None:
+    """The guest's attestation answer, one field a line; exit 1 unless it echoed the nonce."""
+    answer = result.answer
+    assert answer is not None
+    out.print(f"nonce sent: {result.nonce.hex()}", markup=False)
+    out.print("the guest answered:", markup=False)
+    for line in answer.text.splitlines()[1:-1]:
+        key, _, value = line.partition("=")
+        shown = f"{len(answer.report or b'')} bytes (base64)" if key == "report" else value
+        out.print(f"  {key}: {shown}", markup=False, highlight=False)
+    if answer.nonce != result.nonce:
+        err.print(
+            "sevimg: error: the guest's answer does not echo the nonce sent",
+            style="bold red",
+            markup=False,
+        )
+        sys.exit(1)
 
 
 def _guest_artifact(ctx: Context, image: str, from_dir: Path | None) -> Path:

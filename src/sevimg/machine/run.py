@@ -9,6 +9,7 @@ for the guest's readiness marker, and reports how long it took.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import math
 import os
 import shutil
@@ -23,8 +24,16 @@ from pathlib import Path, PurePosixPath
 from sevimg import interrupt, proc
 from sevimg.catalog.spec import FamilyFacts
 from sevimg.problems import SevimgError
-from sevimg.render.launch import DEFAULT_CBITPOS, MIN_MEMORY_MB, READY_MARKER, Launch, snp_command
+from sevimg.render.launch import (
+    DEFAULT_CBITPOS,
+    MIN_MEMORY_MB,
+    READY_MARKER,
+    Launch,
+    channel_args,
+    snp_command,
+)
 from sevimg.render.write import scratch_folder
+from sevimg_cert import channel
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,9 @@ CPUID_SEV_LEAF = 0x8000001F
 QEMU_GRACE = 3.0  # seconds QEMU gets after SIGTERM before SIGKILL
 MAX_MEMORY_MB = 1024 * 1024  # 1 TiB: more is a typo, not a guest
 MAX_TIMEOUT = 24 * 3600.0  # seconds; a smoke boot that needs a day has failed
+# After the readiness marker, how long the attestation responder gets to answer
+# (it starts when the port appears, before the marker; TCG is slow).
+ATTEST_TIMEOUT = 120.0
 
 
 def check_memory(memory_mb: int, what: str = "an SNP guest") -> None:
@@ -142,17 +154,33 @@ def cbit_position(cpuid_device: Path = Path("/dev/cpu/0/cpuid")) -> tuple[int, s
     return position, "CPUID 0x8000001F"
 
 
-def snp_argv(kernel: Path, *, memory_mb: int, qemu: str, firmware: str, cbitpos: int) -> list[str]:
-    """The SEV-SNP launch command for `kernel`, checked."""
+def snp_argv(
+    kernel: Path,
+    *,
+    memory_mb: int,
+    qemu: str,
+    firmware: str,
+    cbitpos: int,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The SEV-SNP launch command for `kernel`, checked; `extra` (e.g. the channel) appended."""
     check_memory(memory_mb)
     return [
         *snp_command(Launch(qemu=qemu, firmware=firmware, kernel=str(kernel), memory_mb=str(memory_mb), cbitpos=str(cbitpos))),
         "-serial", "stdio",
+        *extra,
     ]  # fmt: skip
 
 
 def plain_argv(
-    kernel: Path, *, memory_mb: int, qemu: str, firmware: str, kvm: bool, console: Path
+    kernel: Path,
+    *,
+    memory_mb: int,
+    qemu: str,
+    firmware: str,
+    kvm: bool,
+    console: Path,
+    extra: Sequence[str] = (),
 ) -> list[str]:
     """A plain (no SEV) boot of the same UKI, its serial console written to `console`."""
     accel = ["-accel", "kvm", "-cpu", "host"] if kvm else ["-accel", "tcg", "-cpu", "max"]
@@ -168,6 +196,7 @@ def plain_argv(
         "-serial", f"file:{console}",
         "-bios", firmware,
         "-kernel", str(kernel),
+        *extra,
     ]  # fmt: skip
 
 
@@ -181,6 +210,8 @@ class BootResult:
     marker_line: str
     console_tail: tuple[str, ...]
     reason: str = ""
+    nonce: bytes = b""  # with attest: the nonce sent over the channel
+    answer: channel.GuestAnswer | None = None  # with attest: the guest's answer
 
 
 def smoke_boot(
@@ -192,8 +223,16 @@ def smoke_boot(
     timeout: float,
     accel: str = "auto",
     on_line: Callable[[str], None] | None = None,
+    extra: Sequence[str] = (),
+    attest: bool = False,
 ) -> BootResult:
-    """Boot without SEV until the readiness marker appears; KVM when it works, else TCG."""
+    """Boot without SEV until the readiness marker appears; KVM when it works, else TCG.
+
+    `extra` QEMU arguments are appended. With `attest`, the guest also gets
+    the attestation channel, and once it is ready it is asked for a report
+    over a fresh random nonce (the result carries the nonce and the answer;
+    a channel failure is the result's reason).
+    """
     check_memory(memory_mb, "the guest")
     check_timeout(timeout)
     kvm_usable = os.access("/dev/kvm", os.R_OK | os.W_OK)
@@ -204,7 +243,7 @@ def smoke_boot(
         raise SevimgError("--accel kvm, but /dev/kvm is not usable here")
     result: BootResult | None = None
     for kvm in attempts:
-        result = _boot_once(kernel, qemu, firmware, memory_mb, timeout, kvm, on_line)
+        result = _boot_once(kernel, qemu, firmware, memory_mb, timeout, kvm, on_line, extra, attest)
         if result.ready or not result.reason.startswith("kvm:"):
             return result
     assert result is not None
@@ -219,13 +258,29 @@ def _boot_once(
     timeout: float,
     kvm: bool,
     on_line: Callable[[str], None] | None,
+    extra: Sequence[str],
+    attest: bool,
 ) -> BootResult:
     label = "kvm" if kvm else "tcg"
     with scratch_folder("sevimg-run-") as tmp:
         console = tmp / "console.log"
         console.touch()
+        socket_path = tmp / "attest.sock"
+        if attest:
+            if len(os.fsencode(socket_path)) >= 108:  # sun_path's size
+                raise SevimgError(
+                    f"the channel's socket path {socket_path} is too long for a unix socket",
+                    hint="set TMPDIR to a shorter folder",
+                )
+            extra = [*extra, *channel_args(str(socket_path))]
         argv = plain_argv(
-            kernel, memory_mb=memory_mb, qemu=qemu, firmware=firmware, kvm=kvm, console=console
+            kernel,
+            memory_mb=memory_mb,
+            qemu=qemu,
+            firmware=firmware,
+            kvm=kvm,
+            console=console,
+            extra=extra,
         )
         started = time.monotonic()
         try:
@@ -259,7 +314,10 @@ def _boot_once(
                     if on_line:
                         on_line(clean)
                     if READY_MARKER in clean:
-                        return result(marker=clean[clean.index(READY_MARKER) :])
+                        marker = clean[clean.index(READY_MARKER) :]
+                        if not attest:
+                            return result(marker=marker)
+                        return _attest(socket_path, result(marker=marker))
                 qemu_text = "".join(qemu_output).strip()
                 if kvm and any(f in qemu_text for f in KVM_FAILURES):
                     return result(reason=f"kvm: {qemu_text.splitlines()[0]}")
@@ -272,3 +330,13 @@ def _boot_once(
                 if time.monotonic() - started > timeout:
                     return result(reason=f"no {READY_MARKER} within {timeout:.0f} s")
                 time.sleep(0.5)
+
+
+def _attest(socket_path: Path, ready: BootResult) -> BootResult:
+    """Ask the ready guest for an attestation over a fresh nonce; the answer or why not."""
+    nonce = os.urandom(channel.NONCE_BYTES)
+    try:
+        answer = channel.request(socket_path, nonce, timeout=ATTEST_TIMEOUT)
+    except channel.ChannelError as exc:
+        return dataclasses.replace(ready, nonce=nonce, reason=f"attestation channel: {exc}")
+    return dataclasses.replace(ready, nonce=nonce, answer=answer)

@@ -16,6 +16,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from sevimg.catalog import payload
 from sevimg.catalog.spec import GUEST_EMBED_DIR, GUEST_EMBED_PATH, ImageSpec, KernelModules
 from sevimg.mkosi_versions import OLDEST_MKOSI
 from sevimg.render import launch
@@ -32,6 +33,8 @@ GUEST_TREE = "guest-image"
 # sevimg, below the harness's import path (PYTHONPATH in the image).
 CERT_PACKAGE = "sevimg_cert"
 PYTHON_DIR = "usr/lib/sevimg/python"
+ATTEST_RULES = "usr/lib/udev/rules.d/90-sevimg-attest.rules"
+ATTEST_RESPONDER = "usr/libexec/sevimg/attest-responder"
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,13 @@ class Renderer:
                 "payload/guest/modules-load.conf.j2",
                 f"{EXTRA}/etc/modules-load.d/sevimg-guest.conf",
             )
+        if spec.role == "guest":
+            add(
+                "payload/guest/attest-responder.sh.j2",
+                f"{EXTRA}/{ATTEST_RESPONDER}",
+                0o755,
+            )
+            add("payload/guest/attest.rules.j2", f"{EXTRA}/{ATTEST_RULES}")
         if spec.role == "host":
             add("guest-image/README.j2", f"{GUEST_TREE}/README")
             for name, content in self.cert_files:
@@ -155,6 +165,13 @@ class Renderer:
             "ready_marker": launch.READY_MARKER,
             "min_memory_mb": launch.MIN_MEMORY_MB,
             "default_cbitpos": launch.DEFAULT_CBITPOS,
+            "attest_port": launch.ATTEST_PORT,
+            "attest_device_unit": launch.device_unit(f"/dev/virtio-ports/{launch.ATTEST_PORT}"),
+            "attest_rules": f"/{ATTEST_RULES}",
+            "attest_modules": payload.GUEST_ATTEST_MODULES,
+            "attest_load": tuple(payload.GUEST_TSM_REPORT_MODULES),
+            # The host launch's channel, with the host script's socket variable.
+            "channel_args": [f'"{a}"' for a in launch.channel_args("${attest_socket}")],
         }
 
     def kernel_modules_syntax(self) -> str:
