@@ -103,6 +103,8 @@ class Step:
 class Test:
     """A test of the level: its steps decide its result."""
 
+    __test__ = False  # not a pytest test class, despite the name
+
     name: str
     description: str
     scope: str  # host or guest: where the thing tested lives
