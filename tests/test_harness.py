@@ -25,7 +25,7 @@ import pytest
 from sevimg_cert import harness, prereqs, result
 from sevimg_cert.harness import Config
 from tests import certkit
-from tests.conftest import REPO
+from tests.conftest import REPO, CliFn
 from tests.fakekds import FakeKds, serve
 from tests.harnesskit import FIRMWARE, GUEST, FakeHost, fake_host, path_with
 
@@ -344,3 +344,36 @@ def test_unknown_processor_gets_no_proc_label() -> None:
     odd = result.Identity("opensuse-leap", "15.6", "9005")
     assert result.labels(odd) == ["certificate", "os-opensuseleap-15.6", "proc-9005"]
     assert result.title(result.Identity("fedora", "42", None)) == "fedora 42 SEV version 3.0"
+
+
+def test_sevimg_verify_checks_a_result_again(tmp_path: Path, kds: FakeKds, cli: CliFn) -> None:
+    """The evidence in result.md/.json is enough for `sevimg verify` later; tampering is caught."""
+    host = fake_host(tmp_path, sev_snp="Y", cmdline=f"sevimg.kds={kds.url}")
+    run_harness(
+        host,
+        trusted_arks=(kds.chain.ark,),
+        measure=lambda *a, **k: MEASUREMENT,
+        ask_guest=signing_guest(host, []),
+    )
+    state = host.root / "run/sevimg"
+    folder = certkit.write_folder(tmp_path / "certs", kds.chain)
+    ark = folder / "ark.pem"
+    for name in ("result.md", "result.json"):
+        again = cli("verify", str(state / name), "--certs", str(folder), "--trusted-ark", str(ark))
+        assert again.code == 0, again.output
+        assert "request data" in again.stdout and "equals the nonce" in again.stdout
+    doc = json.loads((state / "result.json").read_text())
+    doc["evidence"]["expected_measurement"] = "00" * 48
+    tampered = tmp_path / "tampered.json"
+    tampered.write_text(json.dumps(doc))
+    bad = cli("verify", str(tampered), "--certs", str(folder), "--trusted-ark", str(ark))
+    assert bad.code == 1 and "measurement: is " in bad.stderr
+    # Without a folder, the evidence's own VCEK is used, completed only with AMD's pinned
+    # ASK and ARK: a synthetic VCEK is refused.
+    pinned_only = cli("verify", str(state / "result.md"))
+    assert pinned_only.code == 1 and "SEV-VCEK is not signed by SEV-Genoa" in pinned_only.stderr
+    empty = tmp_path / "empty.md"
+    empty.write_text("# Failed to Achieve a Certification Level\n")
+    refused = cli("verify", str(empty))
+    assert refused.code == 1 and "neither a result JSON" in refused.stderr
+    assert "Traceback" not in refused.output
