@@ -257,3 +257,11 @@ def test_unframe_refuses_damage() -> None:
     assert result.unframe(framed + lines[0] + "\n" + lines[1] + "\n") == payload
     digest = hashlib.sha256(payload).hexdigest()
     assert re.search(rf"bytes={len(payload)} sha256={digest}$", lines[0])
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_from_dict_round_trip(name: str) -> None:
+    made = CASES[name]()
+    back = result.from_dict(json.loads(result.to_json(made)))
+    assert result.to_json(back) == result.to_json(made)
+    assert result.to_markdown(back) == result.to_markdown(made)

@@ -253,6 +253,7 @@ def to_dict(result: CertResult) -> dict[str, Any]:
         "milestone": milestone(result),
         "evidence": result.evidence.as_dict(),
         "error": result.error,
+        "log": result.log,
     }
     return doc
 
@@ -529,3 +530,63 @@ def evidence_from_text(text: str) -> dict[str, Any]:
     if not isinstance(block, dict):
         raise ValueError(f"the {EVIDENCE_FENCE} block is not a JSON object")
     return block
+
+
+def from_dict(doc: dict[str, Any]) -> CertResult:
+    """A CertResult back from its JSON (as `sevimg run --role host` reads it off the console).
+
+    The result, level, title, labels and milestone are recomputed from the
+    tests and identity; `sevimg run` checks that they agree with the JSON.
+    KeyError/TypeError/ValueError when the document is not a result.
+    """
+    env_fields = Environment.__dataclass_fields__
+    environment = Environment(**{k: v for k, v in doc["environment"].items() if k in env_fields})
+    tests = tuple(
+        Test(
+            t["name"],
+            t["description"],
+            t["scope"],
+            t["started_at"],
+            t["completed_at"],
+            tuple(
+                Step(
+                    s["name"],
+                    Outcome(s["result"]),
+                    s["detail"],
+                    s.get("duration_ms"),
+                    s.get("output", ""),
+                )
+                for s in t["steps"]
+            ),
+            t["level"],
+        )
+        for level in doc["levels"]
+        for t in level["tests"]
+    )
+    ev = doc["evidence"]
+    evidence = Evidence(
+        base64.b64decode(ev["report"]) if ev.get("report") else None,
+        bytes.fromhex(ev["nonce"]) if ev.get("nonce") else None,
+        bytes.fromhex(ev["expected_measurement"]) if ev.get("expected_measurement") else None,
+        ev.get("vcek"),
+        ev.get("product"),
+    )
+    title_words = str(doc["title"]).split()
+    series = next(
+        (label.removeprefix("proc-") for label in doc["labels"] if PROC_LABEL.match(label)), None
+    )
+    identity = Identity(
+        environment.host_os_id or title_words[0],
+        environment.host_os_release or title_words[1],
+        series,
+    )
+    return CertResult(
+        doc["started_at"],
+        doc["completed_at"],
+        tests,
+        environment,
+        identity,
+        evidence,
+        doc.get("error"),
+        doc.get("log", ""),
+    )
