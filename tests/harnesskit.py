@@ -58,7 +58,7 @@ def fake_host(
         bin_ / "qemu-system-x86_64",
         "#!/bin/sh\n"
         f'if [ "$1" = --version ]; then echo "QEMU emulator version {qemu_version} (fake)"; exit 0; fi\n'
-        f"python3 -c 'import json, sys; json.dump(sys.argv[2:], open(sys.argv[1], \"w\"))' {argv_file} \"$@\"\n"
+        f'python3 -c \'import json, sys; json.dump(sys.argv[2:], open(sys.argv[1], "w"))\' {argv_file} "$@"\n'
         "exec sleep 300\n",
         0o755,
     )

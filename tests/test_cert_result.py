@@ -6,7 +6,6 @@ import base64
 import hashlib
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -110,7 +109,9 @@ def failing() -> CertResult:
     prereqs = (
         Step("sev_snp", Outcome.FAIL, "SEV-SNP is not available: kvm_amd is not loaded"),
         *PREREQS[1:5],
-        Step("snphost_ok", Outcome.FAIL, "snphost ok exited with status 1", output="[ FAIL ] - SNP\n"),
+        Step(
+            "snphost_ok", Outcome.FAIL, "snphost ok exited with status 1", output="[ FAIL ] - SNP\n"
+        ),
         PREREQS[6],
     )
     why = "prerequisite failed: sev_snp, snphost_ok"

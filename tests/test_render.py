@@ -136,7 +136,10 @@ def test_scripts_are_executable_and_config_is_not(catalog: Catalog) -> None:
 def test_host_launches_like_sevimg_run(catalog: Catalog) -> None:
     """The harness's launch.json holds the very argv `sevimg run` uses, with placeholders."""
     tree = render(catalog, "centos-10", "host")
-    assert "SEVIMG_QEMU=/usr/libexec/qemu-kvm" in tree.file("extra/etc/sevimg/image.env").content.decode()
+    assert (
+        "SEVIMG_QEMU=/usr/libexec/qemu-kvm"
+        in tree.file("extra/etc/sevimg/image.env").content.decode()
+    )
     doc = json.loads(tree.file("extra/etc/sevimg/launch.json").content)
     assert doc["argv"] == launch.snp_command(
         launch.Launch(
@@ -147,7 +150,10 @@ def test_host_launches_like_sevimg_run(catalog: Catalog) -> None:
             cbitpos="{cbitpos}",
         )
     )
-    assert "sev-snp-guest,id=sev0,cbitpos={cbitpos},reduced-phys-bits=1,kernel-hashes=on" in doc["argv"]
+    assert (
+        "sev-snp-guest,id=sev0,cbitpos={cbitpos},reduced-phys-bits=1,kernel-hashes=on"
+        in doc["argv"]
+    )
     assert doc["memory_mb"] == launch.MIN_MEMORY_MB
     script = tree.file("extra/usr/libexec/sevimg/host-check").content.decode()
     assert "exec python3 -P -m sevimg_cert.harness" in script

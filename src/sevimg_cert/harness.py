@@ -18,6 +18,7 @@ fake root; programs come from /etc/sevimg/image.env or PATH.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -36,7 +37,8 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from sevimg_cert import prereqs, result, verify
+from sevimg_cert import certs, kds, prereqs, result, verify
+from sevimg_cert.report import AttestationReport, Product
 from sevimg_cert.result import CertResult, Environment, Evidence, Identity, Outcome, Step, Test
 
 STATE_DIR = "/run/sevimg"
@@ -153,7 +155,7 @@ def launch_argv(host: prereqs.Host, cbitpos: int, socket: Path, console: Path) -
         raise LaunchError(f"{LAUNCH_FILE}: not JSON: {exc}") from None
     argv = doc.get("argv") if isinstance(doc, dict) else None
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
-        raise LaunchError(f"{LAUNCH_FILE}: no \"argv\" list of strings")
+        raise LaunchError(f'{LAUNCH_FILE}: no "argv" list of strings')
     qemu = host.which(prereqs.qemu_program(host)) or prereqs.qemu_program(host)
     values = {
         "qemu": qemu,
@@ -163,7 +165,8 @@ def launch_argv(host: prereqs.Host, cbitpos: int, socket: Path, console: Path) -
         "cbitpos": str(cbitpos),
     }
     filled = []
-    for arg in argv:
+    for template in argv:
+        arg = template
         for key, value in values.items():
             arg = arg.replace("{" + key + "}", value)
         filled.append(arg)
@@ -182,10 +185,8 @@ def _stop(child: subprocess.Popen[bytes]) -> None:
         os.killpg(child.pid, signal.SIGTERM)
         child.wait(timeout=QEMU_GRACE)
     except (OSError, subprocess.TimeoutExpired):
-        try:
+        with contextlib.suppress(OSError):
             os.killpg(child.pid, signal.SIGKILL)
-        except OSError:
-            pass
         child.wait()
 
 
@@ -212,7 +213,9 @@ class _Run:
     environment: Environment = field(default_factory=Environment)
     evidence: Evidence = field(default_factory=Evidence)
 
-    def test(self, name: str, description: str, scope: str, started: str, steps: Sequence[Step]) -> Test:
+    def test(
+        self, name: str, description: str, scope: str, started: str, steps: Sequence[Step]
+    ) -> Test:
         done = Test(name, description, scope, started, now_utc(), tuple(steps))
         self.tests.append(done)
         for step in steps:
@@ -238,7 +241,9 @@ def _run_checks(state: _Run) -> None:
         ovmf_path=prereqs.sev_firmware_path(host) or None,
         processor=cpu.describe() if cpu else None,
     )
-    log(f"host {host.env.get('SEVIMG_IMAGE_ID', '?')} on {release.get('PRETTY_NAME', '?')}, kernel {host.kernel_release}")
+    log(
+        f"host {host.env.get('SEVIMG_IMAGE_ID', '?')} on {release.get('PRETTY_NAME', '?')}, kernel {host.kernel_release}"
+    )
     log(f"processor: {cpu.describe() if cpu else 'unknown (no CPUID, no /proc/cpuinfo)'}")
 
     # 1. prerequisites
@@ -257,9 +262,27 @@ def _run_checks(state: _Run) -> None:
     if found.failed:
         why = "prerequisite failed: " + ", ".join(s.name for s in found.failed)
         at = now_utc()
-        state.test("expected_measurement", "Launch measurement of the embedded guest", "host", at, _steps_skipped(["measure"], why))
-        state.test("guest_launch", "The guest launched with SEV-SNP answers a nonce", "guest", at, _steps_skipped(["launch", "answer", "sev_snp_active", "report"], why))
-        state.test("attestation", "The guest's report verified against AMD's chain", "guest", at, _steps_skipped([_slug(n) for n in verify.CHECK_NAMES], why))
+        state.test(
+            "expected_measurement",
+            "Launch measurement of the embedded guest",
+            "host",
+            at,
+            _steps_skipped(["measure"], why),
+        )
+        state.test(
+            "guest_launch",
+            "The guest launched with SEV-SNP answers a nonce",
+            "guest",
+            at,
+            _steps_skipped(["launch", "answer", "sev_snp_active", "report"], why),
+        )
+        state.test(
+            "attestation",
+            "The guest's report verified against AMD's chain",
+            "guest",
+            at,
+            _steps_skipped([_slug(n) for n in verify.CHECK_NAMES], why),
+        )
         return
 
     # 2. expected measurement
@@ -269,12 +292,18 @@ def _run_checks(state: _Run) -> None:
     measurement: bytes | None = None
     try:
         measurement = expected_measurement(config, ovmf, kernel)
-        step = Step("measure", Outcome.PASS, f"{measurement.hex()} ({VCPU_TYPE}, {VCPUS} vCPU, kernel hashes)")
+        step = Step(
+            "measure",
+            Outcome.PASS,
+            f"{measurement.hex()} ({VCPU_TYPE}, {VCPUS} vCPU, kernel hashes)",
+        )
     except ImportError as exc:
         step = Step("measure", Outcome.FAIL, f"sev-snp-measure is not in this image: {exc}")
     except (OSError, ValueError) as exc:
         step = Step("measure", Outcome.FAIL, f"cannot compute the measurement: {exc}")
-    state.test("expected_measurement", "Launch measurement of the embedded guest", "host", started, [step])
+    state.test(
+        "expected_measurement", "Launch measurement of the embedded guest", "host", started, [step]
+    )
     state.evidence = replace(state.evidence, expected_measurement=measurement)
 
     # 3. launch and ask
@@ -282,7 +311,13 @@ def _run_checks(state: _Run) -> None:
     nonce = config.nonce()
     state.evidence = replace(state.evidence, nonce=nonce)
     answer, launch_steps = _launch_and_ask(state, nonce)
-    state.test("guest_launch", "The guest launched with SEV-SNP answers a nonce", "guest", started, launch_steps)
+    state.test(
+        "guest_launch",
+        "The guest launched with SEV-SNP answers a nonce",
+        "guest",
+        started,
+        launch_steps,
+    )
     if answer is not None:
         state.environment = replace(
             state.environment,
@@ -296,59 +331,108 @@ def _run_checks(state: _Run) -> None:
     report = _guest_field(answer, "report") if answer is not None else None
     if not report:
         why = "no attestation report from the guest"
-        state.test("attestation", "The guest's report verified against AMD's chain", "guest", started, _steps_skipped([_slug(n) for n in verify.CHECK_NAMES], why))
+        state.test(
+            "attestation",
+            "The guest's report verified against AMD's chain",
+            "guest",
+            started,
+            _steps_skipped([_slug(n) for n in verify.CHECK_NAMES], why),
+        )
         return
     state.evidence = replace(state.evidence, report=bytes(report))
     verdict = _verify(state, bytes(report), nonce, measurement, cpu)
-    steps = [
-        Step(_slug(c.name), Outcome(c.verdict.value), c.reason) for c in verdict.checks
-    ]
-    state.test("attestation", "The guest's report verified against AMD's chain", "guest", started, steps)
+    steps = [Step(_slug(c.name), Outcome(c.verdict.value), c.reason) for c in verdict.checks]
+    state.test(
+        "attestation", "The guest's report verified against AMD's chain", "guest", started, steps
+    )
 
 
 def _launch_and_ask(state: _Run, nonce: bytes) -> tuple[object | None, list[Step]]:
     config, host, log = state.config, state.host, state.log
     names = ["launch", "answer", "sev_snp_active", "report"]
     position, origin = prereqs.cbit_position(config.root)
-    workdir = Path(tempfile.mkdtemp(prefix="sevimg-launch-", dir=str(config.state) if config.state.is_dir() else None))
+    workdir = Path(
+        tempfile.mkdtemp(
+            prefix="sevimg-launch-", dir=str(config.state) if config.state.is_dir() else None
+        )
+    )
     socket = workdir / "attest.sock"
     console = config.state / "guest-console.log"
     try:
         argv = launch_argv(host, position, socket, console)
     except LaunchError as exc:
-        return None, [Step("launch", Outcome.FAIL, str(exc)), *_steps_skipped(names[1:], "the guest was not launched")]
+        return None, [
+            Step("launch", Outcome.FAIL, str(exc)),
+            *_steps_skipped(names[1:], "the guest was not launched"),
+        ]
     try:
         ask = config.ask_guest or _module_function("sevimg_cert.channel", "request")
     except ImportError as exc:
-        return None, [Step("launch", Outcome.FAIL, f"the host side of the guest channel is not in this image: {exc}"), *_steps_skipped(names[1:], "no channel")]
-    log(f"launching {host.env.get('SEVIMG_GUEST_IMAGE_ID', 'the guest')} with SEV-SNP (cbitpos {position}: {origin})")
+        return None, [
+            Step(
+                "launch",
+                Outcome.FAIL,
+                f"the host side of the guest channel is not in this image: {exc}",
+            ),
+            *_steps_skipped(names[1:], "no channel"),
+        ]
+    log(
+        f"launching {host.env.get('SEVIMG_GUEST_IMAGE_ID', 'the guest')} with SEV-SNP (cbitpos {position}: {origin})"
+    )
     log("  " + " ".join(argv))
     try:
-        child = subprocess.Popen(  # noqa: S603  (argv from the rendered launch.json)
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+        child = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     except OSError as exc:
-        return None, [Step("launch", Outcome.FAIL, f"cannot run {argv[0]}: {exc.strerror or exc}"), *_steps_skipped(names[1:], "the guest was not launched")]
-    steps = [Step("launch", Outcome.PASS, f"QEMU started (pid {child.pid}), cbitpos {position} ({origin})")]
+        return None, [
+            Step("launch", Outcome.FAIL, f"cannot run {argv[0]}: {exc.strerror or exc}"),
+            *_steps_skipped(names[1:], "the guest was not launched"),
+        ]
+    steps = [
+        Step(
+            "launch", Outcome.PASS, f"QEMU started (pid {child.pid}), cbitpos {position} ({origin})"
+        )
+    ]
     started = time.monotonic()
     try:
         answer = ask(socket, nonce, config.guest_timeout)
-    except Exception as exc:  # noqa: BLE001  (ChannelError, or anything the channel raises: a failed step)
+    except Exception as exc:
         _stop(child)
         output = child.stdout.read().decode(errors="replace") if child.stdout else ""
         tail = _tail(console)
         detail = f"no answer from the guest: {exc}"
         if child.returncode not in (None, 0) and output.strip():
             detail += f" (QEMU: {output.strip().splitlines()[-1]})"
-        return None, [*steps, Step("answer", Outcome.FAIL, detail, output=(output + tail)[-4000:]), *_steps_skipped(names[2:], "no answer from the guest")]
+        return None, [
+            *steps,
+            Step("answer", Outcome.FAIL, detail, output=(output + tail)[-4000:]),
+            *_steps_skipped(names[2:], "no answer from the guest"),
+        ]
     finally:
         _stop(child)
     seconds = time.monotonic() - started
     echoed = _guest_field(answer, "nonce")
     if echoed != nonce:
-        steps.append(Step("answer", Outcome.FAIL, f"the guest echoed another nonce ({bytes(echoed or b'').hex()[:16]}…)"))
+        steps.append(
+            Step(
+                "answer",
+                Outcome.FAIL,
+                f"the guest echoed another nonce ({bytes(echoed or b'').hex()[:16]}…)",
+            )
+        )
     else:
-        steps.append(Step("answer", Outcome.PASS, f"answered after {seconds:.1f} s with the nonce echoed (image {_guest_field(answer, 'image')})"))
+        steps.append(
+            Step(
+                "answer",
+                Outcome.PASS,
+                f"answered after {seconds:.1f} s with the nonce echoed (image {_guest_field(answer, 'image')})",
+            )
+        )
     sev = _guest_field(answer, "sev")
     modules = _guest_field(answer, "modules") or {}
     facts = f"sev={sev}, sev-guest device {_guest_field(answer, 'sev_guest_device')}, configfs {_guest_field(answer, 'configfs')}, tsm provider {_guest_field(answer, 'tsm_provider')}"
@@ -359,7 +443,13 @@ def _launch_and_ask(state: _Run, nonce: bytes) -> tuple[object | None, list[Step
     if report:
         steps.append(Step("report", Outcome.PASS, f"{len(report)} bytes"))
     else:
-        steps.append(Step("report", Outcome.FAIL, f"no report: {_guest_field(answer, 'error') or 'the guest gave no reason'}"))
+        steps.append(
+            Step(
+                "report",
+                Outcome.FAIL,
+                f"no report: {_guest_field(answer, 'error') or 'the guest gave no reason'}",
+            )
+        )
     return answer, steps
 
 
@@ -371,10 +461,9 @@ def _tail(path: Path, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _verify(state: _Run, report: bytes, nonce: bytes, measurement: bytes | None, cpu: prereqs.Cpu | None) -> verify.Result:
-    from sevimg_cert import certs, kds
-    from sevimg_cert.report import AttestationReport, Product
-
+def _verify(
+    state: _Run, report: bytes, nonce: bytes, measurement: bytes | None, cpu: prereqs.Cpu | None
+) -> verify.Result:
     config = state.config
     folder = config.root / CERTS_DIR.lstrip("/")
     product = None
@@ -419,16 +508,14 @@ def run(config: Config, echo: Callable[[str], None] | None = None) -> tuple[Cert
     error = None
     try:
         _run_checks(state)
-    except Exception as exc:  # noqa: BLE001  (every run writes a result, this one an error)
+    except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
         log(f"harness error: {error}")
         log(traceback.format_exc().rstrip())
     release = prereqs.os_release(config.root)
     cpu = None
-    try:
+    with contextlib.suppress(Exception):  # an identity without a processor is still a result
         cpu = prereqs.cpu(config.root)
-    except Exception:  # noqa: BLE001, S110  (an identity without a processor is still a result)
-        pass
     identity = Identity(
         release.get("ID"),
         release.get("VERSION_ID") or release.get("VERSION_CODENAME"),
@@ -449,13 +536,11 @@ def write_atomic(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        Path(tmp).chmod(0o644)
+        Path(tmp).replace(path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            Path(tmp).unlink()
         raise
 
 
@@ -473,7 +558,11 @@ def summary(outcome: CertResult) -> list[str]:
     lines = [
         "=" * 72,
         f"sevimg certification: {outcome.result.value.upper()}"
-        + (f" - level {outcome.certified_level} achieved" if outcome.certified_level else " - no level achieved"),
+        + (
+            f" - level {outcome.certified_level} achieved"
+            if outcome.certified_level
+            else " - no level achieved"
+        ),
         f"title:     {result.title(outcome.identity)}",
         f"labels:    {', '.join(result.labels(outcome.identity))}",
         f"milestone: {result.milestone(outcome) or '(none: a record, not a certificate)'}",
@@ -508,7 +597,7 @@ class Dispatch:
         except ImportError:
             log("dispatch: the reporter is not in this image; not reporting")
             self.module = None
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             log(f"dispatch: cannot find a server: {exc}")
             self.module = None
 
@@ -517,7 +606,7 @@ class Dispatch:
         if self.module is not None and self.servers:
             try:
                 self.module.booted(self.servers)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self.log(f"dispatch: booted failed: {exc}")
 
     def report(self, outcome: CertResult) -> None:
@@ -525,7 +614,7 @@ class Dispatch:
         if self.module is not None and self.servers:
             try:
                 self.module.report(self.servers, result.dispatch_payload(outcome))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self.log(f"dispatch: report failed: {exc}")
 
 
@@ -534,14 +623,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sevimg-host-check", description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("/"), help="read files below this folder")
     parser.add_argument("--state-dir", type=Path, help=f"write results here (default {STATE_DIR})")
-    parser.add_argument("--timeout", type=float, default=GUEST_TIMEOUT, help="seconds to wait for the guest")
+    parser.add_argument(
+        "--timeout", type=float, default=GUEST_TIMEOUT, help="seconds to wait for the guest"
+    )
     parser.add_argument("--no-dispatch", action="store_true", help="do not report to dispatch")
     args = parser.parse_args(argv)
 
     def echo(line: str) -> None:
         print(line, flush=True)
 
-    config = Config(root=args.root, state_dir=args.state_dir, guest_timeout=args.timeout, dispatch=not args.no_dispatch)
+    config = Config(
+        root=args.root,
+        state_dir=args.state_dir,
+        guest_timeout=args.timeout,
+        dispatch=not args.no_dispatch,
+    )
     early = Log(echo)
     reporter = Dispatch(config.root, early, config.dispatch)
     reporter.booted()

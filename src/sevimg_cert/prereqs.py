@@ -10,6 +10,7 @@ the only snphost command ever run (never `snphost commit`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -19,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sevimg_cert.result import Outcome, Step
+from sevimg_cert.result import SERIES_NAMES, Outcome, Step
 
 KERNEL_FLOOR = (6, 11)
 QEMU_FLOOR = (9, 2)
@@ -79,8 +80,8 @@ class Host:
 def parse_env(text: str) -> dict[str, str]:
     """KEY=value lines (image.env, os-release); quotes around values removed, comments skipped."""
     out: dict[str, str] = {}
-    for line in text.splitlines():
-        line = line.strip()
+    for raw in text.splitlines():
+        line = raw.strip()
         if not line or line.startswith("#") or "=" not in line:
             continue
         key, _, value = line.partition("=")
@@ -112,7 +113,7 @@ def os_release(root: Path) -> dict[str, str]:
 def run_program(argv: list[str], timeout: float = PROGRAM_TIMEOUT) -> tuple[int, str]:
     """(exit status, stdout+stderr); status 127 with the reason when it cannot be run."""
     try:
-        done = subprocess.run(  # noqa: S603  (argv from image.env or PATH, no shell)
+        done = subprocess.run(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -146,7 +147,9 @@ def check_sev_snp(host: Host) -> Step:
         why = "kvm_amd has no sev_snp parameter" if loaded else "kvm_amd is not loaded"
         return Step(SEV_SNP, Outcome.FAIL, f"SEV-SNP is not available: {why} ({where} missing)")
     if value.strip() in ("Y", "1"):
-        return Step(SEV_SNP, Outcome.PASS, f"kvm_amd reports SEV-SNP enabled ({where}: {value.strip()})")
+        return Step(
+            SEV_SNP, Outcome.PASS, f"kvm_amd reports SEV-SNP enabled ({where}: {value.strip()})"
+        )
     return Step(
         SEV_SNP, Outcome.FAIL, f"SEV-SNP is not enabled: {where} is {value.strip()!r}, not Y"
     )
@@ -161,7 +164,9 @@ def check_sev_firmware(host: Host) -> Step:
     """The AMD SEV build of OVMF exists."""
     firmware = sev_firmware_path(host)
     if not firmware:
-        return Step(SEV_FIRMWARE, Outcome.FAIL, "SEVIMG_SEV_FIRMWARE is not set in /etc/sevimg/image.env")
+        return Step(
+            SEV_FIRMWARE, Outcome.FAIL, "SEVIMG_SEV_FIRMWARE is not set in /etc/sevimg/image.env"
+        )
     if host.file(firmware).is_file():
         size = host.file(firmware).stat().st_size
         return Step(SEV_FIRMWARE, Outcome.PASS, f"{firmware} ({size} bytes)")
@@ -173,7 +178,9 @@ def check_kernel(host: Host) -> Step:
     release = host.kernel_release
     found = version_tuple(release, r"^(\d+)\.(\d+)")
     if found is None:
-        return Step(KERNEL, Outcome.FAIL, f"cannot read a version from the kernel release {release!r}")
+        return Step(
+            KERNEL, Outcome.FAIL, f"cannot read a version from the kernel release {release!r}"
+        )
     if found < KERNEL_FLOOR:
         return Step(KERNEL, Outcome.FAIL, f"kernel {release} is older than {_floor(KERNEL_FLOOR)}")
     return Step(KERNEL, Outcome.PASS, f"kernel {release} (>= {_floor(KERNEL_FLOOR)})")
@@ -195,7 +202,12 @@ def check_qemu(host: Host) -> tuple[Step, str | None]:
     found = version_tuple(output, r"version (\d+)\.(\d+)")
     if code != 0 or found is None:
         return (
-            Step(QEMU, Outcome.FAIL, f"{program} --version failed (status {code})", output=output[-2000:]),
+            Step(
+                QEMU,
+                Outcome.FAIL,
+                f"{program} --version failed (status {code})",
+                output=output[-2000:],
+            ),
             line or None,
         )
     if found < QEMU_FLOOR:
@@ -223,7 +235,9 @@ def _dpkg_version(host: Host, absolute: str) -> tuple[str, str] | None:
     status = host.read("/var/lib/dpkg/status") or ""
     for stanza in status.split("\n\n"):
         fields = dict(
-            line.split(": ", 1) for line in stanza.splitlines() if ": " in line and not line[0].isspace()
+            line.split(": ", 1)
+            for line in stanza.splitlines()
+            if ": " in line and not line[0].isspace()
         )
         if fields.get("Package") == owner and "installed" in fields.get("Status", ""):
             return owner, fields.get("Version", "")
@@ -249,7 +263,11 @@ def check_ovmf(host: Host) -> tuple[Step, str | None]:
     """OVMF meets the floor: the version from the package database, else from the file's edk2 tag."""
     firmware = sev_firmware_path(host)
     if not firmware or not host.file(firmware).is_file():
-        return Step(OVMF, Outcome.FAIL, f"no SEV firmware file to read a version from ({firmware or 'unset'})"), None
+        return Step(
+            OVMF,
+            Outcome.FAIL,
+            f"no SEV firmware file to read a version from ({firmware or 'unset'})",
+        ), None
     package = _dpkg_version(host, firmware)
     if package is not None:
         owner, version = package
@@ -262,7 +280,11 @@ def check_ovmf(host: Host) -> tuple[Step, str | None]:
         text = tag or ""
     if found is None:
         return (
-            Step(OVMF, Outcome.SKIP, f"version of {firmware} unknown (no package record, no edk2 tag): floor {_floor(OVMF_FLOOR)} not checked"),
+            Step(
+                OVMF,
+                Outcome.SKIP,
+                f"version of {firmware} unknown (no package record, no edk2 tag): floor {_floor(OVMF_FLOOR)} not checked",
+            ),
             None,
         )
     if found < OVMF_FLOOR:
@@ -278,7 +300,9 @@ def check_snphost(host: Host) -> Step:
     code, output = run_program([program, "ok"])
     failing = [line.strip() for line in output.splitlines() if "FAIL" in line.upper()]
     if code == 0:
-        return Step(SNPHOST, Outcome.PASS, f"{program} ok: every check passed", output=output[-4000:])
+        return Step(
+            SNPHOST, Outcome.PASS, f"{program} ok: every check passed", output=output[-4000:]
+        )
     detail = f"{program} ok exited with status {code}"
     if failing:
         detail += ": " + "; ".join(failing[:5])
@@ -290,8 +314,14 @@ def check_guest_image(host: Host) -> Step:
     guest = host.env.get("SEVIMG_GUEST_EFI", "")
     if guest and host.file(guest).is_file():
         name = host.env.get("SEVIMG_GUEST_IMAGE_ID", "")
-        return Step(GUEST_IMAGE, Outcome.PASS, f"{guest} ({name}, {host.file(guest).stat().st_size} bytes)")
-    return Step(GUEST_IMAGE, Outcome.FAIL, f"the embedded guest {guest or '(SEVIMG_GUEST_EFI unset)'} does not exist")
+        return Step(
+            GUEST_IMAGE, Outcome.PASS, f"{guest} ({name}, {host.file(guest).stat().st_size} bytes)"
+        )
+    return Step(
+        GUEST_IMAGE,
+        Outcome.FAIL,
+        f"the embedded guest {guest or '(SEVIMG_GUEST_EFI unset)'} does not exist",
+    )
 
 
 @dataclass(frozen=True)
@@ -312,7 +342,14 @@ def check_all(host: Host, *, guest: bool = True) -> Prerequisites:
     """All prerequisites, in order; `guest=False` leaves out the embedded guest (doctor)."""
     qemu, qemu_version = check_qemu(host)
     ovmf, ovmf_version = check_ovmf(host)
-    steps = [check_sev_snp(host), check_sev_firmware(host), check_kernel(host), qemu, ovmf, check_snphost(host)]
+    steps = [
+        check_sev_snp(host),
+        check_sev_firmware(host),
+        check_kernel(host),
+        qemu,
+        ovmf,
+        check_snphost(host),
+    ]
     if guest:
         steps.append(check_guest_image(host))
     return Prerequisites(tuple(steps), qemu_version, ovmf_version)
@@ -338,8 +375,6 @@ class Cpu:
 
     def describe(self) -> str:
         """E.g. `9004 (Genoa), family 0x19 model 0x11`."""
-        from sevimg_cert.result import SERIES_NAMES
-
         name = self.series
         what = f"{name} ({SERIES_NAMES.get(name, '?')})" if name else "unknown series"
         return f"{what}, family {self.family:#x} model {self.model:#x}" + (
@@ -394,11 +429,11 @@ def _signature(eax: int) -> tuple[int, int]:
 def cpu(root: Path) -> Cpu | None:
     """The processor, from /dev/cpu/0/cpuid (leaf 0x80000001), else /proc/cpuinfo."""
     info = ""
-    try:
+    with contextlib.suppress(OSError):
         info = (root / "proc/cpuinfo").read_text(errors="replace").split("\n\n")[0]
-    except OSError:
-        pass
-    fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in info.splitlines())}
+    fields = {
+        k.strip(): v.strip() for k, _, v in (line.partition(":") for line in info.splitlines())
+    }
     brand = fields.get("model name", "")
     regs = _cpuid(root, CPUID_FEATURES)
     if regs is not None:
@@ -421,7 +456,10 @@ def cbit_position(root: Path) -> tuple[int, str]:
     """The C-bit position from CPUID 0x8000001F EBX[5:0], with where it came from."""
     regs = _cpuid(root, CPUID_SEV)
     if regs is None:
-        return DEFAULT_CBITPOS, f"default {DEFAULT_CBITPOS} (/dev/cpu/0/cpuid unreadable: modprobe cpuid)"
+        return (
+            DEFAULT_CBITPOS,
+            f"default {DEFAULT_CBITPOS} (/dev/cpu/0/cpuid unreadable: modprobe cpuid)",
+        )
     position = regs[1] & 0x3F
     if position == 0:
         return DEFAULT_CBITPOS, f"default {DEFAULT_CBITPOS} (CPUID reports no SEV C-bit)"

@@ -91,7 +91,11 @@ class Step:
 
     def as_dict(self) -> dict[str, Any]:
         """The step in the result JSON."""
-        out: dict[str, Any] = {"name": self.name, "result": self.result.value, "detail": self.detail}
+        out: dict[str, Any] = {
+            "name": self.name,
+            "result": self.result.value,
+            "detail": self.detail,
+        }
         if self.duration_ms is not None:
             out["duration_ms"] = self.duration_ms
         if self.output and self.result is not Outcome.PASS:
@@ -330,7 +334,11 @@ def to_markdown(result: CertResult) -> str:
     lines: list[str] = []
     w = lines.append
     level = result.certified_level
-    w(f"# Achieved Certification Level {level}" if level else "# Failed to Achieve a Certification Level")
+    w(
+        f"# Achieved Certification Level {level}"
+        if level
+        else "# Failed to Achieve a Certification Level"
+    )
     w("")
     w(f"**Certified level:** {level or 'none'}  ")
     w(f"**Maximum level:** {LEVEL}  ")
@@ -363,8 +371,16 @@ def to_markdown(result: CertResult) -> str:
             " ".join(x for x in (env.guest_os_id, env.guest_os_release) if x) or None,
         ),
         ("Guest kernel", env.guest_kernel_version),
-        ("QEMU", " ".join(x for x in (env.qemu_version, env.qemu_binary and f"({env.qemu_binary})") if x) or None),
-        ("OVMF", " ".join(x for x in (env.ovmf_version, env.ovmf_path and f"({env.ovmf_path})") if x) or None),
+        (
+            "QEMU",
+            " ".join(x for x in (env.qemu_version, env.qemu_binary and f"({env.qemu_binary})") if x)
+            or None,
+        ),
+        (
+            "OVMF",
+            " ".join(x for x in (env.ovmf_version, env.ovmf_path and f"({env.ovmf_path})") if x)
+            or None,
+        ),
     ]
     for name, value in rows:
         w(f"- **{name}:** {value or 'unknown'}")
@@ -399,7 +415,9 @@ def to_markdown(result: CertResult) -> str:
             w("")
     w("## Evidence")
     w("")
-    w("Check it again with `sevimg verify` (it reads this block from the issue's text or result.md).")
+    w(
+        "Check it again with `sevimg verify` (it reads this block from the issue's text or result.md)."
+    )
     w("")
     lines.extend(_fence(json.dumps(result.evidence.as_dict(), indent=2), EVIDENCE_FENCE))
     w("")

@@ -43,7 +43,9 @@ def read_evidence(path: Path) -> Evidence:
     """The report, nonce, expected measurement and VCEK from a result.json or result.md."""
     try:
         if not path.is_file():
-            raise SevimgError(f"{path}: {'not a regular file' if path.exists() else 'no such file'}")
+            raise SevimgError(
+                f"{path}: {'not a regular file' if path.exists() else 'no such file'}"
+            )
         if path.stat().st_size > MAX_RESULT_FILE:
             raise SevimgError(f"{path}: larger than {MAX_RESULT_FILE} bytes; not a result")
         text = path.read_text(errors="replace")
@@ -76,7 +78,9 @@ def read_evidence(path: Path) -> Evidence:
         raise SevimgError(str(exc)) from None
     return Evidence(
         report,
-        pad_nonce(parse_hex(f"{path}: evidence nonce", nonce, size=64, exact=False)) if nonce else None,
+        pad_nonce(parse_hex(f"{path}: evidence nonce", nonce, size=64, exact=False))
+        if nonce
+        else None,
         parse_hex(f"{path}: evidence expected_measurement", measurement, size=48, exact=True)
         if measurement
         else None,

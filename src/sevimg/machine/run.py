@@ -152,10 +152,22 @@ def snp_argv(kernel: Path, *, memory_mb: int, qemu: str, firmware: str, cbitpos:
 
 
 def plain_argv(
-    kernel: Path, *, memory_mb: int, qemu: str, firmware: str, kvm: bool, console: Path
+    kernel: Path,
+    *,
+    memory_mb: int,
+    qemu: str,
+    firmware: str,
+    kvm: bool,
+    console: Path,
+    network: bool = False,
 ) -> list[str]:
-    """A plain (no SEV) boot of the same UKI, its serial console written to `console`."""
+    """A plain (no SEV) boot of the same UKI, its serial console written to `console`.
+
+    `network` gives it QEMU's user network on virtio-net (a host image waits
+    for network-online.target before its harness runs).
+    """
     accel = ["-accel", "kvm", "-cpu", "host"] if kvm else ["-accel", "tcg", "-cpu", "max"]
+    nic = ["-nic", "user,model=virtio-net-pci"] if network else ["-nic", "none"]
     return [
         qemu,
         "-machine", "q35",
@@ -164,7 +176,7 @@ def plain_argv(
         "-nodefaults",
         "-display", "none",
         "-monitor", "none",
-        "-nic", "none",
+        *nic,
         "-serial", f"file:{console}",
         "-bios", firmware,
         "-kernel", str(kernel),
@@ -181,6 +193,7 @@ class BootResult:
     marker_line: str
     console_tail: tuple[str, ...]
     reason: str = ""
+    console: str = ""  # the whole serial console up to the marker
 
 
 def smoke_boot(
@@ -192,9 +205,16 @@ def smoke_boot(
     timeout: float,
     accel: str = "auto",
     on_line: Callable[[str], None] | None = None,
+    marker: str = READY_MARKER,
+    network: bool = False,
+    min_memory_mb: int = MIN_MEMORY_MB,
 ) -> BootResult:
-    """Boot without SEV until the readiness marker appears; KVM when it works, else TCG."""
+    """Boot without SEV until `marker` appears on the console; KVM when it works, else TCG."""
     check_memory(memory_mb, "the guest")
+    if memory_mb < min_memory_mb:
+        raise SevimgError(
+            f"--memory {memory_mb} is too small: this image needs at least {min_memory_mb} MB"
+        )
     check_timeout(timeout)
     kvm_usable = os.access("/dev/kvm", os.R_OK | os.W_OK)
     attempts = {"kvm": [True], "tcg": [False], "auto": [True, False] if kvm_usable else [False]}[
@@ -204,7 +224,9 @@ def smoke_boot(
         raise SevimgError("--accel kvm, but /dev/kvm is not usable here")
     result: BootResult | None = None
     for kvm in attempts:
-        result = _boot_once(kernel, qemu, firmware, memory_mb, timeout, kvm, on_line)
+        result = _boot_once(
+            kernel, qemu, firmware, memory_mb, timeout, kvm, on_line, marker, network
+        )
         if result.ready or not result.reason.startswith("kvm:"):
             return result
     assert result is not None
@@ -219,13 +241,21 @@ def _boot_once(
     timeout: float,
     kvm: bool,
     on_line: Callable[[str], None] | None,
+    marker: str = READY_MARKER,
+    network: bool = False,
 ) -> BootResult:
     label = "kvm" if kvm else "tcg"
     with scratch_folder("sevimg-run-") as tmp:
         console = tmp / "console.log"
         console.touch()
         argv = plain_argv(
-            kernel, memory_mb=memory_mb, qemu=qemu, firmware=firmware, kvm=kvm, console=console
+            kernel,
+            memory_mb=memory_mb,
+            qemu=qemu,
+            firmware=firmware,
+            kvm=kvm,
+            console=console,
+            network=network,
         )
         started = time.monotonic()
         try:
@@ -239,11 +269,14 @@ def _boot_once(
             seen = 0
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             tail: deque[str] = deque(maxlen=30)
+            everything: list[str] = []
             partial = ""
 
-            def result(marker: str = "", reason: str = "") -> BootResult:
+            def result(found: str = "", reason: str = "") -> BootResult:
                 seconds = min(time.monotonic() - started, timeout)
-                return BootResult(bool(marker), seconds, label, marker, tuple(tail), reason)
+                return BootResult(
+                    bool(found), seconds, label, found, tuple(tail), reason, "\n".join(everything)
+                )
 
             while True:
                 interrupt.check()
@@ -256,10 +289,11 @@ def _boot_once(
                 for line in lines:
                     clean = line.rstrip("\r")
                     tail.append(clean)
+                    everything.append(clean)
                     if on_line:
                         on_line(clean)
-                    if READY_MARKER in clean:
-                        return result(marker=clean[clean.index(READY_MARKER) :])
+                    if marker in clean:
+                        return result(found=clean[clean.index(marker) :])
                 qemu_text = "".join(qemu_output).strip()
                 if kvm and any(f in qemu_text for f in KVM_FAILURES):
                     return result(reason=f"kvm: {qemu_text.splitlines()[0]}")
@@ -270,5 +304,5 @@ def _boot_once(
                         reason=f"{prefix}QEMU exited with status {code}: {qemu_text[-500:]}"
                     )
                 if time.monotonic() - started > timeout:
-                    return result(reason=f"no {READY_MARKER} within {timeout:.0f} s")
+                    return result(reason=f"no {marker} within {timeout:.0f} s")
                 time.sleep(0.5)

@@ -9,7 +9,6 @@ it out. Writing trees to disk is :mod:`sevimg.render.write`'s job.
 from __future__ import annotations
 
 import json
-
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -205,7 +204,6 @@ class Renderer:
         )
         doc = {"comment": generated, "argv": argv, "memory_mb": launch.MIN_MEMORY_MB}
         return json.dumps(doc, indent=2)
-
 
 
 def _regex(entry: str) -> str:
