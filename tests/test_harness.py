@@ -380,3 +380,28 @@ def test_sevimg_verify_checks_a_result_again(tmp_path: Path, kds: FakeKds, cli: 
     refused = cli("verify", str(empty))
     assert refused.code == 1 and "neither a result JSON" in refused.stderr
     assert "Traceback" not in refused.output
+
+
+def test_without_cryptography_the_harness_still_writes_a_result(tmp_path: Path) -> None:
+    """An image without python3-cryptography: prerequisites run, the verify step says what is missing."""
+    host = fake_host(tmp_path, sev_snp="N")
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "cryptography.py").write_text("raise ImportError('No module named cryptography')\n")
+    env = {
+        **os.environ,
+        "PATH": path_with(host.bin),
+        "PYTHONPATH": f"{blocker}{os.pathsep}{REPO / 'src'}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "sevimg_cert.harness", "--root", str(host.root), "--no-dispatch"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    doc = json.loads(result.unframe(done.stdout))
+    assert doc["result"] == "fail"
+    assert steps(doc, "host_prerequisites")["sev_snp"]["result"] == "fail"
