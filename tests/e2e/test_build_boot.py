@@ -12,11 +12,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from sevimg.build.uki import read_uki
 from sevimg.release import checksums
 from sevimg.release.manifest import load_manifest
+from tests.conftest import REPO
 from tests.e2e.conftest import E2E, MKOSI_VERSION
 
 pytestmark = pytest.mark.e2e
@@ -159,3 +161,32 @@ def test_missing_package_gives_a_clear_error_and_no_artifact(built: E2E, tmp_pat
     assert f"full log: {out / 'logs' / 'guest-debian-13.log'}" in proc.stderr
     assert not list(out.glob("*.efi")) and not (out / "SHA256SUMS").exists()
     assert json.dumps([]) == json.dumps([p.name for p in out.glob("*.partial")])
+
+
+def test_host_certification_run_without_snp(built: E2E, tmp_path: Path) -> None:
+    """The built host boots under TCG, its harness finds no SEV-SNP and still reports a fail result."""
+    results = tmp_path / "results"
+    proc = built.sevimg(
+        "run", "debian-forky", "--role", "host", "--no-sev", "--from", str(built.out),
+        "--timeout", "1800", "--results", str(results),
+        timeout=2400,
+    )  # fmt: skip
+    print(proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # a fail result, read and written
+    raw = (results / "result.json").read_bytes()
+    doc = json.loads(raw)
+    schema = json.loads((REPO / "schema" / "cert-result.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(doc)
+    assert doc["result"] == "fail" and doc["certified_level"] is None and doc["milestone"] is None
+    assert doc["title"] == "debian forky SEV version 3.0"
+    assert doc["labels"][:2] == ["certificate", "os-debian-forky"]
+    tests = {t["name"]: t for t in doc["levels"][0]["tests"]}
+    steps = {s["name"]: s for s in tests["host_prerequisites"]["steps"]}
+    assert steps["sev_snp"]["result"] == "fail"
+    assert steps["sev_snp"]["detail"].startswith("SEV-SNP is not available")
+    assert steps["sev_firmware"]["result"] == "pass"  # the image carries OVMF.amdsev.fd
+    assert steps["guest_image"]["result"] == "pass"
+    md = (results / "result.md").read_text()
+    assert md.startswith("# Failed to Achieve a Certification Level\n")
+    assert "**First failure:** host_prerequisites / sev_snp: SEV-SNP is not available" in md
