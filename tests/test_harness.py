@@ -140,6 +140,7 @@ def signing_guest(host: FakeHost, seen: list[list[str]]) -> Any:
         while not host.qemu_argv.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         seen.append(json.loads(host.qemu_argv.read_text()))
+        seen.append([str(socket)])
         spec = certkit.ReportSpec(report_data=nonce, measurement=MEASUREMENT)
         return Answer(nonce=nonce, report=certkit.signed_report(spec))
 
@@ -160,7 +161,10 @@ def test_pass_path_gives_the_milestone(tmp_path: Path, kds: FakeKds) -> None:
     assert result.dispatch_payload(outcome)["milestone"] == "c3.0.0-0"
     assert md.startswith("# Achieved Certification Level 3.0.0-0\n")
     assert kds.seen("vcek") == 1 and kds.seen("chain") == 1
-    argv = seen[0]
+    argv, (socket,) = seen
+    assert len(socket.encode()) < 108  # a unix socket's path limit
+    assert not Path(socket).parent.exists()  # the private folder is gone after the run
+    assert f"path={socket}," in " ".join(argv)
     assert "sev-snp-guest,id=sev0,cbitpos=51,reduced-phys-bits=1,kernel-hashes=on" in argv
     assert argv[argv.index("-bios") + 1] == str(host.root / FIRMWARE.lstrip("/"))
     assert argv[argv.index("-kernel") + 1] == str(host.root / GUEST.lstrip("/"))

@@ -22,6 +22,7 @@ import contextlib
 import importlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -361,15 +362,23 @@ def _run_checks(state: _Run) -> None:
 
 
 def _launch_and_ask(state: _Run, nonce: bytes) -> tuple[object | None, list[Step]]:
+    """Launch the guest and ask it; the channel's socket lives in a private temporary folder.
+
+    The folder is under the system's temporary directory, not the state
+    folder: a unix socket's path must stay under 108 bytes.
+    """
+    state.config.state.mkdir(parents=True, exist_ok=True)  # QEMU writes the guest console there
+    workdir = Path(tempfile.mkdtemp(prefix="sevimg-"))
+    try:
+        return _launch_and_ask_in(state, nonce, workdir / "attest.sock")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _launch_and_ask_in(state: _Run, nonce: bytes, socket: Path) -> tuple[object | None, list[Step]]:
     config, host, log = state.config, state.host, state.log
     names = ["launch", "answer", "sev_snp_active", "report"]
     position, origin = prereqs.cbit_position(config.root)
-    workdir = Path(
-        tempfile.mkdtemp(
-            prefix="sevimg-launch-", dir=str(config.state) if config.state.is_dir() else None
-        )
-    )
-    socket = workdir / "attest.sock"
     console = config.state / "guest-console.log"
     try:
         argv = launch_argv(host, position, socket, console)
