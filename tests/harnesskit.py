@@ -67,7 +67,7 @@ def fake_host(
         lines = (
             "[ PASS ] - AMD CPU\n[ PASS ] - SEV-SNP enabled\n"
             if status == 0
-            else "[ PASS ] - AMD CPU\n[ FAIL ] - SNP: RMP table not initialized\n"
+            else "[ PASS ] - AMD CPU\n[ \\033[38;5;1mFAIL\\033[0m ] - SNP: RMP table not initialized\n"
         )
         write(
             bin_ / "snphost",

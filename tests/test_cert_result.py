@@ -266,3 +266,26 @@ def test_from_dict_round_trip(name: str) -> None:
     back = result.from_dict(json.loads(result.to_json(made)))
     assert result.to_json(back) == result.to_json(made)
     assert result.to_markdown(back) == result.to_markdown(made)
+
+
+def test_unframe_a_real_host_console() -> None:
+    """The console of the debian-forky host booted under TCG (QEMU 11 in it, no SNP).
+
+    Recorded from a real boot: journal+console gives every line a kernel
+    timestamp and the `host-check[PID]: ` tag, with kernel and systemd lines in between.
+    """
+    text = (REPO / "tests/consoles/host-debian-forky-tcg.log").read_text(errors="replace")
+    doc = json.loads(result.unframe(text))
+    validate(doc)
+    assert doc["result"] == "fail" and doc["milestone"] is None
+    assert doc["title"] == "debian forky SEV version 3.0"
+    assert doc["labels"] == ["certificate", "os-debian-forky"]  # TCG's CPU: no series
+    steps = {s["name"]: s for s in doc["levels"][0]["tests"][0]["steps"]}
+    assert steps["sev_snp"]["detail"] == (
+        "SEV-SNP is not enabled: /sys/module/kvm_amd/parameters/sev_snp is 'N', not Y"
+    )
+    # A line of another tag inside the frame is not taken as data.
+    lines = text.splitlines()
+    begin = next(i for i, line in enumerate(lines) if "SEVIMG-CERT-RESULT-BEGIN" in line)
+    lines.insert(begin + 3, "[  155.6] systemd[1]: QUJDRA==")
+    assert result.unframe("\n".join(lines)) == result.unframe(text)

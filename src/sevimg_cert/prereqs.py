@@ -110,8 +110,12 @@ def os_release(root: Path) -> dict[str, str]:
     return {}
 
 
+# Terminal colour and cursor sequences (snphost colours its verdicts); results are plain text.
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
 def run_program(argv: list[str], timeout: float = PROGRAM_TIMEOUT) -> tuple[int, str]:
-    """(exit status, stdout+stderr); status 127 with the reason when it cannot be run."""
+    """(exit status, stdout+stderr without colour codes); 127 with the reason when it cannot run."""
     try:
         done = subprocess.run(
             argv,
@@ -125,7 +129,7 @@ def run_program(argv: list[str], timeout: float = PROGRAM_TIMEOUT) -> tuple[int,
         return 124, f"{argv[0]} did not finish within {timeout:.0f} s"
     except OSError as exc:
         return 127, f"cannot run {argv[0]}: {exc.strerror or exc}"
-    return done.returncode, done.stdout.decode(errors="replace")
+    return done.returncode, _ANSI.sub("", done.stdout.decode(errors="replace"))
 
 
 def version_tuple(text: str, pattern: str) -> tuple[int, int] | None:

@@ -475,15 +475,28 @@ _BEGIN = re.compile(
     re.escape(BEGIN_MARK) + r" result=(pass|fail|error) bytes=(\d{1,9}) sha256=([0-9a-f]{64})"
 )
 _B64_LINE = re.compile(r"^[A-Za-z0-9+/=]{1,76}$")
+# A kernel timestamp the console puts before forwarded lines: "[  155.508432] ".
+_STAMP = re.compile(r"^\[\s*\d+\.\d+\]\s*")
+
+
+def _tag(line: str, at: int) -> str:
+    """What precedes the BEGIN mark on its line, without the kernel timestamp.
+
+    systemd's journal+console output reaches the console as
+    `[  155.5] host-check[270]: <text>`: every line of the frame carries the
+    same `host-check[270]: ` tag, and lines without it are someone else's.
+    """
+    return _STAMP.sub("", line[:at])
 
 
 def unframe(console_text: str) -> bytes:
     """The JSON bytes of the last intact frame in `console_text`.
 
-    Lines that are not base64 (kernel messages, systemd status) inside a
-    frame are ignored, as are carriage returns; the length and SHA-256 in the
-    BEGIN line decide whether what was collected is intact. FrameError when
-    no frame is intact, saying what was wrong with the last one.
+    Lines inside a frame that do not carry the BEGIN line's tag followed by
+    base64 (kernel messages, systemd status) are ignored, as are carriage
+    returns and kernel timestamps; the length and SHA-256 in the BEGIN line
+    decide whether what was collected is intact. FrameError when no frame is
+    intact, saying what was wrong with the last one.
     """
     lines = console_text.replace("\r", "").split("\n")
     problem = f"no {BEGIN_MARK} line"
@@ -494,12 +507,15 @@ def unframe(console_text: str) -> bytes:
         i += 1
         if match is None:
             continue
+        tag = _tag(lines[i - 1], match.start())
         size, digest = int(match.group(2)), match.group(3)
         chunks: list[str] = []
         while i < len(lines) and END_MARK not in lines[i] and _BEGIN.search(lines[i]) is None:
-            candidate = lines[i].strip()
-            if _B64_LINE.match(candidate):
-                chunks.append(candidate)
+            line = _STAMP.sub("", lines[i])
+            if line.startswith(tag):
+                candidate = line[len(tag) :].strip()
+                if _B64_LINE.match(candidate):
+                    chunks.append(candidate)
             i += 1
         if i >= len(lines) or END_MARK not in lines[i]:
             problem = f"the last frame has no {END_MARK} line (cut off?)"
