@@ -17,6 +17,7 @@ from sevimg.catalog.spec import FamilyFacts
 from sevimg.machine import doctor
 from sevimg.machine.doctor import GIB, Machine, Status
 from sevimg.workspace import Workspace
+from tests import harnesskit
 from tests.conftest import REPO, CliFn
 
 
@@ -241,3 +242,28 @@ def test_doctor_reports_a_broken_local_file(cli: CliFn, workspace: Path) -> None
         and "unknown key 'mirors'" in checks["local settings"]["detail"]
     )
     assert run.code == 1
+
+
+def test_sev_host_fails_cleanly_without_snp(cli: CliFn, tmp_path: Path) -> None:
+    """This machine has no SEV-SNP: every missing piece is a FAIL with its fix, exit 1, no traceback."""
+    host = harnesskit.fake_host(tmp_path, kvm_amd=False, firmware=False, snphost=None)
+    ran = cli("doctor", "--sev-host", "--json", "--sysroot", str(host.root))
+    assert ran.code == 1 and "Traceback" not in ran.output
+    checks = {c["check"]: c for c in json.loads(ran.stdout)["checks"]}
+    assert checks["SEV host: sev_snp"]["status"] == "FAIL"
+    assert "kvm_amd is not loaded" in checks["SEV host: sev_snp"]["detail"]
+    assert "BIOS" in checks["SEV host: sev_snp"]["fix"]
+    assert checks["SEV host: sev_firmware"]["status"] == "FAIL"
+    assert checks["SEV host: snphost_ok"]["status"] == "WARN"  # an extra tool on a user's host
+    assert "SEV host: guest_image" not in checks  # there is no embedded guest on a user's host
+    table = cli("doctor", "--sev-host", "--sysroot", str(host.root))
+    assert table.code == 1 and "SEV host: sev_snp" in table.stdout and "FAIL" in table.stdout
+
+
+def test_sev_host_reads_snp_and_firmware_below_the_root(cli: CliFn, tmp_path: Path) -> None:
+    host = harnesskit.fake_host(tmp_path, sev_snp="Y", snphost=None)
+    ran = cli("doctor", "--sev-host", "--json", "--sysroot", str(host.root))
+    checks = {c["check"]: c for c in json.loads(ran.stdout)["checks"]}
+    assert checks["SEV host: sev_snp"]["status"] == "OK"
+    assert checks["SEV host: ovmf"]["status"] == "OK"
+    assert "2025.02-8" in checks["SEV host: ovmf"]["detail"]

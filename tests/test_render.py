@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import json
 import random
 import subprocess
 
@@ -10,6 +11,7 @@ from sevimg.catalog.index import Catalog
 from sevimg.catalog.pipeline import check_catalog, specs_or_raise
 from sevimg.catalog.resolve import resolve
 from sevimg.catalog.spec import GUEST_EMBED_DIR
+from sevimg.render import launch
 from sevimg.render.launch import device_unit
 from sevimg.render.trees import Renderer, Tree
 from sevimg.workspace import Workspace
@@ -135,21 +137,32 @@ def test_scripts_are_executable_and_config_is_not(catalog: Catalog) -> None:
     assert tree.file("extra/usr/libexec/sevimg/host-check").content.startswith(b"#!/bin/bash\n")
 
 
-def test_host_script_launches_like_sevimg_run(catalog: Catalog) -> None:
-    script = (
-        render(catalog, "centos-10", "host")
-        .file("extra/usr/libexec/sevimg/host-check")
-        .content.decode()
-    )
+def test_host_launches_like_sevimg_run(catalog: Catalog) -> None:
+    """The harness's launch.json holds the very argv `sevimg run` uses, with placeholders."""
+    tree = render(catalog, "centos-10", "host")
     assert (
         "SEVIMG_QEMU=/usr/libexec/qemu-kvm"
-        in render(catalog, "centos-10", "host").file("extra/etc/sevimg/image.env").content.decode()
+        in tree.file("extra/etc/sevimg/image.env").content.decode()
     )
-    assert '"${SEVIMG_QEMU}" \\' in script
+    doc = json.loads(tree.file("extra/etc/sevimg/launch.json").content)
+    assert doc["argv"] == launch.snp_command(
+        launch.Launch(
+            qemu="{qemu}",
+            firmware="{firmware}",
+            kernel="{kernel}",
+            memory_mb="{memory_mb}",
+            cbitpos="{cbitpos}",
+        )
+    )
     assert (
-        '"sev-snp-guest,id=sev0,cbitpos=${cbitpos},reduced-phys-bits=1,kernel-hashes=on"' in script
+        "sev-snp-guest,id=sev0,cbitpos={cbitpos},reduced-phys-bits=1,kernel-hashes=on"
+        in doc["argv"]
     )
-    assert '"-machine" \\\n    "q35"' in script
+    assert doc["memory_mb"] == launch.MIN_MEMORY_MB
+    assert doc["channel"] == launch.channel_args("{socket}")  # the one definition of the channel
+    script = tree.file("extra/usr/libexec/sevimg/host-check").content.decode()
+    assert "exec python3 -P -m sevimg_cert.harness" in script
+    assert "PYTHONPATH=/usr/lib/sevimg/python" in script
 
 
 def test_hosts_carry_sevimg_cert_byte_for_byte(catalog: Catalog) -> None:

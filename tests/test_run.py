@@ -17,7 +17,6 @@ from sevimg.catalog.index import machine_families
 from sevimg.machine import run
 from sevimg.problems import SevimgError
 from sevimg.render.launch import MIN_MEMORY_MB, READY_MARKER, channel_args
-from sevimg_cert import channel as cert_channel
 from tests.conftest import CliFn
 
 # QEMU and firmware search paths from the catalog's family files, as `sevimg run` uses them.
@@ -201,11 +200,10 @@ CHANNEL = [
 
 
 def test_channel_args_are_the_contract() -> None:
-    # sevimg's launch and the in-image harness's copy (sevimg_cert cannot import sevimg).
-    for build in (channel_args, cert_channel.qemu_args):
-        assert build("/run/sevimg/attest.sock") == CHANNEL
-        with pytest.raises(ValueError, match="cannot contain a comma"):
-            build("/tmp/a,server=off")
+    # The one definition: `sevimg run` uses it, and hosts get it in /etc/sevimg/launch.json.
+    assert channel_args("/run/sevimg/attest.sock") == CHANNEL
+    with pytest.raises(ValueError, match="cannot contain a comma"):
+        channel_args("/tmp/a,server=off")
 
 
 def test_dry_runs_carry_the_channel(cli: CliFn, built_guest: Path) -> None:

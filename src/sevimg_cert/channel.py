@@ -91,21 +91,6 @@ class GuestAnswer:
 PORT_NAME = "org.sevimg.attest"
 
 
-def qemu_args(socket_path: str) -> list[str]:
-    """The QEMU arguments that give a guest the channel, for the harness inside the host.
-
-    The same as `sevimg.render.launch.channel_args` (which this package may
-    not import); a test holds both to the contract's exact arguments.
-    """
-    if "," in socket_path:
-        raise ValueError(f"a QEMU socket path cannot contain a comma: {socket_path!r}")
-    return [
-        "-device", "virtio-serial-pci,id=sevimg-serial,iommu_platform=on,disable-legacy=on",
-        "-chardev", f"socket,id=sevimg-attest,path={socket_path},server=on,wait=off",
-        "-device", f"virtserialport,bus=sevimg-serial.0,chardev=sevimg-attest,name={PORT_NAME}",
-    ]  # fmt: skip
-
-
 def request_line(nonce: bytes) -> bytes:
     """The request for `nonce` (exactly 64 bytes), as sent on the wire."""
     if len(nonce) != NONCE_BYTES:

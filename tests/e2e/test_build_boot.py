@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pefile
 import pytest
 
@@ -301,3 +302,32 @@ def test_guest_answers_a_nonce_over_the_channel(built: E2E) -> None:
     # The TSM report module (tsm on this kernel) came with sev-guest's dependencies.
     assert answer.modules.get("tsm") in ("loaded", "builtin"), answer.modules
     assert answer.modules["configfs"] in ("loaded", "builtin")
+
+
+def test_host_certification_run_without_snp(built: E2E, tmp_path: Path) -> None:
+    """The built host boots under TCG, its harness finds no SEV-SNP and still reports a fail result."""
+    results = tmp_path / "results"
+    proc = built.sevimg(
+        "run", "debian-forky", "--role", "host", "--no-sev", "--from", str(built.out),
+        "--timeout", "1800", "--results", str(results),
+        timeout=2400,
+    )  # fmt: skip
+    print(proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # a fail result, read and written
+    raw = (results / "result.json").read_bytes()
+    doc = json.loads(raw)
+    schema = json.loads((REPO / "schema" / "cert-result.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(doc)
+    assert doc["result"] == "fail" and doc["certified_level"] is None and doc["milestone"] is None
+    assert doc["title"] == "debian forky SEV version 3.0"
+    assert doc["labels"][:2] == ["certificate", "os-debian-forky"]
+    tests = {t["name"]: t for t in doc["levels"][0]["tests"]}
+    steps = {s["name"]: s for s in tests["host_prerequisites"]["steps"]}
+    assert steps["sev_snp"]["result"] == "fail"
+    assert steps["sev_snp"]["detail"].startswith("SEV-SNP is not available")
+    assert steps["sev_firmware"]["result"] == "pass"  # the image carries OVMF.amdsev.fd
+    assert steps["guest_image"]["result"] == "pass"
+    md = (results / "result.md").read_text()
+    assert md.startswith("# Failed to Achieve a Certification Level\n")
+    assert "**First failure:** host_prerequisites / sev_snp: SEV-SNP is not available" in md

@@ -21,12 +21,13 @@ from sevimg.catalog.spec import ImageSpec
 from sevimg.cli.base import err, handle_errors, mkosi_version_option, out, print_problems, styled
 from sevimg.cli.group import Context, main, pass_ctx
 from sevimg.cli.params import ImageName, Number
-from sevimg.machine import run
+from sevimg.machine import hostrun, run
 from sevimg.problems import SevimgError
 from sevimg.release import checksums, names
 from sevimg.render import launch
 from sevimg.render.launch import MIN_MEMORY_MB
 from sevimg.workspace import Workspace
+from sevimg_cert import result as cert_result
 
 SNP_SYSFS = Path("/sys/module/kvm_amd/parameters/sev_snp")
 
@@ -165,24 +166,31 @@ def _summary(outcomes: Sequence[Outcome], out_dir: Path) -> None:
 @main.command("run")
 @click.argument("image", type=ImageName(role_prefix=True, efi_path=True))
 @click.option(
+    "--role",
+    type=click.Choice(["guest", "host"]),
+    default="guest",
+    show_default=True,
+    help="guest: the guest UKI; host: the host UKI with --no-sev, waiting for its certification result.",
+)
+@click.option(
     "--no-sev",
     is_flag=True,
-    help="Boot without SEV under plain QEMU and OVMF and wait for the guest's readiness marker.",
+    help="Boot without SEV under plain QEMU and OVMF and wait for the guest's readiness marker "
+    "(--role host: for the host's framed result).",
 )
 @click.option("--dry-run", is_flag=True, help="Print the QEMU command instead of running it.")
 @click.option(
     "--memory",
     type=Number(MIN_MEMORY_MB, run.MAX_MEMORY_MB, "MB", integer=True),
-    default=MIN_MEMORY_MB,
-    show_default=True,
-    help=f"Guest memory in MB ({MIN_MEMORY_MB} to {run.MAX_MEMORY_MB}).",
+    default=None,
+    help=f"Memory in MB ({MIN_MEMORY_MB} to {run.MAX_MEMORY_MB}; default {MIN_MEMORY_MB}, "
+    f"--role host {hostrun.HOST_MIN_MEMORY_MB} and at least that).",
 )
 @click.option(
     "--timeout",
     type=Number(1, run.MAX_TIMEOUT, "seconds"),
-    default=600,
-    show_default=True,
-    help="--no-sev: seconds to wait for the marker.",
+    default=None,
+    help=f"--no-sev: seconds to wait for the marker (default 600, --role host {hostrun.HOST_TIMEOUT:.0f}).",
 )
 @click.option(
     "--accel",
@@ -220,22 +228,31 @@ def _summary(outcomes: Sequence[Outcome], out_dir: Path) -> None:
     help="--no-sev: once ready, ask the guest for an attestation report over a fresh nonce "
     "on the channel and print its answer.",
 )
+@click.option(
+    "--results",
+    "results_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="--role host: write result.json and result.md here (default: "
+    "<artifact folder>/results/host-<image>/).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="--no-sev: echo the guest's console.")
 @pass_ctx
 @handle_errors
 def run_command(
     ctx: Context,
     image: str,
+    role: str,
     no_sev: bool,
     dry_run: bool,
-    memory: int,
-    timeout: float,
+    memory: int | None,
+    timeout: float | None,
     accel: str,
     qemu: str | None,
     firmware: str | None,
     from_dir: Path | None,
     channel_socket: Path | None,
     attest: bool,
+    results_dir: Path | None,
     verbose: bool,
 ) -> None:
     """Launch the guest UKI of IMAGE (debian-13, or a path to a .efi) as an SEV-SNP guest.
@@ -250,12 +267,44 @@ def run_command(
     --channel SOCKET adds the attestation channel (a virtio-serial port,
     org.sevimg.attest); --no-sev --attest then asks the guest for a report
     over a fresh nonce and prints its answer (exit 1 unless it echoes the nonce).
+
+    --role host --no-sev boots the host UKI the same way (at least 4096 MB,
+    with a virtio-net user network so its harness's network-online wait
+    ends), reads the framed certification result off the serial console,
+    writes result.json and result.md, prints the summary, and exits 0 only
+    for a pass result.
     """
+    if role == "host" and (attest or channel_socket):
+        raise SevimgError(
+            "--attest and --channel are for guests; a host image makes its own channel"
+        )
     if attest and not no_sev:
         raise SevimgError("--attest needs --no-sev (under SNP, the host image attests)")
     if attest and channel_socket:
         raise SevimgError("--attest makes its own channel: leave out --channel")
     extra = launch.channel_args(str(channel_socket)) if channel_socket else []
+    if role == "host":
+        if not no_sev:
+            raise SevimgError(
+                "a host image boots on bare metal; under QEMU it runs without SEV only",
+                hint=f"sevimg run {image} --role host --no-sev",
+            )
+        _run_host(
+            ctx,
+            image,
+            dry_run,
+            memory,
+            timeout,
+            accel,
+            qemu,
+            firmware,
+            from_dir,
+            results_dir,
+            verbose,
+        )
+        return
+    memory = MIN_MEMORY_MB if memory is None else memory
+    timeout = 600.0 if timeout is None else timeout
     kernel = _guest_artifact(ctx, image, from_dir)
     paths = _search_paths(ctx)
     if no_sev:
@@ -363,22 +412,130 @@ def _print_answer(result: run.BootResult) -> None:
         sys.exit(1)
 
 
-def _guest_artifact(ctx: Context, image: str, from_dir: Path | None) -> Path:
-    """The guest UKI for an image name, or the path given."""
+def _guest_artifact(ctx: Context, image: str, from_dir: Path | None, role: str = "guest") -> Path:
+    """The UKI of `role` for an image name, or the path given."""
     candidate = Path(image)
     if image.endswith(names.ARTIFACT_SUFFIX) and candidate.is_file():
         return candidate.resolve()
     if image.endswith(names.ARTIFACT_SUFFIX):
         raise SevimgError(f"{image} does not exist")
     folder = from_dir or ctx.ws.out_dir
-    name = image if image.startswith("guest-") else f"guest-{image}"
+    other = "host" if role == "guest" else "guest"
+    if image.startswith(f"{other}-"):
+        raise SevimgError(f"{image} is a {other} image; this run is for --role {role}")
+    name = image if image.startswith(f"{role}-") else f"{role}-{image}"
     path = folder / names.artifact_name(name)
     if not path.is_file():
-        base = name.removeprefix("guest-")
+        base = name.removeprefix(f"{role}-")
         raise SevimgError(
-            f"{path} does not exist", hint=f"build it first: sevimg build {base} --role guest"
+            f"{path} does not exist", hint=f"build it first: sevimg build {base} --role {role}"
         )
     return path.resolve()
+
+
+def _run_host(
+    ctx: Context,
+    image: str,
+    dry_run: bool,
+    memory: int | None,
+    timeout: float | None,
+    accel: str,
+    qemu: str | None,
+    firmware: str | None,
+    from_dir: Path | None,
+    results_dir: Path | None,
+    verbose: bool,
+) -> None:
+    """`sevimg run IMAGE --role host --no-sev`: boot the host UKI and read its certification result."""
+    memory = hostrun.HOST_MIN_MEMORY_MB if memory is None else memory
+    if memory < hostrun.HOST_MIN_MEMORY_MB:
+        raise SevimgError(
+            f"--memory {memory} is too small: a host image needs at least {hostrun.HOST_MIN_MEMORY_MB} MB"
+        )
+    timeout = hostrun.HOST_TIMEOUT if timeout is None else timeout
+    kernel = _guest_artifact(ctx, image, from_dir, role="host")
+    paths = _search_paths(ctx)
+    qemu_path = run.find_qemu(qemu, paths.qemu) if not dry_run else (qemu or paths.qemu[0])
+    ovmf = (
+        run.find_firmware(paths.plain_ovmf, firmware, "plain OVMF")
+        if not dry_run
+        else (firmware or paths.plain_ovmf[0])
+    )
+    if dry_run:
+        argv = run.plain_argv(
+            kernel,
+            memory_mb=memory,
+            qemu=qemu_path,
+            firmware=ovmf,
+            kvm=accel == "kvm",
+            console=Path("console.log"),
+            network=True,
+        )
+        out.print(shlex.join(argv), markup=False, soft_wrap=True)
+        return
+    folder = results_dir or kernel.parent / "results" / kernel.name.removesuffix(
+        names.ARTIFACT_SUFFIX
+    )
+    out.print(
+        f"booting {kernel.name} without SEV ({accel}), waiting up to {timeout:.0f} s for its certification result…",
+        markup=False,
+    )
+    echo = (lambda line: err.print(line, markup=False, highlight=False)) if verbose else None
+    booted = run.smoke_boot(
+        kernel,
+        qemu=qemu_path,
+        firmware=ovmf,
+        memory_mb=memory,
+        timeout=timeout,
+        accel=accel,
+        on_line=echo,
+        marker=cert_result.END_MARK,
+        network=True,
+        min_memory_mb=hostrun.HOST_MIN_MEMORY_MB,
+    )
+    if not booted.ready:
+        err.print(
+            f"sevimg: error: {kernel.name} gave no certification result: {booted.reason}",
+            style="bold red",
+            markup=False,
+        )
+        err.print("last lines of the console:", markup=False)
+        for line in booted.console_tail:
+            err.print(f"  {line}", markup=False, highlight=False)
+        sys.exit(1)
+    host = hostrun.read_console(booted.console)
+    json_path, md_path = hostrun.write(folder, host)
+    _host_summary(host, booted.seconds, booted.accel)
+    out.print(f"written: {json_path} and {md_path}", markup=False)
+    sys.exit(0 if host.result.result is cert_result.Outcome.PASS else 1)
+
+
+def _host_summary(host: hostrun.HostResult, seconds: float, accel: str) -> None:
+    """The result as a table: each test, then the failed steps."""
+    outcome = host.result
+    style = {"pass": "bold green", "fail": "bold red", "error": "bold red"}[outcome.result.value]
+    out.print(
+        styled(f"certification result: {outcome.result.value} after {seconds:.0f} s ({accel})"),
+        style=style,
+    )
+    out.print(f"title: {host.doc['title']}", markup=False)
+    out.print(f"labels: {', '.join(host.doc['labels'])}", markup=False)
+    out.print(f"milestone: {host.doc['milestone'] or 'none'}", markup=False)
+    table = Table(title=styled(f"level {cert_result.LEVEL}"))
+    for column in ("test", "step", "result", "detail"):
+        table.add_column(column, overflow="fold")
+    for test in outcome.tests:
+        for step in test.steps:
+            colour = {"pass": "green", "skip": "yellow"}.get(step.result.value, "bold red")
+            table.add_row(
+                styled(test.name),
+                styled(step.name),
+                styled(step.result.value, colour),
+                styled(step.detail),
+            )
+    out.print(table)
+    if outcome.error:
+        err.print(f"harness error: {outcome.error}", markup=False)
 
 
 def _search_paths(ctx: Context) -> run.SearchPaths:

@@ -7,9 +7,11 @@ import binascii
 import json
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
+from cryptography import x509
 from rich.table import Table
 
 from sevimg.build import measurement, pins, settings
@@ -22,12 +24,74 @@ from sevimg.problems import SevimgError
 from sevimg.release import checksums, names
 from sevimg_cert import certs, kds
 from sevimg_cert import measure as cert_measure
+from sevimg_cert import result as cert_result
 from sevimg_cert.report import REPORT_SIZE, AttestationReport, Product
 from sevimg_cert.verify import Expected, Verdict, pad_nonce, verify
 
 _STYLE = {Verdict.PASS: "green", Verdict.FAIL: "bold red", Verdict.SKIP: "yellow"}
 _HEX = re.compile(r"[0-9a-fA-F]*")
 MAX_REPORT_FILE = 64 * 1024  # a report is 1184 bytes, its base64 about 1.6 KiB
+MAX_RESULT_FILE = 16 * 1024 * 1024  # a result.md carries the harness log too
+RESULT_SUFFIXES = (".json", ".md")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a certification result's evidence block gives `verify`."""
+
+    report: bytes
+    nonce: bytes | None
+    measurement: bytes | None
+    vcek: x509.Certificate | None
+
+
+def read_evidence(path: Path) -> Evidence:
+    """The report, nonce, expected measurement and VCEK from a result.json or result.md."""
+    try:
+        if not path.is_file():
+            raise SevimgError(
+                f"{path}: {'not a regular file' if path.exists() else 'no such file'}"
+            )
+        if path.stat().st_size > MAX_RESULT_FILE:
+            raise SevimgError(f"{path}: larger than {MAX_RESULT_FILE} bytes; not a result")
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        raise SevimgError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        found = cert_result.evidence_from_text(text)
+    except ValueError as exc:
+        raise SevimgError(f"{path}: {exc}") from None
+
+    def field(name: str) -> str | None:
+        value = found.get(name)
+        if value is not None and not isinstance(value, str):
+            raise SevimgError(f"{path}: evidence {name} is not a string")
+        return value
+
+    report_b64 = field("report")
+    if not report_b64:
+        raise SevimgError(f"{path}: the evidence holds no report (the run got none from its guest)")
+    try:
+        report = base64.b64decode(report_b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise SevimgError(f"{path}: the evidence's report is not base64") from None
+    nonce = field("nonce")
+    measurement = field("expected_measurement")
+    vcek_pem = field("vcek")
+    try:
+        vcek = certs.parse_cert(vcek_pem.encode(), f"{path} (evidence vcek)") if vcek_pem else None
+    except certs.CertError as exc:
+        raise SevimgError(str(exc)) from None
+    return Evidence(
+        report,
+        pad_nonce(parse_hex(f"{path}: evidence nonce", nonce, size=64, exact=False))
+        if nonce
+        else None,
+        parse_hex(f"{path}: evidence expected_measurement", measurement, size=48, exact=True)
+        if measurement
+        else None,
+        vcek,
+    )
 
 
 def parse_hex(option: str, value: str, *, size: int, exact: bool) -> bytes:
@@ -137,6 +201,10 @@ def verify_command(
 ) -> None:
     """Verify an SEV-SNP attestation report (the 1184-byte binary, or its base64).
 
+    REPORT may also be a certification run's result.json or result.md: its
+    evidence gives the report, and the nonce, expected measurement and VCEK
+    unless --nonce, --measurement, --certs or --kds say otherwise.
+
     Checks the structure, the request data against --nonce, the measurement
     against --measurement, that debugging is off, the VMPL, the chain VCEK ->
     ASK -> ARK up to AMD's pinned roots, that the VCEK certifies the report's
@@ -146,6 +214,7 @@ def verify_command(
     """
     if certs_dir is not None and kds_url is not None:
         raise SevimgError("give --certs DIR or --kds URL, not both")
+    evidence = read_evidence(report) if report.suffix in RESULT_SUFFIXES else None
     nonce_bytes = (
         None if nonce is None else pad_nonce(parse_hex("--nonce", nonce, size=64, exact=False))
     )
@@ -161,7 +230,15 @@ def verify_command(
         except certs.CertError as exc:
             raise SevimgError(f"--trusted-ark: {exc}") from None
     chosen = Product.parse(product) if product else None
-    if certs_dir is not None:
+    if evidence is not None:
+        nonce_bytes = evidence.nonce if nonce is None else nonce_bytes
+        expected_measurement = evidence.measurement if measurement is None else expected_measurement
+    if evidence is not None and evidence.vcek is not None and certs_dir is None and kds_url is None:
+        vcek = evidence.vcek
+
+        def source(parsed: AttestationReport) -> certs.Chain:
+            return certs.complete((f"{report} (evidence)", vcek), None, None)
+    elif certs_dir is not None:
         if not certs_dir.is_dir():
             raise SevimgError(
                 f"--certs: {certs_dir}: {'not a folder' if certs_dir.exists() else 'no such folder'}"
@@ -179,7 +256,7 @@ def verify_command(
         def source(parsed: AttestationReport) -> certs.Chain:
             return client.fetch(parsed, chosen)
 
-    raw = read_report(report)
+    raw = evidence.report if evidence is not None else read_report(report)
     expected = Expected(nonce_bytes, expected_measurement, vmpl, tuple(trusted))
     result = verify(raw, source, expected, product=chosen)
 

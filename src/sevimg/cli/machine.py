@@ -33,6 +33,11 @@ _STYLE = {doctor.Status.OK: "green", doctor.Status.WARN: "yellow", doctor.Status
     help="Seconds to wait for each mirror.",
 )
 @click.option(
+    "--sev-host",
+    is_flag=True,
+    help="Instead: check this machine as an SEV-SNP host (the certification run's prerequisites).",
+)
+@click.option(
     "--sysroot",
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     default=Path("/"),
@@ -42,7 +47,7 @@ _STYLE = {doctor.Status.OK: "green", doctor.Status.WARN: "yellow", doctor.Status
 @pass_ctx
 @handle_errors
 def doctor_command(
-    ctx: Context, as_json: bool, no_network: bool, timeout: float, sysroot: Path
+    ctx: Context, as_json: bool, no_network: bool, timeout: float, sev_host: bool, sysroot: Path
 ) -> None:
     """Check whether this machine can build images, and say how to fix what is missing.
 
@@ -52,8 +57,20 @@ def doctor_command(
     unit checkers, the catalog (a broken file FAILs, its problems go to
     stderr), and whether the catalog's mirrors answer. Exit status 1 when any
     check FAILs.
+
+    --sev-host checks instead what a certification run needs of an SEV host
+    (for a machine that runs its own host OS): SEV-SNP enabled in kvm_amd,
+    the SEV firmware file, kernel >= 6.11, QEMU >= 9.2, OVMF >= 2024.11, and
+    `snphost ok` when snphost is installed, each with its fix.
     """
     machine = doctor.Machine(root=sysroot)
+    if sev_host:
+        try:
+            known = machine_families(ctx.ws)
+        except SevimgError:  # outside a workspace: every family's paths
+            known = machine_families(None)
+        _print_results("sevimg doctor --sev-host", doctor.check_sev_host(machine, known), as_json)
+        return
     local_result: doctor.Result | None = None
     catalog_result: doctor.Result | None = None
     catalog_errors: list[Problem] = []
@@ -132,11 +149,18 @@ def doctor_command(
                 has_mirror = family.name in apt_mirrors
                 results.append(doctor.check_debug_sources(family, has_mirror, timeout))
 
+    _print_results("sevimg doctor", results, as_json, catalog_errors)
+
+
+def _print_results(
+    title: str, results: list[doctor.Result], as_json: bool, problems: list[Problem] | None = None
+) -> None:
+    """The checks as a table (or JSON), the catalog's problems on stderr; exit 1 on any FAIL."""
     failed = doctor.has_failures(results)
     if as_json:
         out.print_json(json.dumps({"ok": not failed, "checks": [r.as_dict() for r in results]}))
     else:
-        table = Table(title="sevimg doctor")
+        table = Table(title=title)
         for column in ("check", "status", "detail", "fix"):
             table.add_column(column, overflow="fold")
         for r in results:
@@ -145,7 +169,7 @@ def doctor_command(
                 styled(r.check), styled(r.status.value, style), styled(r.detail), styled(r.fix)
             )
         out.print(table)
-    print_problems(catalog_errors)
+    print_problems(problems or [])
     sys.exit(1 if failed else 0)
 
 

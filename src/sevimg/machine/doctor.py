@@ -24,6 +24,7 @@ from sevimg.catalog.spec import FamilyFacts
 from sevimg.mkosi_versions import MIN_MKOSI, OLDEST_MKOSI
 from sevimg.problems import SevimgError
 from sevimg.redact import redact_text
+from sevimg_cert import prereqs
 
 GIB = 1024**3
 DISK_OK = 12 * GIB  # a tools tree (~2 GB), the package cache and a host build (~5 GB) with room
@@ -374,3 +375,40 @@ def check_debug_sources(
 def has_failures(results: Iterable[Result]) -> bool:
     """True when any check failed."""
     return any(r.status is Status.FAIL for r in results)
+
+
+_SEV_STATUS = {"pass": Status.OK, "skip": Status.WARN, "fail": Status.FAIL, "error": Status.FAIL}
+
+
+def check_sev_host(
+    machine: Machine, families: Iterable[FamilyFacts], kernel_release: str | None = None
+) -> list[Result]:
+    """The host harness's prerequisites (sevimg_cert.prereqs) on this machine, each with its fix.
+
+    The SEV firmware and QEMU are looked for where the catalog's families put
+    them (below the machine's root for files; QEMU on PATH or at the families'
+    paths). `snphost ok` runs only when snphost is installed; without it that
+    check warns rather than fails, since it is an extra tool on a user's own host.
+    """
+    chosen = list(families)
+    firmware = next(
+        (p for f in chosen for p in f.sev_firmware if machine.path(p).is_file()),
+        next((p for f in chosen for p in f.sev_firmware), ""),
+    )
+    qemu_names = [q for f in chosen for q in f.qemu_binaries]
+    qemu = next((q for q in qemu_names if shutil.which(q)), "qemu-system-x86_64")
+    env = {"SEVIMG_SEV_FIRMWARE": firmware, "SEVIMG_QEMU": shutil.which(qemu) or qemu}
+    host = prereqs.Host(
+        root=machine.root,
+        env=env,
+        kernel_release=kernel_release or os.uname().release,
+    )
+    found = prereqs.check_all(host, guest=False)
+    results = []
+    for step in found.steps:
+        status = _SEV_STATUS[step.result.value]
+        if step.name == prereqs.SNPHOST and host.which("snphost") is None:
+            status = Status.WARN
+        fix = prereqs.FIXES.get(step.name, "") if status is not Status.OK else ""
+        results.append(Result(f"SEV host: {step.name}", status, step.detail, fix))
+    return results

@@ -181,9 +181,15 @@ def plain_argv(
     kvm: bool,
     console: Path,
     extra: Sequence[str] = (),
+    network: bool = False,
 ) -> list[str]:
-    """A plain (no SEV) boot of the same UKI, its serial console written to `console`."""
+    """A plain (no SEV) boot of the same UKI, its serial console written to `console`.
+
+    `network` gives it QEMU's user network on virtio-net (a host image waits
+    for network-online.target before its harness runs).
+    """
     accel = ["-accel", "kvm", "-cpu", "host"] if kvm else ["-accel", "tcg", "-cpu", "max"]
+    nic = ["-nic", "user,model=virtio-net-pci"] if network else ["-nic", "none"]
     return [
         qemu,
         "-machine", "q35",
@@ -192,7 +198,7 @@ def plain_argv(
         "-nodefaults",
         "-display", "none",
         "-monitor", "none",
-        "-nic", "none",
+        *nic,
         "-serial", f"file:{console}",
         "-bios", firmware,
         "-kernel", str(kernel),
@@ -212,6 +218,7 @@ class BootResult:
     reason: str = ""
     nonce: bytes = b""  # with attest: the nonce sent over the channel
     answer: channel.GuestAnswer | None = None  # with attest: the guest's answer
+    console: str = ""  # the whole serial console up to the marker
 
 
 def smoke_boot(
@@ -225,8 +232,11 @@ def smoke_boot(
     on_line: Callable[[str], None] | None = None,
     extra: Sequence[str] = (),
     attest: bool = False,
+    marker: str = READY_MARKER,
+    network: bool = False,
+    min_memory_mb: int = MIN_MEMORY_MB,
 ) -> BootResult:
-    """Boot without SEV until the readiness marker appears; KVM when it works, else TCG.
+    """Boot without SEV until `marker` appears on the console; KVM when it works, else TCG.
 
     `extra` QEMU arguments are appended. With `attest`, the guest also gets
     the attestation channel, and once it is ready it is asked for a report
@@ -234,6 +244,10 @@ def smoke_boot(
     a channel failure is the result's reason).
     """
     check_memory(memory_mb, "the guest")
+    if memory_mb < min_memory_mb:
+        raise SevimgError(
+            f"--memory {memory_mb} is too small: this image needs at least {min_memory_mb} MB"
+        )
     check_timeout(timeout)
     kvm_usable = os.access("/dev/kvm", os.R_OK | os.W_OK)
     attempts = {"kvm": [True], "tcg": [False], "auto": [True, False] if kvm_usable else [False]}[
@@ -243,7 +257,9 @@ def smoke_boot(
         raise SevimgError("--accel kvm, but /dev/kvm is not usable here")
     result: BootResult | None = None
     for kvm in attempts:
-        result = _boot_once(kernel, qemu, firmware, memory_mb, timeout, kvm, on_line, extra, attest)
+        result = _boot_once(
+            kernel, qemu, firmware, memory_mb, timeout, kvm, on_line, extra, attest, marker, network
+        )
         if result.ready or not result.reason.startswith("kvm:"):
             return result
     assert result is not None
@@ -260,6 +276,8 @@ def _boot_once(
     on_line: Callable[[str], None] | None,
     extra: Sequence[str],
     attest: bool,
+    marker: str = READY_MARKER,
+    network: bool = False,
 ) -> BootResult:
     label = "kvm" if kvm else "tcg"
     with scratch_folder("sevimg-run-") as tmp:
@@ -281,6 +299,7 @@ def _boot_once(
             kvm=kvm,
             console=console,
             extra=extra,
+            network=network,
         )
         started = time.monotonic()
         try:
@@ -294,11 +313,20 @@ def _boot_once(
             seen = 0
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             tail: deque[str] = deque(maxlen=30)
+            everything: list[str] = []
             partial = ""
 
-            def result(marker: str = "", reason: str = "") -> BootResult:
+            def result(found: str = "", reason: str = "") -> BootResult:
                 seconds = min(time.monotonic() - started, timeout)
-                return BootResult(bool(marker), seconds, label, marker, tuple(tail), reason)
+                return BootResult(
+                    bool(found),
+                    seconds,
+                    label,
+                    found,
+                    tuple(tail),
+                    reason,
+                    console="\n".join(everything),
+                )
 
             while True:
                 interrupt.check()
@@ -311,13 +339,12 @@ def _boot_once(
                 for line in lines:
                     clean = line.rstrip("\r")
                     tail.append(clean)
+                    everything.append(clean)
                     if on_line:
                         on_line(clean)
-                    if READY_MARKER in clean:
-                        marker = clean[clean.index(READY_MARKER) :]
-                        if not attest:
-                            return result(marker=marker)
-                        return _attest(socket_path, result(marker=marker))
+                    if marker in clean:
+                        found = result(found=clean[clean.index(marker) :])
+                        return _attest(socket_path, found) if attest else found
                 qemu_text = "".join(qemu_output).strip()
                 if kvm and any(f in qemu_text for f in KVM_FAILURES):
                     return result(reason=f"kvm: {qemu_text.splitlines()[0]}")
@@ -328,7 +355,7 @@ def _boot_once(
                         reason=f"{prefix}QEMU exited with status {code}: {qemu_text[-500:]}"
                     )
                 if time.monotonic() - started > timeout:
-                    return result(reason=f"no {READY_MARKER} within {timeout:.0f} s")
+                    return result(reason=f"no {marker} within {timeout:.0f} s")
                 time.sleep(0.5)
 
 

@@ -1,0 +1,85 @@
+"""`sevimg run --role host`: read a host image's certification result off its serial console.
+
+The host harness (sevimg_cert.harness) frames its result JSON on the console
+(contracts.md §2); this unframes it, checks it against
+schema/cert-result.schema.json and against itself (the title, labels and
+milestone must be what its own tests and identity give), and writes
+result.json and result.md atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from sevimg.problems import SevimgError
+from sevimg.render.write import write_file_atomic
+from sevimg.workspace import packaged
+from sevimg_cert import result as cert_result
+
+SCHEMA_FILE = "cert-result.schema.json"
+HOST_MIN_MEMORY_MB = 4096  # the host UKI (~180 MB with its guest) unpacks into RAM
+HOST_TIMEOUT = 1800.0  # TCG: the UKI, its initrd and the harness take minutes
+
+
+@dataclass(frozen=True)
+class HostResult:
+    """The result as the host wrote it, and as sevimg reads it."""
+
+    raw: bytes
+    doc: dict[str, Any]
+    result: cert_result.CertResult
+
+
+def schema() -> dict[str, Any]:
+    """The result schema shipped with sevimg."""
+    for folder in packaged("schema"):
+        path = folder / SCHEMA_FILE
+        if path.is_file():
+            loaded: dict[str, Any] = json.loads(path.read_text())
+            return loaded
+    raise SevimgError(f"{SCHEMA_FILE} is not installed with sevimg")
+
+
+def read_console(console: str) -> HostResult:
+    """The framed result in `console`, unframed and checked; SevimgError saying what is wrong."""
+    try:
+        raw = cert_result.unframe(console)
+    except cert_result.FrameError as exc:
+        raise SevimgError(f"the host's result on the console is unusable: {exc}") from None
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        raise SevimgError(f"the host's result is not JSON: {exc}") from None
+    try:
+        Draft202012Validator(schema()).validate(doc)
+    except ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(top)"
+        raise SevimgError(
+            f"the host's result does not match {SCHEMA_FILE} at {where}: {exc.message}"
+        ) from None
+    try:
+        parsed = cert_result.from_dict(doc)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SevimgError(f"the host's result cannot be read: {exc!r}") from None
+    again = cert_result.to_dict(parsed)
+    for key in ("result", "certified_level", "title", "labels", "milestone"):
+        if again[key] != doc[key]:
+            raise SevimgError(
+                f"the host's result contradicts itself: {key} is {doc[key]!r}, "
+                f"its tests and host give {again[key]!r}"
+            )
+    return HostResult(raw, doc, parsed)
+
+
+def write(folder: Path, host: HostResult) -> tuple[Path, Path]:
+    """result.json (the bytes the host wrote) and result.md in `folder`."""
+    json_path, md_path = folder / "result.json", folder / "result.md"
+    write_file_atomic(json_path, host.raw)
+    write_file_atomic(md_path, cert_result.to_markdown(host.result).encode())
+    return json_path, md_path

@@ -1,0 +1,470 @@
+"""The host's prerequisites for an SEV-SNP certification run, each a named step with its evidence.
+
+Shared by the harness inside the host image and by `sevimg doctor --sev-host`
+on a machine that runs its own SEV host. Every file is read below
+`Host.root` (so tests point it at a fake root); programs (QEMU, snphost) are
+run as named in /etc/sevimg/image.env or found on `Host.path`, so tests can
+supply fake executables. Nothing here changes the machine: `snphost ok` is
+the only snphost command ever run (never `snphost commit`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import struct
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sevimg_cert.result import SERIES_NAMES, Outcome, Step
+
+KERNEL_FLOOR = (6, 11)
+QEMU_FLOOR = (9, 2)
+OVMF_FLOOR = (2024, 11)
+PROGRAM_TIMEOUT = 120.0
+DEFAULT_CBITPOS = 51
+CPUID_FEATURES = 0x80000001
+CPUID_SEV = 0x8000001F
+
+SEV_SNP = "sev_snp"
+SEV_FIRMWARE = "sev_firmware"
+KERNEL = "kernel"
+QEMU = "qemu"
+OVMF = "ovmf"
+SNPHOST = "snphost_ok"
+GUEST_IMAGE = "guest_image"
+
+FIXES = {
+    SEV_SNP: "enable SEV-SNP (SMEE, SNP memory coverage, SEV-ES ASIDs) in the BIOS, "
+    "boot a kernel >= 6.11 with kvm_amd loaded, check `cat /sys/module/kvm_amd/parameters/sev_snp`",
+    SEV_FIRMWARE: "install the distribution's AMD SEV build of OVMF (OVMF.amdsev.fd)",
+    KERNEL: "boot a kernel >= 6.11 (SEV-SNP host support is upstream since 6.11)",
+    QEMU: "install QEMU >= 9.2 (sev-snp-guest with kernel-hashes)",
+    OVMF: "install an OVMF from edk2 2024.11 or newer with the AMD SEV build",
+    SNPHOST: "install snphost and read what `snphost ok` reports (firmware, BIOS settings)",
+    GUEST_IMAGE: "build the host with `sevimg build`, which embeds its guest",
+}
+
+
+@dataclass(frozen=True)
+class Host:
+    """The machine as the checks see it."""
+
+    root: Path = Path("/")
+    env: Mapping[str, str] = field(default_factory=dict)  # /etc/sevimg/image.env
+    kernel_release: str = field(default_factory=lambda: os.uname().release)
+    path: str | None = None  # PATH for programs; None: the process's own
+
+    def file(self, absolute: str) -> Path:
+        """`absolute` below the root."""
+        return self.root / absolute.lstrip("/")
+
+    def read(self, absolute: str) -> str | None:
+        """A file's text below the root, None when it cannot be read."""
+        try:
+            return self.file(absolute).read_text(errors="replace")
+        except OSError:
+            return None
+
+    def which(self, program: str) -> str | None:
+        """`program` as a path to run: itself when it has a slash and is executable, else from PATH."""
+        if "/" in program:
+            return program if os.access(program, os.X_OK) and Path(program).is_file() else None
+        return shutil.which(program, path=self.path)
+
+
+def parse_env(text: str) -> dict[str, str]:
+    """KEY=value lines (image.env, os-release); quotes around values removed, comments skipped."""
+    out: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        out[key.strip()] = value
+    return out
+
+
+def image_env(root: Path) -> dict[str, str]:
+    """/etc/sevimg/image.env below `root` ({} when missing)."""
+    try:
+        return parse_env((root / "etc/sevimg/image.env").read_text(errors="replace"))
+    except OSError:
+        return {}
+
+
+def os_release(root: Path) -> dict[str, str]:
+    """/etc/os-release (else /usr/lib/os-release) below `root`."""
+    for name in ("etc/os-release", "usr/lib/os-release"):
+        try:
+            return parse_env((root / name).read_text(errors="replace"))
+        except OSError:
+            continue
+    return {}
+
+
+# Terminal colour and cursor sequences (snphost colours its verdicts); results are plain text.
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def run_program(argv: list[str], timeout: float = PROGRAM_TIMEOUT) -> tuple[int, str]:
+    """(exit status, stdout+stderr without colour codes); 127 with the reason when it cannot run."""
+    try:
+        done = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return 124, f"{argv[0]} did not finish within {timeout:.0f} s"
+    except OSError as exc:
+        return 127, f"cannot run {argv[0]}: {exc.strerror or exc}"
+    return done.returncode, _ANSI.sub("", done.stdout.decode(errors="replace"))
+
+
+def version_tuple(text: str, pattern: str) -> tuple[int, int] | None:
+    """(major, minor) from the first match of `pattern` (two groups) in `text`."""
+    match = re.search(pattern, text)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def _floor(version: tuple[int, int]) -> str:
+    return f"{version[0]}.{version[1]:02d}" if version[0] > 1000 else f"{version[0]}.{version[1]}"
+
+
+def check_sev_snp(host: Host) -> Step:
+    """kvm_amd's sev_snp parameter says Y."""
+    where = "/sys/module/kvm_amd/parameters/sev_snp"
+    value = host.read(where)
+    if value is None:
+        loaded = host.file("/sys/module/kvm_amd").exists()
+        why = "kvm_amd has no sev_snp parameter" if loaded else "kvm_amd is not loaded"
+        return Step(SEV_SNP, Outcome.FAIL, f"SEV-SNP is not available: {why} ({where} missing)")
+    if value.strip() in ("Y", "1"):
+        return Step(
+            SEV_SNP, Outcome.PASS, f"kvm_amd reports SEV-SNP enabled ({where}: {value.strip()})"
+        )
+    return Step(
+        SEV_SNP, Outcome.FAIL, f"SEV-SNP is not enabled: {where} is {value.strip()!r}, not Y"
+    )
+
+
+def sev_firmware_path(host: Host) -> str:
+    """The SEV OVMF the image names (SEVIMG_SEV_FIRMWARE)."""
+    return host.env.get("SEVIMG_SEV_FIRMWARE", "")
+
+
+def check_sev_firmware(host: Host) -> Step:
+    """The AMD SEV build of OVMF exists."""
+    firmware = sev_firmware_path(host)
+    if not firmware:
+        return Step(
+            SEV_FIRMWARE, Outcome.FAIL, "SEVIMG_SEV_FIRMWARE is not set in /etc/sevimg/image.env"
+        )
+    if host.file(firmware).is_file():
+        size = host.file(firmware).stat().st_size
+        return Step(SEV_FIRMWARE, Outcome.PASS, f"{firmware} ({size} bytes)")
+    return Step(SEV_FIRMWARE, Outcome.FAIL, f"the SEV firmware {firmware} does not exist")
+
+
+def check_kernel(host: Host) -> Step:
+    """The running kernel meets the floor."""
+    release = host.kernel_release
+    found = version_tuple(release, r"^(\d+)\.(\d+)")
+    if found is None:
+        return Step(
+            KERNEL, Outcome.FAIL, f"cannot read a version from the kernel release {release!r}"
+        )
+    if found < KERNEL_FLOOR:
+        return Step(KERNEL, Outcome.FAIL, f"kernel {release} is older than {_floor(KERNEL_FLOOR)}")
+    return Step(KERNEL, Outcome.PASS, f"kernel {release} (>= {_floor(KERNEL_FLOOR)})")
+
+
+def qemu_program(host: Host) -> str:
+    """The QEMU the image names (SEVIMG_QEMU), else qemu-system-x86_64 on PATH."""
+    return host.env.get("SEVIMG_QEMU") or "qemu-system-x86_64"
+
+
+def check_qemu(host: Host) -> tuple[Step, str | None]:
+    """QEMU runs and meets the floor; also its version line."""
+    named = qemu_program(host)
+    program = host.which(named)
+    if program is None:
+        return Step(QEMU, Outcome.FAIL, f"QEMU {named} is not installed or not executable"), None
+    code, output = run_program([program, "--version"], timeout=30)
+    line = output.strip().splitlines()[0] if output.strip() else ""
+    found = version_tuple(output, r"version (\d+)\.(\d+)")
+    if code != 0 or found is None:
+        return (
+            Step(
+                QEMU,
+                Outcome.FAIL,
+                f"{program} --version failed (status {code})",
+                output=output[-2000:],
+            ),
+            line or None,
+        )
+    if found < QEMU_FLOOR:
+        return Step(QEMU, Outcome.FAIL, f"{line}: older than {_floor(QEMU_FLOOR)}"), line
+    return Step(QEMU, Outcome.PASS, f"{line} ({program}, >= {_floor(QEMU_FLOOR)})"), line
+
+
+def _dpkg_version(host: Host, absolute: str) -> tuple[str, str] | None:
+    """(package, version) of the Debian-format package that installed `absolute`, if any."""
+    info = host.file("/var/lib/dpkg/info")
+    if not info.is_dir():
+        return None
+    wanted = {absolute, os.path.realpath(absolute) if host.root == Path("/") else absolute}
+    owner = None
+    for listing in sorted(info.glob("*.list")):
+        try:
+            names = set(listing.read_text(errors="replace").splitlines())
+        except OSError:
+            continue
+        if names & wanted:
+            owner = listing.stem.split(":")[0]
+            break
+    if owner is None:
+        return None
+    status = host.read("/var/lib/dpkg/status") or ""
+    for stanza in status.split("\n\n"):
+        fields = dict(
+            line.split(": ", 1)
+            for line in stanza.splitlines()
+            if ": " in line and not line[0].isspace()
+        )
+        if fields.get("Package") == owner and "installed" in fields.get("Status", ""):
+            return owner, fields.get("Version", "")
+    return None
+
+
+# edk2's release tags: "edk2-stable202411", in ASCII or UTF-16 inside the firmware.
+_EDK2_TAG = re.compile(rb"edk2-stable(\d{4})(\d{2})")
+
+
+def _firmware_tag(path: Path) -> str | None:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    for blob in (data, data.replace(b"\0", b"")):
+        if match := _EDK2_TAG.search(blob):
+            return match.group(0).decode()
+    return None
+
+
+def check_ovmf(host: Host) -> tuple[Step, str | None]:
+    """OVMF meets the floor: the version from the package database, else from the file's edk2 tag."""
+    firmware = sev_firmware_path(host)
+    if not firmware or not host.file(firmware).is_file():
+        return Step(
+            OVMF,
+            Outcome.FAIL,
+            f"no SEV firmware file to read a version from ({firmware or 'unset'})",
+        ), None
+    package = _dpkg_version(host, firmware)
+    if package is not None:
+        owner, version = package
+        upstream = version.split(":", 1)[-1]
+        found = version_tuple(upstream, r"^(\d{4})\.(\d{1,2})")
+        text = f"{owner} {version}"
+    else:
+        tag = _firmware_tag(host.file(firmware))
+        found = version_tuple(tag or "", r"(\d{4})(\d{2})")
+        text = tag or ""
+    if found is None:
+        return (
+            Step(
+                OVMF,
+                Outcome.SKIP,
+                f"version of {firmware} unknown (no package record, no edk2 tag): floor {_floor(OVMF_FLOOR)} not checked",
+            ),
+            None,
+        )
+    if found < OVMF_FLOOR:
+        return Step(OVMF, Outcome.FAIL, f"OVMF {text} is older than {_floor(OVMF_FLOOR)}"), text
+    return Step(OVMF, Outcome.PASS, f"OVMF {text} (>= {_floor(OVMF_FLOOR)})"), text
+
+
+def check_snphost(host: Host) -> Step:
+    """`snphost ok` passes. Only `ok`: nothing that changes firmware state."""
+    program = host.which(host.env.get("SEVIMG_SNPHOST") or "snphost")
+    if program is None:
+        return Step(SNPHOST, Outcome.FAIL, "snphost is not installed")
+    code, output = run_program([program, "ok"])
+    failing = [line.strip() for line in output.splitlines() if "FAIL" in line.upper()]
+    if code == 0:
+        return Step(
+            SNPHOST, Outcome.PASS, f"{program} ok: every check passed", output=output[-4000:]
+        )
+    detail = f"{program} ok exited with status {code}"
+    if failing:
+        detail += ": " + "; ".join(failing[:5])
+    return Step(SNPHOST, Outcome.FAIL, detail, output=output[-4000:])
+
+
+def check_guest_image(host: Host) -> Step:
+    """The embedded guest UKI exists."""
+    guest = host.env.get("SEVIMG_GUEST_EFI", "")
+    if guest and host.file(guest).is_file():
+        name = host.env.get("SEVIMG_GUEST_IMAGE_ID", "")
+        return Step(
+            GUEST_IMAGE, Outcome.PASS, f"{guest} ({name}, {host.file(guest).stat().st_size} bytes)"
+        )
+    return Step(
+        GUEST_IMAGE,
+        Outcome.FAIL,
+        f"the embedded guest {guest or '(SEVIMG_GUEST_EFI unset)'} does not exist",
+    )
+
+
+@dataclass(frozen=True)
+class Prerequisites:
+    """Every prerequisite step, and the versions found on the way."""
+
+    steps: tuple[Step, ...]
+    qemu_version: str | None
+    ovmf_version: str | None
+
+    @property
+    def failed(self) -> list[Step]:
+        """The steps that did not pass (a skip is not a failure)."""
+        return [s for s in self.steps if s.result in (Outcome.FAIL, Outcome.ERROR)]
+
+
+def check_all(host: Host, *, guest: bool = True) -> Prerequisites:
+    """All prerequisites, in order; `guest=False` leaves out the embedded guest (doctor)."""
+    qemu, qemu_version = check_qemu(host)
+    ovmf, ovmf_version = check_ovmf(host)
+    steps = [
+        check_sev_snp(host),
+        check_sev_firmware(host),
+        check_kernel(host),
+        qemu,
+        ovmf,
+        check_snphost(host),
+    ]
+    if guest:
+        steps.append(check_guest_image(host))
+    return Prerequisites(tuple(steps), qemu_version, ovmf_version)
+
+
+# --- the processor ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cpu:
+    """The processor's identity as CPUID tells it."""
+
+    vendor_amd: bool
+    family: int
+    model: int
+    brand: str = ""
+    source: str = ""
+
+    @property
+    def series(self) -> str | None:
+        """The EPYC series of the certification matrix (7001 ... 9005), None when unknown."""
+        return series(self.family, self.model, self.brand) if self.vendor_amd else None
+
+    def describe(self) -> str:
+        """E.g. `9004 (Genoa), family 0x19 model 0x11`."""
+        name = self.series
+        what = f"{name} ({SERIES_NAMES.get(name, '?')})" if name else "unknown series"
+        return f"{what}, family {self.family:#x} model {self.model:#x}" + (
+            f", {self.brand}" if self.brand else ""
+        )
+
+
+def series(family: int, model: int, brand: str = "") -> str | None:
+    """The series of a family/model pair; the brand string splits Zen 4c's shared models."""
+    if family == 0x17:
+        if model <= 0x0F:
+            return "7001"
+        if 0x30 <= model <= 0x3F:
+            return "7002"
+    if family == 0x19:
+        if model <= 0x0F:
+            return "7003"
+        if 0x10 <= model <= 0x1F:
+            return "9004"
+        if 0xA0 <= model <= 0xAF:  # Bergamo (97x4, a 9004) and Siena (8004) share these models
+            match = re.search(r"EPYC\s+([89])\d{3}", brand)
+            return {"8": "8004", "9": "9004"}.get(match.group(1)) if match else None
+    if family == 0x1A and model <= 0x1F:
+        return "9005"
+    return None
+
+
+def _cpuid(root: Path, leaf: int) -> tuple[int, int, int, int] | None:
+    try:
+        fd = os.open(root / "dev/cpu/0/cpuid", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        data = os.pread(fd, 16, leaf)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if len(data) != 16:
+        return None
+    a, b, c, d = struct.unpack("<4I", data)
+    return a, b, c, d
+
+
+def _signature(eax: int) -> tuple[int, int]:
+    base_family, base_model = (eax >> 8) & 0xF, (eax >> 4) & 0xF
+    family = base_family + ((eax >> 20) & 0xFF) if base_family == 0xF else base_family
+    model = base_model | (((eax >> 16) & 0xF) << 4) if base_family in (0x6, 0xF) else base_model
+    return family, model
+
+
+def cpu(root: Path) -> Cpu | None:
+    """The processor, from /dev/cpu/0/cpuid (leaf 0x80000001), else /proc/cpuinfo."""
+    info = ""
+    with contextlib.suppress(OSError):
+        info = (root / "proc/cpuinfo").read_text(errors="replace").split("\n\n")[0]
+    fields = {
+        k.strip(): v.strip() for k, _, v in (line.partition(":") for line in info.splitlines())
+    }
+    brand = fields.get("model name", "")
+    regs = _cpuid(root, CPUID_FEATURES)
+    if regs is not None:
+        family, model = _signature(regs[0])
+        amd = fields.get("vendor_id", "AuthenticAMD") == "AuthenticAMD"
+        return Cpu(amd, family, model, brand, "CPUID 0x80000001")
+    try:
+        return Cpu(
+            fields.get("vendor_id") == "AuthenticAMD",
+            int(fields["cpu family"]),
+            int(fields["model"]),
+            brand,
+            "/proc/cpuinfo",
+        )
+    except (KeyError, ValueError):
+        return None
+
+
+def cbit_position(root: Path) -> tuple[int, str]:
+    """The C-bit position from CPUID 0x8000001F EBX[5:0], with where it came from."""
+    regs = _cpuid(root, CPUID_SEV)
+    if regs is None:
+        return (
+            DEFAULT_CBITPOS,
+            f"default {DEFAULT_CBITPOS} (/dev/cpu/0/cpuid unreadable: modprobe cpuid)",
+        )
+    position = regs[1] & 0x3F
+    if position == 0:
+        return DEFAULT_CBITPOS, f"default {DEFAULT_CBITPOS} (CPUID reports no SEV C-bit)"
+    return position, "CPUID 0x8000001F"
