@@ -1,0 +1,168 @@
+"""What the host does once its result is reported: reboot, power off, or stay up.
+
+In a certification lab the host reboots: its next HTTP boot gets the next
+job from dispatch, and when no job is left dispatch serves a power-off EFI
+program, so the image never needs to power itself off and rebooting is the
+right default. `sevimg.after=poweroff` or `sevimg.after=stay` on the kernel
+command line change that, and `sevimg.grace=SECONDS` the countdown (60 s).
+A key press on the console during the countdown keeps the machine up for
+inspection. When no server took the report (a host booted from a USB stick,
+say) the default is to stay: rebooting would only lose the result from the
+console and run the same checks again.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import termios
+import time
+import tty
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ACTIONS = ("reboot", "poweroff", "stay")
+DEFAULT_GRACE = 60.0
+MAX_GRACE = 3600.0
+Say = Callable[[str], None]
+Run = Callable[[list[str]], int]
+
+
+def say_console(line: str) -> None:
+    """One line for the console (the harness's unit sends stderr to journal+console)."""
+    print(f"sevimg: {line}", file=sys.stderr, flush=True)
+
+
+def cmdline_value(root: Path, key: str) -> str | None:
+    """The last `key=value` on <root>/proc/cmdline (the kernel's rule), None when absent."""
+    try:
+        words = (root / "proc/cmdline").read_text(errors="replace").split()
+    except OSError:
+        return None
+    value = None
+    for word in words:
+        name, sep, rest = word.partition("=")
+        if sep and name == key:
+            value = rest.strip('"')
+    return value
+
+
+@dataclass(frozen=True)
+class After:
+    """The action to take and the countdown before it, with where they came from."""
+
+    action: str
+    grace: float
+    why: str
+
+
+def after_action(root: Path = Path("/"), *, reported: bool = True) -> After:
+    """`sevimg.after=` and `sevimg.grace=` from the command line, with the defaults above."""
+    default = "reboot" if reported else "stay"
+    value = cmdline_value(root, "sevimg.after")
+    if value is None:
+        action, why = default, "the default" if reported else "no server took the report"
+    elif value in ACTIONS:
+        action, why = value, f"sevimg.after={value}"
+    else:
+        action = default
+        why = f"sevimg.after={value!r} is not one of {', '.join(ACTIONS)}"
+    grace = DEFAULT_GRACE
+    text = cmdline_value(root, "sevimg.grace")
+    if text is not None:
+        try:
+            grace = min(max(float(text), 0.0), MAX_GRACE)
+        except ValueError:
+            why += f"; sevimg.grace={text!r} is not a number of seconds"
+    return After(action, grace, why)
+
+
+def wait_for_key(fd: int | None, seconds: float, action: str, say: Say) -> bool:
+    """Count `seconds` down on the console; True as soon as a key arrives on `fd`."""
+    say(
+        f"{action} in {seconds:.0f} s: press Enter (or any key) on the console "
+        "to keep this machine up for inspection"
+    )
+    deadline = time.monotonic() + seconds
+    shown = int(seconds)
+    while (left := deadline - time.monotonic()) > 0:
+        if fd is None:
+            time.sleep(min(left, 1.0))
+        else:
+            ready, _, _ = select.select([fd], [], [], min(left, 1.0))
+            if ready:
+                try:
+                    if os.read(fd, 64):
+                        return True
+                    fd = None  # end of file: no key can come any more
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    fd = None
+        remaining = int(deadline - time.monotonic() + 0.999)
+        if remaining < shown and (remaining % 10 == 0 or remaining <= 5) and remaining > 0:
+            say(f"{action} in {remaining} s")
+            shown = remaining
+    return False
+
+
+def _open_console(path: str = "/dev/console") -> int | None:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        return None
+
+
+def _systemctl(argv: list[str]) -> int:
+    return subprocess.run(argv, check=False).returncode
+
+
+def after_report(
+    action: str | After | None = None,
+    *,
+    root: Path = Path("/"),
+    reported: bool = True,
+    console: int | None = -1,
+    run: Run = _systemctl,
+    say: Say = say_console,
+) -> str:
+    """Do `action` (None: read it from <root>/proc/cmdline); the action taken, or "kept".
+
+    `console` is the fd a key press is read from (-1: open /dev/console;
+    None: no console, the countdown only). Reboot and power-off are
+    `systemctl reboot|poweroff`, through `run`.
+    """
+    if action is None:
+        action = after_action(root, reported=reported)
+    elif isinstance(action, str):
+        if action not in ACTIONS:
+            raise ValueError(f"{action!r} is not one of {', '.join(ACTIONS)}")
+        action = After(action, after_action(root, reported=reported).grace, "asked")
+    if action.action == "stay":
+        say(f"staying up ({action.why}): the result is in /run/sevimg/")
+        return "stay"
+    say(f"after the report: {action.action} ({action.why})")
+    opened = console == -1
+    fd = _open_console() if console == -1 else console
+    saved = None
+    try:
+        if fd is not None and os.isatty(fd):
+            saved = termios.tcgetattr(fd)
+            tty.setcbreak(fd)  # a single key counts, not only a whole line
+            termios.tcflush(fd, termios.TCIFLUSH)  # keys typed before the prompt do not count
+        if wait_for_key(fd, action.grace, action.action, say):
+            say("key pressed: staying up for inspection; the result is in /run/sevimg/")
+            return "kept"
+    finally:
+        if saved is not None and fd is not None:
+            termios.tcsetattr(fd, termios.TCSANOW, saved)
+        if opened and fd is not None:
+            os.close(fd)
+    code = run(["systemctl", action.action])
+    if code != 0:
+        say(f"systemctl {action.action} failed with exit code {code}: staying up")
+        return "stay"
+    return action.action
