@@ -125,7 +125,9 @@ def test_loader_device_url(tmp_path: Path) -> None:
         (efivar(b"\x00\xdc\0\0"), "not valid UTF-16"),
     ],
 )
-def test_a_malformed_loader_device_url_is_an_error(tmp_path: Path, raw: bytes, message: str) -> None:
+def test_a_malformed_loader_device_url_is_an_error(
+    tmp_path: Path, raw: bytes, message: str
+) -> None:
     root = FakeRoot(tmp_path)
     root.var("LoaderDeviceURL", raw, efi.LOADER_GUID)
     with pytest.raises(efi.EfiError, match=message):

@@ -19,6 +19,7 @@ for debugging on a host.
 from __future__ import annotations
 
 import argparse
+import base64
 import http.client
 import ipaddress
 import json
@@ -177,7 +178,7 @@ def find_servers(
     try:
         loader = efi.loader_device_url(efivars)
     except efi.EfiError as error:
-        say(f"ignoring the LoaderDeviceURL EFI variable: {error}")
+        say(f"ignoring the EFI variable {error}")
         loader = None
     if loader:
         candidates.append(Server(loader, "EFI variable LoaderDeviceURL"))
@@ -249,6 +250,13 @@ def send(url: str, method: str, body: bytes | None, timeout: float) -> int:
         headers["Content-Type"] = "application/json"
     if (problem := url_problem(url)) is not None:
         raise ValueError(f"{redact(url)!r}: {problem}")
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        # Credentials go in a header, never in the URL, so no error text can echo them.
+        user = urllib.parse.unquote(parts.username or "")
+        secret = urllib.parse.unquote(parts.password or "")
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
+        url = redact(url)
     # http(s) only: url_problem() just checked the scheme.
     request = urllib.request.Request(url, data=body, method=method, headers=headers)  # noqa: S310
     try:
