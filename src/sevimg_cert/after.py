@@ -13,6 +13,7 @@ console and run the same checks again.
 
 from __future__ import annotations
 
+import math
 import os
 import select
 import subprocess
@@ -82,12 +83,12 @@ def after_action(root: Path = Path("/"), *, reported: bool = True) -> After:
 
 def wait_for_key(fd: int | None, seconds: float, action: str, say: Say) -> bool:
     """Count `seconds` down on the console; True as soon as a key arrives on `fd`."""
+    shown = math.ceil(seconds)
     say(
-        f"{action} in {seconds:.0f} s: press Enter (or any key) on the console "
+        f"{action} in {shown} s: press Enter (or any key) on the console "
         "to keep this machine up for inspection"
     )
     deadline = time.monotonic() + seconds
-    shown = int(seconds)
     while (left := deadline - time.monotonic()) > 0:
         if fd is None:
             time.sleep(min(left, 1.0))
@@ -102,7 +103,7 @@ def wait_for_key(fd: int | None, seconds: float, action: str, say: Say) -> bool:
                     pass
                 except OSError:
                     fd = None
-        remaining = int(deadline - time.monotonic() + 0.999)
+        remaining = math.ceil(deadline - time.monotonic())
         if remaining < shown and (remaining % 10 == 0 or remaining <= 5) and remaining > 0:
             say(f"{action} in {remaining} s")
             shown = remaining
