@@ -9,6 +9,7 @@ script: a status, or "bad" for an answer that is not HTTP.
 
 from __future__ import annotations
 
+import json
 import struct
 import threading
 from collections.abc import Iterator
@@ -103,11 +104,40 @@ class Seen:
 
 @dataclass
 class MiniDispatch:
-    """The script of answers (200 when it runs out) and what was received."""
+    """The script of answers (200 when it runs out) and what was received.
+
+    With `jobs`, it answers as dispatch's job machine does instead, for one
+    job per client IP (src/jobs.rs): GET assigns and moves to Downloading,
+    POST Downloading → Booting, PUT Booting → Reported (400 on bad JSON),
+    417 for a client without a job in the state the method needs.
+    """
 
     script: list[int | str] = field(default_factory=list)
     requests: list[Seen] = field(default_factory=list)
     url: str = ""
+    jobs: dict[str, str] | None = None
+
+    def answer(self, method: str, client: str, body: bytes) -> int | str:
+        if self.jobs is None:
+            return self.script.pop(0) if self.script else 200
+        state = self.jobs.get(client)
+        if method in ("GET", "HEAD"):
+            if state in (None, "Assigned", "Downloading"):
+                self.jobs[client] = "Downloading" if method == "GET" else "Assigned"
+                return 200
+            return 404
+        if method == "POST" and state == "Downloading":
+            self.jobs[client] = "Booting"
+            return 200
+        if method == "PUT":
+            try:
+                json.loads(body)
+            except ValueError:
+                return 400
+            if state == "Booting":
+                self.jobs[client] = "Reported"
+                return 200
+        return 417
 
 
 def _handler(state: MiniDispatch) -> type[BaseHTTPRequestHandler]:
@@ -122,7 +152,7 @@ def _handler(state: MiniDispatch) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(length) if length else b""
             headers = {k.lower(): v for k, v in self.headers.items()}
             state.requests.append(Seen(self.command, self.path, headers, body))
-            answer = state.script.pop(0) if state.script else 200
+            answer = state.answer(self.command, self.client_address[0], body)
             if answer == "bad":
                 self.wfile.write(b"this is not HTTP\r\n\r\n")
                 self.close_connection = True
@@ -138,9 +168,9 @@ def _handler(state: MiniDispatch) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def mini_dispatch(*script: int | str) -> Iterator[MiniDispatch]:
+def mini_dispatch(*script: int | str, jobs: bool = False) -> Iterator[MiniDispatch]:
     """A running MiniDispatch at http://127.0.0.1:PORT/dispatch."""
-    state = MiniDispatch(list(script))
+    state = MiniDispatch(list(script), jobs={} if jobs else None)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     state.url = f"http://127.0.0.1:{server.server_address[1]}/dispatch"
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -309,3 +310,18 @@ def test_cli_find_and_failures(tmp_path: Path) -> None:
     assert run.returncode == 2
     assert "not an http:// or https:// URL" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_one_boot_against_dispatchs_job_machine() -> None:
+    with mini_dispatch(jobs=True) as server:
+        servers = [Server(server.url, "t")]
+        console = Console()
+        assert dispatch.booted(servers, say=console) is None  # no download yet: 417
+        urllib.request.urlopen(server.url, timeout=10).close()  # noqa: S310 (the firmware's GET)
+        assert dispatch.booted(servers, say=console) == servers[0]
+        assert dispatch.report(servers, {"title": "T", "labels": ["certificate"]}, say=console)
+        # One report per boot: a second PUT is refused with 417, and nothing is retried.
+        assert dispatch.report(servers, {"title": "T"}, sleep=_no_sleep, say=console) is None
+        assert server.jobs == {"127.0.0.1": "Reported"}
+    assert [r.method for r in server.requests] == ["POST", "GET", "POST", "PUT", "PUT"]
+    assert console.lines[-1] == "no dispatch server took the report (PUT)"
