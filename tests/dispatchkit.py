@@ -181,3 +181,33 @@ def mini_dispatch(*script: int | str, jobs: bool = False) -> Iterator[MiniDispat
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def ovmf_variables(image: bytes) -> dict[tuple[str, str], tuple[int, bytes]]:
+    """The live variables of an OVMF varstore file (OVMF_VARS*.fd): (name, guid) → (attributes, data).
+
+    Layout (EDK II MdeModulePkg/Include/Guid/VariableFormat.h): a firmware
+    volume header (its length at 0x30), a 28-byte variable store header, then
+    authenticated variable headers (StartId 0x55AA, State, Attributes, ...,
+    NameSize, DataSize, VendorGuid; 60 bytes), each followed by the name and
+    the data and aligned to 4 bytes. State 0x3F is a live variable.
+    """
+    import uuid
+
+    if image[0x28:0x2C] != b"_FVH":
+        raise ValueError("not a firmware volume")
+    offset = struct.unpack_from("<H", image, 0x30)[0] + 28
+    found: dict[tuple[str, str], tuple[int, bytes]] = {}
+    while offset + 60 <= len(image):
+        start, state, _, attributes = struct.unpack_from("<HBBI", image, offset)
+        if start != 0x55AA:
+            break
+        name_size, data_size = struct.unpack_from("<II", image, offset + 36)
+        guid = str(uuid.UUID(bytes_le=image[offset + 44 : offset + 60]))
+        name_at = offset + 60
+        name = image[name_at : name_at + name_size].decode("utf-16-le").rstrip("\0")
+        data = image[name_at + name_size : name_at + name_size + data_size]
+        if state == 0x3F:
+            found[(name, guid)] = (attributes, data)
+        offset = (name_at + name_size + data_size + 3) & ~3
+    return found

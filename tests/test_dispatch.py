@@ -149,6 +149,17 @@ def test_report_body_keeps_beacons_field_order_and_a_milestone() -> None:
     assert body == b'{"title":"T","assignees":["a"],"milestone":"c3.0.0-0"}'
 
 
+def test_a_body_too_long_for_github_is_cut_with_a_note() -> None:
+    body = json.loads(dispatch.report_body({"title": "T", "body": "é" * 70000}))["body"]
+    assert len(body) == dispatch.MAX_BODY
+    assert body.startswith("é" * 60000)
+    assert body.endswith(
+        "(cut here: the report had 70000 characters; the whole result is in /run/sevimg/)\n"
+    )
+    exact = "x" * dispatch.MAX_BODY
+    assert json.loads(dispatch.report_body({"title": "T", "body": exact}))["body"] == exact
+
+
 @pytest.mark.parametrize(
     ("payload", "message"),
     [

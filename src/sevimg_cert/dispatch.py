@@ -62,6 +62,10 @@ NO_SERVER = (
     "no Boot#### URI, no _dispatch._tcp on mDNS): nothing is reported; "
     "the result is on this console and in /run/sevimg/"
 )
+# GitHub refuses an issue body over 65536 characters (dispatch then answers
+# 500 and the report is lost), so a longer body is cut, with a margin.
+MAX_BODY = 65000
+TRUNCATED = "\n\n…(cut here: the report had {n} characters; the whole result is in /run/sevimg/)\n"
 # No proxy: dispatch is on the lab's own network.
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -238,6 +242,10 @@ def report_body(payload: Mapping[str, object]) -> bytes:
                 raise ValueError(f"report payload: {key} must be a string")
             if value or key == "title":
                 out[key] = value
+    body = out.get("body")
+    if isinstance(body, str) and len(body) > MAX_BODY:
+        note = TRUNCATED.format(n=len(body))
+        out["body"] = body[: MAX_BODY - len(note)] + note
     if not out.get("title"):
         raise ValueError("report payload: title is missing or empty")
     return json.dumps(out, ensure_ascii=False, separators=(",", ":")).encode()
