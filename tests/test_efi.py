@@ -120,7 +120,7 @@ def test_loader_device_url(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        (b"\7\0", "shorter than the 4 bytes"),
+        (b"\7\0", "LoaderDeviceURL: 2 bytes: shorter than the 4 bytes"),
         (efivar(b"h\0t\0t"), "odd length"),
         (efivar(b"\x00\xdc\0\0"), "not valid UTF-16"),
     ],

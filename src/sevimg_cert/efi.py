@@ -160,7 +160,10 @@ def loader_device_url(efivars: Path) -> str | None:
     raw = _read(efivars / f"LoaderDeviceURL-{LOADER_GUID}")
     if raw is None:
         return None
-    data = variable_data(raw)
+    try:
+        data = variable_data(raw)
+    except EfiError as error:
+        raise EfiError(f"LoaderDeviceURL: {error}") from None
     if len(data) % 2:
         raise EfiError(f"LoaderDeviceURL: odd length {len(data)}")
     text, _ = utf16z(data + b"\0\0", "LoaderDeviceURL")
