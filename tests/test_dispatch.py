@@ -219,6 +219,14 @@ def test_retries_are_bounded_then_the_next_server() -> None:
     assert len(failing.requests) == 3
 
 
+def test_a_server_that_is_not_a_url_is_skipped_without_retrying() -> None:
+    with mini_dispatch() as good:
+        console = Console()
+        servers = [Server("gopher://x/y", "given"), Server(good.url, "ok")]
+        assert dispatch.booted(servers, sleep=_no_sleep, say=console) == servers[1]
+    assert console.lines[0] == "skipping 'gopher://x/y': not an http:// or https:// URL"
+
+
 def test_other_4xx_are_not_retried() -> None:
     delays: list[float] = []
     with mini_dispatch(404) as server:

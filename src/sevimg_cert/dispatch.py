@@ -293,7 +293,10 @@ def deliver(
         for attempt in range(retry.attempts):
             try:
                 status = send(server.url, method, body, retry.timeout)
-            except (OSError, http.client.HTTPException, ValueError) as error:
+            except ValueError as error:  # not a URL to send to: no point in retrying
+                say(f"skipping {error}")
+                break
+            except (OSError, http.client.HTTPException) as error:
                 problem, status = f"no answer ({error or type(error).__name__})", 0
             else:
                 problem = f"HTTP {status}"
