@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sevimg_cert.after import DEFAULT_GRACE, After, after_action, after_report
+from sevimg_cert.after import DEFAULT_GRACE, After, after_action, after_report, open_consoles
 from tests.dispatchkit import FakeRoot
 
 
@@ -170,3 +170,34 @@ def test_a_failed_systemctl_leaves_the_machine_up(tmp_path: Path) -> None:
     )
     assert done == "stay"
     assert lines[-1] == "systemctl reboot failed with exit code 1: staying up"
+
+
+def test_every_active_console_is_watched(tmp_path: Path) -> None:
+    controller, terminal = os.openpty()
+    try:
+        (tmp_path / "sys/class/tty/console").mkdir(parents=True)
+        (tmp_path / "sys/class/tty/console/active").write_text("tty0 ttyS0\n")
+        (tmp_path / "dev").mkdir()
+        os.mkfifo(tmp_path / "dev/tty0")  # a console no key arrives on
+        (tmp_path / "dev/ttyS0").symlink_to(os.ttyname(terminal))
+        fds = open_consoles(tmp_path)
+        assert len(fds) == 2
+        for fd in fds:
+            os.close(fd)
+        run = Recorder()
+        threading.Timer(0.3, os.write, (controller, b"q")).start()
+        after = After("reboot", 20, "t")
+        assert after_report(after, root=tmp_path, run=run, say=lambda _: None) == "kept"
+        assert run.calls == []
+    finally:
+        os.close(controller)
+        os.close(terminal)
+
+
+def test_without_active_consoles_it_falls_back_to_dev_console(tmp_path: Path) -> None:
+    (tmp_path / "dev").mkdir()
+    os.mkfifo(tmp_path / "dev/console")
+    fds = open_consoles(tmp_path)
+    assert len(fds) == 1
+    os.close(fds[0])
+    assert open_consoles(tmp_path / "nothing") == []

@@ -21,9 +21,10 @@ import sys
 import termios
 import time
 import tty
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ACTIONS = ("reboot", "poweroff", "stay")
 DEFAULT_GRACE = 60.0
@@ -81,28 +82,29 @@ def after_action(root: Path = Path("/"), *, reported: bool = True) -> After:
     return After(action, grace, why)
 
 
-def wait_for_key(fd: int | None, seconds: float, action: str, say: Say) -> bool:
-    """Count `seconds` down on the console; True as soon as a key arrives on `fd`."""
+def wait_for_key(fds: Sequence[int], seconds: float, action: str, say: Say) -> bool:
+    """Count `seconds` down on the console; True as soon as a key arrives on one of `fds`."""
     shown = math.ceil(seconds)
     say(
         f"{action} in {shown} s: press Enter (or any key) on the console "
         "to keep this machine up for inspection"
     )
     deadline = time.monotonic() + seconds
+    live = list(fds)
     while (left := deadline - time.monotonic()) > 0:
-        if fd is None:
+        if not live:
             time.sleep(min(left, 1.0))
         else:
-            ready, _, _ = select.select([fd], [], [], min(left, 1.0))
-            if ready:
+            ready, _, _ = select.select(live, [], [], min(left, 1.0))
+            for fd in ready:
                 try:
                     if os.read(fd, 64):
                         return True
-                    fd = None  # end of file: no key can come any more
+                    live.remove(fd)  # end of file: no key can come from it any more
                 except BlockingIOError:
                     pass
                 except OSError:
-                    fd = None
+                    live.remove(fd)
         remaining = math.ceil(deadline - time.monotonic())
         if remaining < shown and (remaining % 10 == 0 or remaining <= 5) and remaining > 0:
             say(f"{action} in {remaining} s")
@@ -110,11 +112,24 @@ def wait_for_key(fd: int | None, seconds: float, action: str, say: Say) -> bool:
     return False
 
 
-def _open_console(path: str = "/dev/console") -> int | None:
+def open_consoles(root: Path = Path("/")) -> list[int]:
+    """Read ends of every active console (/sys/class/tty/console/active), else /dev/console.
+
+    The terminal devices themselves, not /dev/console: that one reads from
+    the last console only, and a server has a keyboard and a serial line.
+    """
     try:
-        return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        names = (root / "sys/class/tty/console/active").read_text().split()
     except OSError:
-        return None
+        names = []
+    wanted = [n for n in names if n.replace("_", "").isalnum()] or ["console"]
+    fds: list[int] = []
+    for path in (root / "dev" / n for n in wanted):
+        try:
+            fds.append(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY))
+        except OSError:
+            continue
+    return fds
 
 
 def _systemctl(argv: list[str]) -> int:
@@ -132,7 +147,7 @@ def after_report(
 ) -> str:
     """Do `action` (None: read it from <root>/proc/cmdline); the action taken, or "kept".
 
-    `console` is the fd a key press is read from (-1: open /dev/console;
+    `console` is the fd a key press is read from (-1: every active console;
     None: no console, the countdown only). Reboot and power-off are
     `systemctl reboot|poweroff`, through `run`.
     """
@@ -146,22 +161,23 @@ def after_report(
         say(f"staying up ({action.why}): the result is in /run/sevimg/")
         return "stay"
     say(f"after the report: {action.action} ({action.why})")
-    opened = console == -1
-    fd = _open_console() if console == -1 else console
-    saved = None
+    fds = open_consoles(root) if console == -1 else ([] if console is None else [console])
+    saved: dict[int, list[Any]] = {}
     try:
-        if fd is not None and os.isatty(fd):
-            saved = termios.tcgetattr(fd)
-            tty.setcbreak(fd)  # a single key counts, not only a whole line
-            termios.tcflush(fd, termios.TCIFLUSH)  # keys typed before the prompt do not count
-        if wait_for_key(fd, action.grace, action.action, say):
+        for fd in fds:
+            if os.isatty(fd):
+                saved[fd] = termios.tcgetattr(fd)
+                tty.setcbreak(fd)  # a single key counts, not only a whole line
+                termios.tcflush(fd, termios.TCIFLUSH)  # keys typed before the prompt do not count
+        if wait_for_key(fds, action.grace, action.action, say):
             say("key pressed: staying up for inspection; the result is in /run/sevimg/")
             return "kept"
     finally:
-        if saved is not None and fd is not None:
-            termios.tcsetattr(fd, termios.TCSANOW, saved)
-        if opened and fd is not None:
-            os.close(fd)
+        for fd, mode in saved.items():
+            termios.tcsetattr(fd, termios.TCSANOW, mode)
+        if console == -1:
+            for fd in fds:
+                os.close(fd)
     code = run(["systemctl", action.action])
     if code != 0:
         say(f"systemctl {action.action} failed with exit code {code}: staying up")
