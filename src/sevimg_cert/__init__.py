@@ -1,4 +1,4 @@
-"""sevimg's in-image certification code: attestation report parsing and verification.
+"""sevimg's in-image certification code: attestation reports, their verification, reporting.
 
 This package runs inside a host image (under the distribution's python3 and
 python3-cryptography), so it imports only the standard library and
@@ -6,4 +6,4 @@ python3-cryptography), so it imports only the standard library and
 machine's `sevimg verify` reuses it.
 """
 
-__all__ = ["kds", "report", "roots", "verify"]
+__all__ = ["after", "dispatch", "efi", "kds", "mdns", "report", "roots", "verify"]
