@@ -61,6 +61,12 @@ def fake_host(
         "exec sleep 300\n",
         0o755,
     )
+    # The harness may reboot or power off after reporting: never this machine.
+    write(
+        bin_ / "systemctl",
+        f'#!/bin/sh\necho "$@" >> {tmp / "systemctl.log"}\n',
+        0o755,
+    )
     if snphost is not None:
         status = 0 if snphost == "pass" else 1
         lines = (

@@ -562,6 +562,7 @@ class Dispatch:
     """
 
     def __init__(self, root: Path, log: Log, enabled: bool) -> None:
+        self.root = root
         self.log = log
         self.module: Any = None
         self.servers: Any = []
@@ -585,13 +586,24 @@ class Dispatch:
             except Exception as exc:
                 self.log(f"dispatch: booted failed: {exc}")
 
-    def report(self, outcome: CertResult) -> None:
-        """Send the result."""
+    def report(self, outcome: CertResult) -> bool:
+        """Send the result; whether a server took it."""
         if self.module is not None and self.servers:
             try:
-                self.module.report(self.servers, result.dispatch_payload(outcome))
+                took = self.module.report(self.servers, result.dispatch_payload(outcome))
             except Exception as exc:
                 self.log(f"dispatch: report failed: {exc}")
+                return False
+            return took is not None
+        return False
+
+    def after(self, reported: bool) -> None:
+        """Reboot, power off or stay up, as `sevimg.after=` says (stay when nothing took the report)."""
+        if self.module is not None:
+            try:
+                self.module.after_report(root=self.root, reported=reported)
+            except Exception as exc:
+                self.log(f"dispatch: after the report: {exc}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -629,7 +641,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         echo(line)
     sys.stdout.write(result.frame(data))
     sys.stdout.flush()
-    reporter.report(outcome)
+    reporter.after(reporter.report(outcome))
     return {Outcome.PASS: 0, Outcome.FAIL: 1}.get(outcome.result, 2)
 
 
