@@ -208,7 +208,8 @@ def test_the_host_reports_once_and_the_job_ends_reported(boot: Boot) -> None:
     assert report["title"] == "debian forky SEV version 3.0"
     labels = report["labels"]
     assert "certificate" in labels and "os-debian-forky" in labels, labels
-    assert any(re.fullmatch(r"proc-\d+", label) for label in labels), labels
+    # TCG's CPU is no EPYC: the harness gives no proc- label rather than a wrong one.
+    assert not [label for label in labels if label.startswith("proc-")], labels
     assert "milestone" not in report
     assert "Failed to Achieve a Certification Level" in report["body"]
     assert "SNP" in report["body"]
