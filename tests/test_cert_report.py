@@ -339,7 +339,7 @@ def test_sevimg_cert_works_when_sevimg_cannot_be_imported() -> None:
 import sys
 sys.modules["sevimg"] = None  # any import of sevimg now fails
 import sevimg_cert, sevimg_cert.report, sevimg_cert.verify, sevimg_cert.kds, sevimg_cert.certs, sevimg_cert.roots
-import sevimg_cert.dispatch, sevimg_cert.efi, sevimg_cert.mdns, sevimg_cert.after
+import sevimg_cert.dispatch, sevimg_cert.efi, sevimg_cert.mdns, sevimg_cert.after, sevimg_cert.harness
 assert len(sevimg_cert.roots.pinned()) == 3
 loaded = sorted(m for m in sys.modules if sys.modules[m] is not None and m.split(".")[0] in
     {"sevimg", "click", "rich", "httpx", "yaml", "jinja2", "jsonschema", "sh"})

@@ -13,12 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sevimg_cert import result
+from sevimg_cert import framing, markdown, result
+from sevimg_cert.framing import FrameError
 from sevimg_cert.result import (
     CertResult,
     Environment,
     Evidence,
-    FrameError,
     Identity,
     Outcome,
     Step,
@@ -136,7 +136,10 @@ def test_schema_is_valid_2020_12() -> None:
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_golden(name: str, request: pytest.FixtureRequest) -> None:
     made = CASES[name]()
-    files = {f"{name}.json": result.to_json(made), f"{name}.md": result.to_markdown(made).encode()}
+    files = {
+        f"{name}.json": result.to_json(made),
+        f"{name}.md": markdown.to_markdown(made).encode(),
+    }
     validate(json.loads(files[f"{name}.json"]))
     if request.config.getoption("--update-golden"):
         GOLDEN.mkdir(exist_ok=True)
@@ -154,11 +157,11 @@ def test_pass_and_fail_shapes() -> None:
     assert bad["result"] == "fail" and bad["certified_level"] is None and bad["milestone"] is None
     assert bad["labels"] == ["certificate", "os-debian-forky"]
     assert bad["max_certification_level"] == "3.0.0-0"
-    md = result.to_markdown(failing())
+    md = markdown.to_markdown(failing())
     assert md.startswith("# Failed to Achieve a Certification Level\n")
     assert "<summary>host_prerequisites (fail)</summary>" in md
     assert "**First failure:** host_prerequisites / sev_snp" in md
-    good_md = result.to_markdown(passing())
+    good_md = markdown.to_markdown(passing())
     assert good_md.startswith("# Achieved Certification Level 3.0.0-0\n")
     assert "| Test | Description | Result |" in good_md
     assert "ECDSA P-384 SHA-384 \\| by VCEK" not in good_md  # passing steps stay in JSON only
@@ -187,11 +190,11 @@ def test_schema_rejects(change: Any) -> None:
 
 
 def test_dispatch_payload() -> None:
-    payload = result.dispatch_payload(passing())
+    payload = markdown.dispatch_payload(passing())
     assert payload["title"] == "debian forky SEV version 3.0"
     assert payload["milestone"] == "c3.0.0-0"
-    assert payload["body"] == result.to_markdown(passing())
-    assert "milestone" not in result.dispatch_payload(failing())
+    assert payload["body"] == markdown.to_markdown(passing())
+    assert "milestone" not in markdown.dispatch_payload(failing())
     version_id = Identity("ubuntu", "24.04", "9005")
     assert result.title(version_id) == "ubuntu 24.04 SEV version 3.0"
     assert result.labels(version_id) == ["certificate", "os-ubuntu-24.04", "proc-9005"]
@@ -199,10 +202,10 @@ def test_dispatch_payload() -> None:
 
 def test_evidence_round_trip() -> None:
     made = passing()
-    md = result.to_markdown(made)
-    assert result.evidence_from_text(md) == made.evidence.as_dict()
+    md = markdown.to_markdown(made)
+    assert markdown.evidence_from_text(md) == made.evidence.as_dict()
     with pytest.raises(ValueError, match="neither a result JSON"):
-        result.evidence_from_text("# nothing here\n")
+        markdown.evidence_from_text("# nothing here\n")
 
 
 # --- framing ------------------------------------------------------------------
@@ -229,7 +232,7 @@ def test_frame_round_trip_through_a_noisy_console(
     data: bytes, noise: list[tuple[int, str]], before: str, crlf: bool
 ) -> None:
     payload = json.dumps({"result": "fail", "blob": base64.b64encode(data).decode()}).encode()
-    framed = result.frame(payload)
+    framed = framing.frame(payload)
     lines = framed.splitlines()
     assert all(len(line) <= 76 for line in lines[1:-1])
     assert lines[0].startswith("SEVIMG-CERT-RESULT-BEGIN result=fail ")
@@ -238,24 +241,24 @@ def test_frame_round_trip_through_a_noisy_console(
     text = before.replace("SEVIMG", "") + "\n" + "\n".join(lines) + "\n"
     if crlf:
         text = text.replace("\n", "\r\n")
-    assert result.unframe(text) == payload
+    assert framing.unframe(text) == payload
 
 
 def test_unframe_refuses_damage() -> None:
     payload = b'{"result": "pass", "x": "' + b"y" * 500 + b'"}'
-    framed = result.frame(payload)
+    framed = framing.frame(payload)
     lines = framed.splitlines()
     with pytest.raises(FrameError, match="no SEVIMG-CERT-RESULT-BEGIN"):
-        result.unframe("just a console\n")
+        framing.unframe("just a console\n")
     with pytest.raises(FrameError, match="no SEVIMG-CERT-RESULT-END"):
-        result.unframe("\n".join(lines[:-1]))
+        framing.unframe("\n".join(lines[:-1]))
     with pytest.raises(FrameError, match="lines lost or garbled"):
-        result.unframe("\n".join([lines[0], *lines[2:]]))  # one line lost
+        framing.unframe("\n".join([lines[0], *lines[2:]]))  # one line lost
     swapped = lines[1][:-1] + ("A" if lines[1][-1] != "A" else "B")
     with pytest.raises(FrameError, match="lines lost or garbled"):
-        result.unframe("\n".join([lines[0], swapped, *lines[2:]]))
+        framing.unframe("\n".join([lines[0], swapped, *lines[2:]]))
     # The last intact frame wins; a later cut-off one does not hide it.
-    assert result.unframe(framed + lines[0] + "\n" + lines[1] + "\n") == payload
+    assert framing.unframe(framed + lines[0] + "\n" + lines[1] + "\n") == payload
     digest = hashlib.sha256(payload).hexdigest()
     assert re.search(rf"bytes={len(payload)} sha256={digest}$", lines[0])
 
@@ -265,7 +268,7 @@ def test_from_dict_round_trip(name: str) -> None:
     made = CASES[name]()
     back = result.from_dict(json.loads(result.to_json(made)))
     assert result.to_json(back) == result.to_json(made)
-    assert result.to_markdown(back) == result.to_markdown(made)
+    assert markdown.to_markdown(back) == markdown.to_markdown(made)
 
 
 def test_unframe_a_real_host_console() -> None:
@@ -275,7 +278,7 @@ def test_unframe_a_real_host_console() -> None:
     timestamp and the `host-check[PID]: ` tag, with kernel and systemd lines in between.
     """
     text = (REPO / "tests/consoles/host-debian-forky-tcg.log").read_text(errors="replace")
-    doc = json.loads(result.unframe(text))
+    doc = json.loads(framing.unframe(text))
     validate(doc)
     assert doc["result"] == "fail" and doc["milestone"] is None
     assert doc["title"] == "debian forky SEV version 3.0"
@@ -288,4 +291,4 @@ def test_unframe_a_real_host_console() -> None:
     lines = text.splitlines()
     begin = next(i for i, line in enumerate(lines) if "SEVIMG-CERT-RESULT-BEGIN" in line)
     lines.insert(begin + 3, "[  155.6] systemd[1]: QUJDRA==")
-    assert result.unframe("\n".join(lines)) == result.unframe(text)
+    assert framing.unframe("\n".join(lines)) == framing.unframe(text)

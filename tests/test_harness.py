@@ -22,7 +22,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from sevimg_cert import harness, prereqs, result
+from sevimg_cert import framing, harness, hostinfo, markdown, outputs, result
 from sevimg_cert.harness import Config
 from tests import certkit
 from tests.conftest import REPO, CliFn
@@ -71,7 +71,7 @@ def run_harness(host: FakeHost, **changes: Any) -> tuple[result.CertResult, dict
     )
     lines: list[str] = []
     outcome, log = harness.run(config, lines.append)
-    written = harness.write_results(config.state, outcome, log)
+    written = outputs.write_results(config.state, outcome, log)
     doc = json.loads((config.state / "result.json").read_text())
     assert doc == result.to_dict(written)
     validate(doc)
@@ -107,7 +107,7 @@ def test_without_snp_every_prerequisite_fails_and_a_fail_result_is_written(tmp_p
     assert "c3.0.0-0" not in md.replace("3.0.0-0", "")  # no milestone anywhere
     assert "<details>" in md and "## Environment" in md and "## Harness log" in md
     assert "SEVIMG-CERT-STEP host_prerequisites/sev_snp fail" in md
-    assert result.dispatch_payload(outcome).keys() == {"title", "body", "labels"}
+    assert markdown.dispatch_payload(outcome).keys() == {"title", "body", "labels"}
 
 
 def test_snp_disabled_is_named(tmp_path: Path) -> None:
@@ -158,7 +158,7 @@ def test_pass_path_gives_the_milestone(tmp_path: Path, kds: FakeKds) -> None:
     )
     assert doc["result"] == "pass", json.dumps(doc["levels"], indent=1)
     assert doc["certified_level"] == "3.0.0-0" and doc["milestone"] == "c3.0.0-0"
-    assert result.dispatch_payload(outcome)["milestone"] == "c3.0.0-0"
+    assert markdown.dispatch_payload(outcome)["milestone"] == "c3.0.0-0"
     assert md.startswith("# Achieved Certification Level 3.0.0-0\n")
     assert kds.seen("vcek") == 1 and kds.seen("chain") == 1
     argv, (socket,) = seen
@@ -180,8 +180,8 @@ def test_pass_path_gives_the_milestone(tmp_path: Path, kds: FakeKds) -> None:
     assert doc["evidence"]["vcek"].startswith("-----BEGIN CERTIFICATE-----")
     assert doc["environment"]["guest_os_id"] == "debian"
     # The evidence block of the Markdown gives the same evidence back.
-    assert result.evidence_from_text(md) == doc["evidence"]
-    assert result.evidence_from_text(json.dumps(doc)) == doc["evidence"]
+    assert markdown.evidence_from_text(md) == doc["evidence"]
+    assert markdown.evidence_from_text(json.dumps(doc)) == doc["evidence"]
 
 
 def test_a_report_over_another_nonce_fails_attestation(tmp_path: Path, kds: FakeKds) -> None:
@@ -300,7 +300,7 @@ def test_main_prints_steps_summary_and_frame(tmp_path: Path) -> None:
     out = done.stdout
     assert "SEVIMG-CERT-STEP host_prerequisites/sev_snp fail SEV-SNP is not enabled" in out
     assert "sevimg certification: FAIL - no level achieved" in out
-    data = result.unframe(out)
+    data = framing.unframe(out)
     assert data == (host.root / "run/sevimg/result.json").read_bytes()
     doc = json.loads(data)
     validate(doc)
@@ -327,7 +327,7 @@ def test_main_prints_steps_summary_and_frame(tmp_path: Path) -> None:
     ],
 )
 def test_series(family: int, model: int, brand: str, series: str | None) -> None:
-    assert prereqs.series(family, model, brand) == series
+    assert hostinfo.series(family, model, brand) == series
 
 
 def test_cpuid_device_is_read(tmp_path: Path) -> None:
@@ -336,13 +336,13 @@ def test_cpuid_device_is_read(tmp_path: Path) -> None:
     device.parent.mkdir(parents=True)
     genoa_eax = (0xA << 20) | (0x1 << 16) | (0xF << 8) | (0x1 << 4) | 0x1  # family 0x19, model 0x11
     with device.open("wb") as handle:  # a sparse file: pread at the leaf gives the registers
-        handle.seek(prereqs.CPUID_FEATURES)
+        handle.seek(hostinfo.CPUID_FEATURES)
         handle.write(genoa_eax.to_bytes(4, "little") + bytes(12))
-        handle.seek(prereqs.CPUID_SEV)
+        handle.seek(hostinfo.CPUID_SEV)
         handle.write(bytes(4) + (0x1000 | 51).to_bytes(4, "little") + bytes(8))
-    cpu = prereqs.cpu(tmp_path)
+    cpu = hostinfo.cpu(tmp_path)
     assert cpu is not None and (cpu.family, cpu.model, cpu.series) == (0x19, 0x11, "9004")
-    assert prereqs.cbit_position(tmp_path) == (51, "CPUID 0x8000001F")
+    assert hostinfo.cbit_position(tmp_path) == (51, "CPUID 0x8000001F")
 
 
 def test_unknown_processor_gets_no_proc_label() -> None:
@@ -406,6 +406,6 @@ def test_without_cryptography_the_harness_still_writes_a_result(tmp_path: Path) 
         check=False,
     )
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
-    doc = json.loads(result.unframe(done.stdout))
+    doc = json.loads(framing.unframe(done.stdout))
     assert doc["result"] == "fail"
     assert steps(doc, "host_prerequisites")["sev_snp"]["result"] == "fail"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sevimg_cert import result
+from sevimg_cert import framing, markdown, result
 from tests import fakes
 from tests.conftest import CliFn
 from tests.test_cert_result import failing, passing
@@ -54,11 +54,11 @@ NOISE = "[    1.0] Linux version 6.16\nWelcome to Debian\n"
 
 def test_a_fail_result_is_read_written_and_exits_1(cli: CliFn, host_run: Path) -> None:
     data = result.to_json(failing())
-    code, stdout, stderr = boot(cli, host_run, NOISE + result.frame(data) + "login:\n")
+    code, stdout, stderr = boot(cli, host_run, NOISE + framing.frame(data) + "login:\n")
     assert code == 1, stderr
     assert (host_run / "results/result.json").read_bytes() == data
     md = (host_run / "results/result.md").read_text()
-    assert md == result.to_markdown(failing())
+    assert md == markdown.to_markdown(failing())
     assert "certification result: fail" in stdout
     assert "title: debian forky SEV version 3.0" in stdout
     assert "milestone: none" in stdout
@@ -70,7 +70,7 @@ def test_a_fail_result_is_read_written_and_exits_1(cli: CliFn, host_run: Path) -
 
 def test_a_pass_result_exits_0(cli: CliFn, host_run: Path) -> None:
     data = result.to_json(passing())
-    code, stdout, stderr = boot(cli, host_run, result.frame(data).replace("\n", "\r\n"))
+    code, stdout, stderr = boot(cli, host_run, framing.frame(data).replace("\n", "\r\n"))
     assert code == 0, stderr
     assert "milestone: c3.0.0-0" in stdout
     assert json.loads((host_run / "results/result.json").read_bytes())["result"] == "pass"
@@ -85,7 +85,7 @@ def test_no_result_times_out_with_the_console_tail(cli: CliFn, host_run: Path) -
 
 
 def test_a_garbled_frame_is_refused(cli: CliFn, host_run: Path) -> None:
-    lines = result.frame(result.to_json(failing())).splitlines()
+    lines = framing.frame(result.to_json(failing())).splitlines()
     del lines[3]
     code, _, stderr = boot(cli, host_run, "\n".join(lines) + "\n")
     assert code == 1 and "unusable: " in stderr and "lines lost or garbled" in stderr
@@ -96,11 +96,11 @@ def test_a_result_that_contradicts_itself_is_refused(cli: CliFn, host_run: Path)
     doc = result.to_dict(failing())
     doc["title"] = "ubuntu 24.04 SEV version 3.0"
     data = json.dumps(doc).encode()
-    code, _, stderr = boot(cli, host_run, result.frame(data))
+    code, _, stderr = boot(cli, host_run, framing.frame(data))
     assert code == 1 and "contradicts itself: title" in stderr
     doc = result.to_dict(failing())
     doc["milestone"] = "c3.0.0-0"
-    code, _, stderr = boot(cli, host_run, result.frame(json.dumps(doc).encode()))
+    code, _, stderr = boot(cli, host_run, framing.frame(json.dumps(doc).encode()))
     assert code == 1 and "does not match cert-result.schema.json" in stderr
 
 

@@ -1,20 +1,13 @@
-"""A certification run's result: the model, its JSON and Markdown, the dispatch report and the console framing.
+"""A certification run's result: the model, its JSON, and what dispatch files it under.
 
-The JSON and Markdown follow the certification suite's own result format
-(AMD's sev-certify, certification version 3.0): `schema_version` "1.0",
-levels with their tests and steps, the environment, and a Markdown body that
-starts `# Achieved Certification Level 3.0.0-0` or `# Failed to Achieve a
-Certification Level`. Ours adds the evidence (report, nonce, expected
-measurement, VCEK) so anyone can verify the certificate again later with
-`sevimg verify`, and the harness log. `schema/cert-result.schema.json`
-describes the JSON.
-
-The console framing (`frame`/`unframe`) carries the JSON over a serial
-console, where kernel messages may interleave with it:
-
-    SEVIMG-CERT-RESULT-BEGIN result=<pass|fail|error> bytes=<n> sha256=<hex>
-    <base64 of the JSON, lines of at most 76 characters>
-    SEVIMG-CERT-RESULT-END
+The JSON follows the certification suite's own result format (AMD's
+sev-certify, certification version 3.0): `schema_version` "1.0", levels
+with their tests and steps, and the environment. Ours adds the evidence
+(report, nonce, expected measurement, VCEK) so anyone can verify the
+certificate again later with `sevimg verify`, and the harness log.
+`schema/cert-result.schema.json` describes the JSON. The issue's title,
+labels and milestone are decided here; its Markdown body is
+sevimg_cert.markdown's, the console framing sevimg_cert.framing's.
 
 Standard library only: this runs inside the host image.
 """
@@ -22,10 +15,9 @@ Standard library only: this runs inside the host image.
 from __future__ import annotations
 
 import base64
-import binascii
-import hashlib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -34,25 +26,10 @@ SCHEMA_VERSION = "1.0"
 CERTIFICATION_VERSION = "3.0"
 LEVEL = "3.0.0-0"
 DESCRIPTION = "SEV-SNP guest launch and attestation (sevimg)"
-EVIDENCE_FENCE = "sevimg-evidence"
-
-STEP_MARK = "SEVIMG-CERT-STEP"
-BEGIN_MARK = "SEVIMG-CERT-RESULT-BEGIN"
-END_MARK = "SEVIMG-CERT-RESULT-END"
-LINE_WIDTH = 76
-MAX_RESULT = 16 << 20  # a result is some KiB; refuse to decode anything absurd
 
 # The matrix workflow's label rules (sev-certify's matrix generator).
 OS_LABEL = re.compile(r"^os-[a-zA-Z]+(?:-[a-zA-Z0-9.]+)?$")
 PROC_LABEL = re.compile(r"^proc-\d+$")
-SERIES_NAMES = {
-    "7001": "Naples",
-    "7002": "Rome",
-    "7003": "Milan",
-    "9004": "Genoa",
-    "8004": "Siena",
-    "9005": "Turin",
-}
 
 
 class Outcome(StrEnum):
@@ -101,6 +78,11 @@ class Step:
         if self.output and self.result is not Outcome.PASS:
             out["output"] = self.output
         return out
+
+
+def skipped(names: Sequence[str], why: str) -> tuple[Step, ...]:
+    """The steps `names`, each skipped for the same reason."""
+    return tuple(Step(n, Outcome.SKIP, why) for n in names)
 
 
 @dataclass(frozen=True)
@@ -307,263 +289,6 @@ def labels(identity: Identity) -> list[str]:
 def milestone(result: CertResult) -> str | None:
     """`c3.0.0-0` when the level was achieved, else None (the issue is then a record)."""
     return f"c{result.certified_level}" if result.certified_level else None
-
-
-ICONS = {
-    Outcome.PASS: ":white_check_mark:",
-    Outcome.FAIL: ":x:",
-    Outcome.ERROR: ":boom:",
-    Outcome.SKIP: ":fast_forward:",
-}
-
-
-def _cell(text: str) -> str:
-    """Text safe inside a Markdown table cell."""
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def _fence(text: str, info: str = "") -> list[str]:
-    """A fenced block longer than any backtick run inside `text`."""
-    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
-    ticks = "`" * max(3, longest + 1)
-    return [f"{ticks}{info}", text.rstrip("\n"), ticks]
-
-
-def to_markdown(result: CertResult) -> str:
-    """The Markdown body of the dispatch issue."""
-    lines: list[str] = []
-    w = lines.append
-    level = result.certified_level
-    w(
-        f"# Achieved Certification Level {level}"
-        if level
-        else "# Failed to Achieve a Certification Level"
-    )
-    w("")
-    w(f"**Certified level:** {level or 'none'}  ")
-    w(f"**Maximum level:** {LEVEL}  ")
-    w(f"**Result:** {result.result.value}  ")
-    w(f"**Started:** {result.started_at}  ")
-    w(f"**Completed:** {result.completed_at}")
-    w("")
-    failed = result.failed_steps()
-    if failed:
-        test, step = failed[0]
-        w(f"**First failure:** {test.name} / {step.name}: {step.detail}")
-        w("")
-    if result.error:
-        w(f"**Harness error:** {result.error}")
-        w("")
-    env = result.environment
-    w("## Environment")
-    w("")
-    host_os = env.host_os_pretty_name or " ".join(
-        x for x in (env.host_os_name, env.host_os_release) if x
-    )
-    rows = [
-        ("Image", env.image),
-        ("Host OS", host_os or None),
-        ("Host kernel", env.kernel_version),
-        ("Processor", env.processor),
-        ("Guest", env.guest_image),
-        (
-            "Guest OS",
-            " ".join(x for x in (env.guest_os_id, env.guest_os_release) if x) or None,
-        ),
-        ("Guest kernel", env.guest_kernel_version),
-        (
-            "QEMU",
-            " ".join(x for x in (env.qemu_version, env.qemu_binary and f"({env.qemu_binary})") if x)
-            or None,
-        ),
-        (
-            "OVMF",
-            " ".join(x for x in (env.ovmf_version, env.ovmf_path and f"({env.ovmf_path})") if x)
-            or None,
-        ),
-    ]
-    for name, value in rows:
-        w(f"- **{name}:** {value or 'unknown'}")
-    w("")
-    w(f"### Level {LEVEL}")
-    w("")
-    w("| Test | Description | Result |")
-    w("|------|-------------|--------|")
-    for t in result.tests:
-        w(f"| {_cell(t.name)} | {_cell(t.description)} | {ICONS[t.result]} {t.result.value} |")
-    w("")
-    broken = [t for t in result.tests if t.result is not Outcome.PASS]
-    if broken:
-        w("### Failure Details")
-        w("")
-        for t in broken:
-            w("<details>")
-            w(f"<summary>{t.name} ({t.result.value})</summary>")
-            w("")
-            w("| Step | Result | Detail |")
-            w("|------|--------|--------|")
-            for s in t.steps:
-                w(f"| {_cell(s.name)} | {s.result.value} | {_cell(s.detail)} |")
-            w("")
-            for s in t.steps:
-                if s.output and s.result in (Outcome.FAIL, Outcome.ERROR):
-                    w(f"**{s.name}** output:")
-                    w("")
-                    lines.extend(_fence(s.output))
-                    w("")
-            w("</details>")
-            w("")
-    w("## Evidence")
-    w("")
-    w(
-        "Check it again with `sevimg verify` (it reads this block from the issue's text or result.md)."
-    )
-    w("")
-    lines.extend(_fence(json.dumps(result.evidence.as_dict(), indent=2), EVIDENCE_FENCE))
-    w("")
-    if result.log:
-        w("## Harness log")
-        w("")
-        w("<details>")
-        w("<summary>harness.log</summary>")
-        w("")
-        lines.extend(_fence(result.log))
-        w("")
-        w("</details>")
-        w("")
-    return "\n".join(lines)
-
-
-def dispatch_payload(result: CertResult) -> dict[str, Any]:
-    """The JSON dispatch's PUT takes: title, body, labels and (only when achieved) milestone."""
-    payload: dict[str, Any] = {
-        "title": title(result.identity),
-        "body": to_markdown(result),
-        "labels": labels(result.identity),
-    }
-    if (m := milestone(result)) is not None:
-        payload["milestone"] = m
-    return payload
-
-
-def step_line(test: str, step: Step) -> str:
-    """The console line of one step (contract: `SEVIMG-CERT-STEP <name> <result> <detail>`)."""
-    detail = " ".join(step.detail.split()) or "-"
-    return f"{STEP_MARK} {test}/{step.name} {step.result.value} {detail}"
-
-
-class FrameError(ValueError):
-    """The console text holds no complete, intact result."""
-
-
-def frame(result_json: bytes) -> str:
-    """The framed form of the JSON for the serial console (ends with a newline)."""
-    try:
-        outcome = json.loads(result_json).get("result", "error")
-    except (ValueError, AttributeError):
-        outcome = "error"
-    if outcome not in ("pass", "fail", "error"):
-        outcome = "error"
-    encoded = base64.b64encode(result_json).decode()
-    body = [encoded[i : i + LINE_WIDTH] for i in range(0, len(encoded), LINE_WIDTH)]
-    digest = hashlib.sha256(result_json).hexdigest()
-    head = f"{BEGIN_MARK} result={outcome} bytes={len(result_json)} sha256={digest}"
-    return "\n".join([head, *body, END_MARK]) + "\n"
-
-
-_BEGIN = re.compile(
-    re.escape(BEGIN_MARK) + r" result=(pass|fail|error) bytes=(\d{1,9}) sha256=([0-9a-f]{64})"
-)
-_B64_LINE = re.compile(r"^[A-Za-z0-9+/=]{1,76}$")
-# A kernel timestamp the console puts before forwarded lines: "[  155.508432] ".
-_STAMP = re.compile(r"^\[\s*\d+\.\d+\]\s*")
-
-
-def _tag(line: str, at: int) -> str:
-    """What precedes the BEGIN mark on its line, without the kernel timestamp.
-
-    systemd's journal+console output reaches the console as
-    `[  155.5] host-check[270]: <text>`: every line of the frame carries the
-    same `host-check[270]: ` tag, and lines without it are someone else's.
-    """
-    return _STAMP.sub("", line[:at])
-
-
-def unframe(console_text: str) -> bytes:
-    """The JSON bytes of the last intact frame in `console_text`.
-
-    Lines inside a frame that do not carry the BEGIN line's tag followed by
-    base64 (kernel messages, systemd status) are ignored, as are carriage
-    returns and kernel timestamps; the length and SHA-256 in the BEGIN line
-    decide whether what was collected is intact. FrameError when no frame is
-    intact, saying what was wrong with the last one.
-    """
-    lines = console_text.replace("\r", "").split("\n")
-    problem = f"no {BEGIN_MARK} line"
-    found: bytes | None = None
-    i = 0
-    while i < len(lines):
-        match = _BEGIN.search(lines[i])
-        i += 1
-        if match is None:
-            continue
-        tag = _tag(lines[i - 1], match.start())
-        size, digest = int(match.group(2)), match.group(3)
-        chunks: list[str] = []
-        while i < len(lines) and END_MARK not in lines[i] and _BEGIN.search(lines[i]) is None:
-            line = _STAMP.sub("", lines[i])
-            if line.startswith(tag):
-                candidate = line[len(tag) :].strip()
-                if _B64_LINE.match(candidate):
-                    chunks.append(candidate)
-            i += 1
-        if i >= len(lines) or END_MARK not in lines[i]:
-            problem = f"the last frame has no {END_MARK} line (cut off?)"
-            continue
-        if size > MAX_RESULT:
-            problem = f"the frame announces {size} bytes, more than {MAX_RESULT}"
-            continue
-        try:
-            data = base64.b64decode("".join(chunks), validate=True)
-        except (binascii.Error, ValueError):
-            problem = "the frame's base64 does not decode (lines lost or garbled)"
-            continue
-        if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
-            problem = (
-                f"the frame decodes to {len(data)} bytes with another SHA-256 than announced "
-                f"({size} bytes): lines lost or garbled"
-            )
-            continue
-        found = data
-    if found is None:
-        raise FrameError(problem)
-    return found
-
-
-def evidence_from_text(text: str) -> dict[str, Any]:
-    """The evidence of a result.json or result.md (or a dispatch issue's body), as a dict.
-
-    ValueError when the text holds neither a JSON result with `evidence` nor
-    an evidence block.
-    """
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        doc = None
-    if isinstance(doc, dict) and isinstance(doc.get("evidence"), dict):
-        return dict(doc["evidence"])
-    match = re.search(
-        r"^(`{3,})" + re.escape(EVIDENCE_FENCE) + r"\s*\n(.*?)^\1\s*$", text, re.M | re.S
-    )
-    if match is None:
-        raise ValueError(f"neither a result JSON with evidence nor a ```{EVIDENCE_FENCE} block")
-    try:
-        block = json.loads(match.group(2))
-    except ValueError as exc:
-        raise ValueError(f"the {EVIDENCE_FENCE} block is not JSON: {exc}") from None
-    if not isinstance(block, dict):
-        raise ValueError(f"the {EVIDENCE_FENCE} block is not a JSON object")
-    return block
 
 
 def from_dict(doc: dict[str, Any]) -> CertResult:

@@ -27,6 +27,7 @@ from sevimg.release import checksums, names
 from sevimg.render import launch
 from sevimg.render.launch import MIN_MEMORY_MB
 from sevimg.workspace import Workspace
+from sevimg_cert import framing as cert_framing
 from sevimg_cert import result as cert_result
 
 SNP_SYSFS = Path("/sys/module/kvm_amd/parameters/sev_snp")
@@ -489,7 +490,7 @@ def _run_host(
         timeout=timeout,
         accel=accel,
         on_line=echo,
-        marker=cert_result.END_MARK,
+        marker=cert_framing.END_MARK,
         network=True,
         min_memory_mb=hostrun.HOST_MIN_MEMORY_MB,
     )

@@ -23,8 +23,8 @@ from sevimg.machine import run
 from sevimg.problems import SevimgError
 from sevimg.release import checksums, names
 from sevimg_cert import certs, kds
+from sevimg_cert import markdown as cert_markdown
 from sevimg_cert import measure as cert_measure
-from sevimg_cert import result as cert_result
 from sevimg_cert.report import REPORT_SIZE, AttestationReport, Product
 from sevimg_cert.verify import Expected, Verdict, pad_nonce, verify
 
@@ -58,7 +58,7 @@ def read_evidence(path: Path) -> Evidence:
     except OSError as exc:
         raise SevimgError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
-        found = cert_result.evidence_from_text(text)
+        found = cert_markdown.evidence_from_text(text)
     except ValueError as exc:
         raise SevimgError(f"{path}: {exc}") from None
 

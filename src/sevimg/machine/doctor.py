@@ -24,7 +24,7 @@ from sevimg.catalog.spec import FamilyFacts
 from sevimg.mkosi_versions import MIN_MKOSI, OLDEST_MKOSI
 from sevimg.problems import SevimgError
 from sevimg.redact import redact_text
-from sevimg_cert import prereqs
+from sevimg_cert import hostinfo, prereqs
 
 GIB = 1024**3
 DISK_OK = 12 * GIB  # a tools tree (~2 GB), the package cache and a host build (~5 GB) with room
@@ -398,7 +398,7 @@ def check_sev_host(
     qemu_names = [q for f in chosen for q in f.qemu_binaries]
     qemu = next((q for q in qemu_names if shutil.which(q)), "qemu-system-x86_64")
     env = {"SEVIMG_SEV_FIRMWARE": firmware, "SEVIMG_QEMU": shutil.which(qemu) or qemu}
-    host = prereqs.Host(
+    host = hostinfo.Host(
         root=machine.root,
         env=env,
         kernel_release=kernel_release or os.uname().release,

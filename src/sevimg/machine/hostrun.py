@@ -20,6 +20,8 @@ from jsonschema.exceptions import ValidationError
 from sevimg.problems import SevimgError
 from sevimg.render.write import write_file_atomic
 from sevimg.workspace import packaged
+from sevimg_cert import framing as cert_framing
+from sevimg_cert import markdown as cert_markdown
 from sevimg_cert import result as cert_result
 
 SCHEMA_FILE = "cert-result.schema.json"
@@ -49,8 +51,8 @@ def schema() -> dict[str, Any]:
 def read_console(console: str) -> HostResult:
     """The framed result in `console`, unframed and checked; SevimgError saying what is wrong."""
     try:
-        raw = cert_result.unframe(console)
-    except cert_result.FrameError as exc:
+        raw = cert_framing.unframe(console)
+    except cert_framing.FrameError as exc:
         raise SevimgError(f"the host's result on the console is unusable: {exc}") from None
     try:
         doc = json.loads(raw)
@@ -81,5 +83,5 @@ def write(folder: Path, host: HostResult) -> tuple[Path, Path]:
     """result.json (the bytes the host wrote) and result.md in `folder`."""
     json_path, md_path = folder / "result.json", folder / "result.md"
     write_file_atomic(json_path, host.raw)
-    write_file_atomic(md_path, cert_result.to_markdown(host.result).encode())
+    write_file_atomic(md_path, cert_markdown.to_markdown(host.result).encode())
     return json_path, md_path
