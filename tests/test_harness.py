@@ -98,7 +98,13 @@ def test_without_snp_every_prerequisite_fails_and_a_fail_result_is_written(tmp_p
     assert "6.8.0-51-generic is older than 6.11" in found["kernel"]["detail"]
     assert "older than 9.2" in found["qemu"]["detail"]
     assert found["snphost_ok"]["detail"] == "snphost is not installed"
-    for later in ("expected_measurement", "guest_launch", "attestation"):
+    # The measurement needs only the firmware and the guest, both missing here.
+    assert steps(doc, "expected_measurement")["measure"] == {
+        "name": "measure",
+        "result": "skip",
+        "detail": "prerequisite failed: sev_firmware, guest_image",
+    }
+    for later in ("guest_launch", "attestation"):
         for step in steps(doc, later).values():
             assert step["result"] == "skip"
             assert step["detail"].startswith("prerequisite failed: sev_snp, sev_firmware, kernel")
@@ -231,6 +237,25 @@ def test_guest_without_snp_names_it(tmp_path: Path) -> None:
     assert all(s["result"] == "skip" for s in steps(doc, "attestation").values())
 
 
+def test_without_snp_the_measurement_is_still_computed(tmp_path: Path) -> None:
+    """Only SNP is missing: the measurement (files only) is in the result and its evidence."""
+    host = fake_host(tmp_path, sev_snp="N")
+    _, doc, md = run_harness(host, measure=lambda *a, **k: MEASUREMENT)
+    assert doc["result"] == "fail"
+    assert steps(doc, "expected_measurement")["measure"]["result"] == "pass"
+    assert MEASUREMENT.hex() in md  # in the evidence block, for `sevimg verify` later
+    assert doc["evidence"]["expected_measurement"] == MEASUREMENT.hex()
+    assert steps(doc, "guest_launch")["launch"]["detail"].startswith("prerequisite failed: sev_snp")
+
+    def exploding(*args: Any, **kwargs: Any) -> bytes:
+        raise RuntimeError("no SEV metadata")
+
+    _, doc, _ = run_harness(fake_host(tmp_path / "again", sev_snp="N"), measure=exploding)
+    step = steps(doc, "expected_measurement")["measure"]
+    assert step["result"] == "fail" and "no SEV metadata" in step["detail"]
+    assert doc["result"] == "fail" and doc["error"] is None
+
+
 def test_missing_parts_fail_their_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No sev-snp-measure, no channel module in the image: named failed steps, still a result."""
     monkeypatch.setitem(sys.modules, "sevimg_cert.measure", None)  # import raises ImportError
@@ -274,13 +299,13 @@ def test_guest_silence_times_out_and_stops_qemu(tmp_path: Path) -> None:
 def test_an_unexpected_exception_is_an_error_result(tmp_path: Path) -> None:
     host = fake_host(tmp_path, sev_snp="Y")
 
-    def broken(*args: Any, **kwargs: Any) -> bytes:
-        raise RuntimeError("measure exploded")
+    def broken() -> bytes:
+        raise RuntimeError("no randomness")
 
-    outcome, doc, md = run_harness(host, measure=broken)
-    assert doc["result"] == "error" and doc["error"] == "RuntimeError: measure exploded"
+    outcome, doc, md = run_harness(host, measure=lambda *a, **k: MEASUREMENT, nonce=broken)
+    assert doc["result"] == "error" and doc["error"] == "RuntimeError: no randomness"
     assert doc["milestone"] is None
-    assert "**Harness error:** RuntimeError: measure exploded" in md
+    assert "**Harness error:** RuntimeError: no randomness" in md
     assert "Traceback" in outcome.log  # the log keeps it for whoever debugs; the result says why
 
 

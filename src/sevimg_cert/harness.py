@@ -113,6 +113,31 @@ class _Run:
         return done
 
 
+def _measure(state: _Run) -> bytes | None:
+    """The expected launch measurement of the embedded guest for this host's SEV OVMF."""
+    config, host = state.config, state.host
+    started = now_utc()
+    ovmf = host.file(hostinfo.sev_firmware_path(host))
+    kernel = host.file(host.env.get("SEVIMG_GUEST_EFI", ""))
+    measurement: bytes | None = None
+    try:
+        measurement = guestrun.expected_measurement(config.measure, ovmf, kernel)
+        step = Step(
+            "measure",
+            Outcome.PASS,
+            f"{measurement.hex()} ({guestrun.VCPU_TYPE}, {guestrun.VCPUS} vCPU, kernel hashes)",
+        )
+    except ImportError as exc:
+        step = Step("measure", Outcome.FAIL, f"sev-snp-measure is not in this image: {exc}")
+    except Exception as exc:  # MeasureError, OSError, ValueError: a failed step, not a crash
+        step = Step("measure", Outcome.FAIL, f"cannot compute the measurement: {exc}")
+    state.test(
+        "expected_measurement", "Launch measurement of the embedded guest", "host", started, [step]
+    )
+    state.evidence = replace(state.evidence, expected_measurement=measurement)
+    return measurement
+
+
 def _run_checks(state: _Run) -> None:
     config, host, log = state.config, state.host, state.log
     root = config.root
@@ -149,16 +174,23 @@ def _run_checks(state: _Run) -> None:
         started,
         found.steps,
     )
-    if found.failed:
-        why = "prerequisite failed: " + ", ".join(s.name for s in found.failed)
-        at = now_utc()
+    # 2. expected measurement: it needs only the two files, so it is computed even where
+    #    SNP is missing: the evidence carries it, and it proves the image's sev-snp-measure.
+    files_missing = [s.name for s in found.failed if s.name in ("sev_firmware", "guest_image")]
+    measurement: bytes | None = None
+    if files_missing:
         state.test(
             "expected_measurement",
             "Launch measurement of the embedded guest",
             "host",
-            at,
-            skipped(["measure"], why),
+            now_utc(),
+            skipped(["measure"], "prerequisite failed: " + ", ".join(files_missing)),
         )
+    else:
+        measurement = _measure(state)
+    if found.failed:
+        why = "prerequisite failed: " + ", ".join(s.name for s in found.failed)
+        at = now_utc()
         state.test(
             "guest_launch",
             "The guest launched with SEV-SNP answers a nonce",
@@ -166,35 +198,8 @@ def _run_checks(state: _Run) -> None:
             at,
             skipped(["launch", "answer", "sev_snp_active", "report"], why),
         )
-        state.test(
-            "attestation",
-            ATTESTATION,
-            "guest",
-            at,
-            skipped(["verify"], why),
-        )
+        state.test("attestation", ATTESTATION, "guest", at, skipped(["verify"], why))
         return
-
-    # 2. expected measurement
-    started = now_utc()
-    ovmf = host.file(hostinfo.sev_firmware_path(host))
-    kernel = host.file(host.env.get("SEVIMG_GUEST_EFI", ""))
-    measurement: bytes | None = None
-    try:
-        measurement = guestrun.expected_measurement(config.measure, ovmf, kernel)
-        step = Step(
-            "measure",
-            Outcome.PASS,
-            f"{measurement.hex()} ({guestrun.VCPU_TYPE}, {guestrun.VCPUS} vCPU, kernel hashes)",
-        )
-    except ImportError as exc:
-        step = Step("measure", Outcome.FAIL, f"sev-snp-measure is not in this image: {exc}")
-    except (OSError, ValueError) as exc:
-        step = Step("measure", Outcome.FAIL, f"cannot compute the measurement: {exc}")
-    state.test(
-        "expected_measurement", "Launch measurement of the embedded guest", "host", started, [step]
-    )
-    state.evidence = replace(state.evidence, expected_measurement=measurement)
 
     # 3. launch and ask
     started = now_utc()
