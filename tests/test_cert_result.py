@@ -224,19 +224,32 @@ NOISE = st.sampled_from(
 @settings(max_examples=200, deadline=None)
 @given(
     data=st.binary(max_size=3000),
-    noise=st.lists(st.tuples(st.integers(min_value=0, max_value=200), NOISE), max_size=8),
+    noise=st.lists(st.tuples(st.integers(min_value=0, max_value=400), NOISE), max_size=8),
+    inside=st.lists(st.tuples(st.integers(min_value=0, max_value=400), NOISE), max_size=6),
     before=st.text(max_size=200),
     crlf=st.booleans(),
 )
 def test_frame_round_trip_through_a_noisy_console(
-    data: bytes, noise: list[tuple[int, str]], before: str, crlf: bool
+    data: bytes,
+    noise: list[tuple[int, str]],
+    inside: list[tuple[int, str]],
+    before: str,
+    crlf: bool,
 ) -> None:
     payload = json.dumps({"result": "fail", "blob": base64.b64encode(data).decode()}).encode()
     framed = framing.frame(payload)
     lines = framed.splitlines()
-    assert all(len(line) <= 76 for line in lines[1:-1])
     assert lines[0].startswith("SEVIMG-CERT-RESULT-BEGIN result=fail ")
-    for position, line in noise:  # kernel messages landing between the frame's lines
+    assert lines[-1] == "SEVIMG-CERT-RESULT-END" and lines.count("SEVIMG-CERT-RESULT-NEXT") == 1
+    half = lines.index("SEVIMG-CERT-RESULT-NEXT") + 1
+    assert lines[:half][:-1] == lines[half:][:-1]  # two copies of the same lines
+    # Kernel messages landing inside data lines of the FIRST copy only: the second has them.
+    for position, message in inside:
+        at = 1 + position % max(1, half - 2)
+        if lines[at].startswith("SEVIMG-CERT-DATA"):
+            cut = position % len(lines[at])
+            lines[at] = lines[at][:cut] + message.replace("SEVIMG", "") + lines[at][cut:]
+    for position, line in noise:  # and between the lines, anywhere
         lines.insert(1 + position % max(1, len(lines) - 1), line)
     text = before.replace("SEVIMG", "") + "\n" + "\n".join(lines) + "\n"
     if crlf:
@@ -244,23 +257,36 @@ def test_frame_round_trip_through_a_noisy_console(
     assert framing.unframe(text) == payload
 
 
-def test_unframe_refuses_damage() -> None:
+def test_unframe_refuses_damage_in_every_copy_and_repairs_one() -> None:
     payload = b'{"result": "pass", "x": "' + b"y" * 500 + b'"}'
-    framed = framing.frame(payload)
-    lines = framed.splitlines()
+    lines = framing.frame(payload).splitlines()
+    half = lines.index("SEVIMG-CERT-RESULT-NEXT") + 1
+    first, second = lines[:half], lines[half:]
     with pytest.raises(FrameError, match="no SEVIMG-CERT-RESULT-BEGIN"):
         framing.unframe("just a console\n")
-    with pytest.raises(FrameError, match="no SEVIMG-CERT-RESULT-END"):
-        framing.unframe("\n".join(lines[:-1]))
-    with pytest.raises(FrameError, match="lines lost or garbled"):
-        framing.unframe("\n".join([lines[0], *lines[2:]]))  # one line lost
-    swapped = lines[1][:-1] + ("A" if lines[1][-1] != "A" else "B")
-    with pytest.raises(FrameError, match="lines lost or garbled"):
-        framing.unframe("\n".join([lines[0], swapped, *lines[2:]]))
-    # The last intact frame wins; a later cut-off one does not hide it.
-    assert framing.unframe(framed + lines[0] + "\n" + lines[1] + "\n") == payload
+    # A line lost in one copy comes from the other.
+    assert framing.unframe("\n".join([*first[:2], *first[3:], *second])) == payload
+    assert framing.unframe("\n".join([*first, *second[:4], *second[5:]])) == payload
+    # Lost in both: refused, and the message says which.
+    with pytest.raises(
+        FrameError, match=r"lines lost or garbled in every copy: 1 of \d+ \(first: 1\)"
+    ):
+        framing.unframe("\n".join([*first[:2], *first[3:], *second[:2], *second[3:]]))
+    # A changed character breaks the line's CRC: that line does not count.
+    changed = first[1][:-1] + ("A" if first[1][-1] != "A" else "B")
+    assert framing.unframe("\n".join([first[0], changed, *first[2:], *second])) == payload
+    with pytest.raises(FrameError, match="in every copy"):
+        framing.unframe("\n".join([first[0], changed, *first[2:], second[0], changed, *second[2:]]))
+    # The first copy alone is enough (the console was cut before the second ended).
+    assert framing.unframe("\n".join(first)) == payload
+    with pytest.raises(FrameError, match="cut off"):
+        framing.unframe("\n".join(first[:3]))
+    # The last result wins; a later one cut off does not hide an earlier whole one.
+    other = json.dumps({"result": "fail"}).encode()
+    assert framing.unframe("\n".join([*framing.frame(other).splitlines(), *lines])) == payload
+    assert framing.unframe("\n".join([*lines, *framing.frame(other).splitlines()[:1]])) == payload
     digest = hashlib.sha256(payload).hexdigest()
-    assert re.search(rf"bytes={len(payload)} sha256={digest}$", lines[0])
+    assert re.search(rf"bytes={len(payload)} sha256={digest} lines=\d+$", lines[0])
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -81,15 +81,33 @@ def test_no_result_times_out_with_the_console_tail(cli: CliFn, host_run: Path) -
     assert code == 1
     assert "gave no certification result: no SEVIMG-CERT-RESULT-END within 5 s" in stderr
     assert "waiting for the network" in stderr
-    assert not (host_run / "results").exists()
+    # No result, only the console, kept as the evidence of what happened.
+    kept = sorted(p.relative_to(host_run) for p in (host_run / "results").rglob("*") if p.is_file())
+    assert [p.name for p in kept] == ["console.log"], kept
+    assert "waiting for the network" in (host_run / kept[0]).read_text()
+    assert str(kept[0]) in stderr
 
 
-def test_a_garbled_frame_is_refused(cli: CliFn, host_run: Path) -> None:
+def test_a_frame_garbled_in_both_copies_is_refused(cli: CliFn, host_run: Path) -> None:
     lines = framing.frame(result.to_json(failing())).splitlines()
-    del lines[3]
+    half = lines.index(framing.NEXT_MARK) + 1
+    del lines[half + 3], lines[3]  # the same data line, lost in both copies
     code, _, stderr = boot(cli, host_run, "\n".join(lines) + "\n")
-    assert code == 1 and "unusable: " in stderr and "lines lost or garbled" in stderr
-    assert not (host_run / "results").exists()
+    assert code == 1 and "unusable: " in stderr and "lost or garbled in every copy" in stderr
+    assert not list((host_run / "results").rglob("result.*"))
+
+
+def test_a_frame_garbled_in_one_copy_is_repaired(cli: CliFn, host_run: Path) -> None:
+    data = result.to_json(failing())
+    lines = framing.frame(data).splitlines()
+    lines[3] = (
+        lines[3][:20] + "[  201.5] rcu: INFO: rcu_preempt self-detected stall" + lines[3][20:]
+    )
+    lines[-1] = "SEVIMG-CERT-RESULT-E[  202.0] kvm: something"  # the last END is garbled too
+    code, stdout, stderr = boot(cli, host_run, "\n".join(lines) + "\n")
+    assert code == 1, stderr  # the fail result, read: not an unusable console
+    assert "certification result: fail" in stdout
+    assert (host_run / "results/result.json").read_bytes() == data
 
 
 def test_a_result_that_contradicts_itself_is_refused(cli: CliFn, host_run: Path) -> None:

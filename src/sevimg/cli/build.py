@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -26,6 +27,7 @@ from sevimg.problems import SevimgError
 from sevimg.release import checksums, names
 from sevimg.render import launch
 from sevimg.render.launch import MIN_MEMORY_MB
+from sevimg.render.write import write_file_atomic
 from sevimg.workspace import Workspace
 from sevimg_cert import framing as cert_framing
 from sevimg_cert import result as cert_result
@@ -494,17 +496,29 @@ def _run_host(
         network=True,
         min_memory_mb=hostrun.HOST_MIN_MEMORY_MB,
     )
+    # The console is kept: it is the evidence when the result cannot be read off it.
+    console_path = folder / "console.log"
+    write_file_atomic(console_path, booted.console.encode())
+    host: hostrun.HostResult | None = None
     if not booted.ready:
+        # The last END line may be what got garbled: the first copy can still be whole.
+        with contextlib.suppress(SevimgError):
+            host = hostrun.read_console(booted.console)
+    if host is None and not booted.ready:
         err.print(
             f"sevimg: error: {kernel.name} gave no certification result: {booted.reason}",
             style="bold red",
             markup=False,
         )
-        err.print("last lines of the console:", markup=False)
+        err.print(f"last lines of the console ({console_path} has it all):", markup=False)
         for line in booted.console_tail:
             err.print(f"  {line}", markup=False, highlight=False)
         sys.exit(1)
-    host = hostrun.read_console(booted.console)
+    if host is None:
+        try:
+            host = hostrun.read_console(booted.console)
+        except SevimgError as exc:
+            raise SevimgError(exc.message, hint=f"the whole console is in {console_path}") from None
     json_path, md_path = hostrun.write(folder, host)
     _host_summary(host, booted.seconds, booted.accel)
     out.print(f"written: {json_path} and {md_path}", markup=False)
