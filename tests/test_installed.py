@@ -64,9 +64,7 @@ def mkosi_helpers(tmp: Path) -> Path:
     helpers.mkdir()
     wrapper = helpers / "dpkg-query"
     wrapper.write_text(
-        '#!/bin/sh\nexec {} --admindir="$BUILDROOT/var/lib/dpkg" --root="$BUILDROOT" "$@"\n'.format(
-            real
-        )
+        f'#!/bin/sh\nexec {real} --admindir="$BUILDROOT/var/lib/dpkg" --root="$BUILDROOT" "$@"\n'
     )
     wrapper.chmod(0o755)
     return helpers
