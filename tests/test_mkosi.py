@@ -225,6 +225,22 @@ def test_mismatch_detection_notices_a_hand_edit(
     assert any(m.startswith("Packages:") for m in found)
 
 
+@pytest.mark.parametrize("version", ["25.3", "27.1"])
+def test_both_mkosi_versions_find_the_hosts_postinst_and_notice_it_missing(
+    parsed: dict[tuple[str, str, str], Parsed], tmp_path: Path, version: str
+) -> None:
+    spec = next(s for s in SPECS if s.image_id == "host-debian-forky")
+    original = parsed[(version, version, spec.image_id)]
+    assert original.image["PostInstallationScripts"] == [
+        str((original.tree / "mkosi.postinst").resolve())
+    ]
+    tree = tmp_path / "tree"
+    subprocess.run(["cp", "-a", str(original.tree), str(tree)], check=True)
+    (tree / "mkosi.postinst").unlink()
+    found = judge.mkosi_mismatches(require_mkosi(version), tree, spec)
+    assert [m for m in found if m.startswith("PostInstallationScripts: mkosi resolved []")], found
+
+
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
 def test_generated_scripts_and_units_pass_their_checkers(
     parsed: dict[tuple[str, str, str], Parsed], spec: ImageSpec

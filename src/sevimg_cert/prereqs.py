@@ -17,6 +17,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from sevimg_cert import installed
 from sevimg_cert.hostinfo import Host, qemu_program, sev_firmware_path
 from sevimg_cert.result import Outcome, Step
 
@@ -189,7 +190,7 @@ def _firmware_tag(path: Path) -> str | None:
 
 
 def check_ovmf(host: Host) -> tuple[Step, str | None]:
-    """OVMF meets the floor: the version from the package database, else from the file's edk2 tag."""
+    """OVMF meets the floor: the version the build recorded, else the package database's, else the file's edk2 tag."""
     firmware = sev_firmware_path(host)
     if not firmware or not host.file(firmware).is_file():
         return Step(
@@ -197,28 +198,43 @@ def check_ovmf(host: Host) -> tuple[Step, str | None]:
             Outcome.FAIL,
             f"no SEV firmware file to read a version from ({firmware or 'unset'})",
         ), None
-    package = _dpkg_version(host, firmware)
-    if package is not None:
+    recorded, unusable = installed.read_installed(host.root)
+    package = None if OVMF in recorded else _dpkg_version(host, firmware)
+    if OVMF in recorded:
+        record = recorded[OVMF]
+        found = installed.edk2_version(record.version)
+        text = f"{record.package} {record.version}"
+        source = f"recorded at build time in {installed.PACKAGES_JSON}"
+    elif package is not None:
         owner, version = package
-        upstream = version.split(":", 1)[-1]
-        found = version_tuple(upstream, r"^(\d{4})\.(\d{1,2})")
+        found = installed.edk2_version(version)
         text = f"{owner} {version}"
+        source = "from the package database"
     else:
         tag = _firmware_tag(host.file(firmware))
         found = version_tuple(tag or "", r"(\d{4})(\d{2})")
         text = tag or ""
+        source = f"edk2 tag in {firmware}"
+    if unusable:
+        source += f"; {unusable}"
     if found is None:
+        none = "no build record, no package record, no edk2 tag"
+        why = f"{text} ({source}) names no edk2 release" if text else none
+        if unusable and not text:
+            why += f"; {unusable}"
         return (
             Step(
                 OVMF,
                 Outcome.SKIP,
-                f"version of {firmware} unknown (no package record, no edk2 tag): floor {_floor(OVMF_FLOOR)} not checked",
+                f"version of {firmware} unknown ({why}): floor {_floor(OVMF_FLOOR)} not checked",
             ),
             None,
         )
     if found < OVMF_FLOOR:
-        return Step(OVMF, Outcome.FAIL, f"OVMF {text} is older than {_floor(OVMF_FLOOR)}"), text
-    return Step(OVMF, Outcome.PASS, f"OVMF {text} (>= {_floor(OVMF_FLOOR)})"), text
+        return Step(
+            OVMF, Outcome.FAIL, f"OVMF {text} is older than {_floor(OVMF_FLOOR)} ({source})"
+        ), text
+    return Step(OVMF, Outcome.PASS, f"OVMF {text} (>= {_floor(OVMF_FLOOR)}, {source})"), text
 
 
 def check_snphost(host: Host) -> Step:

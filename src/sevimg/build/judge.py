@@ -19,7 +19,7 @@ from sevimg import interrupt, proc
 from sevimg.build.mkosi import Mkosi
 from sevimg.catalog.spec import GUEST_EMBED_DIR, ImageSpec
 from sevimg.problems import Problem, error
-from sevimg.render.trees import EXTRA, GUEST_TREE, SANDBOX, Renderer
+from sevimg.render.trees import EXTRA, GUEST_TREE, POSTINST, SANDBOX, Renderer
 from sevimg.render.write import scratch_folder, write_tree
 
 HOST_SYSTEMD = Path("/usr/lib/systemd")
@@ -75,6 +75,8 @@ def compare_summary(image: dict[str, Any], tree: Path, spec: ImageSpec) -> list[
         "ManifestFormat": ["json"],
         "Autologin": spec.autologin,
         "RootPassword": None,
+        # mkosi finds the tree's mkosi.postinst itself: a host records its package versions.
+        "PostInstallationScripts": [str(root / POSTINST)] if spec.role == "host" else [],
     }
     for key, want in expected.items():
         got = image.get(key)

@@ -208,6 +208,12 @@ NEEDS: Mapping[Role, tuple[str, ...]] = {
     ),
 }
 
+# A host records the installed version of the packages behind these (the
+# role's components, then payload needs) at build time, before mkosi drops
+# the package database: the harness checks the floors against them.
+RECORDED_COMPONENTS: tuple[str, ...] = ("kernel", "qemu", "ovmf")
+RECORDED_NEEDS: tuple[str, ...] = ("systemd",)
+
 
 def module_name(name: str) -> str:
     """The kernel's name for a module: '-' and '_' are the same (kvm-amd is kvm_amd)."""

@@ -165,7 +165,7 @@ class _Resolver:
             clean_package_metadata=True,
             environment=environment,
             autologin=debug,
-            payload=self.payload(image, debug=debug),
+            payload=self.payload(image, components, debug=debug),
             versions=self.r.versions,
             debug=debug,
         )
@@ -400,7 +400,7 @@ class _Resolver:
             signed_by=keyring,
         )
 
-    def payload(self, image: str, *, debug: bool) -> Payload:
+    def payload(self, image: str, components: Mapping[str, str], *, debug: bool) -> Payload:
         if self.role == "guest":
             return Payload(
                 modules_load=payload.GUEST_MODULES_LOAD,
@@ -414,4 +414,15 @@ class _Resolver:
             qemu_binary=cast(str, self.setting("host", "qemu_binary")),
             sev_firmware=cast(str, self.setting("host", "sev_firmware")),
             guest_image=f"guest-{image}" + ("-debug" if debug else ""),
+            recorded_packages=self.recorded_packages(components),
+            package_version_query=self.entry.family.package_version_query,
         )
+
+    def recorded_packages(self, components: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+        """(kind, package) for each component and payload need whose version a host records."""
+        family = self.entry.family
+        found = [
+            (kind, components[kind]) for kind in payload.RECORDED_COMPONENTS if kind in components
+        ]
+        found += [(need, family.package(need)) for need in payload.RECORDED_NEEDS]
+        return tuple(found)

@@ -28,6 +28,8 @@ class FamilyFacts:
     name: Family
     package_manager: Literal["apt", "rpm"]
     payload: tuple[tuple[str, str], ...]  # need → package
+    # argv printing an installed package's version (the package name appended)
+    package_version_query: tuple[str, ...]
     sev_firmware: tuple[str, ...]
     plain_ovmf: tuple[str, ...]
     qemu_binaries: tuple[str, ...]
@@ -63,6 +65,7 @@ def decode_family(data: Mapping[str, Any]) -> FamilyFacts:
         name=data["family"],
         package_manager=data["package_manager"],
         payload=tuple(sorted(data["payload"].items())),
+        package_version_query=tuple(data["package_version_query"]),
         sev_firmware=tuple(firmware["sev"]),
         plain_ovmf=tuple(firmware["plain"]),
         qemu_binaries=tuple(data["qemu_binaries"]),
@@ -138,6 +141,10 @@ class Payload:
     qemu_binary: str | None = None
     sev_firmware: str | None = None
     guest_image: str | None = None  # host: image id of the guest it embeds
+    # host: (kind, package) whose installed versions the build records, and
+    # the family's argv that reads one (see images/families/*.yaml)
+    recorded_packages: tuple[tuple[str, str], ...] = ()
+    package_version_query: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.resources
 import json
 import re
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources.abc import Traversable
@@ -22,6 +23,7 @@ from sevimg.catalog.spec import GUEST_EMBED_DIR, GUEST_EMBED_PATH, ImageSpec, Ke
 from sevimg.mkosi_versions import OLDEST_MKOSI
 from sevimg.render import launch
 from sevimg.render.apt import deb822
+from sevimg_cert.installed import PACKAGES_JSON
 
 # mkosi gained KernelModules= (globs, '-' excludes) in v26 and deprecated the
 # regex-based KernelModulesInclude=/KernelModulesExclude= there.
@@ -36,6 +38,9 @@ CERT_PACKAGE = "sevimg_cert"
 PYTHON_DIR = "usr/lib/sevimg/python"
 ATTEST_RULES = "usr/lib/udev/rules.d/90-sevimg-attest.rules"
 ATTEST_RESPONDER = "usr/libexec/sevimg/attest-responder"
+# mkosi runs the config folder's mkosi.postinst after installing packages and
+# before dropping the package database (mkosi 25.3 and 27.1 alike).
+POSTINST = "mkosi.postinst"
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,7 @@ class Renderer:
             autoescape=False,  # noqa: S701 - config files and shell, not HTML
         )
         self.env.globals["deb822"] = deb822
+        self.env.filters["shquote"] = shlex.quote
         self.cert_files = package_files(CERT_PACKAGE)
 
     def render(self, spec: ImageSpec) -> Tree:
@@ -144,6 +150,14 @@ class Renderer:
                 path = f"{EXTRA}/{PYTHON_DIR}/{CERT_PACKAGE}/{name}"
                 files.append(File(PurePosixPath(path), content, 0o644))
             add("payload/host/launch.json.j2", f"{EXTRA}/etc/sevimg/launch.json")
+            add(
+                "payload/host/mkosi.postinst.j2",
+                POSTINST,
+                0o755,
+                packages=spec.payload.recorded_packages,
+                query=spec.payload.package_version_query,
+                packages_json=PACKAGES_JSON,
+            )
 
         return Tree(spec.image_id, tuple(sorted(files, key=lambda f: f.path)))
 
