@@ -162,13 +162,15 @@ def pe(sections: Sequence[tuple[str, bytes]]) -> bytes:
 
 
 def guest_initrd() -> bytes:
-    """An initrd with what the guest checks look for: modules, the enabled check unit, no password."""
+    """An initrd with what the guest checks look for: modules, the payload, the enabled unit, no password."""
     modules = (
         "arch/x86/kernel/msr",
         "drivers/virt/coco/sev-guest/sev-guest",
         "drivers/net/virtio_net",
         "net/vmw_vsock/vsock",
         "net/vmw_vsock/vmw_vsock_virtio_transport",
+        "drivers/virt/coco/tsm",  # configfs-tsm reports (6.12's name)
+        "fs/configfs/configfs",
     )
     files = [
         ("usr", DIR, b""),
@@ -184,6 +186,8 @@ def guest_initrd() -> bytes:
             b"/usr/lib/systemd/system/sevimg-guest-check.service",
         ),
         ("usr/libexec/sevimg/guest-check", EXE, b"#!/bin/bash\n"),
+        ("usr/libexec/sevimg/attest-responder", EXE, b"#!/bin/bash\n"),
+        ("usr/lib/udev/rules.d/90-sevimg-attest.rules", FILE, b"# the port starts the responder\n"),
     ]
     files += [(f"usr/lib/modules/{KVER}/kernel/{m}.ko.xz", FILE, b"x") for m in modules]
     return newc(files)
