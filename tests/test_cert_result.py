@@ -300,8 +300,9 @@ def test_from_dict_round_trip(name: str) -> None:
 def test_unframe_a_real_host_console() -> None:
     """The console of the debian-forky host booted under TCG (QEMU 11 in it, no SNP).
 
-    Recorded from a real boot: journal+console gives every line a kernel
-    timestamp and the `host-check[PID]: ` tag, with kernel and systemd lines in between.
+    Recorded from a real boot (`sevimg run --role host --no-sev` keeps it as
+    console.log): journal+console gives every line a kernel timestamp and the
+    `host-check[PID]: ` tag, with kernel and systemd lines in between.
     """
     text = (REPO / "tests/consoles/host-debian-forky-tcg.log").read_text(errors="replace")
     doc = json.loads(framing.unframe(text))
@@ -313,8 +314,20 @@ def test_unframe_a_real_host_console() -> None:
     assert steps["sev_snp"]["detail"] == (
         "SEV-SNP is not enabled: /sys/module/kvm_amd/parameters/sev_snp is 'N', not Y"
     )
-    # A line of another tag inside the frame is not taken as data.
+    # The image's own measurement is the one the build machine wrote into the manifest then.
+    measured = {s["name"]: s for s in doc["levels"][0]["tests"][1]["steps"]}["measure"]
+    assert measured["result"] == "pass"
+    assert doc["evidence"]["expected_measurement"] == (
+        "044009d1eecd97f6183a1652363494d4d96904b3ee469ed1ed0c11cf4e4ff9d2"
+        "b9b98381fd6a44254c189cec22002624"
+    )
+    # A kernel message inside a data line of the first copy: the second copy has that line.
     lines = text.splitlines()
-    begin = next(i for i, line in enumerate(lines) if "SEVIMG-CERT-RESULT-BEGIN" in line)
-    lines.insert(begin + 3, "[  155.6] systemd[1]: QUJDRA==")
+    data = [i for i, line in enumerate(lines) if "SEVIMG-CERT-DATA" in line]
+    assert len(data) % 2 == 0 and len(data) >= 20
+    at = data[3]
+    lines[at] = lines[at][:50] + "[  155.6] rcu: INFO: rcu_preempt detected stalls" + lines[at][50:]
     assert framing.unframe("\n".join(lines)) == framing.unframe(text)
+    lines[data[len(data) // 2 + 3]] = "[  156.0] systemd[1]: garbled"  # the same line in both
+    with pytest.raises(FrameError, match="in every copy"):
+        framing.unframe("\n".join(lines))
