@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.table import Table
@@ -311,23 +312,9 @@ def run_command(
     kernel = _guest_artifact(ctx, image, from_dir)
     paths = _search_paths(ctx)
     if no_sev:
-        qemu_path = run.find_qemu(qemu, paths.qemu) if not dry_run else (qemu or paths.qemu[0])
-        ovmf = (
-            run.find_firmware(paths.plain_ovmf, firmware, "plain OVMF")
-            if not dry_run
-            else (firmware or paths.plain_ovmf[0])
-        )
+        qemu_path, ovmf = _plain_tools(ctx, qemu, firmware, dry_run)
         if dry_run:
-            argv = run.plain_argv(
-                kernel,
-                memory_mb=memory,
-                qemu=qemu_path,
-                firmware=ovmf,
-                kvm=accel == "kvm",
-                console=Path("console.log"),
-                extra=extra,
-            )
-            out.print(shlex.join(argv), markup=False, soft_wrap=True)
+            _print_plain(kernel, memory, qemu_path, ovmf, accel, extra=extra)
             return
         out.print(
             f"booting {kernel.name} without SEV ({accel}), waiting up to {timeout:.0f} s for the readiness marker…",
@@ -436,6 +423,35 @@ def _guest_artifact(ctx: Context, image: str, from_dir: Path | None, role: str =
     return path.resolve()
 
 
+def _plain_tools(
+    ctx: Context, qemu: str | None, firmware: str | None, dry_run: bool
+) -> tuple[str, str]:
+    """QEMU and the plain OVMF for a boot without SEV (a dry run takes the first candidates)."""
+    paths = _search_paths(ctx)
+    if dry_run:
+        return qemu or paths.qemu[0], firmware or paths.plain_ovmf[0]
+    return (
+        run.find_qemu(qemu, paths.qemu),
+        run.find_firmware(paths.plain_ovmf, firmware, "plain OVMF"),
+    )
+
+
+def _print_plain(
+    kernel: Path, memory: int, qemu: str, ovmf: str, accel: str, **options: Any
+) -> None:
+    """--dry-run: the QEMU command line of a boot without SEV."""
+    argv = run.plain_argv(
+        kernel,
+        memory_mb=memory,
+        qemu=qemu,
+        firmware=ovmf,
+        kvm=accel == "kvm",
+        console=Path("console.log"),
+        **options,
+    )
+    out.print(shlex.join(argv), markup=False, soft_wrap=True)
+
+
 def _run_host(
     ctx: Context,
     image: str,
@@ -457,24 +473,9 @@ def _run_host(
         )
     timeout = hostrun.HOST_TIMEOUT if timeout is None else timeout
     kernel = _guest_artifact(ctx, image, from_dir, role="host")
-    paths = _search_paths(ctx)
-    qemu_path = run.find_qemu(qemu, paths.qemu) if not dry_run else (qemu or paths.qemu[0])
-    ovmf = (
-        run.find_firmware(paths.plain_ovmf, firmware, "plain OVMF")
-        if not dry_run
-        else (firmware or paths.plain_ovmf[0])
-    )
+    qemu_path, ovmf = _plain_tools(ctx, qemu, firmware, dry_run)
     if dry_run:
-        argv = run.plain_argv(
-            kernel,
-            memory_mb=memory,
-            qemu=qemu_path,
-            firmware=ovmf,
-            kvm=accel == "kvm",
-            console=Path("console.log"),
-            network=True,
-        )
-        out.print(shlex.join(argv), markup=False, soft_wrap=True)
+        _print_plain(kernel, memory, qemu_path, ovmf, accel, network=True)
         return
     folder = results_dir or kernel.parent / "results" / kernel.name.removesuffix(
         names.ARTIFACT_SUFFIX
