@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
 import shutil
@@ -10,7 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.table import Table
@@ -316,19 +315,10 @@ def run_command(
         if dry_run:
             _print_plain(kernel, memory, qemu_path, ovmf, accel, extra=extra)
             return
-        out.print(
-            f"booting {kernel.name} without SEV ({accel}), waiting up to {timeout:.0f} s for the readiness marker…",
-            markup=False,
-        )
-        echo = (lambda line: err.print(line, markup=False, highlight=False)) if verbose else None
-        result = run.smoke_boot(
+        result = _boot_plain(
             kernel,
-            qemu=qemu_path,
-            firmware=ovmf,
-            memory_mb=memory,
-            timeout=timeout,
-            accel=accel,
-            on_line=echo,
+            "the readiness marker",
+            (qemu_path, ovmf, memory, timeout, accel, verbose),
             extra=extra,
             attest=attest,
         )
@@ -343,15 +333,7 @@ def run_command(
         if result.ready:  # the channel failed
             err.print(f"sevimg: error: {result.reason}", style="bold red", markup=False)
             sys.exit(1)
-        err.print(
-            f"sevimg: error: {kernel.name} did not become ready: {result.reason}",
-            style="bold red",
-            markup=False,
-        )
-        err.print("last lines of the console:", markup=False)
-        for line in result.console_tail:
-            err.print(f"  {line}", markup=False, highlight=False)
-        sys.exit(1)
+        _fail_with_console(f"{kernel.name} did not become ready: {result.reason}", result)
 
     position, origin = run.cbit_position()
     firmware_path = firmware or next(
@@ -423,6 +405,41 @@ def _guest_artifact(ctx: Context, image: str, from_dir: Path | None, role: str =
     return path.resolve()
 
 
+def _boot_plain(
+    kernel: Path,
+    waiting_for: str,
+    how: tuple[str, str, int, float, str, bool],
+    **options: Any,
+) -> run.BootResult:
+    """Say what is booted and awaited, then boot without SEV (`how`: qemu, ovmf, MB, s, accel, -v)."""
+    qemu, ovmf, memory, timeout, accel, verbose = how
+    out.print(
+        f"booting {kernel.name} without SEV ({accel}), waiting up to {timeout:.0f} s for {waiting_for}…",
+        markup=False,
+    )
+    echo = (lambda line: err.print(line, markup=False, highlight=False)) if verbose else None
+    return run.smoke_boot(
+        kernel,
+        qemu=qemu,
+        firmware=ovmf,
+        memory_mb=memory,
+        timeout=timeout,
+        accel=accel,
+        on_line=echo,
+        **options,
+    )
+
+
+def _fail_with_console(message: str, booted: run.BootResult, kept: Path | None = None) -> NoReturn:
+    """The error, the console's last lines (and where the whole of it is), exit 1."""
+    err.print(f"sevimg: error: {message}", style="bold red", markup=False)
+    where = f" ({kept} has it all)" if kept else ""
+    err.print(f"last lines of the console{where}:", markup=False)
+    for line in booted.console_tail:
+        err.print(f"  {line}", markup=False, highlight=False)
+    sys.exit(1)
+
+
 def _plain_tools(
     ctx: Context, qemu: str | None, firmware: str | None, dry_run: bool
 ) -> tuple[str, str]:
@@ -480,19 +497,10 @@ def _run_host(
     folder = results_dir or kernel.parent / "results" / kernel.name.removesuffix(
         names.ARTIFACT_SUFFIX
     )
-    out.print(
-        f"booting {kernel.name} without SEV ({accel}), waiting up to {timeout:.0f} s for its certification result…",
-        markup=False,
-    )
-    echo = (lambda line: err.print(line, markup=False, highlight=False)) if verbose else None
-    booted = run.smoke_boot(
+    booted = _boot_plain(
         kernel,
-        qemu=qemu_path,
-        firmware=ovmf,
-        memory_mb=memory,
-        timeout=timeout,
-        accel=accel,
-        on_line=echo,
+        "its certification result",
+        (qemu_path, ovmf, memory, timeout, accel, verbose),
         marker=cert_framing.END_MARK,
         network=True,
         min_memory_mb=hostrun.HOST_MIN_MEMORY_MB,
@@ -500,26 +508,14 @@ def _run_host(
     # The console is kept: it is the evidence when the result cannot be read off it.
     console_path = folder / "console.log"
     write_file_atomic(console_path, booted.console.encode())
-    host: hostrun.HostResult | None = None
-    if not booted.ready:
-        # The last END line may be what got garbled: the first copy can still be whole.
-        with contextlib.suppress(SevimgError):
-            host = hostrun.read_console(booted.console)
-    if host is None and not booted.ready:
-        err.print(
-            f"sevimg: error: {kernel.name} gave no certification result: {booted.reason}",
-            style="bold red",
-            markup=False,
-        )
-        err.print(f"last lines of the console ({console_path} has it all):", markup=False)
-        for line in booted.console_tail:
-            err.print(f"  {line}", markup=False, highlight=False)
-        sys.exit(1)
-    if host is None:
-        try:
-            host = hostrun.read_console(booted.console)
-        except SevimgError as exc:
+    try:  # without the last END line too: it may be what got garbled, and a copy whole
+        host = hostrun.read_console(booted.console)
+    except SevimgError as exc:
+        if booted.ready:
             raise SevimgError(exc.message, hint=f"the whole console is in {console_path}") from None
+        _fail_with_console(
+            f"{kernel.name} gave no certification result: {booted.reason}", booted, console_path
+        )
     json_path, md_path = hostrun.write(folder, host)
     _host_summary(host, booted.seconds, booted.accel)
     out.print(f"written: {json_path} and {md_path}", markup=False)
