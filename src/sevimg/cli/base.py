@@ -11,6 +11,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import NoReturn, ParamSpec, TypeVar
 
 import click
@@ -94,6 +95,17 @@ def _after_signal() -> None:
     """A failure that follows a signal is the signal's doing (e.g. Interrupted turned into a RuntimeError)."""
     if (signum := interrupt.received()) is not None:
         raise interrupt.Interrupted(signum) from None
+
+
+def artifact_folder_option(dest: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """`--from DIR`: the artifact folder a command reads, into the parameter `dest`."""
+    return click.option(
+        "--from",
+        dest,
+        metavar="DIR",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="The artifact folder `sevimg build` wrote (default: out/ of the workspace).",
+    )
 
 
 def mkosi_version_option(func: Callable[P, R]) -> Callable[P, R]:

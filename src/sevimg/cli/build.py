@@ -19,7 +19,15 @@ from sevimg.build.builder import Builder, BuildSettings, Outcome
 from sevimg.catalog.index import families_by_distribution, machine_families
 from sevimg.catalog.pipeline import all_problems, check_catalog, specs_or_raise
 from sevimg.catalog.spec import ImageSpec
-from sevimg.cli.base import err, handle_errors, mkosi_version_option, out, print_problems, styled
+from sevimg.cli.base import (
+    artifact_folder_option,
+    err,
+    handle_errors,
+    mkosi_version_option,
+    out,
+    print_problems,
+    styled,
+)
 from sevimg.cli.group import Context, main, pass_ctx
 from sevimg.cli.params import ImageName, Number
 from sevimg.machine import hostrun, run
@@ -212,12 +220,7 @@ def _summary(outcomes: Sequence[Outcome], out_dir: Path) -> None:
     metavar="PATH",
     help="OVMF build (default: the AMD SEV build for SNP, the ordinary one for --no-sev).",
 )
-@click.option(
-    "--from",
-    "from_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Artifact folder (default: out/).",
-)
+@artifact_folder_option("from_dir")
 @click.option(
     "--channel",
     "channel_socket",

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from sevimg.build import measurement, pins, settings
 from sevimg.catalog.index import machine_families
-from sevimg.cli.base import err, handle_errors, out, styled
+from sevimg.cli.base import artifact_folder_option, err, handle_errors, out, styled
 from sevimg.cli.group import Context, main, pass_ctx
 from sevimg.cli.params import ImageName
 from sevimg.machine import run
@@ -288,13 +288,7 @@ def verify_command(
 
 @main.command("measure")
 @click.argument("image", type=ImageName(role_prefix=True, efi_path=True))
-@click.option(
-    "--from",
-    "from_dir",
-    metavar="DIR",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Artifact folder holding the built guest (and host) UKIs (default: out/).",
-)
+@artifact_folder_option("from_dir")
 @click.option(
     "--ovmf",
     metavar="FILE",

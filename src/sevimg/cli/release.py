@@ -18,7 +18,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from sevimg.cli.base import err, handle_errors, out
+from sevimg.cli.base import artifact_folder_option, err, handle_errors, out
 from sevimg.cli.group import Context, main, pass_ctx
 from sevimg.problems import SevimgError
 from sevimg.redact import redact_text
@@ -113,12 +113,7 @@ def _default_folder(ctx: Context) -> Path:
 @click.option(
     "--tag", required=True, help="The release tag: devel (a prerelease) or vX.Y.Z (a release)."
 )
-@click.option(
-    "--from",
-    "folder",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The artifact folder `sevimg build` wrote (default: out/ of the workspace).",
-)
+@artifact_folder_option("folder")
 @click.option(
     "--api-url",
     metavar="URL",

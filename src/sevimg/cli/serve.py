@@ -14,7 +14,7 @@ from rich.console import Group
 from rich.live import Live
 from rich.text import Text
 
-from sevimg.cli.base import handle_errors, out
+from sevimg.cli.base import artifact_folder_option, handle_errors, out
 from sevimg.cli.group import Context, main, pass_ctx
 from sevimg.problems import SevimgError
 from sevimg.redact import redact_text
@@ -87,12 +87,7 @@ def _view(handle: Handle) -> Group:
 
 @main.command("serve")
 @click.argument("filters", nargs=-1, metavar="[FILTER]...")
-@click.option(
-    "--from",
-    "folder",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The artifact folder `sevimg build` wrote (default: out/ of the workspace).",
-)
+@artifact_folder_option("folder")
 @click.option(
     "--bind",
     default="127.0.0.1:8080",
