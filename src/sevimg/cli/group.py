@@ -70,7 +70,7 @@ COMMANDS: dict[str, Listed] = {
         "catalog", "Render mkosi trees for IMAGES (or --all) into OUTPUT/<role>-<image>/."
     ),
     "run": Listed(
-        "build",
+        "run",
         "Launch the guest UKI of IMAGE (debian-13, or a path to a .efi) as an SEV-SNP guest.",
     ),
     "serve": Listed(

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from sevimg import interrupt, proc
+from sevimg.catalog.index import machine_families
 from sevimg.catalog.spec import FamilyFacts
 from sevimg.problems import SevimgError
 from sevimg.render.launch import (
@@ -33,6 +34,7 @@ from sevimg.render.launch import (
     snp_command,
 )
 from sevimg.render.write import scratch_folder
+from sevimg.workspace import Workspace
 from sevimg_cert import channel
 
 
@@ -66,6 +68,14 @@ def search_paths(families: Iterable[FamilyFacts]) -> SearchPaths:
         plain_ovmf=union(p for f in chosen for p in f.plain_ovmf),
         sev_firmware=union(p for f in chosen for p in f.sev_firmware),
     )
+
+
+def family_search_paths(ws: Workspace | None) -> SearchPaths:
+    """QEMU and firmware search paths from the family files (the workspace's, else sevimg's)."""
+    paths = search_paths(machine_families(ws))
+    if not (paths.qemu and paths.plain_ovmf and paths.sev_firmware):
+        raise SevimgError("no family files (images/families/*.yaml) name QEMU and firmware paths")
+    return paths
 
 
 # What QEMU prints when KVM cannot run the firmware (seen with nested KVM).
