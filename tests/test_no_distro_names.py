@@ -67,9 +67,9 @@ ALLOWED: dict[tuple[str, str], str] = {
     ): "the tools tree's keyring on the runner",
     # `sevimg new --help`: which distributions take codenames and pre-releases
     # is data (release_is_codename, prerelease_codename); the help gives examples.
-    ("sevimg/cli/catalog.py", "The codename mkosi's Release= takes (Debian, Ubuntu)."): "help",
+    ("sevimg/cli/new.py", "The codename mkosi's Release= takes (Debian, Ubuntu)."): "help",
     (
-        "sevimg/cli/catalog.py",
+        "sevimg/cli/new.py",
         "(Fedora rawhide, Debian testing; Ubuntu: pass the development series as --codename).",
     ): "help text",
     # The lazy group's command table repeats `run`'s one-line help, an example image.
