@@ -34,10 +34,10 @@ from sevimg.release.manifest import (
     EmbeddedGuest,
     ExpectedMeasurement,
     Manifest,
-    check_manifest,
     load_manifest,
     write_manifest,
 )
+from sevimg.release.manifest_check import check_manifest
 from sevimg.render.trees import Renderer
 from sevimg.workspace import Workspace
 from tests.conftest import REPO, CliFn
