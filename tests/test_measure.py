@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sevimg.build import measurement, pins
+from sevimg.build import measurement, pins, unpack
 from sevimg.build.builder import Builder, BuildSettings
 from sevimg.build.mkosi import Mkosi
 from sevimg.build.settings import ToolPin, load_tool_pins
@@ -93,7 +93,7 @@ def forky_ovmf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     except SevimgError as exc:
         _fail_unreachable(pin.url, exc.message)
     target = cache / "OVMF.amdsev.fd"
-    target.write_bytes(pins.program(pin, data))
+    target.write_bytes(unpack.program(pin, data))
     return target
 
 

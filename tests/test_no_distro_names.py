@@ -78,7 +78,7 @@ ALLOWED: dict[tuple[str, str], str] = {
         "Launch the guest UKI of IMAGE (debian-13, or a path to a .efi) as an SEV-SNP guest.",
     ): "help text",
     # The .deb format (an ar archive) of pinned tools, not a distribution.
-    ("sevimg/build/pins.py", 'f"{what}: not a Debian package (no ar archive header)"'): "format",
+    ("sevimg/build/unpack.py", 'f"{what}: not a Debian package (no ar archive header)"'): "format",
 }
 
 
