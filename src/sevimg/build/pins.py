@@ -12,7 +12,6 @@ A pinned file is trusted only as far as its hash, and unpacked by
 from __future__ import annotations
 
 import hashlib
-import re
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,7 +27,6 @@ from sevimg.render.write import write_file_atomic, write_tree
 
 DOWNLOAD_TIMEOUT = 60.0
 MAX_DOWNLOAD_BYTES = 512 * 1024 * 1024  # a tool or its package; far above any real one
-_FILE_NAME = re.compile(r"[A-Za-z0-9._~+-]{1,255}")
 
 
 def _sha256(data: bytes) -> str:
@@ -36,13 +34,12 @@ def _sha256(data: bytes) -> str:
 
 
 def _file_name(pin: ToolPin) -> str:
-    name = pin.file_name
-    if not _FILE_NAME.fullmatch(name) or name in (".", ".."):
+    if not pin.has_file_name:
         raise SevimgError(
             f"{pin.name} {pin.version}: {pin.url} does not end in a file name",
             hint="pin the URL of the file itself (its last part names it in the cache)",
         )
-    return name
+    return pin.file_name
 
 
 def fetch(
