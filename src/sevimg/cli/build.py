@@ -22,7 +22,7 @@ from sevimg.catalog.pipeline import (
 from sevimg.catalog.spec import Role
 from sevimg.cli.base import err, handle_errors, mkosi_version_option, out, print_problems, styled
 from sevimg.cli.group import Context, main, pass_ctx
-from sevimg.cli.params import ImageName
+from sevimg.cli.params import ROLE_CHOICE, ImageName
 from sevimg.problems import SevimgError
 from sevimg.release import checksums
 
@@ -32,7 +32,7 @@ from sevimg.release import checksums
 @click.option("--all", "all_images", is_flag=True, help="Build every release of the catalog.")
 @click.option(
     "--role",
-    type=click.Choice(["host", "guest"]),
+    type=ROLE_CHOICE,
     help="Only this role (a host still builds the guest it embeds).",
 )
 @click.option(

@@ -17,7 +17,7 @@ from sevimg.catalog.resolve import roles_of
 from sevimg.catalog.versions import HOST_FLOORS, Verdict
 from sevimg.cli.base import err, handle_errors, mkosi_version_option, out, print_problems, styled
 from sevimg.cli.group import Context, main, pass_ctx
-from sevimg.cli.params import ImageName
+from sevimg.cli.params import ROLE_CHOICE, ImageName
 from sevimg.problems import Problem, SevimgError, has_errors
 
 _VERDICT_STYLE = {
@@ -170,9 +170,7 @@ def _broken_row(image: str, problems: Sequence[Problem]) -> dict[str, Any]:
 
 @main.command()
 @click.argument("image", type=ImageName())
-@click.option(
-    "--role", type=click.Choice(["host", "guest"]), help="Only this role (default: every role)."
-)
+@click.option("--role", type=ROLE_CHOICE, help="Only this role (default: every role).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of YAML.")
 @click.option(
     "--debug-image",

@@ -19,6 +19,8 @@ from sevimg.catalog.spec import ROLES
 from sevimg.mkosi_versions import MIN_MKOSI, MKOSI_VERSIONS, parse_mkosi_version
 
 ROLE_PREFIXES = tuple(f"{role}-" for role in ROLES)
+# --role of build, show and run: the catalog's roles.
+ROLE_CHOICE = click.Choice(ROLES)
 
 
 class BadInput(click.BadParameter):
