@@ -15,7 +15,7 @@ from rich.table import Table
 from sevimg.catalog.spec import Role
 from sevimg.cli.base import artifact_folder_option, err, handle_errors, out, styled
 from sevimg.cli.group import Context, main, pass_ctx
-from sevimg.cli.params import ImageName, Number
+from sevimg.cli.params import ROLE_CHOICE, ImageName, Number
 from sevimg.machine import hostrun, run
 from sevimg.problems import SevimgError
 from sevimg.release import folder, names
@@ -33,7 +33,7 @@ SNP_SYSFS = Path("/sys/module/kvm_amd/parameters/sev_snp")
 @click.argument("image", type=ImageName(role_prefix=True, efi_path=True))
 @click.option(
     "--role",
-    type=click.Choice(["guest", "host"]),
+    type=ROLE_CHOICE,
     default="guest",
     show_default=True,
     help="guest: the guest UKI; host: the host UKI with --no-sev, waiting for its certification result.",
@@ -56,7 +56,8 @@ SNP_SYSFS = Path("/sys/module/kvm_amd/parameters/sev_snp")
     "--timeout",
     type=Number(1, run.MAX_TIMEOUT, "seconds"),
     default=None,
-    help=f"--no-sev: seconds to wait for the marker (default 600, --role host {hostrun.HOST_TIMEOUT:.0f}).",
+    help=f"--no-sev: seconds to wait for the marker (default {run.GUEST_TIMEOUT:.0f}, "
+    f"--role host {hostrun.HOST_TIMEOUT:.0f}).",
 )
 @click.option(
     "--accel",
@@ -165,7 +166,7 @@ def run_command(
         )
         return
     memory = MIN_MEMORY_MB if memory is None else memory
-    timeout = 600.0 if timeout is None else timeout
+    timeout = run.GUEST_TIMEOUT if timeout is None else timeout
     kernel = _uki(ctx, image, from_dir)
     paths = _search_paths(ctx)
     if no_sev:

@@ -89,6 +89,7 @@ CPUID_SEV_LEAF = 0x8000001F
 QEMU_GRACE = 3.0  # seconds QEMU gets after SIGTERM before SIGKILL
 MAX_MEMORY_MB = 1024 * 1024  # 1 TiB: more is a typo, not a guest
 MAX_TIMEOUT = 24 * 3600.0  # seconds; a smoke boot that needs a day has failed
+GUEST_TIMEOUT = 600.0  # seconds `run --no-sev` waits for a guest's readiness marker by default
 # After the readiness marker, how long the attestation responder gets to answer
 # (it starts when the port appears, before the marker; TCG is slow).
 ATTEST_TIMEOUT = 120.0
