@@ -13,11 +13,11 @@ then the release's extra repositories.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from sevimg.build.settings import LocalConfig
 from sevimg.catalog.index import Entry
-from sevimg.catalog.spec import ImageSpec
+from sevimg.catalog.spec import ImageSpec, PackageManager
 from sevimg.problems import SevimgError
 from sevimg.redact import redact_url
 
@@ -30,7 +30,7 @@ class NotCovered(SevimgError):
 class Source:
     """One repository to read: an apt suite (with components) or an rpm-md baseurl."""
 
-    kind: Literal["apt", "rpm"]
+    kind: PackageManager
     url: str
     suite: str = ""
     components: tuple[str, ...] = ()
