@@ -225,20 +225,8 @@ def test_the_host_firmware_is_read_from_the_uki_links_followed(tmp_path: Path) -
 def _manifest(tmp_path: Path, image_id: str) -> Manifest:
     artifact = tmp_path / names.artifact_name(image_id)
     artifact.write_bytes(b"uki")
-    from sevimg.release.manifest import EmbeddedGuest
-
-    return Manifest.for_artifact(
-        artifact,
-        distro="debian",
-        release="forky",
-        sources=[],
-        mkosi_version="25.3",
-        tools={},
-        packages=[],
-        embedded_guest=EmbeddedGuest("guest-debian-forky", "a" * 64)
-        if image_id.startswith("host-")
-        else None,
-    )
+    host = image_id.startswith("host-")
+    return _manifest_for(artifact, EmbeddedGuest("guest-debian-forky", "a" * 64) if host else None)
 
 
 MEASURED = ExpectedMeasurement(
