@@ -437,16 +437,17 @@ def _handler(fake: FakeGitHub, role: str) -> type[BaseHTTPRequestHandler]:
                 raise _error(401, "Bad credentials", "https://docs.github.com/rest")
             return fake.tokens[value]
 
-        def _need_write(self, access: str | None) -> None:
+        def _need_write(
+            self,
+            access: str | None,
+            docs: str = "https://docs.github.com/rest/releases/releases",
+            permission: str = "contents=write",
+        ) -> None:
             if access is None:
                 raise _error(401, "Requires authentication", "https://docs.github.com/rest")
             if access != WRITE:
-                reply = _error(
-                    403,
-                    "Resource not accessible by personal access token",
-                    "https://docs.github.com/rest/releases/releases",
-                )
-                reply.headers["x-accepted-github-permissions"] = "contents=write"
+                reply = _error(403, "Resource not accessible by personal access token", docs)
+                reply.headers["x-accepted-github-permissions"] = permission
                 raise reply
 
         def _fault(self, method: str, path: str) -> None:
@@ -647,16 +648,9 @@ def _handler(fake: FakeGitHub, role: str) -> type[BaseHTTPRequestHandler]:
                 raise
 
         def _create_issue(self, access: str | None, **_: Any) -> None:
-            if access is None:
-                raise _error(401, "Requires authentication", "https://docs.github.com/rest")
-            if access != WRITE:
-                reply = _error(
-                    403,
-                    "Resource not accessible by personal access token",
-                    "https://docs.github.com/rest/issues/issues#create-an-issue",
-                )
-                reply.headers["x-accepted-github-permissions"] = "issues=write"
-                raise reply
+            self._need_write(
+                access, "https://docs.github.com/rest/issues/issues#create-an-issue", "issues=write"
+            )
             data = self._json_body()
             if not isinstance(data.get("title"), str) or not data["title"]:
                 raise _Reply(

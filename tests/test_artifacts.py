@@ -23,7 +23,8 @@ from sevimg.release.checksums import (
     write_sha256sums,
 )
 from sevimg.release.folder import load_artifact_folder, merge_artifact_folders, verify_artifacts
-from sevimg.release.manifest import MANIFEST_SCHEMA, Manifest, check_manifest, load_manifest
+from sevimg.release.manifest import MANIFEST_SCHEMA, Manifest, load_manifest
+from sevimg.release.manifest_check import check_manifest
 from sevimg.release.names import is_plain_name, looks_debug, parse_image_id
 from tests.artifactkit import make_folder
 from tests.conftest import REPO

@@ -18,9 +18,9 @@ from pathlib import Path
 import httpx
 
 from sevimg.serve.files import load_jobs
-from sevimg.serve.http import serve
 from sevimg.serve.jobs import State
 from sevimg.serve.results import Results
+from sevimg.serve.server import serve
 from tests.artifactkit import make_folder
 from tests.conftest import REPO
 from tests.harnesskit import fake_host, path_with

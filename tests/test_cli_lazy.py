@@ -51,6 +51,17 @@ def _all_registered() -> dict[str, click.Command]:
     return dict(main.commands)
 
 
+def _eager_group() -> click.Group:
+    """A plain click group holding every real command, imported: what the lazy one must equal."""
+    return click.Group(
+        name="sevimg",
+        commands=_all_registered(),
+        params=main.params,
+        help=main.help,
+        context_settings=main.context_settings,
+    )
+
+
 def _probe(args: list[str], cwd: Path) -> tuple[int | str | None, list[str]]:
     """(exit code, heavy modules loaded) of `sevimg ARGS` in a fresh interpreter."""
     proc = subprocess.run(
@@ -94,14 +105,7 @@ def test_help_in_a_fresh_process_equals_the_help_of_every_command_loaded(
     columns: str, flag: str, tmp_path: Path
 ) -> None:
     """`sevimg --help` (nothing imported) prints what a plain group holding the real commands would."""
-    registered = _all_registered()
-    eager = click.Group(
-        name="sevimg",
-        commands=registered,
-        params=main.params,
-        help=main.help,
-        context_settings=main.context_settings,
-    )
+    eager = _eager_group()
     env = {**os.environ, "COLUMNS": columns}
     proc = subprocess.run(
         [sys.executable, "-m", "sevimg", flag],
@@ -124,7 +128,7 @@ def test_help_in_a_fresh_process_equals_the_help_of_every_command_loaded(
         else:
             os.environ["COLUMNS"] = previous
     assert proc.stdout == expected + "\n"
-    for name in registered:
+    for name in eager.commands:
         assert f"  {name} " in proc.stdout
 
 
@@ -184,14 +188,7 @@ def test_an_unknown_command_is_answered_as_by_every_command_loaded(
     typo: str, tmp_path: Path
 ) -> None:
     """click's "Did you mean" offers every command, not only the imported ones."""
-    registered = _all_registered()
-    eager = click.Group(
-        name="sevimg",
-        commands=registered,
-        params=main.params,
-        help=main.help,
-        context_settings=main.context_settings,
-    )
+    eager = _eager_group()
     expected = CliRunner().invoke(eager, [typo], prog_name="sevimg")
     proc = subprocess.run(
         [sys.executable, "-m", "sevimg", typo],

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 import pytest
 
+from sevimg.build.settings import ToolPin
 from sevimg.catalog.index import DISTRO_NAME, RELEASE_NAME, split_image_name
-from sevimg.catalog.spec import ROLES
+from sevimg.catalog.spec import ROLES, PackageManager, Role, Status
 from sevimg.cli.params import ROLE_PREFIXES
 from sevimg.mkosi_versions import MIN_MKOSI, MKOSI_VERSIONS, OLDEST_MKOSI
 from sevimg.release.names import parse_image_id
@@ -95,3 +96,15 @@ def test_an_image_id_is_a_role_and_a_catalog_image_name(name: str, role: str, de
         assert parsed is None or parsed[1] != name
     if parsed is not None:
         assert split_image_name(parsed[1]) is not None
+
+
+def test_the_python_literals_list_the_schemas_enums() -> None:
+    # The schemas are the home of these enums; the types that decode them must agree.
+    release = _schema("release.schema.json")["properties"]
+    assert list(get_args(Status)) == release["status"]["enum"]
+    assert sorted(get_args(Role)) == sorted(ROLES)
+    family = _schema("family.schema.json")["properties"]
+    assert list(get_args(PackageManager)) == family["package_manager"]["enum"]
+    tool = _schema("project.schema.json")["properties"]["tools"]["additionalProperties"]
+    formats = get_args(get_type_hints(ToolPin)["format"])
+    assert list(formats) == tool["properties"]["format"]["enum"]

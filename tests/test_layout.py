@@ -3,8 +3,9 @@
 catalog/ (load, schema, resolve, policy) and render/ (templates to trees)
 run no programs and open no connections, so they work on any machine and
 in any test. They may import each other and the shared modules at the top
-of the package, never build/, release/, machine/ or cli/. Checked over the
-whole import graph, not only the direct imports.
+of the package, never build/, release/, machine/, serve/, archive/ or cli/.
+Checked over the whole import graph, not only the direct imports. And no
+module grows past MAX_LINES: a module that long holds more than one thing.
 """
 
 from __future__ import annotations
@@ -17,7 +18,16 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "sevimg"
 PURE = ("sevimg.catalog", "sevimg.render")
-DOWNSTREAM = ("sevimg.build", "sevimg.release", "sevimg.machine", "sevimg.cli", "sevimg.proc")
+DOWNSTREAM = (
+    "sevimg.build",
+    "sevimg.release",
+    "sevimg.machine",
+    "sevimg.serve",
+    "sevimg.archive",
+    "sevimg.cli",
+    "sevimg.proc",
+)
+MAX_LINES = 450
 # Standard-library and third-party modules that run programs or reach the network.
 SIDE_EFFECTS = (
     "subprocess",
@@ -77,7 +87,7 @@ PURE_MODULES = sorted(m for m in MODULES if under(m, PURE))
 
 
 def test_the_stages_exist() -> None:
-    for stage in ("catalog", "render", "build", "release", "machine", "cli"):
+    for stage in ("catalog", "render", "build", "release", "machine", "serve", "archive", "cli"):
         assert f"sevimg.{stage}" in MODULES, stage
     assert len(PURE_MODULES) >= 10
 
@@ -108,3 +118,20 @@ def test_the_check_sees_a_violation(tmp_path: Path) -> None:
         assert "sevimg.build.mkosi" in reached
     finally:
         del MODULES["sevimg.catalog._probe"], MODULES["sevimg.catalog._probe2"]
+
+
+def _too_long(root: Path) -> dict[str, int]:
+    """Every module below `root` longer than MAX_LINES → its line count."""
+    counts = {str(p.relative_to(root)): len(p.read_text().splitlines()) for p in root.rglob("*.py")}
+    return {name: n for name, n in counts.items() if n > MAX_LINES}
+
+
+def test_no_module_is_longer_than_the_limit() -> None:
+    assert len(list(SRC.rglob("*.py"))) > 50  # both packages are there
+    assert not _too_long(SRC), f"split these along a seam: {_too_long(SRC)}"
+
+
+def test_the_size_check_sees_a_long_module(tmp_path: Path) -> None:
+    (tmp_path / "long.py").write_text("x = 1\n" * (MAX_LINES + 1))
+    (tmp_path / "short.py").write_text("x = 1\n" * MAX_LINES)
+    assert _too_long(tmp_path) == {"long.py": MAX_LINES + 1}

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sevimg.build import measurement, pins
+from sevimg.build import measurement, pins, unpack
 from sevimg.build.builder import Builder, BuildSettings
 from sevimg.build.mkosi import Mkosi
 from sevimg.build.settings import ToolPin, load_tool_pins
@@ -34,10 +34,10 @@ from sevimg.release.manifest import (
     EmbeddedGuest,
     ExpectedMeasurement,
     Manifest,
-    check_manifest,
     load_manifest,
     write_manifest,
 )
+from sevimg.release.manifest_check import check_manifest
 from sevimg.render.trees import Renderer
 from sevimg.workspace import Workspace
 from tests.conftest import REPO, CliFn
@@ -93,7 +93,7 @@ def forky_ovmf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     except SevimgError as exc:
         _fail_unreachable(pin.url, exc.message)
     target = cache / "OVMF.amdsev.fd"
-    target.write_bytes(pins.program(pin, data))
+    target.write_bytes(unpack.program(pin, data))
     return target
 
 
@@ -225,20 +225,8 @@ def test_the_host_firmware_is_read_from_the_uki_links_followed(tmp_path: Path) -
 def _manifest(tmp_path: Path, image_id: str) -> Manifest:
     artifact = tmp_path / names.artifact_name(image_id)
     artifact.write_bytes(b"uki")
-    from sevimg.release.manifest import EmbeddedGuest
-
-    return Manifest.for_artifact(
-        artifact,
-        distro="debian",
-        release="forky",
-        sources=[],
-        mkosi_version="25.3",
-        tools={},
-        packages=[],
-        embedded_guest=EmbeddedGuest("guest-debian-forky", "a" * 64)
-        if image_id.startswith("host-")
-        else None,
-    )
+    host = image_id.startswith("host-")
+    return _manifest_for(artifact, EmbeddedGuest("guest-debian-forky", "a" * 64) if host else None)
 
 
 MEASURED = ExpectedMeasurement(

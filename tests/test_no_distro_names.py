@@ -67,9 +67,9 @@ ALLOWED: dict[tuple[str, str], str] = {
     ): "the tools tree's keyring on the runner",
     # `sevimg new --help`: which distributions take codenames and pre-releases
     # is data (release_is_codename, prerelease_codename); the help gives examples.
-    ("sevimg/cli/catalog.py", "The codename mkosi's Release= takes (Debian, Ubuntu)."): "help",
+    ("sevimg/cli/new.py", "The codename mkosi's Release= takes (Debian, Ubuntu)."): "help",
     (
-        "sevimg/cli/catalog.py",
+        "sevimg/cli/new.py",
         "(Fedora rawhide, Debian testing; Ubuntu: pass the development series as --codename).",
     ): "help text",
     # The lazy group's command table repeats `run`'s one-line help, an example image.
@@ -78,7 +78,7 @@ ALLOWED: dict[tuple[str, str], str] = {
         "Launch the guest UKI of IMAGE (debian-13, or a path to a .efi) as an SEV-SNP guest.",
     ): "help text",
     # The .deb format (an ar archive) of pinned tools, not a distribution.
-    ("sevimg/build/pins.py", 'f"{what}: not a Debian package (no ar archive header)"'): "format",
+    ("sevimg/build/unpack.py", 'f"{what}: not a Debian package (no ar archive header)"'): "format",
 }
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import zstandard
 
-from sevimg.build import pins
+from sevimg.build import pins, unpack
 from sevimg.build.settings import ToolPin, load_tool_pins
 from sevimg.problems import SevimgError
 from sevimg.workspace import Workspace
@@ -140,12 +140,12 @@ def test_tools_dir_for_offline_builds(tmp_path: Path) -> None:
 def test_bad_packages(tmp_path: Path) -> None:
     deb = build_deb(tmp_path)
     with pytest.raises(SevimgError, match="the package has no /usr/bin/snpguest"):
-        pins.program(
+        unpack.program(
             pin_for("http://x/a.deb", b"", format="deb", member="/usr/bin/snpguest"),
             deb.read_bytes(),
         )
     with pytest.raises(SevimgError, match="not a Debian package"):
-        pins.program(
+        unpack.program(
             pin_for("http://x/a.deb", b"", format="deb", member="/usr/bin/snphost"), b"plain bytes"
         )
 
@@ -209,7 +209,7 @@ DEB_PIN = pin_for("http://127.0.0.1:1/snphost.deb", b"", format="deb", member="/
 
 @pytest.mark.parametrize("suffix", COMPRESS)
 def test_every_dpkg_compression_is_read(suffix: str) -> None:
-    assert pins.program(DEB_PIN, deb_with(COMPRESS[suffix](GOOD_TAR), suffix)) == PROGRAM
+    assert unpack.program(DEB_PIN, deb_with(COMPRESS[suffix](GOOD_TAR), suffix)) == PROGRAM
 
 
 def bad_debs() -> list[tuple[str, bytes, str]]:
@@ -300,7 +300,7 @@ BAD_DEBS = bad_debs()
 )
 def test_malformed_packages_are_refused_clearly(data: bytes, expected: str) -> None:
     with pytest.raises(SevimgError) as info:
-        pins.program(DEB_PIN, data)
+        unpack.program(DEB_PIN, data)
     message = info.value.message
     assert message.startswith("snphost 0.7.0: ") and expected in message, message
 
@@ -316,13 +316,13 @@ def test_a_package_ar_made_is_read(tmp_path: Path) -> None:
         capture_output=True,
     )
     deb = (tmp_path / "x.deb").read_bytes()
-    assert pins.program(DEB_PIN, deb) == PROGRAM
+    assert unpack.program(DEB_PIN, deb) == PROGRAM
     (tmp_path / "data.tar.lz4").write_bytes(b"\x04\x22\x4d\x18")
     subprocess.run(
         ["ar", "rcD", "y.deb", "debian-binary", "data.tar.lz4"], cwd=tmp_path, check=True
     )
     with pytest.raises(SevimgError, match="compression sevimg cannot read"):
-        pins.program(DEB_PIN, (tmp_path / "y.deb").read_bytes())
+        unpack.program(DEB_PIN, (tmp_path / "y.deb").read_bytes())
 
 
 @pytest.mark.parametrize(
@@ -485,7 +485,7 @@ def _symlink(name: str) -> zipfile.ZipInfo:
         ([("demo\\..\\evil.py", b"x")], {}, "not a plain path inside it"),
         ([(_symlink("demo/link.py"), b"/etc/shadow")], {}, "demo/link.py is a link in the wheel"),
         (
-            [("demo/big.py", b"\0" * (pins.MAX_WHEEL_MEMBER + 1))],
+            [("demo/big.py", b"\0" * (unpack.MAX_WHEEL_MEMBER + 1))],
             {},
             "demo/big.py is larger than 16 MiB",
         ),

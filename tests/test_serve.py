@@ -23,9 +23,9 @@ from sevimg.release.checksums import sha256_file, write_sha256sums
 from sevimg.release.manifest import load_manifest, write_manifest
 from sevimg.serve import jobs as jobsm
 from sevimg.serve.files import load_jobs
-from sevimg.serve.http import Handle, parse_bind, serve
 from sevimg.serve.jobs import IDLE_AFTER, Job, State, parse_report
 from sevimg.serve.results import Results
+from sevimg.serve.server import Handle, parse_bind, serve
 from tests.artifactkit import efi_bytes, make_folder
 
 A, B, C = "10.0.2.15", "10.0.2.16", "10.0.2.17"

@@ -13,11 +13,11 @@ then the release's extra repositories.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from sevimg.build.settings import LocalConfig
 from sevimg.catalog.index import Entry
-from sevimg.catalog.spec import ImageSpec
+from sevimg.catalog.spec import AptSource, ImageSpec, PackageManager
 from sevimg.problems import SevimgError
 from sevimg.redact import redact_url
 
@@ -30,7 +30,7 @@ class NotCovered(SevimgError):
 class Source:
     """One repository to read: an apt suite (with components) or an rpm-md baseurl."""
 
-    kind: Literal["apt", "rpm"]
+    kind: PackageManager
     url: str
     suite: str = ""
     components: tuple[str, ...] = ()
@@ -101,6 +101,22 @@ def _rpm_main(spec: ImageSpec, entry: Entry, local: LocalConfig) -> list[Source]
     return found
 
 
+def _suites(source: AptSource, origin: str, *, pinned: bool = True) -> list[Source]:
+    """One Source a suite of an apt source (`pinned`: with the packages pinned to it)."""
+    return [
+        Source(
+            "apt",
+            source.url,
+            suite,
+            source.components,
+            source.signed_by,
+            source.only_packages if pinned else (),
+            origin=origin,
+        )
+        for suite in source.suites
+    ]
+
+
 def sources_for(spec: ImageSpec, entry: Entry, local: LocalConfig) -> tuple[Source, ...]:
     """The repositories one image's build installs from, main ones first."""
     release_file = entry.release.display
@@ -108,33 +124,11 @@ def sources_for(spec: ImageSpec, entry: Entry, local: LocalConfig) -> tuple[Sour
     if entry.family.is_apt:
         extras = list(spec.apt_sources)
         if spec.apt_replace_default_sources and extras:
-            archive = extras.pop(0)
-            found += [
-                Source(
-                    "apt",
-                    archive.url,
-                    suite,
-                    archive.components,
-                    archive.signed_by,
-                    origin=release_file,
-                )
-                for suite in archive.suites
-            ]
+            found += _suites(extras.pop(0), release_file, pinned=False)
         else:
             found += _apt_main(spec, entry, local)
         for extra in extras:
-            found += [
-                Source(
-                    "apt",
-                    extra.url,
-                    suite,
-                    extra.components,
-                    extra.signed_by,
-                    extra.only_packages,
-                    origin=release_file,
-                )
-                for suite in extra.suites
-            ]
+            found += _suites(extra, release_file)
     else:
         found += _rpm_main(spec, entry, local)
         found += [

@@ -20,21 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from sevimg import __version__, interrupt, lock
-from sevimg.build import examine, measurement, mkosilog, pins, sandbox, uki
+from sevimg.build import collect, examine, measurement, mkosilog, pins, sandbox, uki
 from sevimg.build.mkosi import Mkosi
 from sevimg.build.settings import LocalConfig, ToolPin
 from sevimg.catalog.spec import FamilyFacts, ImageSpec
 from sevimg.problems import SevimgError
 from sevimg.release import checksums, names
 from sevimg.release.manifest import (
-    EmbeddedGuest,
     ExpectedMeasurement,
-    Manifest,
-    Package,
-    SourceFile,
-    Tool,
-    load_manifest,
-    write_manifest,
 )
 from sevimg.render.trees import GUEST_TREE, File, Renderer, Tree
 from sevimg.render.write import remove_stale, write_file_atomic, write_tree
@@ -336,7 +329,7 @@ class Builder:
         built = output / names.artifact_name(spec.image_id)
         if not built.is_file():
             raise SevimgError(f"mkosi finished but wrote no {built.name}", hint=f"see {log}")
-        packages = mkosi_packages(output / f"{spec.image_id}.manifest")
+        packages = collect.mkosi_packages(output / f"{spec.image_id}.manifest")
         guest_sha = None
         if spec.role == "host":
             guest_sha = checksums.sha256_file(tree / GUEST_TREE / "guest.efi")
@@ -411,55 +404,15 @@ class Builder:
         guest_sha: str | None,
         measured: ExpectedMeasurement | None = None,
     ) -> Path:
-        """Move the artifact into out/ (temporary name, then rename), then its manifest and SHA256SUMS."""
-        final = self.s.out_dir / built.name
-        temporary = self.s.out_dir / f".{built.name}.partial"
-        try:
-            shutil.copyfile(built, temporary)
-            temporary.replace(final)
-        except BaseException:
-            with interrupt.deferred():
-                temporary.unlink(missing_ok=True)
-            raise
-        manifest = Manifest.for_artifact(
-            final,
-            distro=spec.distro,
-            release=spec.release,
-            sources=[
-                SourceFile(path, sha)
-                for path, sha in zip(spec.sources, spec.source_sha256, strict=True)
-            ],
-            mkosi_version=self.s.mkosi.version,
-            tools={
-                pin.name: (
-                    Tool(staged[pin.name].version, staged[pin.name].sha256)
-                    if pin.name in staged
-                    else None
-                )
-                for pin in self.s.pins
-                if spec.role in pin.roles
-            },
-            packages=[Package(name, version) for name, version in packages.items()],
-            embedded_guest=EmbeddedGuest(spec.payload.guest_image or "", guest_sha)
-            if guest_sha
-            else None,
-            debug=spec.debug,
-            expected_measurement=measured,
+        """The checked artifact into out/ with its manifest and SHA256SUMS (:func:`collect.publish`)."""
+        return collect.publish(
+            self.s.out_dir,
+            spec,
+            built,
+            collect.Contents(self.s.mkosi.version, self.s.pins, staged, packages, guest_sha),
+            measured,
+            self.report,
         )
-        write_manifest(self.s.out_dir, manifest)
-        if measured is not None:
-            self.record_in_guest(spec, measured)
-        checksums.write_sha256sums(self.s.out_dir)
-        return final
-
-    def record_in_guest(self, spec: ImageSpec, measured: ExpectedMeasurement) -> None:
-        """Write the measurement into the embedded guest's manifest too, when it is in out/."""
-        guest_id = spec.payload.guest_image or ""
-        path = self.s.out_dir / names.manifest_name(guest_id)
-        if not path.is_file():
-            self.report(f"{spec.image_id}: {path.name} is not in {self.s.out_dir}; not updated")
-            return
-        write_manifest(self.s.out_dir, load_manifest(path).with_measurement(measured))
 
     def run_mkosi(self, args: Sequence[str], *, log: Path, cwd: Path, what: str) -> None:
         """Run mkosi, its output to `log` and its steps to the progress line (see :mod:`.mkosilog`)."""
@@ -472,15 +425,6 @@ class Builder:
             proxy=self.s.local.proxy,
             stage=self.stage,
         )
-
-
-def mkosi_packages(manifest: Path) -> dict[str, str]:
-    """name → version from mkosi's JSON manifest (ManifestFormat=json)."""
-    try:
-        data = json.loads(manifest.read_text())
-        return {p["name"]: p["version"] for p in data["packages"]}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SevimgError(f"cannot read mkosi's package manifest {manifest}: {exc}") from None
 
 
 def _with_file(tree: Tree, path: str, content: bytes) -> Tree:

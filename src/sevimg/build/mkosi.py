@@ -21,24 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sevimg import proc
-from sevimg.mkosi_versions import MIN_MKOSI, OLDEST_MKOSI
+from sevimg.mkosi_versions import MIN_MKOSI, OLDEST_MKOSI, parse_mkosi_version
 from sevimg.problems import SevimgError
 
 VERSION_TIMEOUT = 10.0  # mkosi --version answers in about a second
-_VERSION = re.compile(r"([0-9]{1,4})(?:\.([0-9]{1,4}))?")
 # `mkosi 25.3`, `mkosi 26~devel`, `mkosi 25.3.1`: the version, then nothing else odd.
 _VERSION_LINE = re.compile(
     r"(?:mkosi )?(?P<version>[0-9]{1,4}(?:\.[0-9]{1,4}){0,3})(?:~[0-9A-Za-z.]{1,32})?"
     r"(?: \([ -~]{0,200}\))?"
 )
-
-
-def parse_version(text: str) -> tuple[int, ...]:
-    """'25.3' → (25, 3), '26' → (26,); a ValueError for anything else."""
-    match = _VERSION.fullmatch(text)
-    if not match:
-        raise ValueError(f"not an mkosi version: {text!r}")
-    return tuple(int(x) for x in match.groups() if x is not None)
 
 
 @dataclass(frozen=True)
@@ -52,7 +43,7 @@ class Mkosi:
     @property
     def version_tuple(self) -> tuple[int, ...]:
         """(25, 3)"""
-        return parse_version(self.version)
+        return parse_mkosi_version(self.version)
 
     def run(
         self, args: Sequence[str], *, cwd: Path | None = None, timeout: float = 120
@@ -101,7 +92,7 @@ def version_of(path: Path, *, timeout: float = VERSION_TIMEOUT) -> str:
             f"{path} does not look like mkosi: `--version` printed {_excerpt(done.stdout)}, "
             "not `mkosi VERSION`"
         )
-    return ".".join(map(str, parse_version(".".join(match["version"].split(".")[:2]))))
+    return ".".join(map(str, parse_mkosi_version(".".join(match["version"].split(".")[:2]))))
 
 
 def cached(cache_dir: Path) -> list[tuple[tuple[int, ...], Path]]:
@@ -113,7 +104,7 @@ def cached(cache_dir: Path) -> list[tuple[tuple[int, ...], Path]]:
             exe = child / "bin" / "mkosi"
             if (child / ".complete").is_file() and os.access(exe, os.X_OK):
                 try:
-                    found.append((parse_version(child.name), exe))
+                    found.append((parse_mkosi_version(child.name), exe))
                 except ValueError:
                     continue
     return sorted(found)
@@ -127,9 +118,9 @@ def find(cache_dir: Path, version: str | None = None) -> Mkosi | None:
     if on_path := shutil.which("mkosi"):
         candidates.append((Path(on_path), "PATH"))
     candidates += [(exe, "cache") for _, exe in reversed(cached(cache_dir))]
-    wanted = parse_version(version) if version else None
+    wanted = parse_mkosi_version(version) if version else None
     for path, origin in candidates:
-        if origin == "cache" and wanted and parse_version(path.parent.parent.name) != wanted:
+        if origin == "cache" and wanted and parse_mkosi_version(path.parent.parent.name) != wanted:
             continue
         try:
             found = Mkosi(path, version_of(path), origin)

@@ -19,6 +19,7 @@ from sevimg.catalog.index import families_by_distribution, load_catalog
 from sevimg.catalog.load import Document, LoadError, load_file
 from sevimg.catalog.schema import LOCAL, PROJECT, control_character, schemas_for
 from sevimg.problems import Problem, SevimgError, has_errors
+from sevimg.release.checksums import SHA256_HEX
 from sevimg.workspace import Workspace
 
 PROJECT_FILE = "sevimg.yaml"
@@ -33,8 +34,7 @@ PYTHON_DIR = "/usr/lib/sevimg/python"
 # The schema checks these too; a workspace may override the schema, and these
 # become paths on disk (the cache, the staged tree), so they are checked here again.
 _TOOL_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_FILE_NAME = re.compile(r"[A-Za-z0-9._~+-]{1,255}")
+_FILE_NAME = re.compile(r"[A-Za-z0-9._~+-]{1,255}")  # a download, in the cache and tools_dir
 _PATH_PART = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,254}")
 
 
@@ -65,6 +65,12 @@ class ToolPin:
     def file_name(self) -> str:
         """The downloaded file's name (the last part of its URL)."""
         return self.url.rsplit("/", 1)[-1]
+
+    @property
+    def has_file_name(self) -> bool:
+        """The URL ends in a plain file name (it names the download in the cache and tools_dir)."""
+        name = self.file_name
+        return bool(_FILE_NAME.fullmatch(name)) and name not in (".", "..")
 
     @property
     def target(self) -> str:
@@ -158,10 +164,9 @@ def _pin_problems(doc: Document, pins: Sequence[ToolPin]) -> list[Problem]:
         if not _TOOL_NAME.fullmatch(pin.name):
             problems.append(doc.problem(base, f"{pin.name!r} is not a tool name", key=True))
             continue
-        if not _SHA256.fullmatch(pin.sha256):
+        if not SHA256_HEX.fullmatch(pin.sha256):
             problems.append(doc.problem((*base, "sha256"), "is not 64 lower-case hex digits"))
-        name = pin.file_name
-        if not _FILE_NAME.fullmatch(name) or name in (".", ".."):
+        if not pin.has_file_name:
             problems.append(
                 doc.problem(
                     (*base, "url"),

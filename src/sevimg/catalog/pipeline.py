@@ -83,3 +83,13 @@ def specs_or_raise(checked: Iterable[Checked], extra: Iterable[Problem] = ()) ->
             f"{count} error{'s' if count != 1 else ''} in the catalog; nothing written", problems
         )
     return [spec for c in checked for spec in c.specs]
+
+
+def with_embedded_guests(specs: Sequence[ImageSpec], role: Role | None) -> list[ImageSpec]:
+    """The specs of `role` (all when None), plus the guest each host embeds."""
+    chosen = [s for s in specs if role is None or s.role == role]
+    by_id = {s.image_id: s for s in specs}
+    for spec in list(chosen):
+        if spec.role == "host" and spec.payload.guest_image in by_id:
+            chosen.append(by_id[spec.payload.guest_image])
+    return chosen

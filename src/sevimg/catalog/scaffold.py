@@ -16,7 +16,9 @@ from typing import Any
 import yaml
 
 from sevimg.catalog.index import DISTRO_NAME, IMAGE_NAME_HELP, Catalog, split_image_name
-from sevimg.problems import SevimgError
+from sevimg.catalog.load import LoadError, load_text
+from sevimg.catalog.schema import RELEASE, schemas_for
+from sevimg.problems import SevimgError, has_errors
 
 # mkosi's Release= for Debian and Ubuntu: the schema's `codename`.
 CODENAME = DISTRO_NAME
@@ -144,3 +146,19 @@ def new_release(
         )
         lines.append(body.rstrip("\n"))
     return NewRelease(image=image, text="\n".join(lines) + "\n", copied=copied)
+
+
+def check_new_release(catalog: Catalog, made: NewRelease) -> None:
+    """SevimgError unless the composed file parses and passes the release schema."""
+    ws = catalog.workspace
+    target = ws.images_dir / f"{made.image}.yaml"
+    display = ws.display(target)
+    try:
+        doc = load_text(made.text, path=target, display=display)
+    except LoadError as exc:
+        raise SevimgError(
+            f"the generated {display} does not parse; this is a bug", [exc.problem]
+        ) from None
+    problems = schemas_for(ws.search_path("schema")).validate(doc, RELEASE)
+    if has_errors(problems):
+        raise SevimgError(f"{display} would not be valid; nothing written", problems)

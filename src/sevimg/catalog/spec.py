@@ -15,6 +15,7 @@ from typing import Any, Literal
 Role = Literal["host", "guest"]
 ROLES: tuple[Role, ...] = ("guest", "host")  # build order: a host embeds its guest
 Status = Literal["supported", "prerelease", "eol"]
+PackageManager = Literal["apt", "rpm"]
 Family = str  # a family file's name: images/families/<family>.yaml
 
 GUEST_EMBED_DIR = "/usr/local/lib/guest-image"
@@ -26,7 +27,7 @@ class FamilyFacts:
     """What images/families/<family>.yaml says beyond role defaults, decoded once."""
 
     name: Family
-    package_manager: Literal["apt", "rpm"]
+    package_manager: PackageManager
     payload: tuple[tuple[str, str], ...]  # need → package
     # argv printing an installed package's version (the package name appended)
     package_version_query: tuple[str, ...]

@@ -1,4 +1,4 @@
-"""Catalog commands: list, show, validate, render, new."""
+"""Commands that read the catalog: list, show, validate."""
 
 from __future__ import annotations
 
@@ -11,19 +11,14 @@ from typing import Any
 import click
 import yaml
 
-from sevimg import lock
-from sevimg.catalog.load import LoadError, load_text
-from sevimg.catalog.pipeline import Checked, all_problems, check_catalog, specs_or_raise
+from sevimg.catalog.pipeline import Checked, all_problems, check_catalog
 from sevimg.catalog.policy import floor_verdicts
 from sevimg.catalog.resolve import roles_of
-from sevimg.catalog.scaffold import new_release
-from sevimg.catalog.schema import RELEASE, schemas_for
 from sevimg.catalog.versions import HOST_FLOORS, Verdict
 from sevimg.cli.base import err, handle_errors, mkosi_version_option, out, print_problems, styled
 from sevimg.cli.group import Context, main, pass_ctx
-from sevimg.cli.params import ImageName
+from sevimg.cli.params import ROLE_CHOICE, ImageName
 from sevimg.problems import Problem, SevimgError, has_errors
-from sevimg.render.write import remove_stale, write_file_atomic, write_trees
 
 _VERDICT_STYLE = {
     Verdict.OK: ("ok", "green"),
@@ -175,9 +170,7 @@ def _broken_row(image: str, problems: Sequence[Problem]) -> dict[str, Any]:
 
 @main.command()
 @click.argument("image", type=ImageName())
-@click.option(
-    "--role", type=click.Choice(["host", "guest"]), help="Only this role (default: every role)."
-)
+@click.option("--role", type=ROLE_CHOICE, help="Only this role (default: every role).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of YAML.")
 @click.option(
     "--debug-image",
@@ -270,200 +263,3 @@ def validate(
         summary = f"{len(checked)} release{'s' if len(checked) != 1 else ''} checked: {errors} error{'s' if errors != 1 else ''}, {warnings} warning{'s' if warnings != 1 else ''}"
         (err if failed else out).print(summary, style="red" if failed else "green", markup=False)
     sys.exit(1 if failed else 0)
-
-
-# --- render --------------------------------------------------------------------------
-
-
-@main.command()
-@click.argument("images", nargs=-1, type=ImageName())
-@click.option("--all", "all_images", is_flag=True, help="Render every release of the catalog.")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Output folder (default: build/ in the workspace).",
-)
-@click.option(
-    "--debug-image",
-    "debug",
-    is_flag=True,
-    help="Render debug variants: autologin on the console, image ids ending in -debug.",
-)
-@mkosi_version_option
-@pass_ctx
-@handle_errors
-def render(
-    ctx: Context,
-    images: Sequence[str],
-    all_images: bool,
-    output: Path | None,
-    debug: bool,
-    mkosi_version: str | None,
-) -> None:
-    """Render mkosi trees for IMAGES (or --all) into OUTPUT/<role>-<image>/.
-
-    Every tree is checked and rendered in memory first; if anything is wrong,
-    nothing is written. Each tree is then replaced atomically. One sevimg at a
-    time writes a folder: a second run waits up to 3 seconds, then fails
-    naming the first one's pid.
-    """
-    if not images and not all_images:
-        raise SevimgError(
-            "name the images to render, or pass --all", hint="`sevimg list` shows them"
-        )
-    if images and all_images:
-        raise SevimgError("pass image names or --all, not both")
-    written, warnings = render_images(ctx, images, output, debug=debug, mkosi_version=mkosi_version)
-    print_problems(warnings)
-    for path, image_id in written:
-        out.print(f"wrote {path}  ({image_id})", markup=False)
-
-
-def render_images(
-    ctx: Context,
-    images: Sequence[str],
-    output: Path | None,
-    *,
-    debug: bool = False,
-    mkosi_version: str | None = None,
-) -> tuple[list[tuple[str, str]], list[Problem]]:
-    """Check, render and write trees: (displayed path, image id) per tree, and the warnings."""
-    checked, orphans = check_catalog(ctx.catalog, images, debug=debug)
-    specs = specs_or_raise(checked, orphans)
-    renderer = ctx.renderer(mkosi_version)
-    trees = [renderer.render(spec) for spec in specs]
-    out_dir = output or ctx.ws.build_dir
-    try:
-        with lock.hold(out_dir, "the tree folder"):
-            remove_stale(out_dir)  # staging folders of runs that were killed outright
-            paths = write_trees(trees, out_dir)
-    except OSError as exc:
-        raise SevimgError(f"cannot write under {out_dir}: {exc.strerror or exc}") from None
-    written = [(ctx.ws.display(p), t.image_id) for p, t in zip(paths, trees, strict=True)]
-    return written, all_problems(checked, orphans)
-
-
-# --- new -----------------------------------------------------------------------------
-
-
-@main.command()
-@click.argument("image", metavar="DISTRO-RELEASE")
-@click.option(
-    "--from",
-    "from_image",
-    metavar="IMAGE",
-    type=ImageName(),
-    help="Carry over the overrides of this release of the same distribution.",
-)
-@click.option(
-    "--codename", metavar="NAME", help="The codename mkosi's Release= takes (Debian, Ubuntu)."
-)
-@click.option(
-    "--prerelease",
-    is_flag=True,
-    help="Mark it a pre-release, built from the distribution's development repositories "
-    "(Fedora rawhide, Debian testing; Ubuntu: pass the development series as --codename).",
-)
-@click.option("--no-render", is_flag=True, help="Only write the YAML file.")
-@click.option(
-    "--offline",
-    is_flag=True,
-    envvar="SEVIMG_OFFLINE",
-    help="Do not read the release's archive (versions stay to be declared by hand).",
-)
-@mkosi_version_option
-@pass_ctx
-@handle_errors
-def new(
-    ctx: Context,
-    image: str,
-    from_image: str | None,
-    codename: str | None,
-    prerelease: bool,
-    no_render: bool,
-    offline: bool,
-    mkosi_version: str | None,
-) -> None:
-    """Start a new release file images/DISTRO-RELEASE.yaml, then validate and render it.
-
-    The file holds only what the distribution's defaults cannot: release,
-    codename and status (plus, with --from, that release's own overrides).
-    When the release's archive can be read (`sevimg archive`), the kernel,
-    QEMU and OVMF versions it carries are written in, and missing packages or
-    a missing SEV firmware file are reported.
-    """
-    catalog = ctx.catalog
-    made = new_release(
-        catalog, image, from_image=from_image, codename=codename, prerelease=prerelease
-    )
-    target = ctx.ws.images_dir / f"{made.image}.yaml"
-    display = ctx.ws.display(target)
-
-    # Check the text before it touches the catalog: a refusal leaves no file.
-    try:
-        doc = load_text(made.text, path=target, display=display)
-    except LoadError as exc:
-        raise SevimgError(
-            f"the generated {display} does not parse; this is a bug", [exc.problem]
-        ) from None
-    problems = schemas_for(ctx.ws.search_path("schema")).validate(doc, RELEASE)
-    if has_errors(problems):
-        raise SevimgError(f"{display} would not be valid; nothing written", problems)
-
-    write_file_atomic(target, made.text.encode())
-    ctx._catalog = None  # reload with the new file
-    try:
-        checked, _ = check_catalog(ctx.catalog, [made.image])
-        problems = list(checked[0].problems)
-        if has_errors(problems):
-            raise SevimgError(f"{display} does not validate", problems)
-        from sevimg.archive.onboard import check_new  # noqa: PLC0415 - httpx only for `new`
-
-        asked = check_new(ctx.catalog, made.image, offline=offline)
-        if asked.versions:
-            ctx._catalog = None  # the file now declares versions
-            checked, _ = check_catalog(ctx.catalog, [made.image])
-            problems = list(checked[0].problems)
-        written = (
-            []
-            if no_render
-            else render_images(ctx, [made.image], None, mkosi_version=mkosi_version)[0]
-        )
-    except SevimgError:
-        target.unlink(missing_ok=True)
-        raise
-
-    out.print(f"wrote {display} ({len(made.text.splitlines())} lines)", markup=False)
-    for path, image_id in written:
-        out.print(f"wrote {path}  ({image_id})", markup=False)
-    print_problems(p for p in problems if not p.is_error)
-    if asked.checked:
-        shown = ", ".join(f"{k} {v}" for k, v in asked.versions.items()) or "none found"
-        out.print(f"archive: versions from the release's repositories: {shown}", markup=False)
-        for message in asked.errors:
-            err.print(f"archive: error: {message}", style="red", markup=False)
-        for message in asked.warnings:
-            err.print(f"archive: warning: {message}", style="yellow", markup=False)
-    else:
-        err.print(f"archive: could not check the release's archive: {asked.reason}", markup=False)
-    out.print("\nNext:", style="bold")
-    first = (
-        f"review the `versions:` read from the archive in {display}"
-        if asked.versions
-        else f"declare `versions:` (kernel, qemu, ovmf) in {display} from the release's repositories, so the SEV floors are checked"
-    )
-    fix = (
-        f"fix what the archive lacks (above): `host:`/`guest:` add_packages or remove_packages, or an extra repository, in {display}"
-        if asked.errors
-        else f"check package names against the release's archive; add `host:`/`guest:` add_packages or remove_packages where they differ from images/{made.image.partition('-')[0]}.yaml"
-    )
-    steps = [
-        first,
-        fix,
-        f"sevimg archive {made.image}",
-        f"sevimg validate {made.image}",
-        f"sevimg build {made.image}",
-    ]
-    for number, step in enumerate(steps, 1):
-        out.print(f"  {number}. {step}", markup=False)

@@ -56,7 +56,7 @@ COMMANDS: dict[str, Listed] = {
         "release", "Merge the artifact folders of several builds into one, with one SHA256SUMS."
     ),
     "new": Listed(
-        "catalog",
+        "new",
         "Start a new release file images/DISTRO-RELEASE.yaml, then validate and render it.",
     ),
     "publish": Listed(
@@ -67,10 +67,10 @@ COMMANDS: dict[str, Listed] = {
         "certify", "Print the expected SEV-SNP launch measurement of the built guest of IMAGE."
     ),
     "render": Listed(
-        "catalog", "Render mkosi trees for IMAGES (or --all) into OUTPUT/<role>-<image>/."
+        "render", "Render mkosi trees for IMAGES (or --all) into OUTPUT/<role>-<image>/."
     ),
     "run": Listed(
-        "build",
+        "run",
         "Launch the guest UKI of IMAGE (debian-13, or a path to a .efi) as an SEV-SNP guest.",
     ),
     "serve": Listed(

@@ -13,13 +13,14 @@ from typing import Any, NoReturn
 
 import click
 
-from sevimg.build import mkosi
 from sevimg.catalog.index import IMAGE_NAME_HELP, split_image_name
 from sevimg.catalog.schema import control_character
 from sevimg.catalog.spec import ROLES
-from sevimg.mkosi_versions import MIN_MKOSI, MKOSI_VERSIONS
+from sevimg.mkosi_versions import MIN_MKOSI, MKOSI_VERSIONS, parse_mkosi_version
 
 ROLE_PREFIXES = tuple(f"{role}-" for role in ROLES)
+# --role of build, show and run: the catalog's roles.
+ROLE_CHOICE = click.Choice(ROLES)
 
 
 class BadInput(click.BadParameter):
@@ -99,7 +100,7 @@ class MkosiVersion(click.ParamType):  # type: ignore[type-arg]  # generic only i
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         """'25.3', checked and normalised."""
         try:
-            parsed = mkosi.parse_version(str(value))
+            parsed = parse_mkosi_version(str(value))
         except ValueError:
             _refuse(
                 f"{str(value)!r} is not a version such as {' or '.join(MKOSI_VERSIONS)}", param, ctx

@@ -19,10 +19,10 @@ from sevimg.cli.group import Context, main, pass_ctx
 from sevimg.problems import SevimgError
 from sevimg.redact import redact_text
 from sevimg.serve.files import check_poweroff, load_jobs
-from sevimg.serve.http import Handle, parse_bind, serve
 from sevimg.serve.jobs import Job, State
 from sevimg.serve.mdns import SERVICE, advertise, publisher
 from sevimg.serve.results import SUMMARY, Results
+from sevimg.serve.server import Handle, parse_bind, serve
 from sevimg.serve.table import counts, jobs_table
 
 if TYPE_CHECKING:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from sevimg import interrupt, proc
+from sevimg.catalog.index import machine_families
 from sevimg.catalog.spec import FamilyFacts
 from sevimg.problems import SevimgError
 from sevimg.render.launch import (
@@ -33,6 +34,7 @@ from sevimg.render.launch import (
     snp_command,
 )
 from sevimg.render.write import scratch_folder
+from sevimg.workspace import Workspace
 from sevimg_cert import channel
 
 
@@ -68,6 +70,14 @@ def search_paths(families: Iterable[FamilyFacts]) -> SearchPaths:
     )
 
 
+def family_search_paths(ws: Workspace | None) -> SearchPaths:
+    """QEMU and firmware search paths from the family files (the workspace's, else sevimg's)."""
+    paths = search_paths(machine_families(ws))
+    if not (paths.qemu and paths.plain_ovmf and paths.sev_firmware):
+        raise SevimgError("no family files (images/families/*.yaml) name QEMU and firmware paths")
+    return paths
+
+
 # What QEMU prints when KVM cannot run the firmware (seen with nested KVM).
 KVM_FAILURES = (
     "KVM internal error",
@@ -79,6 +89,7 @@ CPUID_SEV_LEAF = 0x8000001F
 QEMU_GRACE = 3.0  # seconds QEMU gets after SIGTERM before SIGKILL
 MAX_MEMORY_MB = 1024 * 1024  # 1 TiB: more is a typo, not a guest
 MAX_TIMEOUT = 24 * 3600.0  # seconds; a smoke boot that needs a day has failed
+GUEST_TIMEOUT = 600.0  # seconds `run --no-sev` waits for a guest's readiness marker by default
 # After the readiness marker, how long the attestation responder gets to answer
 # (it starts when the port appears, before the marker; TCG is slow).
 ATTEST_TIMEOUT = 120.0

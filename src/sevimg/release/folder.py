@@ -74,6 +74,21 @@ class ArtifactFolder:
         return [f for f in self.files if f.kind == "image" and f.debug]
 
 
+def built_uki(folder: Path, image: str, role: ArtifactRole = "guest") -> Path:
+    """The UKI of `role` built for `image` (`debian-13` or `guest-debian-13`) in `folder`."""
+    other = "host" if role == "guest" else "guest"
+    if image.startswith(f"{other}-"):
+        raise SevimgError(f"{image} is a {other} image; this run is for --role {role}")
+    name = image if image.startswith(f"{role}-") else f"{role}-{image}"
+    path = folder / artifact_name(name)
+    if not path.is_file():
+        base = name.removeprefix(f"{role}-")
+        raise SevimgError(
+            f"{path} does not exist", hint=f"build it first: sevimg build {base} --role {role}"
+        )
+    return path.resolve()
+
+
 def refuse_debug(files: Sequence[LocalArtifact], *, action: str) -> None:
     """A SevimgError naming every debug image in `files`, unless there is none.
 

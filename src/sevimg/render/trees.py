@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.resources
 import json
-import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import Any
 
 from sevimg.catalog import payload
 from sevimg.catalog.spec import GUEST_EMBED_DIR, GUEST_EMBED_PATH, ImageSpec, KernelModules
-from sevimg.mkosi_versions import OLDEST_MKOSI
+from sevimg.mkosi_versions import OLDEST_MKOSI, parse_mkosi_version
 from sevimg.render import launch
 from sevimg.render.apt import deb822
 from sevimg_cert.installed import PACKAGES_JSON
@@ -65,14 +64,6 @@ class Tree:
             if str(f.path) == path:
                 return f
         raise KeyError(path)
-
-
-def parse_mkosi_version(text: str) -> tuple[int, ...]:
-    """'25.3' or 'mkosi 25.3-7' → (25, 3)."""
-    match = re.search(r"(\d+)(?:\.(\d+))?", text)
-    if not match:
-        raise ValueError(f"not an mkosi version: {text!r}")
-    return tuple(int(x) for x in match.groups() if x is not None)
 
 
 class Renderer:

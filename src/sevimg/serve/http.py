@@ -14,13 +14,12 @@ in 1 MiB chunks so memory stays flat whatever their size. A single byte
 range (`Range: bytes=a-b`, `a-`, `-n`) gets 206 and Content-Range; a range
 past the end gets 416 with `Content-Range: bytes */size`; several ranges or
 a malformed header are ignored and the whole file is sent (RFC 9110 allows
-it). :func:`serve` starts the server in a thread and returns a handle.
+it). :func:`sevimg.serve.server.serve` starts the server in a thread.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import ipaddress
 import re
 import socket
@@ -35,9 +34,9 @@ from urllib.parse import urlsplit
 from sevimg.problems import SevimgError
 from sevimg.redact import redact_text
 from sevimg.serve import jobs as jobsm
-from sevimg.serve.files import Identity, Served, unchanged
+from sevimg.serve.files import Identity, unchanged
 from sevimg.serve.jobs import Board, Job, Report, parse_report
-from sevimg.serve.results import SUMMARY, Results
+from sevimg.serve.results import Results
 
 if TYPE_CHECKING:  # httpx is loaded only with --github-issues
     from sevimg.serve.issues import Issues
@@ -83,12 +82,16 @@ class Config:
     in_flight: int = 0
 
 
-class _Server(ThreadingHTTPServer):
+class Server(ThreadingHTTPServer):
+    """The listening socket; its handler threads die with the process."""
+
     daemon_threads = True
     config: Config
 
 
-class _Server6(_Server):
+class Server6(Server):
+    """The same, on an IPv6 address."""
+
     address_family = socket.AF_INET6
 
 
@@ -99,7 +102,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "sevimg-serve"
     sys_version = ""
     timeout = IDLE_TIMEOUT
-    server: _Server
+    server: Server
 
     def version_string(self) -> str:
         """The Server header: our name, without Python's version."""
@@ -390,118 +393,3 @@ def _range(header: str | None, size: int) -> tuple[int, int] | str | None:
     if first >= size:
         return "unsatisfiable"
     return first, min(last, size - 1)
-
-
-# --- starting and stopping -----------------------------------------------------------------
-
-
-@dataclass
-class Handle:
-    """A running server."""
-
-    url: str
-    host: str
-    port: int
-    config: Config
-    _server: _Server
-    _thread: threading.Thread
-
-    @property
-    def board(self) -> Board:
-        """The jobs."""
-        return self.config.board
-
-    @property
-    def events(self) -> list[Event]:
-        """Every request answered so far (a copy)."""
-        with self.config.lock:
-            return list(self.config.events)
-
-    def quiet(self) -> bool:
-        """No request is being handled."""
-        with self.config.lock:
-            return self.config.in_flight == 0
-
-    def stop(self) -> None:
-        """Stop accepting requests and close the listening socket."""
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-
-def parse_bind(text: str) -> tuple[str, int]:
-    """`ADDR:PORT`, `[V6]:PORT` or `:PORT` (127.0.0.1) → (address, port); SevimgError otherwise."""
-    match = re.fullmatch(r"(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]]*)):(\d{1,5})", text.strip())
-    if match is None or int(match[3]) > 65535:
-        raise SevimgError(
-            f"--bind {text!r}: expected ADDR:PORT, e.g. 127.0.0.1:8080, 0.0.0.0:8080 or [::]:8080"
-        )
-    host = match[1] or match[2] or "127.0.0.1"
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise SevimgError(f"--bind {text!r}: {host!r} is not an IP address") from None
-    return host, int(match[3])
-
-
-def serve(
-    served: Served,
-    *,
-    bind: tuple[str, int] = ("127.0.0.1", 0),
-    path: str = "/dispatch",
-    poweroff: Path | None = None,
-    results: Results | None = None,
-    filer: Issues | None = None,
-    clock: jobsm.Clock | None = None,
-    log: Log | None = None,
-) -> Handle:
-    """Start serving the jobs of `served` (:func:`sevimg.serve.files.load_jobs`) on `bind`.
-
-    Port 0 picks a free port. Returns a :class:`Handle` with `.url` and
-    `.stop()`. With `results`, reports are saved there and results.json is
-    rewritten on every change. SevimgError when the address cannot be bound
-    (in use, not this machine's, no permission).
-    """
-    import time  # noqa: PLC0415 - the default clock only
-
-    if not path.startswith("/"):
-        raise SevimgError(f"--path {path!r}: must start with /, e.g. /dispatch")
-    board = Board(served.jobs, clock or time.time)
-    say = log or (lambda _: None)
-    config = Config(path, board, served.identities, poweroff, results, filer, say)
-    if results is not None:
-
-        def summary(_: tuple[Job, ...]) -> None:
-            try:
-                results.write_summary(board.snapshot)
-            except OSError as exc:
-                say(f"cannot write {results.folder / SUMMARY}: {exc.strerror or exc}")
-
-        board.listeners.append(summary)
-        summary(board.jobs)
-    host, port = bind
-    cls = _Server6 if ":" in host else _Server
-    try:
-        server = cls((host, port), Handler, bind_and_activate=False)
-    except OSError as exc:
-        raise SevimgError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    server.config = config
-    try:
-        server.server_bind()
-        server.server_activate()
-    except OSError as exc:
-        server.server_close()
-        why = exc.strerror or str(exc)
-        hint = (
-            "another server (dispatch, or a second sevimg serve?) listens there; pick another with --bind"
-            if exc.errno == errno.EADDRINUSE
-            else "ports below 1024 need privileges; addresses must be this machine's"
-        )
-        raise SevimgError(f"cannot listen on {host}:{port}: {why}", hint=hint) from None
-    actual_port = int(server.server_address[1])
-    shown = f"[{host}]" if ":" in host else host
-    thread = threading.Thread(
-        target=server.serve_forever, args=(0.1,), name="sevimg-serve", daemon=True
-    )
-    thread.start()
-    return Handle(f"http://{shown}:{actual_port}{path}", host, actual_port, config, server, thread)
