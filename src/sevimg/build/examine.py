@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sevimg.build.uki import Member, Uki
-from sevimg.catalog import payload, security, versions
+from sevimg.catalog import payload, security, security_files, versions
 from sevimg.catalog.spec import GUEST_EMBED_PATH, ImageSpec
 from sevimg.render.trees import ATTEST_RESPONDER, ATTEST_RULES
 
@@ -134,7 +134,7 @@ def check(
             )
 
     module_errors, module_warnings = _missing_modules(spec, members)
-    errors += module_errors
+    errors += module_errors + _blocked_modules(members)
     warnings += module_warnings
 
     for unit in [u for u in spec.payload.units if u in spec.payload.enable]:
@@ -154,13 +154,46 @@ def check(
             errors.append(f"/{script} is missing or not executable")
 
     if not spec.debug:
-        for finding in security.kernel_command_line(uki.cmdline.split()):
+        for finding in security.kernel_command_line(security.split_command_line(uki.cmdline)):
             (errors if finding.error else warnings).append(
                 f"the UKI's .cmdline has {finding.what!r}, which {finding.why}"
             )
-        for finding in security.image_files(members, lambda path: _resolve(members, path)):
+        for finding in security_files.image_files(members, lambda path: _resolve(members, path)):
             (errors if finding.error else warnings).append(str(finding))
     return Findings(installed.get("kernel"), installed, tuple(errors), tuple(warnings))
+
+
+_MODPROBE_DIRS = ("etc/modprobe.d/", "usr/lib/modprobe.d/", "lib/modprobe.d/", "run/modprobe.d/")
+# modprobe options that switch SEV off in the module that carries it
+_SEV_OPTIONS = {"kvm_amd": ("sev", "sev_es", "sev_snp", "npt")}
+
+
+def _blocked_modules(members: Mapping[str, Member]) -> list[str]:
+    """modprobe.d lines that keep a module SEV-SNP needs from loading, or switch SEV off.
+
+    A module file that is present but blacklisted, replaced by an `install`
+    command or loaded with sev=0 is as good as missing.
+    """
+    found: list[str] = []
+    for path, member in sorted(members.items()):
+        if not path.startswith(_MODPROBE_DIRS) or member.is_dir:
+            continue
+        for number, line in enumerate(member.data.decode(errors="replace").splitlines(), 1):
+            words = line.split("#", 1)[0].split()
+            if len(words) < 2:
+                continue
+            command, module = words[0], payload.module_name(words[1])
+            where = f"/{path}:{number}"
+            if command in ("blacklist", "install") and module in security.SEV_MODULES:
+                found.append(
+                    f"{where}: `{line.strip()}` keeps {module}, which SEV-SNP needs, from loading"
+                )
+            elif command == "options" and module in _SEV_OPTIONS:
+                for option in words[2:]:
+                    key, _, value = option.partition("=")
+                    if key in _SEV_OPTIONS[module] and value.lower() in security.OFF_VALUES:
+                        found.append(f"{where}: `{line.strip()}` switches SEV off")
+    return found
 
 
 def _missing_modules(spec: ImageSpec, members: Mapping[str, Member]) -> tuple[list[str], list[str]]:
