@@ -31,7 +31,7 @@ class Findings:
     warnings: tuple[str, ...]
 
 
-def _resolve(members: Mapping[str, Member], path: str, depth: int = 0) -> Member | None:
+def resolve_member(members: Mapping[str, Member], path: str, depth: int = 0) -> Member | None:
     """The member at `path`, following symlinks (relative or absolute) inside the image."""
     path = path.lstrip("/")
     member = members.get(path)
@@ -44,7 +44,7 @@ def _resolve(members: Mapping[str, Member], path: str, depth: int = 0) -> Member
                 base = "/".join(parts[: i - 1])
                 target = parent.data.decode()
                 joined = target if target.startswith("/") else posixpath.join(base, target)
-                return _resolve(
+                return resolve_member(
                     members, posixpath.normpath(joined) + "/" + "/".join(parts[i:]), depth + 1
                 )
         return None
@@ -53,7 +53,7 @@ def _resolve(members: Mapping[str, Member], path: str, depth: int = 0) -> Member
         joined = (
             target if target.startswith("/") else posixpath.join(posixpath.dirname(path), target)
         )
-        return _resolve(members, posixpath.normpath(joined), depth + 1)
+        return resolve_member(members, posixpath.normpath(joined), depth + 1)
     return member
 
 
@@ -107,15 +107,15 @@ def check(
                     f"{floor.component} {version} is below the supported {floor.recommended}"
                 )
         firmware = spec.payload.sev_firmware or ""
-        if _resolve(members, firmware) is None:
+        if resolve_member(members, firmware) is None:
             errors.append(
                 f"SEV firmware {firmware} is missing from the image ({spec.component('ovmf')} does not ship it)"
             )
         qemu = spec.payload.qemu_binary or ""
-        binary = _resolve(members, qemu)
+        binary = resolve_member(members, qemu)
         if binary is None or not binary.mode & 0o111:
             errors.append(f"QEMU binary {qemu} is missing from the image")
-        guest = _resolve(members, GUEST_EMBED_PATH)
+        guest = resolve_member(members, GUEST_EMBED_PATH)
         if guest is None:
             errors.append(f"the guest UKI is not embedded at {GUEST_EMBED_PATH}")
         elif guest_sha256 and hashlib.sha256(guest.data).hexdigest() != guest_sha256:
@@ -158,7 +158,9 @@ def check(
             (errors if finding.error else warnings).append(
                 f"the UKI's .cmdline has {finding.what!r}, which {finding.why}"
             )
-        for finding in security_files.image_files(members, lambda path: _resolve(members, path)):
+        for finding in security_files.image_files(
+            members, lambda path: resolve_member(members, path)
+        ):
             (errors if finding.error else warnings).append(str(finding))
     return Findings(installed.get("kernel"), installed, tuple(errors), tuple(warnings))
 
