@@ -29,13 +29,13 @@ def ways_in(path: Path) -> list[str]:
     except SevimgError:
         return []
     found = _uki_ways_in(uki, "")
-    embedded = uki.members().get(GUEST_EMBED_PATH)
+    embedded = resolve_member(uki.members(), GUEST_EMBED_PATH)
     if embedded is not None and not embedded.is_symlink:
         try:
             guest = read_uki(path, embedded.data)
         except SevimgError:
             return found
-        found += _uki_ways_in(guest, f"its guest /{GUEST_EMBED_PATH}: ")
+        found += _uki_ways_in(guest, f"its guest {GUEST_EMBED_PATH}: ")
     return found
 
 
