@@ -154,9 +154,15 @@ def check(
             errors.append(f"/{script} is missing or not executable")
 
     if not spec.debug:
-        for finding in security.kernel_command_line(security.split_command_line(uki.cmdline)):
+        tokens = security.split_command_line(uki.cmdline)
+        for finding in security.kernel_command_line(tokens):
             (errors if finding.error else warnings).append(
                 f"the UKI's .cmdline has {finding.what!r}, which {finding.why}"
+            )
+        if _FIRSTBOOT in members and security.firstboot_prompts(tokens):
+            errors.append(
+                "the UKI's .cmdline does not end with systemd.firstboot=off: systemd-firstboot "
+                "would ask the console for a root password"
             )
         for finding in security_files.image_files(
             members, lambda path: resolve_member(members, path)
@@ -165,6 +171,7 @@ def check(
     return Findings(installed.get("kernel"), installed, tuple(errors), tuple(warnings))
 
 
+_FIRSTBOOT = "usr/lib/systemd/system/systemd-firstboot.service"
 _MODPROBE_DIRS = ("etc/modprobe.d/", "usr/lib/modprobe.d/", "lib/modprobe.d/", "run/modprobe.d/")
 # modprobe options that switch SEV off in the module that carries it
 _SEV_OPTIONS = {"kvm_amd": ("sev", "sev_es", "sev_snp", "npt")}

@@ -211,6 +211,19 @@ def split_command_line(text: str) -> list[str]:
     return words
 
 
+def firstboot_prompts(tokens: Iterable[str]) -> bool:
+    """Whether systemd-firstboot would prompt on the console (for a root password, too).
+
+    The last systemd.firstboot= wins, as in systemd; without one it prompts.
+    """
+    value = "on"
+    for token in tokens:
+        key, sep, rest = token.partition("=")
+        if _normalise(key) == "systemd.firstboot":
+            value = rest.lower() if sep else "on"
+    return value not in _OFF
+
+
 def kernel_command_line(tokens: Iterable[str]) -> list[Finding]:
     """Every unsafe token of a command line, in order."""
     return [f for t in tokens if (f := kernel_token(t)) is not None]
