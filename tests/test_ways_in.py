@@ -57,6 +57,8 @@ UNSAFE_TOKENS = [
     "systemd.unit=rescue.service",
     "systemd.unit=emergency.service",
     "systemd.unit=kbrequest.target",
+    "systemd.unit=runlevel1.target",
+    "rd.systemd.set_credential_binary=passwd.hashed-password.root:JDYk",
     "systemd.wants=emergency.service",
     "rd.systemd.wants=rescue.service",
     "systemd.setenv=SYSTEMD_SULOGIN_FORCE=1",
@@ -115,6 +117,14 @@ def test_more_unsafe_tokens_are_refused(
 @pytest.mark.parametrize("token", SAFE_TOKENS)
 def test_lookalike_tokens_pass(token: str) -> None:
     assert security.kernel_token(token) is None
+
+
+@pytest.mark.parametrize("token", ["initcall_blacklist=svm_init", "initcall_blacklist=sp_mod_init"])
+def test_skipped_initcalls_warn_and_fail_strict(cli: CliFn, workspace: Path, token: str) -> None:
+    with_release(workspace, "debian-13", f"host:\n  add_kernel_command_line: ['{token}']\n")
+    run = cli("validate", "debian-13")
+    assert run.code == 0 and ": warning: host.add_kernel_command_line[0]: " in run.stderr
+    assert cli("validate", "--strict", "debian-13").code == 1
 
 
 @pytest.mark.parametrize(
@@ -326,6 +336,49 @@ WAYS_IN: list[tuple[str, list[tuple[str, int, bytes]], str]] = [
     ("xrdp", [("usr/sbin/xrdp", EXE, b"")], "remote-desktop"),
     ("cloud-init", [("usr/bin/cloud-init", EXE, b"")], "cloud-init"),
     ("vmtoolsd", [("usr/bin/vmtoolsd", EXE, b"")], "VMware"),
+    (
+        "getty linked to debug-shell",
+        [
+            (
+                "etc/systemd/system/serial-getty@.service",
+                LINK,
+                b"/usr/lib/systemd/system/debug-shell.service",
+            )
+        ],
+        "the console getty is debug-shell.service",
+    ),
+    (
+        "a shell on a terminal, under another name",
+        [
+            (
+                "etc/systemd/system/console-helper.service",
+                FILE,
+                b"[Service]\nStandardInput=tty-force\nTTYPath=/dev/ttyS0\nExecStart=/bin/bash -l\n",
+            ),
+            (
+                "etc/systemd/system/multi-user.target.wants/console-helper.service",
+                LINK,
+                b"../console-helper.service",
+            ),
+        ],
+        "runs bash on a terminal",
+    ),
+    (
+        "sshd under another name",
+        [
+            (
+                "usr/lib/systemd/system/remote.service",
+                FILE,
+                b"[Service]\nExecStart=/usr/sbin/sshd -D\n",
+            ),
+            (
+                "etc/systemd/system/multi-user.target.wants/remote.service",
+                LINK,
+                b"/usr/lib/systemd/system/remote.service",
+            ),
+        ],
+        "starts the OpenSSH server",
+    ),
     (
         "busybox telnetd",
         [("usr/bin/busybox", EXE, b""), ("usr/sbin/telnetd", LINK, b"../bin/busybox")],

@@ -74,6 +74,8 @@ _KEYS: Mapping[str, tuple[str, bool]] = {
     "rdbreak": ("stops the initrd in a root shell", False),
     "rdshell": ("drops to a root shell in the initrd when boot fails", False),
 }
+# Keeps the kernel's own init functions (svm_init: kvm_amd built in) from running.
+_INITCALLS = "initcall_blacklist"
 # Bare words systemd reads as a runlevel that means rescue or emergency.
 _RESCUE_WORDS = frozenset({"single", "s", "S", "1", "-s", "emergency", "rescue", "-b"})
 RESCUE_UNITS = frozenset(
@@ -85,6 +87,7 @@ RESCUE_UNITS = frozenset(
         "emergency.target",
         "emergency.service",
         "kbrequest.target",
+        "runlevel1.target",
     }
 )
 # key → values that are unsafe (compared lower-case). selinux=0 and the like are
@@ -104,7 +107,12 @@ _VALUES: Mapping[str, tuple[frozenset[str], str]] = {
 _WARNING_KEYS = frozenset({"mitigations", "spectre_v2", "spec_store_bypass_disable"})
 _WEAK_WORDS = frozenset({"nokaslr", "nopti", "nospectre_v1", "nospectre_v2", "nosmap", "nosmep"})
 _CREDENTIAL_KEYS = frozenset(
-    {"systemd.set_credential", "systemd.set_credential_binary", "rd.systemd.set_credential"}
+    {
+        "systemd.set_credential",
+        "systemd.set_credential_binary",
+        "rd.systemd.set_credential",
+        "rd.systemd.set_credential_binary",
+    }
 )
 # Credentials systemd turns into a way in: passwords, SSH keys and listeners.
 # tmpfiles/sysusers/unit credentials write files, accounts and units into the image.
@@ -164,6 +172,8 @@ def kernel_token(token: str) -> Finding | None:
         if blocked:
             return Finding(token, f"{_MODULE_OFF} ({', '.join(blocked)})")
         return None
+    if norm == _INITCALLS:
+        return Finding(token, "skips kernel initialisation (SEV's too, if built in)", error=False)
     if norm in _CREDENTIAL_KEYS:
         name = value.split(":", 1)[0]
         if name.startswith(_CREDENTIAL_NAMES):

@@ -113,8 +113,17 @@ def image_files(
             names = {name, *_unit_targets(members, path), *_unit_aliases(members, name)}
             if bad := sorted(n for n in names if unit_opens_login(n) or n in RESCUE_UNITS):
                 found.append(Finding(f"/{path}", f"enables {', '.join(bad)}, a way in"))
+            # and what the unit runs, whatever it is called
+            for unit in (resolve(path), *(resolve(d + name) for d in _UNIT_DIRS)):
+                if unit is not None and (runs := _unit_opens_console(unit.data)):
+                    found.append(Finding(f"/{path}", f"enables {name}, which {runs}"))
+                    break
         elif _is_getty_unit_or_dropin(parent, name):
-            if override := _getty_override(member.data):
+            hops = _unit_targets(members, path)  # a getty replaced by a link to another unit
+            if bad := sorted(n for n in hops if unit_opens_login(n) or n in RESCUE_UNITS):
+                found.append(Finding(f"/{path}", f"the console getty is {', '.join(bad)}"))
+            unit = resolve(path) if hops else member
+            if unit is not None and (override := _getty_override(unit.data)):
                 found.append(Finding(f"/{path}", override))
         elif name == "default.target":
             targets = {*_unit_targets(members, path)} or {
@@ -125,6 +134,32 @@ def image_files(
 
     found += _passwords(resolve)
     return found
+
+
+# Programs that are a shell when a unit gives them a terminal.
+_SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "busybox", "login", "su"})
+
+
+def _unit_opens_console(data: bytes) -> str | None:
+    """Why an enabled unit is a way in by what it runs: a shell on a terminal, a login daemon."""
+    text = data.decode(errors="replace")
+    settings = [line.strip().partition("=") for line in text.splitlines()]
+    on_tty = any(
+        k.strip() == "StandardInput" and v.strip().startswith("tty") for k, _, v in settings
+    )
+    for key, sep, value in settings:
+        if not sep or not key.strip().startswith("Exec") or not value.strip():
+            continue
+        try:
+            words = shlex.split(value.strip().lstrip("-@:+!|"))
+        except ValueError:
+            words = value.split()
+        program = posixpath.basename(words[0]) if words else ""
+        if on_tty and program in _SHELLS:
+            return f"runs {program} on a terminal (a root shell)"
+        if program in _DAEMONS:
+            return f"starts {_DAEMONS[program]}"
+    return None
 
 
 def _unit_targets(members: Mapping[str, FileLike], path: str, depth: int = 0) -> list[str]:
