@@ -666,3 +666,64 @@ def test_an_image_whose_uki_opens_a_way_in_is_not_merged(
     assert not dest.exists() or not any(dest.iterdir())
     merge_artifact_folders([folder], dest, allow_debug=True)
     assert (dest / target.name).read_bytes() == content
+
+
+# --- class 1: a workspace's own templates ------------------------------------------
+
+TEMPLATE_OVERRIDES = [
+    ("mkosi.conf.j2", "Autologin={{ bool(spec.autologin) }}", "Autologin=yes", "Autologin=yes"),
+    ("mkosi.conf.j2", "Autologin={{ bool(spec.autologin) }}", "autologin=true", "autologin=true"),
+    (
+        "mkosi.conf.j2",
+        "Autologin={{ bool(spec.autologin) }}",
+        "RootPassword=hunter2",
+        "RootPassword=",
+    ),
+    ("mkosi.conf.j2", "Autologin={{ bool(spec.autologin) }}", "Ssh=yes", "Ssh=yes"),
+    (
+        "mkosi.conf.j2",
+        'KernelCommandLine={{ spec.kernel_command_line | join(" ") }}',
+        'KernelCommandLine={{ spec.kernel_command_line | join(" ") }} "init=/bin/sh"',
+        "'init=/bin/sh'",
+    ),
+    (
+        "mkosi.conf.j2",
+        'KernelCommandLine={{ spec.kernel_command_line | join(" ") }}',
+        'KernelCommandLine={{ spec.kernel_command_line | join(" ") }}\nKernelCommandLineExtra=rd.break',
+        "'rd.break'",
+    ),
+    ("mkosi.conf.j2", "Packages=\n", "Packages=\n        dropbear\n", "dropbear"),
+    ("payload/sevimg.preset.j2", "", "enable ssh.socket\n", "a preset enables ssh.socket"),
+    ("payload/sevimg.preset.j2", "", "enable debug-shell.service\n", "debug-shell.service"),
+    (
+        "payload/host/sevimg-host-check.service.j2",
+        "[Service]\n",
+        "[Service]\nStandardInput=tty\nExecStart=\nExecStart=/bin/sh\n",
+        "runs sh on a terminal",
+    ),
+    (
+        "payload/guest/sevimg-guest-check.service.j2",
+        "[Service]\n",
+        "[Service]\nExecStartPre=/usr/sbin/sshd\n",
+        "starts the OpenSSH server",
+    ),
+]
+
+
+@pytest.mark.parametrize(("template", "old", "new", "expected"), TEMPLATE_OVERRIDES)
+def test_a_workspace_template_that_opens_a_way_in_renders_nothing(
+    cli: CliFn, workspace: Path, template: str, old: str, new: str, expected: str
+) -> None:
+    packaged = (REPO / "templates" / template).read_text()
+    assert old in packaged, old
+    override = workspace / "templates" / template
+    override.parent.mkdir(parents=True, exist_ok=True)
+    override.write_text(packaged.replace(old, new, 1) if old else packaged + new)
+    out = workspace / "out"
+    run = cli("render", "debian-13", "-o", str(out))
+    assert run.code == 1 and "Traceback" not in run.output
+    assert re.search(
+        rf"^{re.escape(str(override))}: error: .*{re.escape(expected)}", run.stderr, re.M
+    ), run.stderr
+    assert not out.exists()
+    assert cli("render", "debian-13", "--debug-image", "-o", str(out)).code == 0

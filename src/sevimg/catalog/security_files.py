@@ -115,7 +115,7 @@ def image_files(
                 found.append(Finding(f"/{path}", f"enables {', '.join(bad)}, a way in"))
             # and what the unit runs, whatever it is called
             for unit in (resolve(path), *(resolve(d + name) for d in _UNIT_DIRS)):
-                if unit is not None and (runs := _unit_opens_console(unit.data)):
+                if unit is not None and (runs := unit_opens_console(unit.data)):
                     found.append(Finding(f"/{path}", f"enables {name}, which {runs}"))
                     break
         elif _is_getty_unit_or_dropin(parent, name):
@@ -140,7 +140,7 @@ def image_files(
 _SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "busybox", "login", "su"})
 
 
-def _unit_opens_console(data: bytes) -> str | None:
+def unit_opens_console(data: bytes) -> str | None:
     """Why an enabled unit is a way in by what it runs: a shell on a terminal, a login daemon."""
     text = data.decode(errors="replace")
     settings = [line.strip().partition("=") for line in text.splitlines()]
