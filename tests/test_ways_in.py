@@ -165,7 +165,29 @@ UNSAFE_PACKAGES = [
     "WALinuxAgent",
     "krb5-rsh-server",
 ]
-SAFE_PACKAGES = ["libvncserver1", "openssh-clients", "busybox", "cloud-utils", "python3-sshtunnel"]
+SAFE_PACKAGES = [
+    "libvncserver1",
+    "openssh-clients",
+    "busybox",
+    "cloud-utils",
+    "python3-sshtunnel",
+    "libstdc++6",
+    "g++",
+    "python3.12",
+    "systemd+",
+]
+# apt-get install reads these as "install" (a trailing +) or as a regular expression
+# when no package has the name: apt 2.6 installs the server each time (apt-get -s).
+APT_EXPRESSIONS = [
+    ("openssh-server+", "the OpenSSH server"),
+    ("dropbear+", "Dropbear"),
+    ("openssh.server", "matches openssh-server"),
+    ("tinyss.d", "matches tinysshd"),
+    ("cockpit.ws", "matches cockpit-ws"),
+    ("x11vn.", "matches x11vnc"),
+    ("ssh.", "matches openssh-server"),
+    ("cloud.init", "matches cloud-init"),
+]
 
 
 @pytest.mark.parametrize("name", UNSAFE_PACKAGES)
@@ -180,6 +202,22 @@ def test_more_login_servers_are_refused(
     assert re.search(
         rf"^images/fedora-44\.yaml:{lineno}:\d+: error: {section}\.add_packages\[0\]: "
         rf"package '{re.escape(name)}'",
+        run.stderr,
+        re.MULTILINE,
+    ), run.stderr
+
+
+@pytest.mark.parametrize(("name", "expected"), APT_EXPRESSIONS)
+def test_package_names_apt_reads_as_expressions_are_refused(
+    cli: CliFn, workspace: Path, name: str, expected: str
+) -> None:
+    release = with_release(workspace, "debian-13", f"guest:\n  add_packages: ['{name}']\n")
+    lineno = len(release.read_text().splitlines())
+    run = cli("validate", "debian-13")
+    assert run.code == 1 and "Traceback" not in run.output
+    assert re.search(
+        rf"^images/debian-13\.yaml:{lineno}:\d+: error: guest\.add_packages\[0\]: "
+        rf"package '{re.escape(name)}' is .*{re.escape(expected)}",
         run.stderr,
         re.MULTILINE,
     ), run.stderr

@@ -304,17 +304,37 @@ _PACKAGES: tuple[tuple[str, str], ...] = (
 # them, and the post-build check finds both.
 
 
+# What apt reads as a regular expression when no package has the name (apt-get
+# install openssh.server installs openssh-server); '+' at the end means "install".
+_REGEX_CHARS = frozenset(".?+*[")
+# The names the patterns above stand for, for names that are expressions.
+_CONCRETE = tuple(
+    {p.replace("*", "") for p, _ in _PACKAGES}
+    | {"openssh-server", "dropbear-bin", "inetutils-telnetd"}
+)
+
+
 def package(name: str) -> Finding | None:
     """Why a package must not be installed in a published image, or None.
 
-    Compared lower-case: apt, dnf and zypper find OpenSSH-Server too.
+    Read as the package managers read it: any case (dnf and zypper match
+    OpenSSH-Server), a trailing `+` (apt: install), and a name with `.` or
+    `+` inside as the regular expression apt takes it for.
     """
-    lower = name.lower()
+    lower = name.lower().rstrip("+")
     if lower.startswith("lib"):  # libraries (libvncserver1) serve nothing by themselves
         return None
     for pattern, why in _PACKAGES:
         if fnmatch.fnmatchcase(lower, pattern):
             return Finding(name, f"{why} ({_REMOTE_LOGIN} or a way in)")
+    if _REGEX_CHARS & set(lower):
+        try:
+            expression = re.compile(lower)
+        except re.error:
+            return None
+        for concrete in sorted(_CONCRETE):
+            if expression.search(concrete) and (found := package(concrete)):
+                return Finding(name, f"matches {concrete} as apt reads it: {found.why}")
     return None
 
 
