@@ -78,6 +78,8 @@ UNSAFE_TOKENS = [
     "module_blacklist=msr",
     "kvm_amd.npt=0",
     "kvm-amd.npt=N",
+    "rd.shell=OFF",
+    "rd.shell=No",
 ]
 SAFE_TOKENS = [
     "modprobe.blacklist=nouveau",

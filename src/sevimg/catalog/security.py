@@ -185,7 +185,8 @@ def kernel_token(token: str) -> Finding | None:
             return Finding(token, why, error=norm not in _WARNING_KEYS)
     if norm in _KEYS:
         why, off_is_safe = _KEYS[norm]
-        if off_is_safe and sep and value.lower() in _OFF:
+        # exactly as written: dracut reads only lower-case 0/no/off (rd.shell=OFF is on)
+        if off_is_safe and sep and value in _OFF:
             return None
         return Finding(token, why)
     return None
