@@ -767,3 +767,18 @@ def test_a_workspace_template_that_opens_a_way_in_renders_nothing(
     ), run.stderr
     assert not out.exists()
     assert cli("render", "debian-13", "--debug-image", "-o", str(out)).code == 0
+
+
+def test_serve_refuses_a_host_whose_embedded_guest_opens_a_way_in(tmp_path: Path) -> None:
+    from sevimg.serve.files import load_jobs
+
+    guest = real_uki("console=ttyS0 rd.break", [])
+    host = real_uki("console=ttyS0", [(GUEST_EMBED_PATH, FILE, guest)])
+    folder = make_folder(tmp_path / "out", content={"host-debian-13": host})
+    with pytest.raises(SevimgError) as caught:
+        load_jobs(folder)
+    text = "\n".join(map(str, caught.value.problems))
+    assert "host-debian-13.efi: error: a debug image (its UKI opens a way in" in text, text
+    assert "'rd.break'" in text
+    served = load_jobs(folder, allow_debug=True)
+    assert served is not None
