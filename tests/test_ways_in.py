@@ -782,3 +782,38 @@ def test_serve_refuses_a_host_whose_embedded_guest_opens_a_way_in(tmp_path: Path
     assert "'rd.break'" in text
     served = load_jobs(folder, allow_debug=True)
     assert served is not None
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ('"debug": false', '"debug": true, "debug": false', "duplicate key 'debug'"),
+        ('"debug": false', '"debug": false, "debug": false', "duplicate key 'debug'"),
+        ('"size": ', '"size": NaN, "x": ', "NaN is not a JSON number"),
+        (
+            '"debug": false',
+            '"debug": false, "deep": ' + "[" * 100000 + "]" * 100000,
+            "nested too deeply",
+        ),
+    ],
+)
+def test_a_manifest_that_hides_a_key_is_refused(
+    tmp_path: Path, old: str, new: str, expected: str
+) -> None:
+    folder = make_folder(tmp_path / "out")
+    manifest = folder / "host-debian-13.manifest.json"
+    text = manifest.read_text()
+    assert old in text
+    manifest.write_text(text.replace(old, new, 1))
+    (folder / "SHA256SUMS").write_text(
+        "".join(
+            f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n"
+            for p in sorted(folder.glob("*.*"))
+            if p.name != "SHA256SUMS"
+        )
+    )
+    dest = tmp_path / "merged"
+    with pytest.raises(SevimgError) as caught:
+        merge_artifact_folders([folder], dest)
+    assert f"{manifest}: error: {expected}" in "\n".join(map(str, caught.value.problems))
+    assert not dest.exists() or not any(dest.iterdir())
