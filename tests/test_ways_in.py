@@ -766,7 +766,10 @@ def test_a_workspace_template_that_opens_a_way_in_renders_nothing(
         rf"^{re.escape(str(override))}: error: .*{re.escape(expected)}", run.stderr, re.M
     ), run.stderr
     assert not out.exists()
-    assert cli("render", "debian-13", "--debug-image", "-o", str(out)).code == 0
+    assert cli("render", "debian-13", "--debug-image", "-o", str(workspace / "debug")).code == 0
+    build = cli("build", "debian-13", "--mkosi-version", "25.3")
+    assert build.code == 1 and "the rendered tree opens a way in" in build.stderr, build.output
+    assert not (workspace / "out").exists() and not (workspace / "build").exists()
 
 
 def test_serve_refuses_a_host_whose_embedded_guest_opens_a_way_in(tmp_path: Path) -> None:
