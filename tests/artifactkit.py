@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,12 +35,15 @@ def make_folder(
     guest_only: Iterable[str] = (),
     sums: bool = True,
     debug: bool = False,
+    content: Mapping[str, bytes] | None = None,
 ) -> Path:
     """An artifact folder holding guest and host UKIs of `images`, manifests and SHA256SUMS.
 
     Releases in `guest_only` get only a guest. `generation` changes the bytes,
     as a rebuild would. `debug` makes the images of a --debug-image build.
+    `content` gives the bytes of some images by id (a real UKI, say).
     """
+    given = content or {}
     suffix = "-debug" if debug else ""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "logs").mkdir(exist_ok=True)
@@ -52,7 +55,8 @@ def make_folder(
             SourceFile(f"images/{distro}.yaml", hashlib.sha256(distro.encode()).hexdigest()),
         ]
         guest_path = folder / f"guest-{image}{suffix}.efi"
-        guest_path.write_bytes(efi_bytes(f"guest-{image}{suffix}", generation, size))
+        guest_id = f"guest-{image}{suffix}"
+        guest_path.write_bytes(given.get(guest_id) or efi_bytes(guest_id, generation, size))
         (folder / "logs" / f"guest-{image}.log").write_text("mkosi said things\n")
         guest = Manifest.for_artifact(
             guest_path,
@@ -70,7 +74,8 @@ def make_folder(
         if image in single:
             continue
         host_path = folder / f"host-{image}{suffix}.efi"
-        host_path.write_bytes(efi_bytes(f"host-{image}{suffix}", generation, size))
+        host_id = f"host-{image}{suffix}"
+        host_path.write_bytes(given.get(host_id) or efi_bytes(host_id, generation, size))
         host = Manifest.for_artifact(
             host_path,
             distro=distro,

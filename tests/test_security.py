@@ -298,8 +298,8 @@ RPM_REPO = (
 )
 
 
-def rpm_repo(url: str = "https://example.org/repo/", pkg: str = "jq", more: str = "") -> str:
-    return "host:\n  add_packages: [jq]\n" + RPM_REPO.format(url=url, pkg=pkg, more=more)
+def rpm_repo(url: str = "https://example.org/repo/", pkg: str = "vim", more: str = "") -> str:
+    return "host:\n  add_packages: [vim]\n" + RPM_REPO.format(url=url, pkg=pkg, more=more)
 
 
 @pytest.mark.parametrize(

@@ -101,6 +101,8 @@ class Builder:
         sandbox.check_mkosi_path(self.s.cache_dir, "the build cache")
         for tree in self.s.local.sandbox_trees:
             sandbox.check_mkosi_path(tree, "the sandbox tree")
+        for spec in specs:  # a template that opens a way in fails here, before anything is written
+            self.s.renderer.render(spec)
         with (
             lock.hold(self.s.cache_dir, "the build cache"),
             lock.hold(self.s.build_dir, "the tree folder"),

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sevimg.build.uki import Member, Uki
-from sevimg.catalog import payload, security, versions
+from sevimg.catalog import payload, security, security_files, versions
 from sevimg.catalog.spec import GUEST_EMBED_PATH, ImageSpec
 from sevimg.render.trees import ATTEST_RESPONDER, ATTEST_RULES
 
@@ -31,7 +31,7 @@ class Findings:
     warnings: tuple[str, ...]
 
 
-def _resolve(members: Mapping[str, Member], path: str, depth: int = 0) -> Member | None:
+def resolve_member(members: Mapping[str, Member], path: str, depth: int = 0) -> Member | None:
     """The member at `path`, following symlinks (relative or absolute) inside the image."""
     path = path.lstrip("/")
     member = members.get(path)
@@ -44,7 +44,7 @@ def _resolve(members: Mapping[str, Member], path: str, depth: int = 0) -> Member
                 base = "/".join(parts[: i - 1])
                 target = parent.data.decode()
                 joined = target if target.startswith("/") else posixpath.join(base, target)
-                return _resolve(
+                return resolve_member(
                     members, posixpath.normpath(joined) + "/" + "/".join(parts[i:]), depth + 1
                 )
         return None
@@ -53,7 +53,7 @@ def _resolve(members: Mapping[str, Member], path: str, depth: int = 0) -> Member
         joined = (
             target if target.startswith("/") else posixpath.join(posixpath.dirname(path), target)
         )
-        return _resolve(members, posixpath.normpath(joined), depth + 1)
+        return resolve_member(members, posixpath.normpath(joined), depth + 1)
     return member
 
 
@@ -107,15 +107,15 @@ def check(
                     f"{floor.component} {version} is below the supported {floor.recommended}"
                 )
         firmware = spec.payload.sev_firmware or ""
-        if _resolve(members, firmware) is None:
+        if resolve_member(members, firmware) is None:
             errors.append(
                 f"SEV firmware {firmware} is missing from the image ({spec.component('ovmf')} does not ship it)"
             )
         qemu = spec.payload.qemu_binary or ""
-        binary = _resolve(members, qemu)
+        binary = resolve_member(members, qemu)
         if binary is None or not binary.mode & 0o111:
             errors.append(f"QEMU binary {qemu} is missing from the image")
-        guest = _resolve(members, GUEST_EMBED_PATH)
+        guest = resolve_member(members, GUEST_EMBED_PATH)
         if guest is None:
             errors.append(f"the guest UKI is not embedded at {GUEST_EMBED_PATH}")
         elif guest_sha256 and hashlib.sha256(guest.data).hexdigest() != guest_sha256:
@@ -134,7 +134,7 @@ def check(
             )
 
     module_errors, module_warnings = _missing_modules(spec, members)
-    errors += module_errors
+    errors += module_errors + _blocked_modules(members)
     warnings += module_warnings
 
     for unit in [u for u in spec.payload.units if u in spec.payload.enable]:
@@ -154,13 +154,55 @@ def check(
             errors.append(f"/{script} is missing or not executable")
 
     if not spec.debug:
-        for finding in security.kernel_command_line(uki.cmdline.split()):
+        tokens = security.split_command_line(uki.cmdline)
+        for finding in security.kernel_command_line(tokens):
             (errors if finding.error else warnings).append(
                 f"the UKI's .cmdline has {finding.what!r}, which {finding.why}"
             )
-        for finding in security.image_files(members, lambda path: _resolve(members, path)):
+        if _FIRSTBOOT in members and security.firstboot_prompts(tokens):
+            errors.append(
+                "the UKI's .cmdline does not end with systemd.firstboot=off: systemd-firstboot "
+                "would ask the console for a root password"
+            )
+        for finding in security_files.image_files(
+            members, lambda path: resolve_member(members, path)
+        ):
             (errors if finding.error else warnings).append(str(finding))
     return Findings(installed.get("kernel"), installed, tuple(errors), tuple(warnings))
+
+
+_FIRSTBOOT = "usr/lib/systemd/system/systemd-firstboot.service"
+_MODPROBE_DIRS = ("etc/modprobe.d/", "usr/lib/modprobe.d/", "lib/modprobe.d/", "run/modprobe.d/")
+# modprobe options that switch SEV off in the module that carries it
+_SEV_OPTIONS = {"kvm_amd": ("sev", "sev_es", "sev_snp", "npt")}
+
+
+def _blocked_modules(members: Mapping[str, Member]) -> list[str]:
+    """modprobe.d lines that keep a module SEV-SNP needs from loading, or switch SEV off.
+
+    A module file that is present but blacklisted, replaced by an `install`
+    command or loaded with sev=0 is as good as missing.
+    """
+    found: list[str] = []
+    for path, member in sorted(members.items()):
+        if not path.startswith(_MODPROBE_DIRS) or member.is_dir:
+            continue
+        for number, line in enumerate(member.data.decode(errors="replace").splitlines(), 1):
+            words = line.split("#", 1)[0].split()
+            if len(words) < 2:
+                continue
+            command, module = words[0], payload.module_name(words[1])
+            where = f"/{path}:{number}"
+            if command in ("blacklist", "install") and module in security.SEV_MODULES:
+                found.append(
+                    f"{where}: `{line.strip()}` keeps {module}, which SEV-SNP needs, from loading"
+                )
+            elif command == "options" and module in _SEV_OPTIONS:
+                for option in words[2:]:
+                    key, _, value = option.partition("=")
+                    if key in _SEV_OPTIONS[module] and value.lower() in security.OFF_VALUES:
+                        found.append(f"{where}: `{line.strip()}` switches SEV off")
+    return found
 
 
 def _missing_modules(spec: ImageSpec, members: Mapping[str, Member]) -> tuple[list[str], list[str]]:

@@ -67,10 +67,10 @@ class Uki:
         return found
 
 
-def read_uki(path: Path) -> Uki:
-    """Parse the UKI at `path`; SevimgError when it is not one."""
+def read_uki(path: Path, data: bytes | None = None) -> Uki:
+    """Parse the UKI at `path` (or `data`, a UKI found at `path`); SevimgError when it is not one."""
     try:
-        pe = pefile.PE(str(path), fast_load=True)
+        pe = pefile.PE(str(path), fast_load=True) if data is None else pefile.PE(data=data)
     except (OSError, pefile.PEFormatError) as exc:
         raise SevimgError(f"{path} is not a PE/EFI binary: {exc}") from None
     sections = {

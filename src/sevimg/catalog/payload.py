@@ -224,17 +224,25 @@ def module_kept(rules: KernelModules, path: str) -> bool:
     """Whether a module at `path` (below the module tree, no .ko) survives `rules`.
 
     Mirrors mkosi: an include beats an exclude; without `keep_all` only
-    included modules stay.
+    included modules stay. Where mkosi versions differ, the answer is the
+    one that keeps less: mkosi 26+ reads kvm_amd as kvm-amd and a folder
+    starting with kernel/ from the top of /usr/lib/modules/<version>/, so
+    such excludes drop a module, while includes count only as written.
     """
+    name = path.rsplit("/", 1)[-1]
 
-    def matches(entry: str) -> bool:
+    def included(entry: str) -> bool:
         if entry.endswith("/"):  # folders are anchored at the top of the module tree
             return path.startswith(entry)
-        # mkosi matches a name against the file's name as it is (kvm-amd, not kvm_amd)
-        return path.rsplit("/", 1)[-1] == entry
+        return name == entry  # mkosi 25 matches the file's name as it is (kvm-amd)
 
-    if any(matches(e) for e in rules.include):
+    def excluded(entry: str) -> bool:
+        if entry.endswith("/"):
+            return path.startswith(entry) or f"kernel/{path}".startswith(entry)
+        return module_name(name) == module_name(entry)
+
+    if any(included(e) for e in rules.include):
         return True
-    if any(matches(e) for e in rules.exclude):
+    if any(excluded(e) for e in rules.exclude):
         return False
     return rules.keep_all

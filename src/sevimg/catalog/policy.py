@@ -175,16 +175,19 @@ def check_security(spec: ImageSpec, entry: Entry) -> list[Problem]:
 
 
 def check_rpm_repos(spec: ImageSpec, entry: Entry) -> list[Problem]:
-    """Unsigned or plain-HTTP rpm repositories: a warning, an error when one supplies a component."""
+    """Unsigned or plain-HTTP rpm repositories: a warning; an error when an unsigned one
+    supplies a component or a package the payload needs."""
     doc = entry.release
     declared = entry.records.release.extra_repositories if entry.records else ()
     index = {repo.name: repo.index for repo in declared}
-    components = dict(spec.components)
+    # What the image and its certification rest on: the components and the payload's needs.
+    vital = dict(spec.components)
+    vital.update({need: entry.family.package(need) for need in payload.NEEDS[spec.role]})
     problems: list[Problem] = []
     for repo in spec.rpm_repos:
         where: JsonPath = ("extra_repositories", index.get(repo.name, 0))
         if not repo.gpgcheck:
-            supplied = sorted(k for k, p in components.items() if p in repo.only_packages)
+            supplied = sorted({k for k, p in vital.items() if p in repo.only_packages})
             if supplied:
                 problems.append(
                     doc.problem(
@@ -235,6 +238,18 @@ def _locate(entry: Entry, role: str, value: str, kind: str) -> tuple[Document, J
     for where, key, found in candidates:
         if value in found:
             return where.doc, where.at(key, found.index(value))
+    if kind == "packages":
+        # a component (kernel:, qemu:...) of a release, distro or family section
+        layers = (records.release.sections, records.distro.sections, records.family.sections)
+        for sections in layers:
+            for section in (sections[s] for s in ("common", role)):
+                for component in ("kernel", "qemu", "ovmf", "systemd_boot"):
+                    if section.setting(component) == value:
+                        return section.where.doc, section.where.at(component)
+        # or what the family installs for one of the payload's needs
+        for need, name in entry.family.payload:
+            if name == value:
+                return entry.family_doc, ("payload", need)
     # a component (kernel=, qemu=) or a value from elsewhere: point at the role's section
     return entry.release, (role,)
 

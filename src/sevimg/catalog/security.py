@@ -3,9 +3,10 @@
 A certification image is booted unattended in someone else's lab, so it must
 not open a shell on a console, accept a remote login, let the hypervisor run
 commands in the guest, or boot with SEV or the IOMMU turned off.
-The same rules are enforced twice, from this one place: on the resolved spec
-before anything is rendered (:mod:`sevimg.catalog.policy`), and on the files of the
-built UKI (:mod:`sevimg.build.examine`). Only a debug image (``--debug-image``,
+The same rules are enforced twice: on the resolved spec before anything is
+rendered (:mod:`sevimg.catalog.policy`), and on the built UKI
+(:mod:`sevimg.build.examine`: its .cmdline here, its files in
+:mod:`sevimg.catalog.security_files`). Only a debug image (``--debug-image``,
 named ``…-debug`` and never published) is exempt.
 
 Pure functions over strings and file listings.
@@ -14,15 +15,15 @@ Pure functions over strings and file listings.
 from __future__ import annotations
 
 import fnmatch
-import posixpath
 import re
-import shlex
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+
+from sevimg.catalog import payload
 
 # Values that switch a boolean kernel or systemd setting off.
-_OFF = frozenset({"0", "no", "n", "false", "off", "disable", "disabled"})
+OFF_VALUES = frozenset({"0", "no", "n", "false", "off", "disable", "disabled"})
+_OFF = OFF_VALUES
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,13 @@ class Finding:
 # --- kernel command line -----------------------------------------------------------
 
 _SHELL = "opens a root shell on a console without a password"
-_RESCUE = "boots into rescue or emergency mode (a root shell on the console)"
+RESCUE = "boots into rescue or emergency mode (a root shell on the console)"
 _SEV_OFF = "switches SEV off: the image could not run or certify SEV-SNP"
 _IOMMU_OFF = "switches the IOMMU off, which SEV-SNP requires on the host"
-_CREDENTIAL = "sets a login credential (a password or SSH key) from the command line"
+_CREDENTIAL = (
+    "sets a credential that creates a login, a file or a unit "
+    "(a password, an SSH key, tmpfiles or sysusers lines) from the command line"
+)
 _SSH = "binds an SSH server to a socket (systemd's sshd generator)"
 _WEAKER = "weakens the kernel's hardening; keep it to debug images"
 
@@ -58,10 +62,34 @@ _KEYS: Mapping[str, tuple[str, bool]] = {
     "rdinit": ("replaces the initrd's PID 1 (rdinit=/bin/sh is a root shell)", False),
     "systemd.ssh_auto": (_SSH, True),
     "systemd.ssh_listen": (_SSH, False),
+    # systemd-run-generator: any command, as root, at boot
+    "systemd.run": ("runs a command as root at boot", False),
+    "rd.systemd.run": ("runs a command as root in the initrd", False),
+    "systemd.crash_shell": ("opens a root shell on the console when PID 1 crashes", True),
+    "rd.systemd.crash_shell": ("opens a root shell on the console when PID 1 crashes", True),
+    "systemd.confirm_spawn": ("lets the console decide which services start", True),
+    "rd.systemd.confirm_spawn": ("lets the console decide which services start", True),
+    # initramfs-tools and old dracut spellings of rd.break / rd.shell
+    "break": ("stops the initramfs in a root shell", False),
+    "rdbreak": ("stops the initrd in a root shell", False),
+    "rdshell": ("drops to a root shell in the initrd when boot fails", False),
 }
+# Keeps the kernel's own init functions (svm_init: kvm_amd built in) from running.
+_INITCALLS = "initcall_blacklist"
 # Bare words systemd reads as a runlevel that means rescue or emergency.
 _RESCUE_WORDS = frozenset({"single", "s", "S", "1", "-s", "emergency", "rescue", "-b"})
-_RESCUE_UNITS = frozenset({"rescue", "rescue.target", "emergency", "emergency.target"})
+RESCUE_UNITS = frozenset(
+    {
+        "rescue",
+        "rescue.target",
+        "rescue.service",
+        "emergency",
+        "emergency.target",
+        "emergency.service",
+        "kbrequest.target",
+        "runlevel1.target",
+    }
+)
 # key → values that are unsafe (compared lower-case). selinux=0 and the like are
 # not here: the images carry no LSM policy (Fedora needs selinux=0 to boot one).
 _VALUES: Mapping[str, tuple[frozenset[str], str]] = {
@@ -69,6 +97,7 @@ _VALUES: Mapping[str, tuple[frozenset[str], str]] = {
     "kvm_amd.sev": (_OFF, _SEV_OFF),
     "kvm_amd.sev_es": (_OFF, _SEV_OFF),
     "kvm_amd.sev_snp": (_OFF, _SEV_OFF),
+    "kvm_amd.npt": (_OFF, _SEV_OFF),  # SEV needs nested paging
     "amd_iommu": (frozenset({"off"}), _IOMMU_OFF),
     "iommu": (frozenset({"off"}), _IOMMU_OFF),
     "mitigations": (frozenset({"off"}), _WEAKER),
@@ -78,10 +107,41 @@ _VALUES: Mapping[str, tuple[frozenset[str], str]] = {
 _WARNING_KEYS = frozenset({"mitigations", "spectre_v2", "spec_store_bypass_disable"})
 _WEAK_WORDS = frozenset({"nokaslr", "nopti", "nospectre_v1", "nospectre_v2", "nosmap", "nosmep"})
 _CREDENTIAL_KEYS = frozenset(
-    {"systemd.set_credential", "systemd.set_credential_binary", "rd.systemd.set_credential"}
+    {
+        "systemd.set_credential",
+        "systemd.set_credential_binary",
+        "rd.systemd.set_credential",
+        "rd.systemd.set_credential_binary",
+    }
 )
 # Credentials systemd turns into a way in: passwords, SSH keys and listeners.
-_CREDENTIAL_NAMES = ("passwd.", "ssh.", "login.")
+# tmpfiles/sysusers/unit credentials write files, accounts and units into the image.
+_CREDENTIAL_NAMES = (
+    "passwd.",
+    "ssh.",
+    "login.",
+    "tmpfiles.",
+    "sysusers.",
+    "systemd.extra-unit.",
+    "systemd.unit-dropin.",
+)
+# Environment that PID 1 hands every service: a password-less sulogin, a preloaded library.
+_SETENV_KEYS = frozenset({"systemd.setenv", "rd.systemd.setenv"})
+_UNSAFE_ENV = frozenset({"SYSTEMD_SULOGIN_FORCE", "LD_PRELOAD", "LD_AUDIT", "LD_LIBRARY_PATH"})
+# Kernel, modprobe and dracut ways to keep a module from loading.
+_BLACKLIST_KEYS = frozenset(
+    {"modprobe.blacklist", "module_blacklist", "rd.driver.blacklist", "rdblacklist"}
+)
+# Every module either role cannot do SEV-SNP (or report) without, in the kernel's spelling.
+SEV_MODULES = frozenset(
+    payload.module_name(m)
+    for m in (
+        *payload.HOST_REQUIRED_MODULES,
+        *payload.GUEST_REQUIRED_MODULES,
+        *payload.GUEST_TSM_REPORT_MODULES,
+    )
+)
+_MODULE_OFF = "keeps a module SEV-SNP needs from loading"
 
 
 def _normalise(key: str) -> str:
@@ -93,16 +153,27 @@ def kernel_token(token: str) -> Finding | None:
     key, sep, value = token.partition("=")
     norm = _normalise(key)
     if not sep and token in _RESCUE_WORDS:
-        return Finding(token, _RESCUE)
+        return Finding(token, RESCUE)
     if not sep and token in _WEAK_WORDS:
         return Finding(token, _WEAKER, error=False)
     if norm in ("systemd.unit", "rd.systemd.unit", "systemd.wants", "rd.systemd.wants"):
         unit = value.strip()
-        if unit in _RESCUE_UNITS:
-            return Finding(token, _RESCUE)
-        if _unit_opens_login(unit):
+        if unit in RESCUE_UNITS:
+            return Finding(token, RESCUE)
+        if unit_opens_login(unit):
             return Finding(token, f"starts {unit}, a way in")
         return None
+    if norm in _SETENV_KEYS:
+        if value.split("=", 1)[0] in _UNSAFE_ENV:
+            return Finding(token, "sets an environment variable that opens a way in")
+        return None
+    if norm in _BLACKLIST_KEYS:
+        blocked = sorted({payload.module_name(m) for m in value.split(",")} & SEV_MODULES)
+        if blocked:
+            return Finding(token, f"{_MODULE_OFF} ({', '.join(blocked)})")
+        return None
+    if norm == _INITCALLS:
+        return Finding(token, "skips kernel initialisation (SEV's too, if built in)", error=False)
     if norm in _CREDENTIAL_KEYS:
         name = value.split(":", 1)[0]
         if name.startswith(_CREDENTIAL_NAMES):
@@ -114,10 +185,54 @@ def kernel_token(token: str) -> Finding | None:
             return Finding(token, why, error=norm not in _WARNING_KEYS)
     if norm in _KEYS:
         why, off_is_safe = _KEYS[norm]
-        if off_is_safe and sep and value.lower() in _OFF:
+        # exactly as written: dracut reads only lower-case 0/no/off (rd.shell=OFF is on)
+        if off_is_safe and sep and value in _OFF:
             return None
         return Finding(token, why)
     return None
+
+
+def split_command_line(text: str) -> list[str]:
+    """The words of a kernel command line as the kernel and systemd read them.
+
+    Quotes group words and are dropped ("init=/bin/sh" is init=/bin/sh to
+    both); single quotes are systemd's, but treating them alike only finds more.
+    """
+    words: list[str] = []
+    word: list[str] = []
+    quote = ""
+    started = False
+    for char in text:
+        if quote:
+            if char == quote:
+                quote = ""
+            else:
+                word.append(char)
+        elif char in "\"'":
+            quote, started = char, True
+        elif char.isspace():
+            if started:
+                words.append("".join(word))
+            word, started = [], False
+        else:
+            word.append(char)
+            started = True
+    if started:
+        words.append("".join(word))
+    return words
+
+
+def firstboot_prompts(tokens: Iterable[str]) -> bool:
+    """Whether systemd-firstboot would prompt on the console (for a root password, too).
+
+    The last systemd.firstboot= wins, as in systemd; without one it prompts.
+    """
+    value = "on"
+    for token in tokens:
+        key, sep, rest = token.partition("=")
+        if _normalise(key) == "systemd.firstboot":
+            value = rest.lower() if sep else "on"
+    return value not in _OFF
 
 
 def kernel_command_line(tokens: Iterable[str]) -> list[Finding]:
@@ -125,201 +240,105 @@ def kernel_command_line(tokens: Iterable[str]) -> list[Finding]:
     return [f for t in tokens if (f := kernel_token(t)) is not None]
 
 
+_UNIT_LOGIN = re.compile(
+    r"(?:ssh|sshd|dropbear|tinysshd|telnet|telnetd|rlogin|rsh|xinetd|x11vnc|vncserver"
+    r"|cockpit|qemu-guest-agent|debug-shell|xrdp|vmtoolsd|cloud-init|rescue|emergency)"
+    r"(?:@[^/]*)?(?:[-.@].*)?\.(?:service|socket)"
+)
+
+
+def unit_opens_login(unit: str) -> bool:
+    return bool(_UNIT_LOGIN.fullmatch(unit))
+
+
 # --- packages ----------------------------------------------------------------------
 
 _REMOTE_LOGIN = "a remote-login server"
 # fnmatch patterns over package names (the same names across families where they differ).
+_GUEST_CONTROL = "lets the hypervisor run commands in the guest"
 _PACKAGES: tuple[tuple[str, str], ...] = (
     ("openssh-server", "the OpenSSH server"),
     ("openssh-server-*", "the OpenSSH server"),
     ("openssh-sftp-server", "the OpenSSH SFTP server"),
+    # openSUSE's and Arch's openssh carries or pulls in sshd; elsewhere nothing needs it
+    ("openssh", "pulls in the OpenSSH server on some distributions"),
     ("ssh", "pulls in the OpenSSH server"),
+    ("ssh-server", "an SSH server (virtual package)"),
+    ("sshd", "an SSH server"),
     ("task-ssh-server", "pulls in the OpenSSH server"),
     ("dropbear", "the Dropbear SSH server"),
     ("dropbear-*", "the Dropbear SSH server"),
     ("tinyssh", "the TinySSH server"),
     ("tinysshd", "the TinySSH server"),
+    ("lsh-server", "the lsh SSH server"),
     ("*telnetd*", "a telnet server"),
     ("telnet-server", "a telnet server"),
-    ("rsh-server", "an rsh/rlogin server"),
+    ("*rsh-server", "an rsh/rlogin server"),
     ("rsh-redone-server", "an rsh/rlogin server"),
     ("xinetd", "a super-server that starts telnet, rsh and the like"),
+    ("rlinetd", "a super-server that starts telnet, rsh and the like"),
     ("*-inetd", "a super-server that starts telnet, rsh and the like"),
     ("x11vnc", "a VNC server"),
     ("*vncserver*", "a VNC server"),
     ("tigervnc-server*", "a VNC server"),
+    ("tigervnc-*-server", "a VNC server"),
+    ("wayvnc", "a VNC server"),
+    ("xrdp", "a remote-desktop server"),
+    ("gnome-remote-desktop", "a remote-desktop server"),
     ("cockpit", "a web console with a login"),
     ("cockpit-ws", "a web console with a login"),
     ("shellinabox", "a shell in a web page"),
     ("ttyd", "a shell in a web page"),
+    ("gotty", "a shell in a web page"),
     ("webmin", "a web console with a login"),
     ("mosh", "needs an SSH server"),
-    ("qemu-guest-agent", "lets the hypervisor run commands in the guest"),
-    ("qemu-ga", "lets the hypervisor run commands in the guest"),
+    ("qemu-guest-agent", _GUEST_CONTROL),
+    ("qemu-ga", _GUEST_CONTROL),
+    # cloud-init takes users, keys and commands from a data source the hypervisor supplies
+    ("cloud-init", _GUEST_CONTROL),
+    ("open-vm-tools*", _GUEST_CONTROL),
+    ("virtualbox-guest-utils*", _GUEST_CONTROL),
+    ("walinuxagent", _GUEST_CONTROL),
     ("gdbserver", "lets a remote debugger control processes"),
+)
+# Not here: busybox. Its telnetd and sh applets need links or a unit to start
+# them, and the post-build check finds both.
+
+
+# What apt reads as a regular expression when no package has the name (apt-get
+# install openssh.server installs openssh-server); '+' at the end means "install".
+_REGEX_CHARS = frozenset(".?+*[")
+# The names the patterns above stand for, for names that are expressions.
+_CONCRETE = tuple(
+    {p.replace("*", "") for p, _ in _PACKAGES}
+    | {"openssh-server", "dropbear-bin", "inetutils-telnetd"}
 )
 
 
 def package(name: str) -> Finding | None:
-    """Why a package must not be installed in a published image, or None."""
+    """Why a package must not be installed in a published image, or None.
+
+    Read as the package managers read it: any case (dnf and zypper match
+    OpenSSH-Server), a trailing `+` (apt: install), and a name with `.` or
+    `+` inside as the regular expression apt takes it for.
+    """
+    lower = name.lower().rstrip("+")
+    if lower.startswith("lib"):  # libraries (libvncserver1) serve nothing by themselves
+        return None
     for pattern, why in _PACKAGES:
-        if fnmatch.fnmatchcase(name, pattern):
+        if fnmatch.fnmatchcase(lower, pattern):
             return Finding(name, f"{why} ({_REMOTE_LOGIN} or a way in)")
+    if _REGEX_CHARS & set(lower):
+        try:
+            expression = re.compile(lower)
+        except re.error:
+            return None
+        for concrete in sorted(_CONCRETE):
+            if expression.search(concrete) and (found := package(concrete)):
+                return Finding(name, f"matches {concrete} as apt reads it: {found.why}")
     return None
 
 
 def packages(names: Iterable[str]) -> list[Finding]:
     """Every package of `names` a published image must not install."""
     return [f for n in names if (f := package(n)) is not None]
-
-
-# --- the built image ---------------------------------------------------------------
-
-
-class FileLike(Protocol):
-    """What the checks need of a file in the image (uki.Member satisfies it)."""
-
-    @property
-    def data(self) -> bytes: ...
-
-    @property
-    def mode(self) -> int: ...
-
-
-# Programs whose presence means a login server or a back door could be started.
-_DAEMONS: Mapping[str, str] = {
-    "sshd": "the OpenSSH server",
-    "sshd-session": "the OpenSSH server",
-    "dropbear": "the Dropbear SSH server",
-    "tinysshd": "the TinySSH server",
-    "in.telnetd": "a telnet server",
-    "telnetd": "a telnet server",
-    "in.rlogind": "an rlogin server",
-    "in.rshd": "an rsh server",
-    "xinetd": "a super-server",
-    "qemu-ga": "the QEMU guest agent (the hypervisor can run commands)",
-    "x11vnc": "a VNC server",
-    "cockpit-ws": "a web console",
-    "shellinaboxd": "a shell in a web page",
-    "ttyd": "a shell in a web page",
-}
-_DAEMON_DIRS = (
-    "usr/sbin",
-    "usr/bin",
-    "sbin",
-    "bin",
-    "usr/lib/openssh",
-    "usr/libexec/openssh",
-    "usr/libexec",
-)
-_UNIT_DIRS = ("etc/systemd/system/", "usr/lib/systemd/system/", "lib/systemd/system/")
-_UNIT_LOGIN = re.compile(
-    r"(?:ssh|sshd|dropbear|tinysshd|telnet|telnetd|rlogin|rsh|xinetd|x11vnc|vncserver"
-    r"|cockpit|qemu-guest-agent|debug-shell)(?:@[^/]*)?(?:[-.@].*)?\.(?:service|socket)"
-)
-_GETTY = re.compile(r"(?:serial-|container-|console-)?getty(?:@[^/]*)?\.service")
-_AGETTY_OPTIONS = ("--autologin", "--skip-login", "--login-program")
-_AGETTY_SHORT = ("-a", "-n", "-l")
-_LOGIN_OPTIONS = ("-o", "--login-options")  # harmless unless they pass login -f
-
-
-def _unit_opens_login(unit: str) -> bool:
-    return bool(_UNIT_LOGIN.fullmatch(unit))
-
-
-def image_files(
-    members: Mapping[str, FileLike],
-    resolve: Callable[[str], FileLike | None],
-) -> list[Finding]:
-    """Ways into the built image: login daemons, enabled login units, getty autologin,
-    a rescue default target, and accounts with a password.
-
-    `members` is every file of the image by path (no leading slash); `resolve`
-    finds a path following the image's own symlinks (/sbin → usr/sbin).
-    """
-    found: list[Finding] = []
-    seen: set[str] = set()
-    for folder in _DAEMON_DIRS:
-        for name, why in _DAEMONS.items():
-            member = resolve(f"{folder}/{name}")
-            if member is not None and member.mode & 0o111 and name not in seen:
-                seen.add(name)
-                found.append(Finding(f"/{folder}/{name}", f"{why} is installed"))
-
-    for path, member in sorted(members.items()):
-        folder, _, name = path.rpartition("/")
-        if not path.startswith(_UNIT_DIRS):
-            continue
-        parent = folder.rsplit("/", 1)[-1]
-        if parent.endswith((".wants", ".requires", ".upholds")) and _unit_opens_login(name):
-            found.append(Finding(f"/{path}", f"enables {name}, a way in"))
-        elif _is_getty_unit_or_dropin(path, parent, name):
-            if override := _getty_override(member.data):
-                found.append(Finding(f"/{path}", override))
-        elif name == "default.target" and path.startswith("etc/"):
-            target = posixpath.basename(member.data.decode(errors="replace").strip())
-            if target in _RESCUE_UNITS:
-                found.append(Finding(f"/{path}", f"the default target is {target}: {_RESCUE}"))
-
-    found += _passwords(resolve)
-    return found
-
-
-def _is_getty_unit_or_dropin(path: str, parent: str, name: str) -> bool:
-    """A drop-in of a getty unit (anywhere), or a getty unit replaced in /etc."""
-    if parent.endswith(".service.d"):
-        return bool(_GETTY.fullmatch(parent.removesuffix(".d")))
-    return bool(_GETTY.fullmatch(name)) and path.startswith("etc/")
-
-
-def _getty_override(data: bytes) -> str | None:
-    """Why a getty unit or drop-in lets someone in without a password, or None."""
-    for line in data.decode(errors="replace").splitlines():
-        key, sep, value = line.strip().partition("=")
-        if not sep or key.strip() != "ExecStart" or not value.strip():
-            continue
-        try:
-            words = shlex.split(value.strip().lstrip("-@:+!"))
-        except ValueError:
-            return f"unreadable ExecStart= in a getty unit: {value.strip()}"
-        program = posixpath.basename(words[0]) if words else ""
-        if program != "agetty":
-            return f"the console runs {words[0]!r} instead of a login prompt"
-        for i, word in enumerate(words[1:], 1):
-            if word.startswith(_AGETTY_OPTIONS) or word in _AGETTY_SHORT:
-                return f"the console getty logs in without a password ({word})"
-            option, _, inline = word.partition("=")
-            if option in _LOGIN_OPTIONS:
-                passed = inline or (words[i + 1] if i + 1 < len(words) else "")
-                if "-f" in passed.split():
-                    return f"the console getty skips authentication (login {passed})"
-    return None
-
-
-# Password fields that allow no login with a password.
-_IN_SHADOW = "x"
-_LOCKED_PREFIXES = ("*", "!")
-
-
-def _passwords(resolve: Callable[[str], FileLike | None]) -> list[Finding]:
-    """Accounts that can log in with a password, or without one."""
-
-    def fields(path: str) -> dict[str, str]:
-        member = resolve(path)
-        table: dict[str, str] = {}
-        for line in member.data.decode(errors="replace").splitlines() if member else ():
-            parts = line.split(":")
-            if len(parts) > 1 and parts[0]:
-                table.setdefault(parts[0], parts[1])
-        return table
-
-    shadow = fields("etc/shadow")
-    found: list[Finding] = []
-    for user, field in fields("etc/passwd").items():
-        # "x": the real field is in /etc/shadow; no entry there means locked
-        password = shadow.get(user, "*") if field == _IN_SHADOW else field
-        if password.startswith(_LOCKED_PREFIXES):
-            continue
-        what = "an empty password (login without one)" if password == "" else "a password"
-        found.append(Finding("", f"{user} has {what}: published images must not"))
-    return found

@@ -26,6 +26,7 @@ from typing import Literal, cast
 from sevimg import interrupt
 from sevimg.problems import Problem, SevimgError, error, has_errors, warning
 from sevimg.release.checksums import SHA256SUMS, parse_sha256sums, sha256_file, write_sha256sums
+from sevimg.release.contents import ways_in
 from sevimg.release.manifest import Manifest, load_manifest
 from sevimg.release.names import (
     ARTIFACT_SUFFIX,
@@ -276,7 +277,7 @@ def _scan(folder: Path) -> tuple[ArtifactFolder | None, list[Problem]]:
     files: list[LocalArtifact] = []
     for image_id, path in sorted(images.items()):
         role, image, _ = cast(tuple[ArtifactRole, str, bool], parse_image_id(image_id))
-        reason = _debug_reason(image_id, manifests[image_id])
+        reason = _debug_reason(image_id, manifests[image_id], path)
         for name, kind in ((path.name, "image"), (manifest_name(image_id), "manifest")):
             file_path = folder / name
             files.append(
@@ -306,8 +307,9 @@ def _scan(folder: Path) -> tuple[ArtifactFolder | None, list[Problem]]:
     return ArtifactFolder(folder, tuple(files), manifests, tuple(problems)), problems
 
 
-def _debug_reason(image_id: str, manifest: Manifest) -> str:
-    """Why the image is a debug build ('' when it is not), from every source there is."""
+def _debug_reason(image_id: str, manifest: Manifest, path: Path) -> str:
+    """Why the image is a debug build ('' when it is not), from every source there is:
+    its name, its manifest, the guest it embeds, and what the UKI itself opens."""
     reasons = []
     if looks_debug(image_id):
         reasons.append(f"{image_id} is named as one")
@@ -316,6 +318,8 @@ def _debug_reason(image_id: str, manifest: Manifest) -> str:
     guest = manifest.embedded_guest
     if guest is not None and looks_debug(guest.image_id):
         reasons.append(f"it embeds the debug guest {guest.image_id}")
+    if found := ways_in(path):
+        reasons.append(f"its UKI opens a way in ({'; '.join(found)})")
     return "; ".join(reasons)
 
 

@@ -256,12 +256,15 @@ class Manifest:
     def from_json(cls, text: str, *, display: str = "manifest") -> Manifest:
         """Parse and validate a manifest; SevimgError with one problem per wrong field."""
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
         except json.JSONDecodeError as exc:
             raise SevimgError(
                 f"{display} is not valid JSON",
                 [error(display, exc.msg, line=exc.lineno, column=exc.colno)],
             ) from None
+        except (RecursionError, ValueError) as exc:  # nested too deep; a repeated key; NaN
+            why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise SevimgError(f"{display} is not valid JSON", [error(display, why)]) from None
         problems = check_manifest(data, display=display, text=text)
         if problems:
             raise SevimgError(f"{display} is not a valid sevimg manifest", problems)
@@ -330,6 +333,20 @@ def write_manifest(folder: Path, manifest: Manifest) -> Path:
     target = folder / manifest.file_name
     write_file_atomic(target, manifest.to_json().encode())
     return target
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a repeated key (json keeps the last: `"debug": true, "debug": false`)."""
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise ValueError(f"duplicate key {key!r}")
+        found[key] = value
+    return found
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def load_manifest(path: Path) -> Manifest:

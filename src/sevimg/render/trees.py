@@ -20,7 +20,8 @@ from typing import Any
 from sevimg.catalog import payload
 from sevimg.catalog.spec import GUEST_EMBED_DIR, GUEST_EMBED_PATH, ImageSpec, KernelModules
 from sevimg.mkosi_versions import OLDEST_MKOSI, parse_mkosi_version
-from sevimg.render import launch
+from sevimg.problems import SevimgError, error
+from sevimg.render import guard, launch
 from sevimg.render.apt import deb822
 from sevimg_cert.installed import PACKAGES_JSON
 
@@ -90,10 +91,12 @@ class Renderer:
         """All files of the tree for `spec`, sorted by path."""
         files: list[File] = []
         ctx = self.context(spec)
+        origin: dict[str, str] = {}  # rendered path → the template file it came from
 
         def add(template: str, path: str, mode: int = 0o644, **extra: Any) -> None:
-            text = self.env.get_template(template).render(**ctx, **extra)
-            files.append(File(PurePosixPath(path), text.encode("utf-8"), mode))
+            loaded = self.env.get_template(template)
+            origin[path] = loaded.filename or template
+            files.append(File(PurePosixPath(path), loaded.render(**ctx, **extra).encode(), mode))
 
         add("mkosi.conf.j2", "mkosi.conf")
         for source in spec.apt_sources:
@@ -150,6 +153,15 @@ class Renderer:
                 packages_json=PACKAGES_JSON,
             )
 
+        if not spec.debug:
+            rendered = {str(f.path): (f.content, f.mode) for f in files}
+            if found := guard.check_files(rendered, EXTRA):
+                raise SevimgError(
+                    f"{spec.image_id}: the rendered tree opens a way in",
+                    [error(origin.get(path, path), f"{path}: {why}") for path, why in found],
+                    hint="a workspace's templates/ override the packaged ones; a published "
+                    "image may not have these (a --debug-image build may)",
+                )
         return Tree(spec.image_id, tuple(sorted(files, key=lambda f: f.path)))
 
     def context(self, spec: ImageSpec) -> dict[str, Any]:

@@ -190,7 +190,7 @@ def parse_report(raw: bytes) -> Report:
     """The report in a PUT body; ValueError saying what is wrong (the server answers 400)."""
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ValueError(f"not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")

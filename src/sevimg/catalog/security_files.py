@@ -1,0 +1,277 @@
+"""Ways into a built image, read from its files: the second half of :mod:`sevimg.catalog.security`.
+
+Login daemons, enabled login or rescue units (by name, link target or
+alias), getty units and drop-ins that log in without a password (agetty's
+options read as getopt reads them), a rescue default target, and accounts
+with a password. Pure functions over a file listing.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import shlex
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+from sevimg.catalog.security import RESCUE, RESCUE_UNITS, Finding, unit_opens_login
+
+
+class FileLike(Protocol):
+    """What the checks need of a file in the image (uki.Member satisfies it)."""
+
+    @property
+    def data(self) -> bytes: ...
+
+    @property
+    def mode(self) -> int: ...
+
+    @property
+    def is_symlink(self) -> bool: ...
+
+
+# Programs whose presence means a login server or a back door could be started.
+_DAEMONS: Mapping[str, str] = {
+    "sshd": "the OpenSSH server",
+    "sshd-session": "the OpenSSH server",
+    "dropbear": "the Dropbear SSH server",
+    "tinysshd": "the TinySSH server",
+    "in.telnetd": "a telnet server",
+    "telnetd": "a telnet server",
+    "in.rlogind": "an rlogin server",
+    "in.rshd": "an rsh server",
+    "xinetd": "a super-server",
+    "qemu-ga": "the QEMU guest agent (the hypervisor can run commands)",
+    "x11vnc": "a VNC server",
+    "cockpit-ws": "a web console",
+    "shellinaboxd": "a shell in a web page",
+    "ttyd": "a shell in a web page",
+    "gotty": "a shell in a web page",
+    "lshd": "the lsh SSH server",
+    "xrdp": "a remote-desktop server",
+    "x0vncserver": "a VNC server",
+    "Xvnc": "a VNC server",
+    "Xtigervnc": "a VNC server",
+    "cloud-init": "cloud-init (the hypervisor's data source can add users and run commands)",
+    "vmtoolsd": "VMware tools (the hypervisor can run commands)",
+    "VBoxService": "VirtualBox guest services (the hypervisor can run commands)",
+    "waagent": "the Azure agent (the hypervisor can run commands)",
+}
+_DAEMON_DIRS = (
+    "usr/local/sbin",
+    "usr/local/bin",
+    "usr/sbin",
+    "usr/bin",
+    "sbin",
+    "bin",
+    "usr/lib/openssh",
+    "usr/libexec/openssh",
+    "usr/libexec",
+)
+_UNIT_DIRS = (
+    "etc/systemd/system/",
+    "etc/systemd/system.control/",
+    "usr/local/lib/systemd/system/",
+    "usr/lib/systemd/system/",
+    "lib/systemd/system/",
+)
+_GETTY = re.compile(r"(?:(?:serial-|container-|console-)?getty|autovt)(?:@[^/]*)?\.service")
+# Drop-ins in `service.d/` and `<prefix>-.service.d/` apply to every unit of that prefix.
+_GETTY_PREFIXES = ("service", "serial-.service", "container-.service", "console-.service")
+# agetty's long options (getopt takes any unambiguous prefix) that skip the password.
+_AGETTY_LONG = ("--autologin", "--skip-login", "--login-program")
+_AGETTY_FLAGS = "anl"  # -a user, -n (skip login), -l program
+_AGETTY_WITH_ARGUMENT = "aflHIot"  # the rest of a short-option cluster is the argument
+
+
+def image_files(
+    members: Mapping[str, FileLike],
+    resolve: Callable[[str], FileLike | None],
+) -> list[Finding]:
+    """Ways into the built image: login daemons, enabled login units, getty autologin,
+    a rescue default target, and accounts with a password.
+
+    `members` is every file of the image by path (no leading slash); `resolve`
+    finds a path following the image's own symlinks (/sbin → usr/sbin).
+    """
+    found: list[Finding] = []
+    seen: set[str] = set()
+    for folder in _DAEMON_DIRS:
+        for name, why in _DAEMONS.items():
+            member = resolve(f"{folder}/{name}")
+            if member is not None and member.mode & 0o111 and name not in seen:
+                seen.add(name)
+                found.append(Finding(f"/{folder}/{name}", f"{why} is installed"))
+
+    for path, member in sorted(members.items()):
+        folder, _, name = path.rpartition("/")
+        if not path.startswith(_UNIT_DIRS):
+            continue
+        parent = folder.rsplit("/", 1)[-1]
+        if parent.endswith((".wants", ".requires", ".upholds")):
+            # the link's name, where it points, and what that name is an alias of
+            names = {name, *_unit_targets(members, path), *_unit_aliases(members, name)}
+            if bad := sorted(n for n in names if unit_opens_login(n) or n in RESCUE_UNITS):
+                found.append(Finding(f"/{path}", f"enables {', '.join(bad)}, a way in"))
+            # and what the unit runs, whatever it is called
+            for unit in (resolve(path), *(resolve(d + name) for d in _UNIT_DIRS)):
+                if unit is not None and (runs := unit_opens_console(unit.data)):
+                    found.append(Finding(f"/{path}", f"enables {name}, which {runs}"))
+                    break
+        elif _is_getty_unit_or_dropin(parent, name):
+            hops = _unit_targets(members, path)  # a getty replaced by a link to another unit
+            if bad := sorted(n for n in hops if unit_opens_login(n) or n in RESCUE_UNITS):
+                found.append(Finding(f"/{path}", f"the console getty is {', '.join(bad)}"))
+            unit = resolve(path) if hops else member
+            if unit is not None and (override := _getty_override(unit.data)):
+                found.append(Finding(f"/{path}", override))
+        elif name == "default.target":
+            targets = {*_unit_targets(members, path)} or {
+                posixpath.basename(member.data.decode(errors="replace").strip())
+            }
+            for target in sorted(targets & RESCUE_UNITS):
+                found.append(Finding(f"/{path}", f"the default target is {target}: {RESCUE}"))
+
+    found += _passwords(resolve)
+    return found
+
+
+# Programs that are a shell when a unit gives them a terminal.
+_SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "busybox", "login", "su"})
+
+
+def unit_opens_console(data: bytes) -> str | None:
+    """Why an enabled unit is a way in by what it runs: a shell on a terminal, a login daemon."""
+    text = data.decode(errors="replace")
+    settings = [line.strip().partition("=") for line in text.splitlines()]
+    on_tty = any(
+        k.strip() == "StandardInput" and v.strip().startswith("tty") for k, _, v in settings
+    )
+    for key, sep, value in settings:
+        if not sep or not key.strip().startswith("Exec") or not value.strip():
+            continue
+        try:
+            words = shlex.split(value.strip().lstrip("-@:+!|"))
+        except ValueError:
+            words = value.split()
+        program = posixpath.basename(words[0]) if words else ""
+        if on_tty and program in _SHELLS:
+            return f"runs {program} on a terminal (a root shell)"
+        if program in _DAEMONS:
+            return f"starts {_DAEMONS[program]}"
+    return None
+
+
+def _unit_targets(members: Mapping[str, FileLike], path: str, depth: int = 0) -> list[str]:
+    """The unit names a symlink at `path` leads to, one per hop (none: not a link)."""
+    member = members.get(path)
+    if member is None or depth > 8 or not member.is_symlink:
+        return []
+    target = member.data.decode(errors="replace")
+    name = posixpath.basename(target)
+    joined = (
+        target.lstrip("/") if target.startswith("/") else posixpath.dirname(path) + "/" + target
+    )
+    return [name, *_unit_targets(members, posixpath.normpath(joined), depth + 1)]
+
+
+def _unit_aliases(members: Mapping[str, FileLike], name: str) -> list[str]:
+    """What the unit `name` is a symlink to in the unit folders (an alias), if anything."""
+    return [t for d in _UNIT_DIRS for t in _unit_targets(members, d + name)]
+
+
+def _is_getty_unit_or_dropin(parent: str, name: str) -> bool:
+    """A getty unit, or a drop-in that applies to one (its own, a prefix's, all services')."""
+    if parent.endswith(".d"):
+        unit = parent.removesuffix(".d")
+        return bool(_GETTY.fullmatch(unit)) or unit in _GETTY_PREFIXES
+    return bool(_GETTY.fullmatch(name))
+
+
+def _getty_override(data: bytes) -> str | None:
+    """Why a getty unit or drop-in lets someone in without a password, or None."""
+    for line in data.decode(errors="replace").splitlines():
+        key, sep, value = line.strip().partition("=")
+        if not sep or key.strip() != "ExecStart" or not value.strip():
+            continue
+        try:
+            words = shlex.split(value.strip().lstrip("-@:+!|"))
+        except ValueError:
+            return f"unreadable ExecStart= in a getty unit: {value.strip()}"
+        program = posixpath.basename(words[0]) if words else ""
+        if program != "agetty":
+            return f"the console runs {words[0]!r} instead of a login prompt"
+        if why := _agetty_skips_password(words[1:]):
+            return why
+    return None
+
+
+def _agetty_skips_password(args: list[str]) -> str | None:
+    """Why agetty's arguments let someone in without a password, or None.
+
+    Reads them as getopt does: long options by any unambiguous prefix, short
+    options in clusters (-Jia root), the login options (login -f) wherever given.
+    """
+    for i, word in enumerate(args):
+        if word == "--":
+            return None
+        following = args[i + 1] if i + 1 < len(args) else ""
+        if word.startswith("--"):
+            option, sep, inline = word.partition("=")
+            if len(option) > 2 and any(o.startswith(option) for o in _AGETTY_LONG):
+                return f"the console getty logs in without a password ({word})"
+            forced = _login_forced(inline if sep else following)
+            if len(option) > 2 and "--login-options".startswith(option) and forced:
+                return f"the console getty skips authentication ({word} {following})"
+        elif word.startswith("-") and len(word) > 1:
+            for j, flag in enumerate(word[1:], 2):
+                if flag in _AGETTY_FLAGS:
+                    return f"the console getty logs in without a password ({word})"
+                if flag == "o" and _login_forced(word[j:] or following):
+                    return f"the console getty skips authentication (login {word[j:] or following})"
+                if flag in _AGETTY_WITH_ARGUMENT:
+                    break
+    return None
+
+
+def _login_forced(options: str) -> bool:
+    """Whether login's options hold -f (no authentication), alone or in a cluster (-pf)."""
+    for word in options.split():
+        if word == "--":
+            return False
+        if word.startswith("-") and not word.startswith("--"):
+            for flag in word[1:]:
+                if flag == "f":
+                    return True
+                if flag in "hs":  # options that take the rest as their argument
+                    break
+    return False
+
+
+# Password fields that allow no login with a password.
+_IN_SHADOW = "x"
+_LOCKED_PREFIXES = ("*", "!")
+
+
+def _passwords(resolve: Callable[[str], FileLike | None]) -> list[Finding]:
+    """Accounts that can log in with a password, or without one."""
+
+    def fields(path: str) -> dict[str, str]:
+        member = resolve(path)
+        table: dict[str, str] = {}
+        for line in member.data.decode(errors="replace").splitlines() if member else ():
+            parts = line.split(":")
+            if len(parts) > 1 and parts[0]:
+                table.setdefault(parts[0], parts[1])
+        return table
+
+    shadow = fields("etc/shadow")
+    found: list[Finding] = []
+    for user, field in fields("etc/passwd").items():
+        # "x": the real field is in /etc/shadow; no entry there means locked
+        password = shadow.get(user, "*") if field == _IN_SHADOW else field
+        if password.startswith(_LOCKED_PREFIXES):
+            continue
+        what = "an empty password (login without one)" if password == "" else "a password"
+        found.append(Finding("", f"{user} has {what}: published images must not"))
+    return found
