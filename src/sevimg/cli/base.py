@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import NoReturn, ParamSpec, TypeVar
 
 import click
-from rich.console import Console
 from rich.text import Text
 
 from sevimg import interrupt
 from sevimg.cli.params import MkosiVersion
+from sevimg.display import SafeConsole, printable
 from sevimg.mkosi_versions import OLDEST_MKOSI
 from sevimg.problems import Problem, SevimgError
 from sevimg.redact import redact_text
@@ -32,14 +32,17 @@ _WIDTH = None if sys.stdout.isatty() else 132
 # Text is printed as written: catalog values, paths and remote names may hold
 # "[/red]" or ":smile:", which rich would otherwise read as markup or emoji
 # (and crash on, or turn into a hyperlink). Styling goes through `style=` or
-# rich.text.Text, never through markup in a string.
-out = Console(highlight=False, soft_wrap=True, width=_WIDTH, markup=False, emoji=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True, width=_WIDTH, markup=False, emoji=False)
+# rich.text.Text, never through markup in a string. Control and bidi
+# characters in them are shown as escapes (sevimg.display).
+out = SafeConsole(highlight=False, soft_wrap=True, width=_WIDTH, markup=False, emoji=False)
+err = SafeConsole(
+    stderr=True, highlight=False, soft_wrap=True, width=_WIDTH, markup=False, emoji=False
+)
 
 
 def styled(text: object, style: str = "") -> Text:
     """A table cell or status line shown literally (never parsed as markup), optionally styled."""
-    return Text(str(text), style=style)
+    return Text(printable(str(text)), style=style)
 
 
 def print_problems(problems: Iterable[Problem]) -> None:
