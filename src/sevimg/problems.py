@@ -6,10 +6,12 @@ file, line, column and field, so editors and CI logs can jump straight to it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from sevimg.redact import redact_text
 
@@ -99,3 +101,31 @@ def read_utf8(path: Path) -> str:
         raise SevimgError(f"{path} is not UTF-8 text") from None
     except OSError as exc:
         raise SevimgError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def parse_json(text: str | bytes, display: str) -> Any:
+    """`text` parsed as JSON; a SevimgError naming `display` (and the line) when it is not.
+
+    Stricter than :func:`json.loads` where files from elsewhere need it:
+    `NaN` and `Infinity` are refused (they are not JSON and compare false
+    with every bound), and so are numbers too long for Python to convert
+    and nesting too deep to parse, which json.loads reports as a bare
+    ValueError or RecursionError.
+    """
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise SevimgError(
+            f"{display} is not valid JSON",
+            [error(display, exc.msg, line=exc.lineno, column=exc.colno)],
+        ) from None
+    except UnicodeDecodeError:
+        raise SevimgError(f"{display} is not UTF-8 text") from None
+    except RecursionError:
+        raise SevimgError(f"{display} is not usable JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise SevimgError(f"{display} is not usable JSON: {exc}") from None

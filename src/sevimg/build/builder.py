@@ -24,7 +24,7 @@ from sevimg.build import examine, measurement, mkosilog, pins, sandbox, uki
 from sevimg.build.mkosi import Mkosi
 from sevimg.build.settings import LocalConfig, ToolPin
 from sevimg.catalog.spec import FamilyFacts, ImageSpec
-from sevimg.problems import SevimgError
+from sevimg.problems import SevimgError, parse_json
 from sevimg.release import checksums, names
 from sevimg.release.manifest import (
     EmbeddedGuest,
@@ -212,8 +212,10 @@ class Builder:
         artifact = self.s.out_dir / names.artifact_name(spec.image_id)
         manifest = self.s.out_dir / names.manifest_name(spec.image_id)
         try:
-            recorded = json.loads(state.read_text())
-        except (OSError, ValueError):
+            recorded = parse_json(state.read_bytes(), str(state))
+        except (OSError, SevimgError):
+            return None
+        if not isinstance(recorded, dict):
             return None
         if recorded.get("inputs") != key or not artifact.is_file() or not manifest.is_file():
             return None
@@ -477,9 +479,9 @@ class Builder:
 def mkosi_packages(manifest: Path) -> dict[str, str]:
     """name → version from mkosi's JSON manifest (ManifestFormat=json)."""
     try:
-        data = json.loads(manifest.read_text())
+        data = parse_json(manifest.read_bytes(), str(manifest))
         return {p["name"]: p["version"] for p in data["packages"]}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, SevimgError, KeyError, TypeError) as exc:
         raise SevimgError(f"cannot read mkosi's package manifest {manifest}: {exc}") from None
 
 

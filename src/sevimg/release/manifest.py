@@ -18,7 +18,7 @@ from typing import Any
 from sevimg import __version__
 from sevimg.catalog.load import Document, LoadError, load_text
 from sevimg.catalog.schema import MANIFEST, schemas_for
-from sevimg.problems import Problem, SevimgError, error, read_utf8
+from sevimg.problems import Problem, SevimgError, error, parse_json, read_utf8
 from sevimg.release.checksums import sha256_file
 from sevimg.release.names import (
     ARTIFACT_SUFFIX,
@@ -259,13 +259,7 @@ class Manifest:
     @classmethod
     def from_json(cls, text: str, *, display: str = "manifest") -> Manifest:
         """Parse and validate a manifest; SevimgError with one problem per wrong field."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SevimgError(
-                f"{display} is not valid JSON",
-                [error(display, exc.msg, line=exc.lineno, column=exc.colno)],
-            ) from None
+        data = parse_json(text, display)
         problems = check_manifest(data, display=display, text=text)
         if problems:
             raise SevimgError(f"{display} is not a valid sevimg manifest", problems)
