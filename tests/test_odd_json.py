@@ -10,6 +10,7 @@ and writes nothing.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from sevimg.serve.jobs import parse_report
 from tests.artifactkit import make_folder
 from tests.conftest import CliFn
 
-ODD = {
+ODD: dict[str, Callable[[str], str]] = {
     "nan size": lambda t: re.sub(r'"size": \d+', '"size": NaN', t),
     "infinity size": lambda t: re.sub(r'"size": \d+', '"size": Infinity', t),
     "minus infinity": lambda t: re.sub(r'"size": \d+', '"size": -Infinity', t),

@@ -71,7 +71,7 @@ class Number(click.ParamType):  # type: ignore[type-arg]  # generic only in clic
         bounds = f"between {self._show(self.low)} and {self._show(self.high)}"
         if self.unit:
             bounds += f" {self.unit}"
-        # ASCII only: float() and int() also read other scripts' digits ("١" is 1).
+        # ASCII only: float() and int() also read other scripts' digits (U+0661 is 1).
         if isinstance(value, bool) or control_character(str(value)) or not str(value).isascii():
             _refuse(f"{value!r} is not a number {bounds}", param, ctx)
         if isinstance(value, int | float):
