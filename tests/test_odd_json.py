@@ -102,3 +102,33 @@ def test_a_report_put_to_serve_is_a_value_error_never_a_crash(how: str) -> None:
     body = ODD[how]('{"title": "t", "body": "b", "size": 1}').encode()
     with pytest.raises(ValueError, match="not JSON"):
         parse_report(body)
+
+
+SUMMARIES = {
+    "deep nesting": "python3 -c 'print(\"[\" * 100000)'",
+    "images a number": "echo '{\"Images\": 5}'",
+    "images empty list of lists": "echo '{\"Images\": [[]]}'",
+    "a list": "echo '[]'",
+    "a number": "echo 5",
+    "nan": "echo NaN",
+    "huge integer": "python3 -c 'print(\"9\" * 5000)'",
+    "nothing": "true",
+}
+
+
+@pytest.mark.parametrize("summary", SUMMARIES.values(), ids=SUMMARIES.keys())
+def test_an_odd_mkosi_summary_is_a_located_error(
+    cli: CliFn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, summary: str
+) -> None:
+    fake = tmp_path / "mkosi"
+    fake.write_text(
+        f'#!/bin/sh\ncase "$*" in *--version*) echo "mkosi 25.3";; *summary*) {summary};; esac\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("SEVIMG_MKOSI", str(fake))
+    run = cli("validate", "debian-13", "--mkosi")
+    assert run.code == 1, run.output
+    assert "images/debian-13.yaml: error: guest-debian-13: mkosi 25.3 printed no usable" in (
+        run.stderr
+    ), run.output
+    assert "internal error" not in run.output
