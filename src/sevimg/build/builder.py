@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -37,7 +38,7 @@ from sevimg.release.manifest import (
     write_manifest,
 )
 from sevimg.render.trees import GUEST_TREE, File, Renderer, Tree
-from sevimg.render.write import remove_stale, write_file_atomic, write_tree
+from sevimg.render.write import create_new, remove_stale, write_file_atomic, write_tree
 
 # mkosi's own default tools tree (ToolsTreeDistribution= on a Debian host).
 DEFAULT_TOOLS_TREE = ("debian", "trixie")
@@ -417,7 +418,8 @@ class Builder:
         final = self.s.out_dir / built.name
         temporary = self.s.out_dir / f".{built.name}.partial"
         try:
-            shutil.copyfile(built, temporary)
+            with built.open("rb") as source, os.fdopen(create_new(temporary), "wb") as sink:
+                shutil.copyfileobj(source, sink, 2**20)
             temporary.replace(final)
         except BaseException:
             with interrupt.deferred():
