@@ -135,7 +135,7 @@ def test_api_url_sources() -> None:
         resolve_api_url("ftp://x", {})
 
 
-BAD_API_URLS = {
+REFUSED_API_URLS = {
     "remote http": "http://api.github.com",
     "remote http ghe": "http://ghe.example/api/v3",
     "http lookalike host": "http://127.0.0.1.evil.example",
@@ -162,7 +162,7 @@ BAD_API_URLS = {
     "bad port": "https://api.github.com:99999",
     "no host": "https:///api",
 }
-GOOD_API_URLS = {
+ACCEPTED_API_URLS = {
     "https": ("https://api.github.com", "https://api.github.com"),
     "ghe": ("https://ghe.example/api/v3/", "https://ghe.example/api/v3"),
     "loopback": ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
@@ -172,7 +172,7 @@ GOOD_API_URLS = {
 }
 
 
-@pytest.mark.parametrize("url", BAD_API_URLS.values(), ids=BAD_API_URLS.keys())
+@pytest.mark.parametrize("url", REFUSED_API_URLS.values(), ids=REFUSED_API_URLS.keys())
 @pytest.mark.parametrize("source", ["--api-url", "GITHUB_API_URL"])
 def test_api_urls_that_cannot_carry_the_token_safely_are_refused(url: str, source: str) -> None:
     if source == "GITHUB_API_URL" and not url:  # an empty variable is an unset one
@@ -187,7 +187,7 @@ def test_api_urls_that_cannot_carry_the_token_safely_are_refused(url: str, sourc
     assert message.startswith(f"{source}: ") and "s3cr3t" not in message
 
 
-@pytest.mark.parametrize(("url", "kept"), GOOD_API_URLS.values(), ids=GOOD_API_URLS.keys())
+@pytest.mark.parametrize(("url", "kept"), ACCEPTED_API_URLS.values(), ids=ACCEPTED_API_URLS.keys())
 def test_api_urls_that_can_carry_the_token(url: str, kept: str) -> None:
     assert resolve_api_url(url, {}) == kept
 
