@@ -189,3 +189,32 @@ def test_on_a_real_terminal_only_sevimgs_own_colours_are_sent(workspace: Path, v
     assert "\x1b" not in re.sub(r"\x1b\[[0-9;]*m", "", written), repr(written)
     assert "\u202e" not in written and "\x07" not in written
     assert printable(value) in written
+
+
+# --- a crash (a bug in sevimg) shows no secret, even with SEVIMG_DEBUG's traceback ------------
+
+TOKEN_VALUE = "ghp_" + "T0k3n" * 7 + "x"
+
+
+@pytest.mark.parametrize("debug", ["", "1"], ids=["plain", "SEVIMG_DEBUG"])
+@pytest.mark.parametrize(
+    "secret_in",
+    ["http://user:s3cr3t@mirror.example/x", f"token {TOKEN_VALUE}", "proxy u:s3cr3t@p:3128"],
+)
+def test_an_internal_error_shows_no_secret(
+    cli: CliFn, monkeypatch: pytest.MonkeyPatch, debug: str, secret_in: str
+) -> None:
+    import sevimg.cli.catalog as catalog_cli
+
+    def crash(*_args: object) -> None:
+        raise RuntimeError(f"boom \x1b[2J {secret_in}")
+
+    monkeypatch.setattr(catalog_cli, "check_catalog", crash)
+    monkeypatch.setenv("GITHUB_TOKEN", TOKEN_VALUE)
+    monkeypatch.setenv("SEVIMG_DEBUG", debug)
+    run = cli("list")
+    assert run.code == 70, run.output
+    assert "internal error: RuntimeError: boom" in run.stderr
+    assert "s3cr3t" not in run.output and TOKEN_VALUE not in run.output
+    assert _clean(run.output)
+    assert ("Traceback" in run.stderr) == bool(debug)

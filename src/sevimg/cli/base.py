@@ -82,9 +82,9 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         except Exception as exc:  # a bug in sevimg, not bad input: say so plainly
             _after_signal()
             if os.environ.get("SEVIMG_DEBUG"):
-                traceback.print_exc()
+                err.print(_without_secrets(traceback.format_exc()), markup=False, end="")
             err.print(
-                f"sevimg: internal error: {type(exc).__name__}: {redact_text(str(exc))}\n"
+                f"sevimg: internal error: {type(exc).__name__}: {_without_secrets(str(exc))}\n"
                 "This is a bug in sevimg; please report it (set SEVIMG_DEBUG=1 for a traceback).",
                 style="bold red",
                 markup=False,
@@ -92,6 +92,21 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             sys.exit(70)
 
     return wrapper
+
+
+def _without_secrets(text: str) -> str:
+    """`text` without credentials in URLs and without the GitHub token, from wherever it came."""
+    secrets = [os.environ.get("GITHUB_TOKEN", "")]
+    argv = sys.argv
+    for i, arg in enumerate(argv):
+        if arg == "--token" and i + 1 < len(argv):
+            secrets.append(argv[i + 1])
+        elif arg.startswith("--token="):
+            secrets.append(arg.partition("=")[2])
+    for secret in secrets:
+        if secret.strip():
+            text = text.replace(secret.strip(), "***")
+    return redact_text(text)
 
 
 def _after_signal() -> None:
