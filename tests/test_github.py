@@ -135,6 +135,63 @@ def test_api_url_sources() -> None:
         resolve_api_url("ftp://x", {})
 
 
+REFUSED_API_URLS = {
+    "remote http": "http://api.github.com",
+    "remote http ghe": "http://ghe.example/api/v3",
+    "http lookalike host": "http://127.0.0.1.evil.example",
+    "http localhost suffix": "http://localhost.evil.example",
+    "userinfo": "https://user:s3cr3t@api.github.com",
+    "userinfo no password": "https://s3cr3t@api.github.com",
+    "userinfo loopback": "http://u:s3cr3t@127.0.0.1:9",
+    "file": "file:///etc/passwd",
+    "no scheme": "api.github.com",
+    "ftp": "ftp://api.github.com",
+    "dot dot": "https://ghe.example/api/v3/../../x",
+    "dot": "https://ghe.example/./api",
+    "query": "https://ghe.example/api?x=1",
+    "empty query": "https://ghe.example/api?",
+    "fragment": "https://ghe.example/api#x",
+    "newline": "https://api.github.com\n",
+    "leading newline": "\nhttps://api.github.com",
+    "tab": "https://api.github.com\t",
+    "nul": "https://api.github.com\x00",
+    "escape": "https://api.github.com\x1b[31m",
+    "space inside": "https://api.github .com",
+    "empty": "",
+    "port 0": "https://api.github.com:0",
+    "bad port": "https://api.github.com:99999",
+    "no host": "https:///api",
+}
+ACCEPTED_API_URLS = {
+    "https": ("https://api.github.com", "https://api.github.com"),
+    "ghe": ("https://ghe.example/api/v3/", "https://ghe.example/api/v3"),
+    "loopback": ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+    "loopback 127/8": ("http://127.1.2.3:1/api", "http://127.1.2.3:1/api"),
+    "localhost": ("http://localhost:9/", "http://localhost:9"),
+    "ipv6 loopback": ("http://[::1]:9", "http://[::1]:9"),
+}
+
+
+@pytest.mark.parametrize("url", REFUSED_API_URLS.values(), ids=REFUSED_API_URLS.keys())
+@pytest.mark.parametrize("source", ["--api-url", "GITHUB_API_URL"])
+def test_api_urls_that_cannot_carry_the_token_safely_are_refused(url: str, source: str) -> None:
+    if source == "GITHUB_API_URL" and not url:  # an empty variable is an unset one
+        assert resolve_api_url(None, {source: url}) == DEFAULT_API_URL
+        return
+    with pytest.raises(SevimgError) as caught:
+        if source == "--api-url":
+            resolve_api_url(url, {})
+        else:
+            resolve_api_url(None, {"GITHUB_API_URL": url})
+    message = str(caught.value) + caught.value.hint
+    assert message.startswith(f"{source}: ") and "s3cr3t" not in message
+
+
+@pytest.mark.parametrize(("url", "kept"), ACCEPTED_API_URLS.values(), ids=ACCEPTED_API_URLS.keys())
+def test_api_urls_that_can_carry_the_token(url: str, kept: str) -> None:
+    assert resolve_api_url(url, {}) == kept
+
+
 # --- releases and drafts ---------------------------------------------------------------------
 
 

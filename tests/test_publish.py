@@ -1061,6 +1061,16 @@ BAD_TAGS = [
     "@",
     "v" * 256,
 ]
+# Stricter than git on purpose: shown on GitHub, these would mislead.
+SPOOFING_TAGS = [
+    "v1\x85",
+    "v1\x9b31m",
+    "v1\u202e0.1v",
+    "v1\u2066x",
+    "v1\u200f",
+    "v1\u2028",
+    "v1\x1b[2J",
+]
 GOOD_TAGS = [
     "devel",
     "v1.2.3",
@@ -1074,7 +1084,7 @@ GOOD_TAGS = [
 ]
 
 
-@pytest.mark.parametrize("tag", BAD_TAGS)
+@pytest.mark.parametrize("tag", BAD_TAGS + SPOOFING_TAGS)
 def test_bad_tags_are_refused_as_git_would(tag: str) -> None:
     why = tag_problem(tag)
     assert why is not None
@@ -1087,6 +1097,7 @@ def test_bad_tags_are_refused_as_git_would(tag: str) -> None:
         and not tag.startswith("-")
         and tag != "@"
         and len(tag) <= 255
+        and tag not in SPOOFING_TAGS
     ):
         git = subprocess.run(["git", "check-ref-format", f"refs/tags/{tag}"], check=False)
         assert git.returncode != 0, tag

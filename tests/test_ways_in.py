@@ -792,7 +792,7 @@ def test_serve_refuses_a_host_whose_embedded_guest_opens_a_way_in(tmp_path: Path
     [
         ('"debug": false', '"debug": true, "debug": false', "duplicate key 'debug'"),
         ('"debug": false', '"debug": false, "debug": false', "duplicate key 'debug'"),
-        ('"size": ', '"size": NaN, "x": ', "NaN is not a JSON number"),
+        ('"size": ', '"size": NaN, "x": ', "NaN is not a JSON value"),
         (
             '"debug": false',
             '"debug": false, "deep": ' + "[" * 100000 + "]" * 100000,

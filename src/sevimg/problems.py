@@ -6,10 +6,12 @@ file, line, column and field, so editors and CI logs can jump straight to it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from sevimg.redact import redact_text
 
@@ -99,3 +101,41 @@ def read_utf8(path: Path) -> str:
         raise SevimgError(f"{path} is not UTF-8 text") from None
     except OSError as exc:
         raise SevimgError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a repeated key."""
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise ValueError(f"duplicate key {key!r}")
+        found[key] = value
+    return found
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def parse_json(text: str | bytes, display: str) -> Any:
+    """`text` parsed as JSON; a SevimgError naming `display` (and the line) when it is not.
+
+    Stricter than :func:`json.loads` where files from elsewhere need it:
+    `NaN` and `Infinity` are refused (they are not JSON and compare false
+    with every bound), and so are numbers too long for Python to convert
+    and nesting too deep to parse, which json.loads reports as a bare
+    ValueError or RecursionError. A repeated key is refused too: json keeps
+    the last one, so `"debug": true, "debug": false` would read as false.
+    """
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise SevimgError(
+            f"{display} is not valid JSON",
+            [error(display, exc.msg, line=exc.lineno, column=exc.colno)],
+        ) from None
+    except UnicodeDecodeError:
+        raise SevimgError(f"{display} is not UTF-8 text") from None
+    except (RecursionError, ValueError) as exc:  # nested too deep; a repeated key; NaN; a huge number
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise SevimgError(f"{display} is not usable JSON: {why}", [error(display, why)]) from None

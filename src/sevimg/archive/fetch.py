@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from sevimg.archive.compress import ArchiveError
+from sevimg.problems import SevimgError, parse_json
 from sevimg.redact import redact_url
 from sevimg.render.write import write_file_atomic
 
@@ -132,8 +133,10 @@ class Fetcher:
         headers: dict[str, str] = {}
         if conditional and path.is_file() and meta_path.is_file():
             try:
-                meta = json.loads(meta_path.read_text())
-            except (OSError, ValueError):
+                meta = parse_json(meta_path.read_bytes(), str(meta_path))
+            except (OSError, SevimgError):
+                meta = {}
+            if not isinstance(meta, dict):
                 meta = {}
             if etag := meta.get("etag"):
                 headers["If-None-Match"] = etag

@@ -20,6 +20,7 @@ from sevimg.archive import deb, rpmmd
 from sevimg.archive.compress import ArchiveError, decompress
 from sevimg.archive.fetch import Fetcher, HttpStatusError
 from sevimg.archive.sources import Source
+from sevimg.problems import SevimgError, parse_json
 from sevimg.redact import redact_url
 from sevimg.render.write import write_file_atomic
 
@@ -80,8 +81,8 @@ class Reader:
         path = self.fetcher.cache / "parsed" / f"{what}-{SUMMARY_FORMAT}-{digest}.json"
         if path.is_file():
             try:
-                return json.loads(path.read_text())
-            except (OSError, ValueError):
+                return parse_json(path.read_bytes(), str(path))
+            except (OSError, SevimgError):
                 pass
         value = make()
         write_file_atomic(path, json.dumps(value, sort_keys=True).encode())

@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sevimg.archive.run import Outcome
+from sevimg.display import printable
 
 _STYLE = {
     "ok": "green",
@@ -61,7 +62,8 @@ def table(outcomes: Sequence[Outcome]) -> Table:
     for outcome in outcomes:
         for row in rows(outcome):
             grid.add_row(
-                *(Text(cell) for cell in row[:-1]), Text(row[-1], style=_STYLE.get(row[-1], ""))
+                *(Text(printable(cell)) for cell in row[:-1]),
+                Text(row[-1], style=_STYLE.get(row[-1], "")),
             )
     return grid
 

@@ -24,7 +24,7 @@ from sevimg.build import collect, examine, measurement, mkosilog, pins, sandbox,
 from sevimg.build.mkosi import Mkosi
 from sevimg.build.settings import LocalConfig, ToolPin
 from sevimg.catalog.spec import FamilyFacts, ImageSpec
-from sevimg.problems import SevimgError
+from sevimg.problems import SevimgError, parse_json
 from sevimg.release import checksums, names
 from sevimg.release.manifest import (
     ExpectedMeasurement,
@@ -207,8 +207,10 @@ class Builder:
         artifact = self.s.out_dir / names.artifact_name(spec.image_id)
         manifest = self.s.out_dir / names.manifest_name(spec.image_id)
         try:
-            recorded = json.loads(state.read_text())
-        except (OSError, ValueError):
+            recorded = parse_json(state.read_bytes(), str(state))
+        except (OSError, SevimgError):
+            return None
+        if not isinstance(recorded, dict):
             return None
         if recorded.get("inputs") != key or not artifact.is_file() or not manifest.is_file():
             return None

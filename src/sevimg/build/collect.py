@@ -8,7 +8,7 @@ an image passed its checks.
 
 from __future__ import annotations
 
-import json
+import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +17,7 @@ from pathlib import Path
 from sevimg import interrupt
 from sevimg.build.settings import ToolPin
 from sevimg.catalog.spec import ImageSpec
-from sevimg.problems import SevimgError
+from sevimg.problems import SevimgError, parse_json
 from sevimg.release import checksums, names
 from sevimg.release.manifest import (
     EmbeddedGuest,
@@ -29,6 +29,7 @@ from sevimg.release.manifest import (
     load_manifest,
     write_manifest,
 )
+from sevimg.render.write import create_new
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,9 @@ class Contents:
 def mkosi_packages(manifest: Path) -> dict[str, str]:
     """name → version from mkosi's JSON manifest (ManifestFormat=json)."""
     try:
-        data = json.loads(manifest.read_text())
+        data = parse_json(manifest.read_bytes(), str(manifest))
         return {p["name"]: p["version"] for p in data["packages"]}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, SevimgError, KeyError, TypeError) as exc:
         raise SevimgError(f"cannot read mkosi's package manifest {manifest}: {exc}") from None
 
 
@@ -63,7 +64,9 @@ def publish(
     final = out_dir / built.name
     temporary = out_dir / f".{built.name}.partial"
     try:
-        shutil.copyfile(built, temporary)
+        # Never through a link planted at the temporary name (builds run as root).
+        with built.open("rb") as source, os.fdopen(create_new(temporary), "wb") as sink:
+            shutil.copyfileobj(source, sink, 2**20)
         temporary.replace(final)
     except BaseException:
         with interrupt.deferred():

@@ -27,7 +27,9 @@ HOST_SYSTEMD = Path("/usr/lib/systemd")
 
 def _image(summary: dict[str, Any]) -> dict[str, Any]:
     images = summary.get("Images") or [summary]
-    image: dict[str, Any] = images[-1]  # the last image is the main one (subimages come first)
+    image = images[-1]  # the last image is the main one (subimages come first)
+    if not isinstance(image, dict):
+        raise TypeError(f"an image is {type(image).__name__}, not an object")
     return image
 
 
@@ -43,7 +45,7 @@ def mkosi_mismatches(mkosi: Mkosi, tree: Path, spec: ImageSpec) -> list[str]:
         found.append(f"mkosi {mkosi.version} warned: {proc.stderr.strip()}")
     try:
         image = _image(json.loads(proc.stdout))
-    except (ValueError, IndexError, AttributeError) as exc:
+    except (ValueError, RecursionError, IndexError, AttributeError, KeyError, TypeError) as exc:
         return [*found, f"mkosi {mkosi.version} printed no usable JSON summary: {exc}"]
     return found + compare_summary(image, tree, spec)
 

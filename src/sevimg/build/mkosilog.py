@@ -13,6 +13,7 @@ from pathlib import Path
 from sevimg import interrupt, proc
 from sevimg.problems import SevimgError
 from sevimg.redact import redact_text
+from sevimg.render.write import create_new
 
 LOG_TAIL = 25
 MKOSI_GRACE = 10.0  # seconds mkosi gets to clean up after SIGTERM (unmount, remove its workspace)
@@ -42,7 +43,7 @@ def run(
         # unlike a command line, the environment is not shown to other users.
         for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
             env[name] = proxy
-    with log.open("w", encoding="utf-8") as sink:
+    with os.fdopen(create_new(log), "w", encoding="utf-8") as sink:
         sink.write(redact_text(f"$ {mkosi} {' '.join(args)}\n"))
         sink.flush()
         try:

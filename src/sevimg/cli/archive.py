@@ -10,7 +10,7 @@ import click
 
 from sevimg.cli.base import err, handle_errors, out
 from sevimg.cli.group import Context, main, pass_ctx
-from sevimg.cli.params import ImageName
+from sevimg.cli.params import ImageName, Number
 from sevimg.problems import SevimgError
 
 
@@ -32,7 +32,7 @@ from sevimg.problems import SevimgError
 @click.option("--offline", is_flag=True, help="Use only the cache; say what it lacks.")
 @click.option(
     "--timeout",
-    type=click.FloatRange(1, 600),
+    type=Number(1, 600, "seconds"),
     default=30.0,
     show_default=True,
     help="Seconds to wait for a mirror.",

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import NoReturn, ParamSpec, TypeVar
 
 import click
-from rich.console import Console
 from rich.text import Text
 
 from sevimg import interrupt
 from sevimg.cli.params import MkosiVersion
+from sevimg.display import SafeConsole, printable
 from sevimg.mkosi_versions import OLDEST_MKOSI
 from sevimg.problems import Problem, SevimgError
 from sevimg.redact import redact_text
@@ -32,14 +32,17 @@ _WIDTH = None if sys.stdout.isatty() else 132
 # Text is printed as written: catalog values, paths and remote names may hold
 # "[/red]" or ":smile:", which rich would otherwise read as markup or emoji
 # (and crash on, or turn into a hyperlink). Styling goes through `style=` or
-# rich.text.Text, never through markup in a string.
-out = Console(highlight=False, soft_wrap=True, width=_WIDTH, markup=False, emoji=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True, width=_WIDTH, markup=False, emoji=False)
+# rich.text.Text, never through markup in a string. Control and bidi
+# characters in them are shown as escapes (sevimg.display).
+out = SafeConsole(highlight=False, soft_wrap=True, width=_WIDTH, markup=False, emoji=False)
+err = SafeConsole(
+    stderr=True, highlight=False, soft_wrap=True, width=_WIDTH, markup=False, emoji=False
+)
 
 
 def styled(text: object, style: str = "") -> Text:
     """A table cell or status line shown literally (never parsed as markup), optionally styled."""
-    return Text(str(text), style=style)
+    return Text(printable(str(text)), style=style)
 
 
 def print_problems(problems: Iterable[Problem]) -> None:
@@ -79,9 +82,9 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         except Exception as exc:  # a bug in sevimg, not bad input: say so plainly
             _after_signal()
             if os.environ.get("SEVIMG_DEBUG"):
-                traceback.print_exc()
+                err.print(_without_secrets(traceback.format_exc()), markup=False, end="")
             err.print(
-                f"sevimg: internal error: {type(exc).__name__}: {redact_text(str(exc))}\n"
+                f"sevimg: internal error: {type(exc).__name__}: {_without_secrets(str(exc))}\n"
                 "This is a bug in sevimg; please report it (set SEVIMG_DEBUG=1 for a traceback).",
                 style="bold red",
                 markup=False,
@@ -89,6 +92,21 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             sys.exit(70)
 
     return wrapper
+
+
+def _without_secrets(text: str) -> str:
+    """`text` without credentials in URLs and without the GitHub token, from wherever it came."""
+    secrets = [os.environ.get("GITHUB_TOKEN", "")]
+    argv = sys.argv
+    for i, arg in enumerate(argv):
+        if arg == "--token" and i + 1 < len(argv):
+            secrets.append(argv[i + 1])
+        elif arg.startswith("--token="):
+            secrets.append(arg.partition("=")[2])
+    for secret in secrets:
+        if secret.strip():
+            text = text.replace(secret.strip(), "***")
+    return redact_text(text)
 
 
 def _after_signal() -> None:

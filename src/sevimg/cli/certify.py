@@ -18,7 +18,7 @@ from sevimg.build import measurement, pins, settings
 from sevimg.catalog.index import machine_families
 from sevimg.cli.base import artifact_folder_option, err, handle_errors, out, styled
 from sevimg.cli.group import Context, main, pass_ctx
-from sevimg.cli.params import ImageName
+from sevimg.cli.params import ImageName, Number
 from sevimg.machine import run
 from sevimg.problems import SevimgError
 from sevimg.release import checksums, names
@@ -153,7 +153,7 @@ def read_report(path: Path) -> bytes:
 )
 @click.option(
     "--kds-attempts",
-    type=click.IntRange(1, 20),
+    type=Number(1, 20, "tries", integer=True),
     default=kds.Kds.attempts,
     show_default=True,
     help="Tries per KDS request; waits 2, 4, 8 ... s between them (or what Retry-After says).",
@@ -166,7 +166,7 @@ def read_report(path: Path) -> bytes:
 @click.option("--measurement", metavar="HEX", help="The expected launch measurement (48 bytes).")
 @click.option(
     "--vmpl",
-    type=click.IntRange(0, 3),
+    type=Number(0, 3, "", integer=True),
     default=0,
     show_default=True,
     help="The VMPL the report must be for.",
@@ -297,7 +297,11 @@ def verify_command(
     "the built host UKI in DIR).",
 )
 @click.option(
-    "--vcpus", type=click.IntRange(1, 512), default=1, show_default=True, help="Guest vCPUs."
+    "--vcpus",
+    type=Number(1, 512, "vCPUs", integer=True),
+    default=1,
+    show_default=True,
+    help="Guest vCPUs.",
 )
 @click.option(
     "--vcpu-type",

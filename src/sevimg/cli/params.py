@@ -69,8 +69,11 @@ class Number(click.ParamType):  # type: ignore[type-arg]  # generic only in clic
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
     ) -> float | int:
         """The number, checked."""
-        bounds = f"between {self._show(self.low)} and {self._show(self.high)} {self.unit}"
-        if isinstance(value, bool) or control_character(str(value)):
+        bounds = f"between {self._show(self.low)} and {self._show(self.high)}"
+        if self.unit:
+            bounds += f" {self.unit}"
+        # ASCII only: float() and int() also read other scripts' digits (U+0661 is 1).
+        if isinstance(value, bool) or control_character(str(value)) or not str(value).isascii():
             _refuse(f"{value!r} is not a number {bounds}", param, ctx)
         if isinstance(value, int | float):
             number: float | int = value

@@ -14,6 +14,7 @@ from rich.console import Group
 from rich.live import Live
 from rich.text import Text
 
+from sevimg import lock
 from sevimg.cli.base import artifact_folder_option, handle_errors, out
 from sevimg.cli.group import Context, main, pass_ctx
 from sevimg.problems import SevimgError
@@ -159,6 +160,8 @@ def serve_command(
     poweroff = check_poweroff(poweroff_efi) if poweroff_efi is not None else None
     results = Results(results_dir)
     results.prepare()
+    # One server per results folder: two would overwrite each other's results.json.
+    click.get_current_context().with_resource(lock.hold(results_dir, "the results folder"))
     avahi = publisher(address[0]) if mdns else None
     filer = _open_issues(github_issues) if github_issues else None
     try:

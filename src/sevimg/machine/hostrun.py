@@ -17,7 +17,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from sevimg.problems import SevimgError
+from sevimg.problems import SevimgError, parse_json
 from sevimg.render.write import write_file_atomic
 from sevimg.workspace import packaged
 from sevimg_cert import framing as cert_framing
@@ -54,10 +54,7 @@ def read_console(console: str) -> HostResult:
         raw = cert_framing.unframe(console)
     except cert_framing.FrameError as exc:
         raise SevimgError(f"the host's result on the console is unusable: {exc}") from None
-    try:
-        doc = json.loads(raw)
-    except ValueError as exc:
-        raise SevimgError(f"the host's result is not JSON: {exc}") from None
+    doc = parse_json(raw, "the host's result")
     try:
         Draft202012Validator(schema()).validate(doc)
     except ValidationError as exc:

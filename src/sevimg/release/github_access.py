@@ -7,6 +7,7 @@ the way `gh` users expect.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shutil
 import subprocess
@@ -85,6 +86,11 @@ def check_api_url(url: str, source: str = "--api-url") -> str:
         raise bad("not an http:// or https:// URL")
     if not parts.hostname:
         raise bad("it names no host")
+    if parts.scheme == "http" and not _loopback(parts.hostname):
+        # The token would cross the network in clear text.
+        raise bad(
+            "plain http:// sends the token unencrypted; use https:// (http:// is for 127.0.0.1)"
+        )
     if parts.username is not None or parts.password is not None:
         raise bad("it carries a user name or password; sevimg sends the token instead")
     if parts.query or stripped.endswith("?"):
@@ -96,6 +102,16 @@ def check_api_url(url: str, source: str = "--api-url") -> str:
     if any(segment in (".", "..") for segment in parts.path.split("/")):
         raise bad("its path has . or .. segments")
     return stripped.rstrip("/")
+
+
+def _loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 # GitHub's rules: an owner (user or organization) is 1-39 letters, digits or

@@ -127,7 +127,7 @@ class Api:
     def _json(self, response: httpx.Response, kind: type[Any]) -> Any:
         try:
             data = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             data = None
         if not isinstance(data, kind):
             raise GitHubError(
@@ -262,7 +262,7 @@ def _message(response: httpx.Response) -> str:
     """GitHub's `message` from an error body, if it has one."""
     try:
         data = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return ""
     if isinstance(data, dict) and isinstance(data.get("message"), str):
         return str(data["message"])
@@ -273,7 +273,7 @@ def _error_codes(response: httpx.Response) -> tuple[str, ...]:
     """The `code` of each entry of a 422's `errors`."""
     try:
         data = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return ()
     errors = data.get("errors") if isinstance(data, dict) else None
     if not isinstance(errors, list):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sevimg import __version__
-from sevimg.problems import SevimgError, error, read_utf8
+from sevimg.problems import SevimgError, parse_json, read_utf8
 from sevimg.release.checksums import sha256_file
 from sevimg.release.manifest_check import check_manifest
 from sevimg.release.names import (
@@ -255,16 +255,7 @@ class Manifest:
     @classmethod
     def from_json(cls, text: str, *, display: str = "manifest") -> Manifest:
         """Parse and validate a manifest; SevimgError with one problem per wrong field."""
-        try:
-            data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
-        except json.JSONDecodeError as exc:
-            raise SevimgError(
-                f"{display} is not valid JSON",
-                [error(display, exc.msg, line=exc.lineno, column=exc.colno)],
-            ) from None
-        except (RecursionError, ValueError) as exc:  # nested too deep; a repeated key; NaN
-            why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-            raise SevimgError(f"{display} is not valid JSON", [error(display, why)]) from None
+        data = parse_json(text, display)
         problems = check_manifest(data, display=display, text=text)
         if problems:
             raise SevimgError(f"{display} is not a valid sevimg manifest", problems)
@@ -333,20 +324,6 @@ def write_manifest(folder: Path, manifest: Manifest) -> Path:
     target = folder / manifest.file_name
     write_file_atomic(target, manifest.to_json().encode())
     return target
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object, refusing a repeated key (json keeps the last: `"debug": true, "debug": false`)."""
-    found: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in found:
-            raise ValueError(f"duplicate key {key!r}")
-        found[key] = value
-    return found
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def load_manifest(path: Path) -> Manifest:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+from sevimg.display import UNSAFE
 from sevimg.problems import SevimgError
 from sevimg.release.checksums import SHA256SUMS, format_sha256sums
 from sevimg.release.folder import LocalArtifact, load_artifact_folder, refuse_debug
@@ -75,8 +76,9 @@ def tag_problem(tag: str) -> str | None:
         return "it is empty"
     if len(tag) > MAX_TAG_LENGTH:
         return f"it is longer than {MAX_TAG_LENGTH} characters"
-    if any(ord(c) < 32 or ord(c) == 127 for c in tag):
-        return "it holds control characters (a newline, tab, ...)"
+    if UNSAFE.search(tag) or "\t" in tag or "\n" in tag:
+        # C1 controls and bidi overrides too: GitHub would show `v1.0\u202e1.v` reversed.
+        return "it holds control or bidirectional formatting characters (a newline, tab, ...)"
     if bad := sorted({c for c in tag if c in _TAG_FORBIDDEN}):
         return f"it holds {' '.join(repr(c) for c in bad)}, which git does not allow in a tag"
     if tag.startswith("-"):

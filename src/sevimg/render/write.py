@@ -106,6 +106,19 @@ def write_file_atomic(path: Path, content: bytes, mode: int = 0o644) -> None:
         raise
 
 
+def create_new(path: Path, mode: int = 0o644) -> int:
+    """A file descriptor for writing a fresh file at `path` (a log, a `.partial` copy).
+
+    Whatever was at `path` is unlinked first and the new file is created
+    exclusively without following links: a symlink planted in an output
+    folder (`out/logs/x.log -> /etc/shadow`) is replaced, never written
+    through.
+    """
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+
+
 def is_stale(name: str) -> bool:
     """True for the temporary names sevimg's writers use (`.X.new-*`, `.X.old-*`, `.X.tmp-*`, `.X.partial`)."""
     return bool(_STALE.match(name))

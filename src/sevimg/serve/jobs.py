@@ -12,13 +12,14 @@ clock, so tests can walk through five idle minutes without waiting.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
+
+from sevimg.problems import SevimgError, parse_json
 
 # dispatch hands an Assigned or Downloading job to another client after this long without activity.
 IDLE_AFTER = 300.0
@@ -189,8 +190,8 @@ class Report:
 def parse_report(raw: bytes) -> Report:
     """The report in a PUT body; ValueError saying what is wrong (the server answers 400)."""
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        data = parse_json(raw, "the report")
+    except SevimgError as exc:
         raise ValueError(f"not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from rich.table import Table
 from rich.text import Text
 
+from sevimg.display import printable
 from sevimg.serve.jobs import Job, State
 
 _STYLE = {
@@ -30,12 +31,12 @@ def jobs_table(jobs: tuple[Job, ...], *, title: str = "") -> Table:
     for job in jobs:
         table.add_row(
             Text(f"{job.state.icon} {job.state.value}", style=_STYLE.get(job.state, "")),
-            Text(job.name),
-            Text(job.client or ""),
+            Text(printable(job.name)),
+            Text(printable(job.client or "")),
             Text(_clock(job.assigned_at)),
             Text(_clock(job.booted_at)),
             Text(_clock(job.reported_at)),
-            Text(job.note),  # never markup: notes quote GitHub's messages
+            Text(printable(job.note)),  # never markup: notes quote GitHub's messages
         )
     return table
 
