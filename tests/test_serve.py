@@ -515,7 +515,27 @@ def test_bind(text: str, expected: tuple[str, int]) -> None:
     assert parse_bind(text) == expected
 
 
-@pytest.mark.parametrize("text", ["8080", "localhost:8080", "1.2.3.4:70000", "[::1]", "a:b"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "8080",
+        "localhost:8080",
+        "1.2.3.4:70000",
+        "[::1]",
+        "a:b",
+        # Nothing around the value, and ASCII digits only.
+        "127.0.0.1:8080\n",
+        " 127.0.0.1:8080",
+        "127.0.0.1:8080\t",
+        "127.0.0.1:\u0668\u0660",
+        "127.0.0.1:\uff18\uff10",
+        "127.0.0.1 :8080",
+        "127.0.0.1:-80",
+        "127.0.0.1:+80",
+        "127.0.0.1:8080\x00",
+        "\u202e127.0.0.1:80",
+    ],
+)
 def test_bad_bind(text: str) -> None:
     with pytest.raises(SevimgError, match="--bind"):
         parse_bind(text)

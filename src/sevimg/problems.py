@@ -136,6 +136,9 @@ def parse_json(text: str | bytes, display: str) -> Any:
         ) from None
     except UnicodeDecodeError:
         raise SevimgError(f"{display} is not UTF-8 text") from None
-    except (RecursionError, ValueError) as exc:  # nested too deep; a repeated key; NaN; a huge number
+    except (
+        RecursionError,
+        ValueError,
+    ) as exc:  # nested too deep; a repeated key; NaN; a huge number
         why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise SevimgError(f"{display} is not usable JSON: {why}", [error(display, why)]) from None

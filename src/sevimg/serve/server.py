@@ -60,7 +60,8 @@ class Handle:
 
 def parse_bind(text: str) -> tuple[str, int]:
     """`ADDR:PORT`, `[V6]:PORT` or `:PORT` (127.0.0.1) → (address, port); SevimgError otherwise."""
-    match = re.fullmatch(r"(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]]*)):(\d{1,5})", text.strip())
+    # ASCII digits only (\d takes other scripts' digits) and nothing around the value.
+    match = re.fullmatch(r"(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]]*)):([0-9]{1,5})", text)
     if match is None or int(match[3]) > 65535:
         raise SevimgError(
             f"--bind {text!r}: expected ADDR:PORT, e.g. 127.0.0.1:8080, 0.0.0.0:8080 or [::]:8080"
