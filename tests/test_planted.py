@@ -63,8 +63,19 @@ def test_a_planted_symlink_is_replaced_not_followed(
     assert sorted(p.name for p in victim.parent.iterdir()) == ([] if dangling else ["shadow"])
 
 
-def test_two_servers_never_share_a_results_folder(cli: CliFn, tmp_path: Path) -> None:
-    """A second `serve` on the same --results fails naming the first, and leaves its files alone."""
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["serve", "--bind", "127.0.0.1:0"],
+        # Fails on the lock before QEMU starts (QEMU and OVMF are only looked up).
+        ["run", "debian-13", "--role", "host", "--no-sev"],
+    ],
+    ids=["serve", "run-host"],
+)
+def test_two_runs_never_share_a_results_folder(
+    cli: CliFn, tmp_path: Path, command: list[str]
+) -> None:
+    """A second run on the same --results fails naming the first, and leaves its files alone."""
     folder = make_folder(tmp_path / "out", ["debian-13"])
     results = tmp_path / "results"
     results.mkdir()
@@ -74,9 +85,7 @@ def test_two_servers_never_share_a_results_folder(cli: CliFn, tmp_path: Path) ->
     )
     try:
         assert first.stdout is not None and first.stdout.readline() == "held\n"
-        run = cli(
-            "serve", "--from", str(folder), "--bind", "127.0.0.1:0", "--results", str(results)
-        )
+        run = cli(*command, "--from", str(folder), "--results", str(results))
     finally:
         first.terminate()
         first.wait(timeout=10)
@@ -84,6 +93,8 @@ def test_two_servers_never_share_a_results_folder(cli: CliFn, tmp_path: Path) ->
     assert f"the results folder {results} is in use by another sevimg run (pid {first.pid}" in (
         run.stderr
     )
+    assert "(--results DIR)" in run.stderr
+    assert sorted(p.name for p in results.iterdir()) == ["results.json"]
     assert (results / "results.json").read_text() == "{}\n"
 
 

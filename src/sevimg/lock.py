@@ -50,8 +50,11 @@ def holder(folder: Path, locks: Path = PROC_LOCKS) -> str:
 
 
 @contextmanager
-def hold(folder: Path, what: str, *, wait: float = WAIT) -> Iterator[None]:
-    """Hold the lock on `folder` (created if missing) for the block; SevimgError when busy."""
+def hold(folder: Path, what: str, *, wait: float = WAIT, option: str = "-o DIR") -> Iterator[None]:
+    """Hold the lock on `folder` (created if missing) for the block; SevimgError when busy.
+
+    `option` is the command-line option that picks another folder, for the hint.
+    """
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
@@ -71,7 +74,7 @@ def hold(folder: Path, what: str, *, wait: float = WAIT) -> Iterator[None]:
                         raise SevimgError(
                             f"{what} {folder} is in use by another sevimg run ({holder(folder)}); "
                             f"waited {wait:g} s",
-                            hint="let that run finish, or write somewhere else (-o DIR)",
+                            hint=f"let that run finish, or write somewhere else ({option})",
                         ) from None
                     interrupt.check()
                     time.sleep(_POLL)

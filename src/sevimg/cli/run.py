@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 import click
 from rich.table import Table
 
+from sevimg import lock
 from sevimg.catalog.spec import Role
 from sevimg.cli.base import artifact_folder_option, err, handle_errors, out, styled
 from sevimg.cli.group import Context, main, pass_ctx
@@ -343,6 +344,10 @@ def _run_host(
         return
     folder = results_dir or kernel.parent / "results" / kernel.name.removesuffix(
         names.ARTIFACT_SUFFIX
+    )
+    # Two runs writing one results folder would leave one's console beside the other's result.
+    click.get_current_context().with_resource(
+        lock.hold(folder, "the results folder", option="--results DIR")
     )
     booted = _boot_plain(
         kernel,

@@ -161,7 +161,9 @@ def serve_command(
     results = Results(results_dir)
     results.prepare()
     # One server per results folder: two would overwrite each other's results.json.
-    click.get_current_context().with_resource(lock.hold(results_dir, "the results folder"))
+    click.get_current_context().with_resource(
+        lock.hold(results_dir, "the results folder", option="--results DIR")
+    )
     avahi = publisher(address[0]) if mdns else None
     filer = _open_issues(github_issues) if github_issues else None
     try:
