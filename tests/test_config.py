@@ -435,6 +435,47 @@ def test_a_pin_url_must_end_in_a_file_name(workspace: Path, tail: str) -> None:
     assert "does not end in a file name" in problem.message
 
 
+@pytest.mark.parametrize("install", ["/etc/shadow", "/usr/bin/snphost", "/usr/local/bin/../x"])
+def test_validate_reports_a_bad_pin_before_any_build(
+    cli: CliFn, workspace: Path, install: str
+) -> None:
+    """`validate` checks sevimg.yaml too, located, whether or not IMAGES are named."""
+    tools: dict[str, str | None] = {"snphost": install}
+    (workspace / "sevimg.yaml").write_text(pins_text(tools))
+    where = f"sevimg.yaml:{install_line(tools, 'snphost')}:14: error: tools.snphost.install: "
+    for args in ((), ("debian-13",)):
+        run = cli("validate", *args)
+        assert run.code == 1, run.output
+        assert where in run.stderr
+        assert "Traceback" not in run.output
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("mirrors: {}\n", ":1:1: error: missing required key 'schema_version'"),
+        ("schema_version: 1\nmirrors:\n  debian: x\n", ":3:11: error: mirrors.debian: "),
+        ("schema_version: 1\nproxy: !!str http://p\n", ":2:8: error: "),
+    ],
+)
+def test_validate_reports_a_bad_local_file(
+    cli: CliFn, workspace: Path, text: str, expected: str
+) -> None:
+    (workspace / "sevimg.local.yaml").write_text(text)
+    run = cli("validate", "debian-13")
+    assert run.code == 1, run.output
+    assert f"sevimg.local.yaml{expected}" in run.stderr
+    assert "Traceback" not in run.output
+
+
+def test_validate_passes_good_settings(cli: CliFn, workspace: Path) -> None:
+    (workspace / "sevimg.local.yaml").write_text(
+        "schema_version: 1\nmirrors:\n  debian:\n    url: http://127.0.0.1:1/debian\n"
+    )
+    run = cli("validate", "debian-13")
+    assert run.code == 0, run.output
+
+
 def test_a_bad_install_path_fails_the_build_cleanly(cli: CliFn, workspace: Path) -> None:
     (workspace / "sevimg.yaml").write_text(pins_text({"snphost": "/etc/shadow"}))
     run = cli("build", "debian-13", "--mkosi-version", "25.3")

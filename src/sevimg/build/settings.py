@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, cast
 
-from sevimg.catalog.index import families_by_distribution, load_catalog
+from sevimg.catalog.index import Catalog, families_by_distribution, load_catalog
 from sevimg.catalog.load import Document, LoadError, load_file
 from sevimg.catalog.schema import LOCAL, PROJECT, control_character, schemas_for
-from sevimg.problems import Problem, SevimgError, has_errors
+from sevimg.problems import Problem, SevimgError, error, has_errors
 from sevimg.release.checksums import SHA256_HEX
 from sevimg.workspace import Workspace
 
@@ -282,3 +282,22 @@ def load_local(ws: Workspace, apt_distributions: Collection[str] | None = None) 
         sandbox_trees=tuple(local_path(p) for p in data.get("sandbox_trees") or ()),
         tools_dir=local_path(data["tools_dir"]) if data.get("tools_dir") else None,
     )
+
+
+def settings_problems(ws: Workspace, catalog: Catalog) -> list[Problem]:
+    """What is wrong with sevimg.yaml and sevimg.local.yaml (none when they are fine or absent).
+
+    `sevimg validate` reports these beside the catalog's, so a bad pin or
+    mirror is found before a build stops on it.
+    """
+    found: list[Problem] = []
+    apt = {d for d, family in families_by_distribution(catalog).items() if family.is_apt}
+    for name, load in (
+        (PROJECT_FILE, load_tool_pins),
+        (LOCAL_FILE, lambda ws: load_local(ws, apt)),
+    ):
+        try:
+            load(ws)
+        except SevimgError as exc:
+            found.extend(exc.problems or [error(str(ws.root / name), exc.message)])
+    return found

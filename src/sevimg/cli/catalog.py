@@ -11,6 +11,7 @@ from typing import Any
 import click
 import yaml
 
+from sevimg.build.settings import settings_problems
 from sevimg.catalog.pipeline import Checked, all_problems, check_catalog
 from sevimg.catalog.policy import floor_verdicts
 from sevimg.catalog.resolve import roles_of
@@ -232,7 +233,8 @@ def validate(
     """
     catalog = ctx.catalog
     checked, orphans = check_catalog(catalog, images)
-    problems = all_problems(checked, orphans)
+    # The workspace's own settings too: a bad pin or mirror would stop every build.
+    problems = sorted({*all_problems(checked, orphans), *settings_problems(ctx.ws, catalog)})
     if with_mkosi and not has_errors(problems):
         # The judges run programs: imported only when asked for (plain validate stays quick).
         from sevimg.build import judge, mkosi  # noqa: PLC0415
