@@ -677,6 +677,8 @@ LYING = [
     ("autologin", "guest", "console=ttyS0", [GETTY_AUTOLOGIN], "logs in without a password"),
     ("sshd", "host", "console=ttyS0", [("usr/sbin/sshd", EXE, b"")], "OpenSSH"),
     ("embedded", "host", "console=ttyS0", [], "its guest /usr/"),
+    ("efi-program", "host", "", [], "an EFI program but not a unified kernel image"),
+    ("embedded-efi-program", "host", "console=ttyS0", [], "guest.efi: it is an EFI program"),
 ]
 
 
@@ -694,6 +696,11 @@ def test_an_image_whose_uki_opens_a_way_in_is_not_merged(
     content = real_uki(cmdline, files)
     if case == "embedded":
         content = real_uki(cmdline, [(GUEST_EMBED_PATH, FILE, real_uki("systemd.debug_shell", []))])
+    if case == "efi-program":  # a UEFI shell, say: a PE with code and no .linux
+        content = pe([(".text", b"\xc3" * 64), (".data", b"shell")])
+    if case == "embedded-efi-program":
+        guest = pe([(".text", b"\xc3" * 64)])
+        content = real_uki(cmdline, [(GUEST_EMBED_PATH, FILE, guest)])
     # names and manifests of a release build: debug nowhere but in the UKI
     folder = make_folder(tmp_path / "out", content={f"{role}-debian-13": content})
     target = folder / f"{role}-debian-13.efi"

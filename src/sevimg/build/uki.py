@@ -67,6 +67,10 @@ class Uki:
         return found
 
 
+class NotUki(SevimgError):
+    """A PE/EFI binary without a .linux section: an EFI program, not a unified kernel image."""
+
+
 def read_uki(path: Path, data: bytes | None = None) -> Uki:
     """Parse the UKI at `path` (or `data`, a UKI found at `path`); SevimgError when it is not one."""
     try:
@@ -78,7 +82,7 @@ def read_uki(path: Path, data: bytes | None = None) -> Uki:
     }
     pe.close()
     if ".linux" not in sections:
-        raise SevimgError(f"{path} has no .linux section: not a unified kernel image")
+        raise NotUki(f"{path} has no .linux section: not a unified kernel image")
 
     def text(name: str) -> str:
         raw: bytes = sections.get(name, b"")

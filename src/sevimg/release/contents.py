@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sevimg.build.examine import resolve_member
-from sevimg.build.uki import Uki, read_uki
+from sevimg.build.uki import NotUki, Uki, read_uki
 from sevimg.catalog import security, security_files
 from sevimg.catalog.spec import GUEST_EMBED_PATH
 from sevimg.problems import SevimgError
@@ -21,22 +21,32 @@ from sevimg.problems import SevimgError
 def ways_in(path: Path) -> list[str]:
     """The ways into the image at `path` (empty when there are none).
 
-    A file that is not a readable UKI has none here: it could not boot, and
-    the folder's own checks (names, checksums, manifests) still apply.
+    A file that is not PE/EFI at all has none here: firmware cannot start it,
+    and the folder's own checks (names, checksums, manifests) still apply. A
+    PE/EFI program that is not a UKI (a UEFI shell, a boot manager) is a way
+    in: nothing in it says what it runs.
     """
     try:
         uki = read_uki(path)
+    except NotUki:
+        return [_NOT_UKI]
     except SevimgError:
         return []
     found = _uki_ways_in(uki, "")
     embedded = resolve_member(uki.members(), GUEST_EMBED_PATH)
     if embedded is not None and not embedded.is_symlink:
+        prefix = f"its guest {GUEST_EMBED_PATH}: "
         try:
             guest = read_uki(path, embedded.data)
+        except NotUki:
+            return [*found, prefix + _NOT_UKI]
         except SevimgError:
             return found
-        found += _uki_ways_in(guest, f"its guest {GUEST_EMBED_PATH}: ")
+        found += _uki_ways_in(guest, prefix)
     return found
+
+
+_NOT_UKI = "it is an EFI program but not a unified kernel image (no .linux section)"
 
 
 def _uki_ways_in(uki: Uki, prefix: str) -> list[str]:
