@@ -16,7 +16,7 @@ import os
 import signal
 import struct
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 KVER = "6.12.119+deb13-amd64"
@@ -214,6 +214,17 @@ def write_guest_build(folder: Path, image_id: str = "guest-debian-13") -> Path:
 
 
 # --- the process table -----------------------------------------------------------------------
+
+
+def use_fake_mkosi(tmp_path: Path, setenv: Callable[[str, str], None]) -> Path:
+    """Point sevimg at FAKE_MKOSI (which writes a real, tiny guest UKI) and a private build cache."""
+    tools = tmp_path / "fake-tools"
+    install(tools, "mkosi", FAKE_MKOSI)
+    setenv("SEVIMG_MKOSI", str(tools / "mkosi"))
+    setenv("FAKE_UKIS", str(write_guest_build(tmp_path / "ukis")))
+    setenv("FAKE_PIDS", str(tmp_path))
+    setenv("SEVIMG_CACHE", str(tmp_path / "cache"))
+    return tools / "mkosi"
 
 
 def alive(pid: int) -> bool:

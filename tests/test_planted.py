@@ -30,12 +30,7 @@ PLANTED = [
 
 @pytest.fixture
 def fake_mkosi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    tools = tmp_path / "fake-tools"
-    fakes.install(tools, "mkosi", fakes.FAKE_MKOSI)
-    monkeypatch.setenv("SEVIMG_MKOSI", str(tools / "mkosi"))
-    monkeypatch.setenv("FAKE_UKIS", str(fakes.write_guest_build(tmp_path / "ukis")))
-    monkeypatch.setenv("FAKE_PIDS", str(tmp_path))
-    monkeypatch.setenv("SEVIMG_CACHE", str(tmp_path / "cache"))
+    fakes.use_fake_mkosi(tmp_path, monkeypatch.setenv)
 
 
 @pytest.mark.parametrize("dangling", [False, True], ids=["to a file", "dangling"])

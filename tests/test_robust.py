@@ -25,13 +25,7 @@ from tests.fakegithub import TOKEN, FakeGitHub
 @pytest.fixture
 def fake_mkosi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fake mkosi that writes a real (tiny) guest UKI; a private build cache."""
-    tools = tmp_path / "fake-tools"
-    fakes.install(tools, "mkosi", fakes.FAKE_MKOSI)
-    monkeypatch.setenv("SEVIMG_MKOSI", str(tools / "mkosi"))
-    monkeypatch.setenv("FAKE_UKIS", str(fakes.write_guest_build(tmp_path / "ukis")))
-    monkeypatch.setenv("FAKE_PIDS", str(tmp_path))
-    monkeypatch.setenv("SEVIMG_CACHE", str(tmp_path / "cache"))
-    return tools / "mkosi"
+    return fakes.use_fake_mkosi(tmp_path, monkeypatch.setenv)
 
 
 # --- markup and emoji ------------------------------------------------------------------------

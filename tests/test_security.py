@@ -462,6 +462,14 @@ WAYS_IN: list[tuple[str, list[tuple[str, int, bytes]], str]] = [
 def test_built_guest_with_a_way_in_fails(
     catalog: Catalog, case: str, extra: list[tuple[str, int, bytes]], expected: str
 ) -> None:
+    assert_guest_way_in_fails(catalog, extra, expected)
+
+
+def assert_guest_way_in_fails(
+    catalog: Catalog, extra: list[tuple[str, int, bytes]], expected: str
+) -> None:
+    """A debian-13 guest UKI with `extra` files fails the post-build check with `expected`,
+    and passes it as a debug image."""
     spec = resolve(catalog.entries["debian-13"], "guest")
     files = {path: (path, mode, data) for path, mode, data in guest_files()}
     files.update({path: (path, mode, data) for path, mode, data in extra})

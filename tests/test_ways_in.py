@@ -35,7 +35,7 @@ from sevimg.workspace import Workspace
 from tests.artifactkit import make_folder
 from tests.conftest import REPO, CliFn
 from tests.fakes import EXE, FILE, LINK, newc, pe
-from tests.test_security import with_release
+from tests.test_security import assert_guest_way_in_fails, with_release
 from tests.test_uki import HOST_PACKAGES, guest_files, host_files, make_uki
 
 # --- class 1: before rendering -----------------------------------------------------
@@ -431,14 +431,7 @@ WAYS_IN: list[tuple[str, list[tuple[str, int, bytes]], str]] = [
 def test_more_ways_into_a_built_guest_fail(
     catalog: Catalog, case: str, extra: list[tuple[str, int, bytes]], expected: str
 ) -> None:
-    spec = resolve(catalog.entries["debian-13"], "guest")
-    files = {path: (path, mode, data) for path, mode, data in guest_files()}
-    files.update({path: (path, mode, data) for path, mode, data in extra})
-    uki = make_uki(list(files.values()))
-    found = examine.check(spec, uki, {"systemd-boot-efi": "257"})
-    assert any(expected in e for e in found.errors), found.errors
-    debug = resolve(catalog.entries["debian-13"], "guest", debug=True)
-    assert examine.check(debug, uki, {"systemd-boot-efi": "257"}).errors == ()
+    assert_guest_way_in_fails(catalog, extra, expected)
 
 
 HARMLESS = [
