@@ -57,7 +57,10 @@ def fake_host(
         bin_ / "qemu-system-x86_64",
         "#!/bin/sh\n"
         f'if [ "$1" = --version ]; then echo "QEMU emulator version {qemu_version} (fake)"; exit 0; fi\n'
-        f'python3 -c \'import json, sys; json.dump(sys.argv[2:], open(sys.argv[1], "w"))\' {argv_file} "$@"\n'
+        # Written under another name, then renamed: a reader never sees it half-written.
+        'python3 -c \'import json, os, sys; f = open(sys.argv[1] + ".new", "w"); '
+        'json.dump(sys.argv[2:], f); f.close(); os.replace(sys.argv[1] + ".new", sys.argv[1])\' '
+        f'{argv_file} "$@"\n'
         "exec sleep 300\n",
         0o755,
     )
