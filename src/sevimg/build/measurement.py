@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -111,4 +111,19 @@ def compute(
         vcpus=vcpus,
         vcpu_type=vcpu_type,
         tool_version=version,
+    )
+
+
+def find_host_firmware(host: Path, candidates: Sequence[str]) -> tuple[str, bytes]:
+    """(path, bytes) of the first SEV firmware of the families' list found in the host UKI."""
+    for candidate in candidates:
+        try:
+            return candidate, host_firmware(host, candidate)
+        except SevimgError as exc:
+            if "has no" not in exc.message:
+                raise
+    raise SevimgError(
+        f"{host} carries none of the SEV firmware files the families name: "
+        + ", ".join(candidates),
+        hint="give the firmware with --ovmf FILE",
     )

@@ -1,0 +1,126 @@
+"""Certification evidence read from files: an attestation report, a result's evidence block.
+
+`sevimg verify` takes a bare report (binary or base64) or the result.json or
+result.md of a certification run, whose evidence block also gives the nonce,
+the expected measurement and the VCEK.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+from sevimg.problems import SevimgError
+from sevimg_cert import certs
+from sevimg_cert import markdown as cert_markdown
+from sevimg_cert.report import REPORT_SIZE
+from sevimg_cert.verify import pad_nonce
+
+_HEX = re.compile(r"[0-9a-fA-F]*")
+MAX_REPORT_FILE = 64 * 1024  # a report is 1184 bytes, its base64 about 1.6 KiB
+MAX_RESULT_FILE = 16 * 1024 * 1024  # a result.md carries the harness log too
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a certification result's evidence block gives `verify`."""
+
+    report: bytes
+    nonce: bytes | None
+    measurement: bytes | None
+    vcek: x509.Certificate | None
+
+
+def read_evidence(path: Path) -> Evidence:
+    """The report, nonce, expected measurement and VCEK from a result.json or result.md."""
+    try:
+        if not path.is_file():
+            raise SevimgError(
+                f"{path}: {'not a regular file' if path.exists() else 'no such file'}"
+            )
+        if path.stat().st_size > MAX_RESULT_FILE:
+            raise SevimgError(f"{path}: larger than {MAX_RESULT_FILE} bytes; not a result")
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        raise SevimgError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        found = cert_markdown.evidence_from_text(text)
+    except ValueError as exc:
+        raise SevimgError(f"{path}: {exc}") from None
+
+    def field(name: str) -> str | None:
+        value = found.get(name)
+        if value is not None and not isinstance(value, str):
+            raise SevimgError(f"{path}: evidence {name} is not a string")
+        return value
+
+    report_b64 = field("report")
+    if not report_b64:
+        raise SevimgError(f"{path}: the evidence holds no report (the run got none from its guest)")
+    try:
+        report = base64.b64decode(report_b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise SevimgError(f"{path}: the evidence's report is not base64") from None
+    nonce = field("nonce")
+    measurement = field("expected_measurement")
+    vcek_pem = field("vcek")
+    try:
+        vcek = certs.parse_cert(vcek_pem.encode(), f"{path} (evidence vcek)") if vcek_pem else None
+    except certs.CertError as exc:
+        raise SevimgError(str(exc)) from None
+    return Evidence(
+        report,
+        pad_nonce(parse_hex(f"{path}: evidence nonce", nonce, size=64, exact=False))
+        if nonce
+        else None,
+        parse_hex(f"{path}: evidence expected_measurement", measurement, size=48, exact=True)
+        if measurement
+        else None,
+        vcek,
+    )
+
+
+def parse_hex(option: str, value: str, *, size: int, exact: bool) -> bytes:
+    """Bytes from a hex option value (an optional 0x prefix); SevimgError names the option."""
+    text = value.strip()
+    if text[:2].lower() == "0x":
+        text = text[2:]
+    shown = value if len(value) <= 40 else value[:40] + "…"
+    if not text or not _HEX.fullmatch(text):
+        raise SevimgError(f"{option}: {shown!r} is not hexadecimal")
+    if len(text) % 2:
+        raise SevimgError(f"{option}: {shown!r} has an odd number of hex digits")
+    data = bytes.fromhex(text)
+    if exact and len(data) != size:
+        raise SevimgError(f"{option}: {len(data)} bytes; it must be {size} ({2 * size} hex digits)")
+    if len(data) > size:
+        raise SevimgError(f"{option}: {len(data)} bytes; at most {size} ({2 * size} hex digits)")
+    return data
+
+
+def read_report(path: Path) -> bytes:
+    """The report's bytes: the 1184-byte binary, or its base64 (as a certificate's evidence block has it)."""
+    try:
+        if not path.exists():
+            raise SevimgError(f"{path}: no such file")
+        if not path.is_file():
+            raise SevimgError(f"{path}: not a regular file")
+        size = path.stat().st_size
+        if size > MAX_REPORT_FILE:
+            raise SevimgError(f"{path}: {size} bytes; an attestation report is {REPORT_SIZE}")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SevimgError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(data) != REPORT_SIZE:
+        try:
+            decoded = base64.b64decode(b"".join(data.split()), validate=True)
+        except (binascii.Error, ValueError):
+            decoded = b""
+        if len(decoded) == REPORT_SIZE:
+            return decoded
+    return data
