@@ -388,6 +388,33 @@ WAYS_IN: list[tuple[str, list[tuple[str, int, bytes]], str]] = [
         "the console getty is debug-shell.service",
     ),
     (
+        "a shell on a terminal, on a continued line",
+        [
+            (
+                "etc/systemd/system/console-helper.service",
+                FILE,
+                b"[Service]\nStandardInput=tty\nExecStart=\\\n# a comment between\n  /bin/sh -l\n",
+            ),
+            (
+                "etc/systemd/system/multi-user.target.wants/console-helper.service",
+                LINK,
+                b"../console-helper.service",
+            ),
+        ],
+        "runs sh on a terminal",
+    ),
+    (
+        "agetty autologin on a continued line",
+        [
+            (
+                "etc/systemd/system/serial-getty@.service.d/x.conf",
+                FILE,
+                b"[Service]\nExecStart=\nExecStart=-/sbin/agetty \\\n    --autologin root %I $TERM\n",
+            )
+        ],
+        "logs in without a password",
+    ),
+    (
         "a shell on a terminal, under another name",
         [
             (

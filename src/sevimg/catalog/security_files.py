@@ -140,15 +140,35 @@ def image_files(
 _SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "busybox", "login", "su"})
 
 
+def unit_settings(data: bytes) -> list[tuple[str, str]]:
+    """(key, value) of a systemd unit or drop-in, read as systemd reads them.
+
+    A line ending in a backslash goes on in the next one (comment lines in
+    between are skipped), so `ExecStart=agetty \\` + `--autologin root` is
+    one setting; comments and section headers are not settings.
+    """
+    found: list[tuple[str, str]] = []
+    pending = ""
+    for raw in data.decode(errors="replace").splitlines():
+        line = raw.strip()
+        if line.startswith(("#", ";")):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line, pending = pending + line, ""
+        key, sep, value = line.partition("=")
+        if sep and not line.startswith("["):
+            found.append((key.strip(), value.strip()))
+    return found
+
+
 def unit_opens_console(data: bytes) -> str | None:
     """Why an enabled unit is a way in by what it runs: a shell on a terminal, a login daemon."""
-    text = data.decode(errors="replace")
-    settings = [line.strip().partition("=") for line in text.splitlines()]
-    on_tty = any(
-        k.strip() == "StandardInput" and v.strip().startswith("tty") for k, _, v in settings
-    )
-    for key, sep, value in settings:
-        if not sep or not key.strip().startswith("Exec") or not value.strip():
+    settings = unit_settings(data)
+    on_tty = any(k == "StandardInput" and v.startswith("tty") for k, v in settings)
+    for key, value in settings:
+        if not key.startswith("Exec") or not value:
             continue
         try:
             words = shlex.split(value.strip().lstrip("-@:+!|"))
@@ -190,9 +210,8 @@ def _is_getty_unit_or_dropin(parent: str, name: str) -> bool:
 
 def _getty_override(data: bytes) -> str | None:
     """Why a getty unit or drop-in lets someone in without a password, or None."""
-    for line in data.decode(errors="replace").splitlines():
-        key, sep, value = line.strip().partition("=")
-        if not sep or key.strip() != "ExecStart" or not value.strip():
+    for key, value in unit_settings(data):
+        if key != "ExecStart" or not value:
             continue
         try:
             words = shlex.split(value.strip().lstrip("-@:+!|"))
