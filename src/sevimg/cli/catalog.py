@@ -228,6 +228,9 @@ def validate(
 ) -> None:
     """Check IMAGES (default: the whole catalog): schema, resolution and SEV policy.
 
+    The workspace's sevimg.yaml (pinned tools) and sevimg.local.yaml (this
+    machine's mirrors, proxy, caches) are checked too.
+
     Problems are printed as FILE:LINE:COLUMN: SEVERITY: FIELD: MESSAGE. Exit
     status 1 on any error (or warning, with --strict), 0 when clean.
     """
