@@ -518,3 +518,82 @@ def test_lock_holder_is_named_for_any_process(sandbox: Sandbox) -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+# --- threads: only the main thread's deferred blocks hold a signal ---------------------------
+
+THREADS = r"""
+import os, signal, sys, threading, time
+from sevimg import interrupt
+
+interrupt.install()
+interrupt.running()
+signum = int(sys.argv[1])
+main_in_block = sys.argv[2] == "main-in-block"
+inside, leave, seen = threading.Event(), threading.Event(), []
+
+def worker():
+    with interrupt.deferred():  # as serve's handler threads do while writing results.json
+        inside.set()
+        leave.wait(20)
+    seen.append("worker left its block")
+    try:
+        interrupt.check()
+    except interrupt.Interrupted as exc:
+        seen.append(f"worker stopped at its check with {exc.code}")
+
+thread = threading.Thread(target=worker)
+thread.start()
+inside.wait(20)
+try:
+    if main_in_block:
+        with interrupt.deferred():
+            os.kill(os.getpid(), signum)
+            leave.set()  # the worker's block ends first; the main one's end must still raise
+            thread.join(20)
+            seen.append("main held it")
+    else:
+        os.kill(os.getpid(), signum)
+    for _ in range(500):
+        time.sleep(0.01)
+    seen.append("main was never interrupted")
+except interrupt.Interrupted as exc:
+    seen.append(f"main interrupted with {exc.code}, worker in its block: {not leave.is_set()}")
+leave.set()
+thread.join(20)
+print("\n".join(seen))
+"""
+
+
+@pytest.mark.parametrize("signum", SIGNALS, ids=SIGNAL_IDS)
+def test_a_block_in_another_thread_does_not_hold_the_main_thread(signum: int) -> None:
+    """serve ran on after SIGTERM when a handler thread was writing results.json (CI, stop 14)."""
+    done = subprocess.run(
+        [sys.executable, "-c", THREADS, str(signum), "main-free"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.stdout.splitlines() == [
+        f"main interrupted with {128 + signum}, worker in its block: True",
+        "worker left its block",
+        f"worker stopped at its check with {128 + signum}",
+    ], done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("signum", SIGNALS, ids=SIGNAL_IDS)
+def test_the_main_threads_block_holds_the_signal_until_its_end(signum: int) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", THREADS, str(signum), "main-in-block"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.stdout.splitlines() == [
+        "worker left its block",
+        f"worker stopped at its check with {128 + signum}",
+        "main held it",
+        f"main interrupted with {128 + signum}, worker in its block: False",
+    ], done.stdout + done.stderr

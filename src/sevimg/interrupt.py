@@ -20,7 +20,11 @@ signal into :class:`Interrupted`.
 A signal that arrives inside a :func:`deferred` block (stopping a child,
 swapping a tree into place) is held until the block ends, so cleanup is
 never cut in half; later signals hurry the cleanup along instead (the
-hooks: SIGKILL to the children).
+hooks: SIGKILL to the children). Python runs signal handlers in the main
+thread only, so only the main thread's blocks hold a signal: a block in
+another thread (``serve`` writing results.json while answering a host)
+cannot be cut by the handler, and must not keep the main thread running.
+Other threads see a signal at their own safe points and stop there.
 
 This module imports nothing heavy: the entry point installs it before the
 command line (click, rich, Jinja2, httpx…) is imported.
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from types import FrameType
@@ -57,8 +62,16 @@ class _State:
     raised = False  # Interrupted has been raised for it at least once
     starting = True  # start-up: nothing to clean up, a signal ends the process at once
     finishing = False  # on the way out: record signals, raise nothing
-    depth = 0  # nesting of deferred() blocks
+    local = threading.local()  # .depth: nesting of deferred() blocks, per thread
     hooks: list[Hook] = []  # noqa: RUF012 - process-wide on purpose
+
+
+def _depth() -> int:
+    return int(getattr(_State.local, "depth", 0))
+
+
+def _in_main() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 def _handle(signum: int, _frame: FrameType | None) -> None:
@@ -71,7 +84,7 @@ def _handle(signum: int, _frame: FrameType | None) -> None:
     if _State.raised or _State.finishing or not first:
         for hook in list(_State.hooks):  # cleanup is under way: hurry it up, never cut it short
             hook(signum)
-    if not _State.raised and not _State.finishing and _State.depth == 0:
+    if not _State.raised and not _State.finishing and _depth() == 0:
         _State.raised = True
         raise Interrupted(signum)
 
@@ -94,8 +107,9 @@ def received() -> int | None:
 
 def check() -> None:
     """A safe point: raise :class:`Interrupted` if a signal came and has not ended the run yet."""
-    if _State.received is not None and _State.depth == 0 and not _State.finishing:
-        _State.raised = True
+    if _State.received is not None and _depth() == 0 and not _State.finishing:
+        if _in_main():  # another thread stopping says nothing about the main one
+            _State.raised = True
         raise Interrupted(_State.received)
 
 
@@ -106,14 +120,16 @@ def on_repeat(hook: Hook) -> None:
 
 @contextmanager
 def deferred() -> Iterator[None]:
-    """Hold a signal that arrives in this block until its end, then raise it."""
-    _State.depth += 1
+    """Hold a signal that arrives in this block until its end, then raise it (main thread)."""
+    _State.local.depth = _depth() + 1
     try:
         yield
     finally:
-        _State.depth -= 1
+        _State.local.depth = _depth() - 1
+    # Only the main thread's blocks held the signal; another thread goes on to its next check().
     if (
-        _State.depth == 0
+        _in_main()
+        and _depth() == 0
         and _State.received is not None
         and not _State.raised
         and not _State.finishing

@@ -14,7 +14,7 @@ from rich.console import Group
 from rich.live import Live
 from rich.text import Text
 
-from sevimg import lock
+from sevimg import interrupt, lock
 from sevimg.cli.base import artifact_folder_option, handle_errors, out
 from sevimg.cli.group import Context, main, pass_ctx
 from sevimg.problems import SevimgError
@@ -236,5 +236,6 @@ def _run(
             if done and not keep_going and handle.quiet():
                 return
             handle.board.wait(0.5)
+            interrupt.check()  # a safe point: a signal whose exception got lost still ends serve
             if live is not None:
                 live.update(_view(handle))
