@@ -35,6 +35,7 @@ from sevimg.workspace import Workspace
 from tests.artifactkit import make_folder
 from tests.conftest import REPO, CliFn
 from tests.fakes import EXE, FILE, LINK, newc, pe
+from tests.test_pam import DEBIAN_COMMON_AUTH, DEBIAN_LOGIN, DEBIAN_OTHER
 from tests.test_security import assert_guest_way_in_fails, with_release
 from tests.test_uki import HOST_PACKAGES, guest_files, host_files, make_uki
 
@@ -490,6 +491,10 @@ HARMLESS = [
         b"blacklist nouveau\nblacklist fbcon # kvm\n",
     ),
     ("etc/modprobe.d/kvm.conf", FILE, b"options kvm_amd sev_snp=1 nested=0\n"),
+    # Debian's own PAM stack: pam_permit is there, after pam_deny (tests/test_pam.py)
+    ("etc/pam.d/common-auth", FILE, DEBIAN_COMMON_AUTH),
+    ("etc/pam.d/login", FILE, DEBIAN_LOGIN),
+    ("etc/pam.d/other", FILE, DEBIAN_OTHER),
 ]
 
 

@@ -2,8 +2,9 @@
 
 Login daemons, enabled login or rescue units (by name, link target or
 alias), getty units and drop-ins that log in without a password (agetty's
-options read as getopt reads them), a rescue default target, and accounts
-with a password. Pure functions over a file listing.
+options read as getopt reads them), a rescue default target, accounts
+with a password, and a PAM login stack that needs none (:mod:`sevimg.catalog.pam`).
+Pure functions over a file listing.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import shlex
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
+from sevimg.catalog import pam
 from sevimg.catalog.security import RESCUE, RESCUE_UNITS, Finding, unit_opens_login
 
 
@@ -89,7 +91,7 @@ def image_files(
     resolve: Callable[[str], FileLike | None],
 ) -> list[Finding]:
     """Ways into the built image: login daemons, enabled login units, getty autologin,
-    a rescue default target, and accounts with a password.
+    a rescue default target, accounts with a password, and a login stack that needs none.
 
     `members` is every file of the image by path (no leading slash); `resolve`
     finds a path following the image's own symlinks (/sbin → usr/sbin).
@@ -133,6 +135,7 @@ def image_files(
                 found.append(Finding(f"/{path}", f"the default target is {target}: {RESCUE}"))
 
     found += _passwords(resolve)
+    found += pam.console_login(resolve)
     return found
 
 
