@@ -268,6 +268,21 @@ def test_a_login_server_as_a_component_or_payload_package_is_located(
 # --- class 1: in the built image ---------------------------------------------------
 
 AGETTY = "[Service]\nExecStart=\nExecStart=-/sbin/agetty {} %I $TERM\n"
+SHELL_ON_TTY = b"[Service]\nStandardInput=tty\nTTYPath=/dev/ttyS0\nExecStartPre=/bin/sh\n"
+
+
+def enabled(
+    name: str, file: str | None = None, body: bytes = b"[Service]\nExecStart=/usr/bin/true\n"
+) -> list[tuple[str, int, bytes]]:
+    """A unit (`file`, a template say) in /usr/lib, linked from multi-user.target.wants as `name`."""
+    where = f"usr/lib/systemd/system/{file or name}"
+    return [
+        (where, FILE, body),
+        (f"etc/systemd/system/multi-user.target.wants/{name}", LINK, f"/{where}".encode()),
+    ]
+
+
+# fmt: off
 WAYS_IN: list[tuple[str, list[tuple[str, int, bytes]], str]] = [
     *(
         (
@@ -452,7 +467,57 @@ WAYS_IN: list[tuple[str, list[tuple[str, int, bytes]], str]] = [
         [("usr/bin/busybox", EXE, b""), ("usr/sbin/telnetd", LINK, b"../bin/busybox")],
         "telnet",
     ),
+    *(
+        (f"a drop-in in {folder}", [*enabled("systemd-networkd.service"), (f"etc/systemd/system/{folder}/x.conf", FILE, SHELL_ON_TTY)], "which runs sh on a terminal")
+        for folder in ("systemd-networkd.service.d", "systemd-.service.d", "service.d")
+    ),
+    (
+        "a drop-in of the template, for an instance",
+        [*enabled("worker@one.service", "worker@.service"), ("usr/lib/systemd/system/worker@.service.d/x.conf", FILE, SHELL_ON_TTY)],
+        "enables worker@one.service, which runs sh on a terminal",
+    ),
+    (
+        "a socket with Accept=yes and a shell on it",
+        [
+            *enabled("shell.socket", body=b"[Socket]\nListenStream=2323\nAccept=yes\n"),
+            ("etc/systemd/system/shell@.service", FILE, b"[Service]\nStandardInput=socket\nExecStart=-/bin/sh -i\n"),
+        ],
+        "enables shell.socket, whose shell@.service runs sh on a network socket",
+    ),
+    (
+        "a socket naming its service",
+        [
+            *enabled("x.socket", body=b"[Socket]\nListenStream=23\nService=innocent.service\n"),
+            ("usr/lib/systemd/system/innocent.service", FILE, b"[Service]\nStandardInput=socket:x\nExecStart=/usr/bin/bash\n"),
+        ],
+        "whose innocent.service runs bash on a network socket",
+    ),
+    (
+        "a socket's Accept=yes in a drop-in",
+        [
+            *enabled("y.socket", body=b"[Socket]\nListenStream=23\n"),
+            ("etc/systemd/system/y.socket.d/a.conf", FILE, b"[Socket]\nAccept=true\n"),
+            ("etc/systemd/system/y@.service", FILE, b"[Service]\nStandardInput=socket\nExecStart=/bin/login\n"),
+        ],
+        "whose y@.service runs login on a network socket",
+    ),
+    *(
+        (command, enabled("bind.service", body=f"[Service]\nExecStart={command}\n".encode()), expected)
+        for command, expected in [
+            ("/usr/bin/socat TCP-LISTEN:4444,fork EXEC:/bin/bash,pty,stderr", "EXEC: or SYSTEM:"),
+            ("socat tcp-l:1,fork system:'bash -li'", "EXEC: or SYSTEM:"),
+            ('/usr/bin/ncat -lk 4444 --sh-exec "bash -i"', "runs ncat with a program"),
+            ("/bin/nc.traditional -lp 23 -e /bin/sh", "runs nc.traditional with a program"),
+            ("/bin/nc -lvpe /bin/sh 23", "runs nc with a program"),
+            ("/bin/busybox nc -ll -p 23 -e /bin/sh", "runs nc with a program"),
+            ("/bin/sh -c 'exec socat TCP-LISTEN:1,fork EXEC:sh'", "EXEC: or SYSTEM:"),
+            ("/bin/bash -c \"/usr/sbin/sshd -D\"", "starts the OpenSSH server"),
+            ("/bin/sh -c \"sh -c 'ncat -l 1 -e /bin/sh'\"", "runs ncat with a program"),
+        ]
+    ),
 ]
+
+# fmt: on
 
 
 @pytest.mark.parametrize(("case", "extra", "expected"), WAYS_IN, ids=[w[0] for w in WAYS_IN])
@@ -491,6 +556,20 @@ HARMLESS = [
         b"blacklist nouveau\nblacklist fbcon # kvm\n",
     ),
     ("etc/modprobe.d/kvm.conf", FILE, b"options kvm_amd sev_snp=1 nested=0\n"),
+    # netcat that runs nothing, a shell with no terminal, a socket that serves no shell
+    *enabled("probe.service", body=b"[Service]\nExecStart=/bin/nc -zvw3 10.0.2.2 80\n"),
+    *enabled("note.service", body=b"[Service]\nExecStart=/bin/sh -c 'echo ready > /dev/kmsg'\n"),
+    *enabled("echo.socket", body=b"[Socket]\nListenStream=7\nAccept=yes\n"),
+    (
+        "usr/lib/systemd/system/echo@.service",
+        FILE,
+        b"[Service]\nStandardInput=socket\nExecStart=/usr/bin/cat\n",
+    ),
+    (
+        "etc/systemd/system/note.service.d/tty.conf",
+        FILE,
+        b"[Service]\nStandardOutput=tty\nTTYPath=/dev/ttyS0\n",
+    ),
     # Debian's own PAM stack: pam_permit is there, after pam_deny (tests/test_pam.py)
     ("etc/pam.d/common-auth", FILE, DEBIAN_COMMON_AUTH),
     ("etc/pam.d/login", FILE, DEBIAN_LOGIN),

@@ -1,7 +1,8 @@
 """Ways into a built image, read from its files: the second half of :mod:`sevimg.catalog.security`.
 
 Login daemons, enabled login or rescue units (by name, link target or
-alias), getty units and drop-ins that log in without a password (agetty's
+alias, or by what they run with their drop-ins, and what an enabled socket
+starts), getty units and drop-ins that log in without a password (agetty's
 options read as getopt reads them), a rescue default target, accounts
 with a password, and a PAM login stack that needs none (:mod:`sevimg.catalog.pam`).
 Pure functions over a file listing.
@@ -105,6 +106,14 @@ def image_files(
                 seen.add(name)
                 found.append(Finding(f"/{folder}/{name}", f"{why} is installed"))
 
+    # "foo.service.d" → the .conf files of that name in every unit folder
+    dropins: dict[str, list[bytes]] = {}
+    for path in sorted(members):
+        folder, _, name = path.rpartition("/")
+        is_dropin = path.startswith(_UNIT_DIRS) and folder.endswith(".d") and name.endswith(".conf")
+        if is_dropin and (dropin := resolve(path)) is not None:
+            dropins.setdefault(folder.rsplit("/", 1)[-1], []).append(dropin.data)
+
     for path, member in sorted(members.items()):
         folder, _, name = path.rpartition("/")
         if not path.startswith(_UNIT_DIRS):
@@ -115,11 +124,19 @@ def image_files(
             names = {name, *_unit_targets(members, path), *_unit_aliases(members, name)}
             if bad := sorted(n for n in names if unit_opens_login(n) or n in RESCUE_UNITS):
                 found.append(Finding(f"/{path}", f"enables {', '.join(bad)}, a way in"))
-            # and what the unit runs, whatever it is called
-            for unit in (resolve(path), *(resolve(d + name) for d in _UNIT_DIRS)):
-                if unit is not None and (runs := unit_opens_console(unit.data)):
+            # and what the unit runs with its drop-ins, whatever it is called
+            texts = _unit_and_dropins(resolve, dropins, name, resolve(path))
+            for text in texts:
+                if runs := unit_opens_console(text):
                     found.append(Finding(f"/{path}", f"enables {name}, which {runs}"))
                     break
+            if name.endswith(".socket"):  # and what the socket starts for whoever connects
+                settings = [kv for text in texts for kv in unit_settings(text)]
+                service = _socket_service(settings, name)
+                for text in _unit_and_dropins(resolve, dropins, service):
+                    if runs := unit_opens_console(text):
+                        found.append(Finding(f"/{path}", f"enables {name}, whose {service} {runs}"))
+                        break
         elif _is_getty_unit_or_dropin(parent, name):
             hops = _unit_targets(members, path)  # a getty replaced by a link to another unit
             if bad := sorted(n for n in hops if unit_opens_login(n) or n in RESCUE_UNITS):
@@ -141,6 +158,9 @@ def image_files(
 
 # Programs that are a shell when a unit gives them a terminal.
 _SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "busybox", "login", "su"})
+_WRAPPERS = frozenset({"exec", "env", "nohup", "setsid", "busybox"})
+# netcat in its forms: with -e/-c it hands whoever connects a program.
+_NETCATS = frozenset({"nc", "ncat", "netcat", "nc.traditional", "nc.openbsd"})
 
 
 def unit_settings(data: bytes) -> list[tuple[str, str]]:
@@ -167,22 +187,85 @@ def unit_settings(data: bytes) -> list[tuple[str, str]]:
 
 
 def unit_opens_console(data: bytes) -> str | None:
-    """Why an enabled unit is a way in by what it runs: a shell on a terminal, a login daemon."""
+    """Why an enabled unit is a way in by what it runs: a shell on a terminal or on a
+    socket, a program that hands a network peer a shell, a login daemon."""
     settings = unit_settings(data)
-    on_tty = any(k == "StandardInput" and v.startswith("tty") for k, v in settings)
+    stdin = {v.split(":", 1)[0] for k, v in settings if k == "StandardInput"}
+    where = (
+        "a terminal"
+        if any(v.startswith("tty") for v in stdin)
+        else "a network socket"
+        if "socket" in stdin
+        else ""
+    )
     for key, value in settings:
-        if not key.startswith("Exec") or not value:
-            continue
-        try:
-            words = shlex.split(value.strip().lstrip("-@:+!|"))
-        except ValueError:
-            words = value.split()
-        program = posixpath.basename(words[0]) if words else ""
-        if on_tty and program in _SHELLS:
-            return f"runs {program} on a terminal (a root shell)"
-        if program in _DAEMONS:
-            return f"starts {_DAEMONS[program]}"
+        if (
+            key.startswith("Exec")
+            and value
+            and (why := _runs(value.strip().lstrip("-@:+!|"), where))
+        ):
+            return why
     return None
+
+
+def _runs(command: str, where: str, depth: int = 0) -> str | None:
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        words = command.split()
+    # what runs in the end: past `exec`, `env X=1`, `nohup`, `setsid`, `busybox` (nc, telnetd…)
+    while len(words) > 1 and (posixpath.basename(words[0]) in _WRAPPERS or "=" in words[0]):
+        words = words[1:]
+    program = posixpath.basename(words[0]) if words else ""
+    if where and program in _SHELLS:
+        return f"runs {program} on {where} (a root shell)"
+    if program in _DAEMONS:
+        return f"starts {_DAEMONS[program]}"
+    if program == "socat" and any(w.upper().startswith(("EXEC:", "SYSTEM:")) for w in words[1:]):
+        return "runs socat with EXEC: or SYSTEM: (a program for whoever connects)"
+    if program in _NETCATS and any(_netcat_runs(w) for w in words[1:]):
+        return f"runs {program} with a program for whoever connects"
+    if program in _SHELLS and "-c" in words[:-1] and depth < 4:  # sh -c '…': what it runs
+        return _runs(words[words.index("-c") + 1], where, depth + 1)
+    return None
+
+
+def _netcat_runs(word: str) -> bool:
+    """-e/-c (in a cluster too) or --exec, --sh-exec, --lua-exec: netcat runs a program."""
+    if word.startswith("--"):
+        return word.partition("=")[0] in ("--exec", "--sh-exec", "--lua-exec")
+    return word.startswith("-") and any(flag in "ec" for flag in word[1:].partition("=")[0])
+
+
+def _unit_and_dropins(
+    resolve: Callable[[str], FileLike | None],
+    dropins: Mapping[str, list[bytes]],
+    name: str,
+    linked: FileLike | None = None,
+) -> list[bytes]:
+    """Each file that may define unit `name` (`linked`, the unit folders' `name` or its
+    template), with every drop-in systemd applies to it appended."""
+    unit, _, kind = name.rpartition(".")
+    stem, at, _ = unit.partition("@")
+    folders = [f"{kind}.d"]  # service.d/: every service
+    parts = stem.split("-")
+    folders += ["-".join(parts[:i]) + f"-.{kind}.d" for i in range(1, len(parts))]
+    folders += [f"{stem}@.{kind}.d"] if at else []
+    folders.append(f"{name}.d")
+    extra = b"\n".join(data for f in folders for data in dropins.get(f, []))
+    names = [name, f"{stem}@.{kind}"] if at else [name]
+    found = [resolve(d + n) for d in _UNIT_DIRS for n in names]
+    return [u.data + b"\n" + extra for u in (linked, *found) if u is not None]
+
+
+def _socket_service(settings: list[tuple[str, str]], name: str) -> str:
+    """The service an enabled socket starts: Service=, or name@.service with Accept=yes."""
+    stem = name.removesuffix(".socket")
+    service = next((v for k, v in reversed(settings) if k == "Service" and v), "")
+    accept = next((v for k, v in reversed(settings) if k == "Accept"), "no")
+    if service:
+        return service
+    return f"{stem}@.service" if accept.lower() in ("yes", "true", "on", "1") else f"{stem}.service"
 
 
 def _unit_targets(members: Mapping[str, FileLike], path: str, depth: int = 0) -> list[str]:
