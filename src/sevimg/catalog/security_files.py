@@ -79,8 +79,14 @@ _UNIT_DIRS = (
     "lib/systemd/system/",
 )
 _GETTY = re.compile(r"(?:(?:serial-|container-|console-)?getty|autovt)(?:@[^/]*)?\.service")
-# Drop-ins in `service.d/` and `<prefix>-.service.d/` apply to every unit of that prefix.
-_GETTY_PREFIXES = ("service", "serial-.service", "container-.service", "console-.service")
+# One of each getty unit: the drop-in folders that apply to them (service.d/, serial-.service.d/…).
+_GETTY_UNITS = (
+    "getty@tty1.service",
+    "serial-getty@ttyS0.service",
+    "container-getty@0.service",
+    "console-getty.service",
+    "autovt@tty1.service",
+)
 # agetty's long options (getopt takes any unambiguous prefix) that skip the password.
 _AGETTY_LONG = ("--autologin", "--skip-login", "--login-program")
 _AGETTY_FLAGS = "anl"  # -a user, -n (skip login), -l program
@@ -237,6 +243,22 @@ def _netcat_runs(word: str) -> bool:
     return word.startswith("-") and any(flag in "ec" for flag in word[1:].partition("=")[0])
 
 
+def _dropin_folders(name: str) -> list[str]:
+    """The drop-in folders systemd applies to unit `name`, e.g. for serial-getty@ttyS0.service:
+    service.d, serial-.service.d, serial-getty@.service.d, serial-getty@ttyS0.service.d."""
+    unit, _, kind = name.rpartition(".")
+    stem, at, _ = unit.partition("@")
+    folders = [f"{kind}.d"]  # service.d/: every service
+    parts = stem.split("-")
+    folders += ["-".join(parts[:i]) + f"-.{kind}.d" for i in range(1, len(parts))]
+    folders += [f"{stem}@.{kind}.d"] if at else []
+    folders.append(f"{name}.d")
+    return folders
+
+
+_GETTY_DROPINS = frozenset(f for unit in _GETTY_UNITS for f in _dropin_folders(unit))
+
+
 def _unit_and_dropins(
     resolve: Callable[[str], FileLike | None],
     dropins: Mapping[str, list[bytes]],
@@ -245,14 +267,9 @@ def _unit_and_dropins(
 ) -> list[bytes]:
     """Each file that may define unit `name` (`linked`, the unit folders' `name` or its
     template), with every drop-in systemd applies to it appended."""
+    extra = b"\n".join(data for f in _dropin_folders(name) for data in dropins.get(f, []))
     unit, _, kind = name.rpartition(".")
     stem, at, _ = unit.partition("@")
-    folders = [f"{kind}.d"]  # service.d/: every service
-    parts = stem.split("-")
-    folders += ["-".join(parts[:i]) + f"-.{kind}.d" for i in range(1, len(parts))]
-    folders += [f"{stem}@.{kind}.d"] if at else []
-    folders.append(f"{name}.d")
-    extra = b"\n".join(data for f in folders for data in dropins.get(f, []))
     names = [name, f"{stem}@.{kind}"] if at else [name]
     found = [resolve(d + n) for d in _UNIT_DIRS for n in names]
     return [u.data + b"\n" + extra for u in (linked, *found) if u is not None]
@@ -289,8 +306,7 @@ def _unit_aliases(members: Mapping[str, FileLike], name: str) -> list[str]:
 def _is_getty_unit_or_dropin(parent: str, name: str) -> bool:
     """A getty unit, or a drop-in that applies to one (its own, a prefix's, all services')."""
     if parent.endswith(".d"):
-        unit = parent.removesuffix(".d")
-        return bool(_GETTY.fullmatch(unit)) or unit in _GETTY_PREFIXES
+        return bool(_GETTY.fullmatch(parent.removesuffix(".d"))) or parent in _GETTY_DROPINS
     return bool(_GETTY.fullmatch(name))
 
 
