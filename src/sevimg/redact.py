@@ -1,21 +1,21 @@
 """Keeping secrets out of what sevimg shows and writes.
 
-Two kinds of secret reach sevimg: the GitHub token (a :class:`Token`, which
-never prints itself and scrubs itself out of text), and credentials inside
+Two kinds of secret reach sevimg: the GitHub token (a
+:class:`sevimg.release.github_access.Token`, which never prints itself and
+scrubs itself out of text with :func:`redact_text`), and credentials inside
 URLs: `http://user:password@proxy:3128` in `proxy`, a mirror, `--api-url` or
 the HTTP(S)_PROXY variables. :func:`redact_url` hides the user-info part of
 one URL, :func:`redact_text` every such part inside free text (an error
 message, a log line, a table cell). Both leave everything else as it was, so
 a redacted message still says which host was meant.
 
-Every module may use this one: it needs nothing from sevimg but, when a
-token is refused, the error type (imported late: problems imports us).
+Every module may use this one: it needs nothing from sevimg (problems
+imports it to redact every message).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
 MASK = "***"
@@ -71,48 +71,3 @@ def split_credentials(url: str) -> tuple[str, str | None, str | None]:
     user = unquote(parts.username) if parts.username is not None else None
     password = unquote(parts.password) if parts.password is not None else None
     return bare, user, password
-
-
-class Token:
-    """A GitHub token that does not print itself.
-
-    `repr`, `str` and f-strings show where it came from, never its value;
-    :meth:`reveal` is the one way to read it (for the Authorization header),
-    and :meth:`scrub` removes it, and any credentials in URLs, from text
-    before that text is shown.
-    """
-
-    __slots__ = ("_secret", "source")
-
-    def __init__(self, secret: str, source: str) -> None:
-        # Imported here: problems imports this module to redact every message.
-        from sevimg.problems import SevimgError  # noqa: PLC0415
-
-        secret = secret.strip()
-        if not secret:
-            raise SevimgError(f"the GitHub token from {source} is empty")
-        # A token is one printable ASCII word; anything else would be refused
-        # by httpx with an error message quoting it.
-        if not all(33 <= ord(c) < 127 for c in secret):
-            raise SevimgError(
-                f"the GitHub token from {source} contains spaces, control or non-ASCII characters"
-            )
-        self._secret = secret
-        self.source = source
-
-    def reveal(self) -> str:
-        """The token itself, for the Authorization header only."""
-        return self._secret
-
-    def scrub(self, text: str) -> str:
-        """`text` without the token (replaced by `***`) and without credentials in URLs."""
-        return redact_text(text.replace(self._secret, MASK))
-
-    def __repr__(self) -> str:
-        return f"Token(<hidden>, source={self.source!r})"
-
-    def __str__(self) -> str:
-        return "<hidden token>"
-
-    def __reduce__(self) -> Any:
-        raise TypeError("a Token cannot be pickled")

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Token is re-exported here: callers build it with the rest of the client.
-from sevimg.redact import Token
 from sevimg.release.checksums import iter_chunks
+
+# Token is re-exported here: callers build it with the rest of the client.
 from sevimg.release.github_access import (
     DEFAULT_API_URL,
+    Token,
     check_api_url,
     check_repo,
     resolve_api_url,

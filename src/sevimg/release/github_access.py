@@ -12,12 +12,55 @@ import re
 import shutil
 import subprocess
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from sevimg.problems import SevimgError
-from sevimg.redact import Token, redact_text
+from sevimg.redact import MASK, redact_text
 
 DEFAULT_API_URL = "https://api.github.com"
+
+
+class Token:
+    """A GitHub token that does not print itself.
+
+    `repr`, `str` and f-strings show where it came from, never its value;
+    :meth:`reveal` is the one way to read it (for the Authorization header),
+    and :meth:`scrub` removes it, and any credentials in URLs, from text
+    before that text is shown.
+    """
+
+    __slots__ = ("_secret", "source")
+
+    def __init__(self, secret: str, source: str) -> None:
+        secret = secret.strip()
+        if not secret:
+            raise SevimgError(f"the GitHub token from {source} is empty")
+        # A token is one printable ASCII word; anything else would be refused
+        # by httpx with an error message quoting it.
+        if not all(33 <= ord(c) < 127 for c in secret):
+            raise SevimgError(
+                f"the GitHub token from {source} contains spaces, control or non-ASCII characters"
+            )
+        self._secret = secret
+        self.source = source
+
+    def reveal(self) -> str:
+        """The token itself, for the Authorization header only."""
+        return self._secret
+
+    def scrub(self, text: str) -> str:
+        """`text` without the token (replaced by `***`) and without credentials in URLs."""
+        return redact_text(text.replace(self._secret, MASK))
+
+    def __repr__(self) -> str:
+        return f"Token(<hidden>, source={self.source!r})"
+
+    def __str__(self) -> str:
+        return "<hidden token>"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a Token cannot be pickled")
 
 
 def resolve_token(

@@ -15,8 +15,8 @@ import httpx
 
 from sevimg import __version__
 from sevimg.problems import SevimgError
-from sevimg.redact import Token, redact_text
-from sevimg.release.github_access import DEFAULT_API_URL, check_repo, url_segment
+from sevimg.redact import redact_text
+from sevimg.release.github_access import DEFAULT_API_URL, Token, check_repo, url_segment
 from sevimg.retry import Backoff, Clock, RetryPolicy, SystemClock
 
 API_VERSION = "2022-11-28"
