@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from sevimg.atomic import write_trees
 from sevimg.catalog.index import load_catalog
 from sevimg.catalog.pipeline import check_catalog, specs_or_raise
 from sevimg.mkosi_versions import MKOSI_VERSIONS
 from sevimg.render.trees import CERT_PACKAGE, EXTRA, PYTHON_DIR, Renderer
-from sevimg.render.write import write_trees
 from sevimg.workspace import Workspace
 from tests.conftest import REPO
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from sevimg.atomic import write_tree
 from sevimg.catalog.index import Catalog
 from sevimg.catalog.resolve import resolve
 from sevimg.render.trees import POSTINST, Renderer
-from sevimg.render.write import write_tree
 from sevimg.workspace import Workspace
 from sevimg_cert import hostinfo, installed, prereqs
 from sevimg_cert.result import Outcome

@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 
+from sevimg.atomic import write_trees
 from sevimg.build import judge, mkosi
 from sevimg.catalog.index import load_catalog
 from sevimg.catalog.pipeline import check_catalog, specs_or_raise
 from sevimg.catalog.spec import ImageSpec
 from sevimg.problems import SevimgError
 from sevimg.render.trees import Renderer
-from sevimg.render.write import write_trees
 from sevimg.workspace import Workspace
 from tests.conftest import REPO, CliFn
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from sevimg import lock
+from sevimg.atomic import is_stale
 from sevimg.catalog.index import machine_families
 from sevimg.machine import run
-from sevimg.render.write import is_stale
 from tests import fakes
 
 # QEMU and firmware search paths from the catalog's family files, as `sevimg run` uses them.

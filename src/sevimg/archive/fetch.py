@@ -18,9 +18,9 @@ from urllib.parse import urlsplit
 import httpx
 
 from sevimg.archive.compress import ArchiveError
+from sevimg.atomic import write_file_atomic
 from sevimg.problems import SevimgError, parse_json
 from sevimg.redact import redact_url
-from sevimg.render.write import write_file_atomic
 
 MAX_REDIRECTS = 5
 

@@ -20,9 +20,9 @@ from sevimg.archive import deb, rpmmd
 from sevimg.archive.compress import ArchiveError, decompress
 from sevimg.archive.fetch import Fetcher, HttpStatusError
 from sevimg.archive.sources import Source
+from sevimg.atomic import write_file_atomic
 from sevimg.problems import SevimgError, parse_json
 from sevimg.redact import redact_url
-from sevimg.render.write import write_file_atomic
 
 SUMMARY_FORMAT = 1
 BAD_CONTENTS_RETRY = 6 * 3600  # seconds before a Contents file that did not match is tried again

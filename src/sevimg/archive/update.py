@@ -12,9 +12,9 @@ import hashlib
 import re
 from collections.abc import Mapping
 
+from sevimg.atomic import write_file_atomic
 from sevimg.catalog.load import Document, LoadError, load_text
 from sevimg.problems import SevimgError
-from sevimg.render.write import write_file_atomic
 
 _VERSION = re.compile(r"[0-9A-Za-z.+~:-]{1,64}")
 ORDER = ("kernel", "qemu", "ovmf")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from sevimg import __version__, interrupt, lock
+from sevimg.atomic import remove_stale, write_file_atomic, write_tree
 from sevimg.build import collect, examine, measurement, mkosilog, pins, sandbox, uki
 from sevimg.build.mkosi import Mkosi
 from sevimg.build.settings import LocalConfig, ToolPin
@@ -30,7 +31,6 @@ from sevimg.release.manifest import (
     ExpectedMeasurement,
 )
 from sevimg.render.trees import GUEST_TREE, File, Renderer, Tree
-from sevimg.render.write import remove_stale, write_file_atomic, write_tree
 
 # mkosi's own default tools tree (ToolsTreeDistribution= on a Debian host).
 DEFAULT_TOOLS_TREE = ("debian", "trixie")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sevimg import interrupt
+from sevimg.atomic import create_new
 from sevimg.build.settings import ToolPin
 from sevimg.catalog.spec import ImageSpec
 from sevimg.problems import SevimgError, parse_json
@@ -29,7 +30,6 @@ from sevimg.release.manifest import (
     load_manifest,
     write_manifest,
 )
-from sevimg.render.write import create_new
 
 
 @dataclass(frozen=True)

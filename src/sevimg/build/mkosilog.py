@@ -11,9 +11,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sevimg import interrupt, proc
+from sevimg.atomic import create_new
 from sevimg.problems import SevimgError
 from sevimg.redact import redact_text
-from sevimg.render.write import create_new
 
 LOG_TAIL = 25
 MKOSI_GRACE = 10.0  # seconds mkosi gets to clean up after SIGTERM (unmount, remove its workspace)

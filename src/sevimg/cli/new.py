@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from sevimg.atomic import write_file_atomic
 from sevimg.catalog.pipeline import check_catalog
 from sevimg.catalog.scaffold import check_new_release, new_release
 from sevimg.cli.base import err, handle_errors, mkosi_version_option, out, print_problems
@@ -11,7 +12,6 @@ from sevimg.cli.group import Context, main, pass_ctx
 from sevimg.cli.params import ImageName
 from sevimg.cli.render import render_images
 from sevimg.problems import SevimgError, has_errors
-from sevimg.render.write import write_file_atomic
 
 
 @main.command()

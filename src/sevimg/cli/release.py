@@ -18,6 +18,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from sevimg.atomic import write_file_atomic
 from sevimg.cli.base import artifact_folder_option, err, handle_errors, out
 from sevimg.cli.group import Context, main, pass_ctx
 from sevimg.problems import SevimgError
@@ -28,7 +29,6 @@ from sevimg.release.folder import merge_artifact_folders
 from sevimg.release.plan import Plan, check_tag
 from sevimg.release.publish import human_size
 from sevimg.release.publish import publish as publish_folder
-from sevimg.render.write import write_file_atomic
 
 # Uploads smaller than this finish too fast for a progress bar to help.
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024

@@ -8,12 +8,12 @@ from pathlib import Path
 import click
 
 from sevimg import lock
+from sevimg.atomic import remove_stale, write_trees
 from sevimg.catalog.pipeline import all_problems, check_catalog, specs_or_raise
 from sevimg.cli.base import handle_errors, mkosi_version_option, out, print_problems
 from sevimg.cli.group import Context, main, pass_ctx
 from sevimg.cli.params import ImageName
 from sevimg.problems import Problem, SevimgError
-from sevimg.render.write import remove_stale, write_trees
 
 
 @main.command()

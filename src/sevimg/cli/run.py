@@ -13,6 +13,7 @@ import click
 from rich.table import Table
 
 from sevimg import lock
+from sevimg.atomic import write_file_atomic
 from sevimg.catalog.spec import Role
 from sevimg.cli.base import artifact_folder_option, err, handle_errors, out, styled
 from sevimg.cli.group import Context, main, pass_ctx
@@ -22,7 +23,6 @@ from sevimg.problems import SevimgError
 from sevimg.release import folder, names
 from sevimg.render import launch
 from sevimg.render.launch import MIN_MEMORY_MB
-from sevimg.render.write import write_file_atomic
 from sevimg.workspace import Workspace
 from sevimg_cert import framing as cert_framing
 from sevimg_cert import result as cert_result

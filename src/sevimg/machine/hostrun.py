@@ -17,8 +17,8 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
+from sevimg.atomic import write_file_atomic
 from sevimg.problems import SevimgError, parse_json
-from sevimg.render.write import write_file_atomic
 from sevimg.workspace import packaged
 from sevimg_cert import framing as cert_framing
 from sevimg_cert import markdown as cert_markdown

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from sevimg import interrupt, proc
+from sevimg.atomic import scratch_folder
 from sevimg.catalog.index import machine_families
 from sevimg.catalog.spec import FamilyFacts
 from sevimg.problems import SevimgError
@@ -33,7 +34,6 @@ from sevimg.render.launch import (
     channel_args,
     snp_command,
 )
-from sevimg.render.write import scratch_folder
 from sevimg.workspace import Workspace
 from sevimg_cert import channel
 

@@ -7,9 +7,9 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
+from sevimg.atomic import write_file_atomic
 from sevimg.problems import Problem, SevimgError, error, read_utf8
 from sevimg.release.names import ARTIFACT_SUFFIX, MANIFEST_SUFFIX, is_plain_name
-from sevimg.render.write import write_file_atomic
 
 SHA256SUMS = "SHA256SUMS"
 # 64 lowercase hex digits, as sha256sum writes them.

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sevimg import __version__
+from sevimg.atomic import write_file_atomic
 from sevimg.problems import SevimgError, parse_json, read_utf8
 from sevimg.release.checksums import sha256_file
 from sevimg.release.manifest_check import check_manifest
@@ -25,7 +26,6 @@ from sevimg.release.names import (
     manifest_name,
     parse_image_id,
 )
-from sevimg.render.write import write_file_atomic
 
 MANIFEST_SCHEMA = "sevimg-manifest/1"
 

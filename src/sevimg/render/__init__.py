@@ -1,1 +1,1 @@
-"""Specs to mkosi trees: templates, and writing trees atomically. Pure but for the writes."""
+"""Specs to mkosi trees: templates laid out as files in memory. Pure (sevimg.atomic writes them)."""

@@ -3,7 +3,7 @@
 Pure: spec + target mkosi version + templates → a :class:`Tree` of files with
 their bytes and modes. Which file comes from which template is decided here;
 what goes into each file is decided by the resolver; the templates only lay
-it out. Writing trees to disk is :mod:`sevimg.render.write`'s job.
+it out. Writing trees to disk is :mod:`sevimg.atomic`'s job.
 """
 
 from __future__ import annotations

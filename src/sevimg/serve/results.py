@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sevimg.atomic import write_file_atomic
 from sevimg.problems import SevimgError
-from sevimg.render.write import write_file_atomic
 from sevimg.serve.jobs import Job, Report
 
 SUMMARY = "results.json"

@@ -1,4 +1,7 @@
-"""Write rendered trees to disk, atomically, and clear what interrupted runs left.
+"""Write files and trees to disk, atomically, and clear what interrupted runs left.
+
+Every stage writes through this module (rendered trees, manifests, logs,
+results, downloads), so it imports nothing of sevimg but :mod:`sevimg.interrupt`.
 
 Each tree is written into a hidden staging folder next to its destination
 (`.NAME.new-XXXXXXXX`) and swapped in with renames (the old tree moves to
@@ -18,14 +21,35 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 from sevimg import interrupt
 
-if TYPE_CHECKING:  # only for annotations: writing files must not load the templates
-    from sevimg.render.trees import Tree
+
+class TreeFile(Protocol):
+    """One file of a tree (:class:`sevimg.render.trees.File` is one)."""
+
+    @property
+    def path(self) -> PurePosixPath: ...
+    @property
+    def content(self) -> bytes: ...
+    @property
+    def mode(self) -> int: ...
+
+
+class Tree(Protocol):
+    """A tree of files named for an image (:class:`sevimg.render.trees.Tree` is one).
+
+    A protocol, so this low floor never imports the renderer (or its templates).
+    """
+
+    @property
+    def image_id(self) -> str: ...
+    @property
+    def files(self) -> Sequence[TreeFile]: ...
+
 
 # sevimg's own temporary names (tempfile adds 8 characters of [a-z0-9_]).
 _STALE = re.compile(r"^\..+\.(?:(?:new|old|tmp)-[a-z0-9_]{8}|partial)$")
