@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from sevimg.build.sandbox import apt_sources
-from sevimg.build.settings import load_local, load_tool_pins
 from sevimg.catalog.index import load_catalog
 from sevimg.catalog.spec import FamilyFacts
 from sevimg.problems import SevimgError
+from sevimg.settings import load_local, load_tool_pins
 from sevimg.workspace import Workspace
 from tests.conftest import REPO, CliFn
 

@@ -25,7 +25,6 @@ import pytest
 from sevimg.build import measurement, pins, unpack
 from sevimg.build.builder import Builder, BuildSettings
 from sevimg.build.mkosi import Mkosi
-from sevimg.build.settings import ToolPin, load_tool_pins
 from sevimg.catalog.index import Catalog
 from sevimg.catalog.resolve import resolve
 from sevimg.problems import SevimgError
@@ -39,6 +38,7 @@ from sevimg.release.manifest import (
 )
 from sevimg.release.manifest_check import check_manifest
 from sevimg.render.trees import Renderer
+from sevimg.settings import ToolPin, load_tool_pins
 from sevimg.workspace import Workspace
 from tests.conftest import REPO, CliFn
 from tests.e2e.conftest import machine_debian_mirror

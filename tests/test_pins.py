@@ -23,8 +23,8 @@ import pytest
 import zstandard
 
 from sevimg.build import pins, unpack
-from sevimg.build.settings import ToolPin, load_tool_pins
 from sevimg.problems import SevimgError
+from sevimg.settings import ToolPin, load_tool_pins
 from sevimg.workspace import Workspace
 from tests.conftest import CliFn
 

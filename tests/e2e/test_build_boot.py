@@ -19,13 +19,13 @@ import pefile
 import pytest
 
 from sevimg.build import pins
-from sevimg.build.settings import load_tool_pins
 from sevimg.build.uki import read_uki
 from sevimg.catalog.index import machine_families
 from sevimg.machine import run
 from sevimg.release import checksums
 from sevimg.release.manifest import load_manifest
 from sevimg.render.launch import MIN_MEMORY_MB
+from sevimg.settings import load_tool_pins
 from sevimg.workspace import Workspace
 from tests.conftest import REPO
 from tests.e2e.conftest import E2E, MKOSI_VERSION

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from sevimg.archive.fetch import Fetcher, Network
 from sevimg.archive.run import Outcome, check_entries
 from sevimg.archive.update import update_file
-from sevimg.build.settings import load_local
 from sevimg.catalog.index import Catalog, families_by_distribution
 from sevimg.problems import SevimgError
+from sevimg.settings import load_local
 
 NEW_TIMEOUT = 20.0  # seconds per request: onboarding should not hang on a dead mirror
 

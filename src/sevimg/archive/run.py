@@ -9,10 +9,10 @@ from sevimg.archive.check import RoleReport, check_role
 from sevimg.archive.fetch import Fetcher
 from sevimg.archive.read import Reader
 from sevimg.archive.sources import NotCovered, sources_for
-from sevimg.build.settings import LocalConfig
 from sevimg.catalog.index import Entry
 from sevimg.catalog.resolve import resolve_all
 from sevimg.problems import SevimgError
+from sevimg.settings import LocalConfig
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sevimg.build.settings import LocalConfig
 from sevimg.catalog.index import Entry
 from sevimg.catalog.spec import AptSource, ImageSpec, PackageManager
 from sevimg.problems import SevimgError
 from sevimg.redact import redact_url
+from sevimg.settings import LocalConfig
 
 
 class NotCovered(SevimgError):

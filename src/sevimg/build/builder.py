@@ -23,7 +23,6 @@ from sevimg import __version__, interrupt, lock
 from sevimg.atomic import remove_stale, write_file_atomic, write_tree
 from sevimg.build import collect, examine, measurement, mkosilog, pins, sandbox, uki
 from sevimg.build.mkosi import Mkosi
-from sevimg.build.settings import LocalConfig, ToolPin
 from sevimg.catalog.spec import FamilyFacts, ImageSpec
 from sevimg.problems import SevimgError, parse_json
 from sevimg.release import checksums, names
@@ -31,6 +30,7 @@ from sevimg.release.manifest import (
     ExpectedMeasurement,
 )
 from sevimg.render.trees import GUEST_TREE, File, Renderer, Tree
+from sevimg.settings import LocalConfig, ToolPin
 
 # mkosi's own default tools tree (ToolsTreeDistribution= on a Debian host).
 DEFAULT_TOOLS_TREE = ("debian", "trixie")

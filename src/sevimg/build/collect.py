@@ -16,7 +16,6 @@ from pathlib import Path
 
 from sevimg import interrupt
 from sevimg.atomic import create_new
-from sevimg.build.settings import ToolPin
 from sevimg.catalog.spec import ImageSpec
 from sevimg.problems import SevimgError, parse_json
 from sevimg.release import checksums, names
@@ -30,6 +29,7 @@ from sevimg.release.manifest import (
     load_manifest,
     write_manifest,
 )
+from sevimg.settings import ToolPin
 
 
 @dataclass(frozen=True)

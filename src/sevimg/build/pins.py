@@ -21,9 +21,9 @@ import httpx
 
 from sevimg.atomic import write_file_atomic, write_tree
 from sevimg.build import unpack
-from sevimg.build.settings import ToolPin, install_problem
 from sevimg.problems import SevimgError
 from sevimg.render.trees import File, Tree
+from sevimg.settings import ToolPin, install_problem
 
 DOWNLOAD_TIMEOUT = 60.0
 MAX_DOWNLOAD_BYTES = 512 * 1024 * 1024  # a tool or its package; far above any real one

@@ -14,11 +14,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from sevimg.atomic import write_file_atomic
-from sevimg.build.settings import LocalConfig
 from sevimg.catalog.spec import FamilyFacts
 from sevimg.problems import SevimgError
 from sevimg.redact import redact_text, split_credentials
 from sevimg.render.apt import deb822
+from sevimg.settings import LocalConfig
 
 APT_AUTH = "etc/apt/auth.conf.d/sevimg.conf"
 # mkosi splits --extra-tree/--sandbox-tree values at these (lists, source:target).

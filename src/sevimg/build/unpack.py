@@ -21,8 +21,8 @@ from pathlib import PurePosixPath
 
 import zstandard
 
-from sevimg.build.settings import ToolPin
 from sevimg.problems import SevimgError
+from sevimg.settings import ToolPin
 
 MAX_UNPACKED_BYTES = 1024 * 1024 * 1024  # a package's data.tar, uncompressed
 _AR_MAGIC = b"!<arch>\n"

@@ -64,8 +64,8 @@ def archive(
     from sevimg.archive.fetch import Fetcher, Network  # noqa: PLC0415
     from sevimg.archive.run import check_entries  # noqa: PLC0415
     from sevimg.archive.update import update_file  # noqa: PLC0415
-    from sevimg.build.settings import load_local  # noqa: PLC0415
     from sevimg.catalog.index import families_by_distribution  # noqa: PLC0415
+    from sevimg.settings import load_local  # noqa: PLC0415
 
     if not images and not all_images:
         raise SevimgError(

@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from sevimg.build import mkosi, settings
+from sevimg import settings
+from sevimg.build import mkosi
 from sevimg.build.builder import Builder, BuildSettings, Outcome
 from sevimg.catalog.index import families_by_distribution
 from sevimg.catalog.pipeline import (

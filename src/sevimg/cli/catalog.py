@@ -11,7 +11,6 @@ from typing import Any
 import click
 import yaml
 
-from sevimg.build.settings import settings_problems
 from sevimg.catalog.pipeline import Checked, all_problems, check_catalog
 from sevimg.catalog.policy import floor_verdicts
 from sevimg.catalog.resolve import roles_of
@@ -20,6 +19,7 @@ from sevimg.cli.base import err, handle_errors, mkosi_version_option, out, print
 from sevimg.cli.group import Context, main, pass_ctx
 from sevimg.cli.params import ROLE_CHOICE, ImageName
 from sevimg.problems import Problem, SevimgError, has_errors
+from sevimg.settings import settings_problems
 
 _VERDICT_STYLE = {
     Verdict.OK: ("ok", "green"),

@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from sevimg.build import measurement, pins, settings
+from sevimg import settings
+from sevimg.build import measurement, pins
 from sevimg.catalog.index import machine_families
 from sevimg.cli.base import artifact_folder_option, err, handle_errors, out, styled
 from sevimg.cli.group import Context, main, pass_ctx

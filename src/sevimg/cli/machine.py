@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from sevimg.build import settings
+from sevimg import settings
 from sevimg.catalog.index import Catalog, machine_families
 from sevimg.catalog.pipeline import all_problems, check_catalog
 from sevimg.catalog.spec import FamilyFacts
