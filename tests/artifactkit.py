@@ -7,8 +7,8 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sevimg.release.checksums import write_sha256sums
-from sevimg.release.manifest import (
+from sevimg.artifacts.checksums import write_sha256sums
+from sevimg.artifacts.manifest import (
     EmbeddedGuest,
     Manifest,
     Package,

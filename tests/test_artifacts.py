@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from sevimg.problems import SevimgError
-from sevimg.release.checksums import (
+from sevimg.artifacts.checksums import (
     SHA256_HEX,
     SHA256SUMS,
     format_sha256sums,
@@ -22,10 +21,11 @@ from sevimg.release.checksums import (
     sha256_file,
     write_sha256sums,
 )
+from sevimg.artifacts.manifest import MANIFEST_SCHEMA, Manifest, load_manifest
+from sevimg.artifacts.manifest_check import check_manifest
+from sevimg.artifacts.names import is_plain_name, looks_debug, parse_image_id
+from sevimg.problems import SevimgError
 from sevimg.release.folder import load_artifact_folder, merge_artifact_folders, verify_artifacts
-from sevimg.release.manifest import MANIFEST_SCHEMA, Manifest, load_manifest
-from sevimg.release.manifest_check import check_manifest
-from sevimg.release.names import is_plain_name, looks_debug, parse_image_id
 from tests.artifactkit import make_folder
 from tests.conftest import REPO
 
@@ -771,8 +771,8 @@ def test_a_manifest_being_built_names_the_field_without_a_position(
 def test_an_odd_source_date_epoch_is_a_clear_error(
     epoch: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from sevimg.artifacts.manifest import default_build_time
     from sevimg.problems import SevimgError
-    from sevimg.release.manifest import default_build_time
 
     monkeypatch.setenv("SOURCE_DATE_EPOCH", epoch)
     with pytest.raises(SevimgError, match="SOURCE_DATE_EPOCH"):
@@ -783,7 +783,7 @@ def test_an_odd_source_date_epoch_is_a_clear_error(
 def test_a_source_date_epoch_sets_the_build_time(
     epoch: str, year: int | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sevimg.release.manifest import default_build_time
+    from sevimg.artifacts.manifest import default_build_time
 
     monkeypatch.setenv("SOURCE_DATE_EPOCH", epoch)
     moment = default_build_time()

@@ -9,11 +9,11 @@ from typing import Any, get_args, get_type_hints
 
 import pytest
 
+from sevimg.artifacts.names import parse_image_id
 from sevimg.catalog.index import DISTRO_NAME, RELEASE_NAME, split_image_name
 from sevimg.catalog.spec import ROLES, PackageManager, Role, Status
 from sevimg.cli.params import ROLE_PREFIXES
 from sevimg.mkosi_versions import MIN_MKOSI, MKOSI_VERSIONS, OLDEST_MKOSI
-from sevimg.release.names import parse_image_id
 from sevimg.settings import ToolPin
 from tests.conftest import REPO
 

@@ -22,21 +22,21 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sevimg.build import measurement, pins, unpack
-from sevimg.build.builder import Builder, BuildSettings
-from sevimg.build.mkosi import Mkosi
-from sevimg.catalog.index import Catalog
-from sevimg.catalog.resolve import resolve
-from sevimg.problems import SevimgError
-from sevimg.release import checksums, names
-from sevimg.release.manifest import (
+from sevimg.artifacts import checksums, names
+from sevimg.artifacts.manifest import (
     EmbeddedGuest,
     ExpectedMeasurement,
     Manifest,
     load_manifest,
     write_manifest,
 )
-from sevimg.release.manifest_check import check_manifest
+from sevimg.artifacts.manifest_check import check_manifest
+from sevimg.build import measurement, pins, unpack
+from sevimg.build.builder import Builder, BuildSettings
+from sevimg.build.mkosi import Mkosi
+from sevimg.catalog.index import Catalog
+from sevimg.catalog.resolve import resolve
+from sevimg.problems import SevimgError
 from sevimg.render.trees import Renderer
 from sevimg.settings import ToolPin, load_tool_pins
 from sevimg.workspace import Workspace

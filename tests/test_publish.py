@@ -21,12 +21,12 @@ import httpx
 import pytest
 from rich.console import Console
 
+from sevimg.artifacts.checksums import SHA256SUMS, read_sha256sums, sha256_file, write_sha256sums
+from sevimg.artifacts.manifest import Manifest, write_manifest
 from sevimg.cli import release as release_cli
 from sevimg.problems import SevimgError
-from sevimg.release.checksums import SHA256SUMS, read_sha256sums, sha256_file, write_sha256sums
 from sevimg.release.folder import load_artifact_folder
 from sevimg.release.github import GitHub, GitHubError, Token, url_segment
-from sevimg.release.manifest import Manifest, write_manifest
 from sevimg.release.plan import (
     DISPATCH_TYPES,
     HOST_TYPE,

@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
+from sevimg.artifacts.checksums import sha256_file, write_sha256sums
+from sevimg.artifacts.manifest import load_manifest, write_manifest
 from sevimg.problems import SevimgError
-from sevimg.release.checksums import sha256_file, write_sha256sums
-from sevimg.release.manifest import load_manifest, write_manifest
 from sevimg.serve import jobs as jobsm
 from sevimg.serve.files import load_jobs
 from sevimg.serve.jobs import IDLE_AFTER, Job, State, parse_report

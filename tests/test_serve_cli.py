@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sevimg.release.checksums import sha256_file, write_sha256sums
-from sevimg.release.manifest import load_manifest, write_manifest
+from sevimg.artifacts.checksums import sha256_file, write_sha256sums
+from sevimg.artifacts.manifest import load_manifest, write_manifest
 from tests.artifactkit import make_folder
 from tests.conftest import CliFn
 from tests.fakegithub import READ_TOKEN, TOKEN, FakeGitHub

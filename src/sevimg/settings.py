@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, cast
 
+from sevimg.artifacts.checksums import SHA256_HEX
 from sevimg.catalog.index import Catalog, families_by_distribution, load_catalog
 from sevimg.catalog.load import Document, LoadError, load_file
 from sevimg.catalog.schema import LOCAL, PROJECT, control_character, schemas_for
 from sevimg.problems import Problem, SevimgError, error, has_errors
-from sevimg.release.checksums import SHA256_HEX
 from sevimg.workspace import Workspace
 
 PROJECT_FILE = "sevimg.yaml"

@@ -18,12 +18,12 @@ import jsonschema
 import pefile
 import pytest
 
+from sevimg.artifacts import checksums
+from sevimg.artifacts.manifest import load_manifest
 from sevimg.build import pins
 from sevimg.build.uki import read_uki
 from sevimg.catalog.index import machine_families
 from sevimg.machine import run
-from sevimg.release import checksums
-from sevimg.release.manifest import load_manifest
 from sevimg.render.launch import MIN_MEMORY_MB
 from sevimg.settings import load_tool_pins
 from sevimg.workspace import Workspace

@@ -20,15 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from sevimg import __version__, interrupt, lock
+from sevimg.artifacts import checksums, names
+from sevimg.artifacts.manifest import (
+    ExpectedMeasurement,
+)
 from sevimg.atomic import remove_stale, write_file_atomic, write_tree
 from sevimg.build import collect, examine, measurement, mkosilog, pins, sandbox, uki
 from sevimg.build.mkosi import Mkosi
 from sevimg.catalog.spec import FamilyFacts, ImageSpec
 from sevimg.problems import SevimgError, parse_json
-from sevimg.release import checksums, names
-from sevimg.release.manifest import (
-    ExpectedMeasurement,
-)
 from sevimg.render.trees import GUEST_TREE, File, Renderer, Tree
 from sevimg.settings import LocalConfig, ToolPin
 

@@ -15,11 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sevimg import interrupt
-from sevimg.atomic import create_new
-from sevimg.catalog.spec import ImageSpec
-from sevimg.problems import SevimgError, parse_json
-from sevimg.release import checksums, names
-from sevimg.release.manifest import (
+from sevimg.artifacts import checksums, names
+from sevimg.artifacts.manifest import (
     EmbeddedGuest,
     ExpectedMeasurement,
     Manifest,
@@ -29,6 +26,9 @@ from sevimg.release.manifest import (
     load_manifest,
     write_manifest,
 )
+from sevimg.atomic import create_new
+from sevimg.catalog.spec import ImageSpec
+from sevimg.problems import SevimgError, parse_json
 from sevimg.settings import ToolPin
 
 

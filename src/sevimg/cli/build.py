@@ -11,6 +11,7 @@ import click
 from rich.table import Table
 
 from sevimg import settings
+from sevimg.artifacts import checksums
 from sevimg.build import mkosi
 from sevimg.build.builder import Builder, BuildSettings, Outcome
 from sevimg.catalog.index import families_by_distribution
@@ -25,7 +26,6 @@ from sevimg.cli.base import err, handle_errors, mkosi_version_option, out, print
 from sevimg.cli.group import Context, main, pass_ctx
 from sevimg.cli.params import ROLE_CHOICE, ImageName
 from sevimg.problems import SevimgError
-from sevimg.release import checksums
 
 
 @main.command()

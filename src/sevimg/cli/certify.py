@@ -10,6 +10,7 @@ import click
 from rich.table import Table
 
 from sevimg import settings
+from sevimg.artifacts import checksums, names
 from sevimg.build import measurement, pins
 from sevimg.catalog.index import machine_families
 from sevimg.cli.base import artifact_folder_option, err, handle_errors, out, styled
@@ -18,7 +19,6 @@ from sevimg.cli.params import ImageName, Number
 from sevimg.machine import run
 from sevimg.machine.evidence import parse_hex, read_evidence, read_report
 from sevimg.problems import SevimgError
-from sevimg.release import checksums, names
 from sevimg_cert import certs, kds
 from sevimg_cert import measure as cert_measure
 from sevimg_cert.report import AttestationReport, Product

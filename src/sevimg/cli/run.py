@@ -13,6 +13,7 @@ import click
 from rich.table import Table
 
 from sevimg import lock
+from sevimg.artifacts import names
 from sevimg.atomic import write_file_atomic
 from sevimg.catalog.spec import Role
 from sevimg.cli.base import artifact_folder_option, err, handle_errors, out, styled
@@ -20,7 +21,7 @@ from sevimg.cli.group import Context, main, pass_ctx
 from sevimg.cli.params import ROLE_CHOICE, ImageName, Number
 from sevimg.machine import hostrun, run
 from sevimg.problems import SevimgError
-from sevimg.release import folder, names
+from sevimg.release import folder
 from sevimg.render import launch
 from sevimg.render.launch import MIN_MEMORY_MB
 from sevimg.workspace import Workspace

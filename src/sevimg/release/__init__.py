@@ -1,1 +1,1 @@
-"""The artifact folder, manifests and checksums, GitHub releases, publish, ci."""
+"""GitHub releases: publish an artifact folder (read with sevimg.artifacts), and the CI workflow."""

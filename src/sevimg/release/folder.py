@@ -8,8 +8,8 @@ One folder (by default `out/`) holds, for each built image id such as
     SHA256SUMS                      `sha256sum -c` format, every .efi and manifest
     logs/                           build logs; never published
 
-The builder writes it with :mod:`sevimg.release.manifest` and
-:mod:`sevimg.release.checksums`; the publisher calls :func:`load_artifact_folder`,
+The builder writes it with :mod:`sevimg.artifacts.manifest` and
+:mod:`sevimg.artifacts.checksums`; the publisher calls :func:`load_artifact_folder`,
 and CI merges the folders of several builds with :func:`merge_artifact_folders`.
 """
 
@@ -24,11 +24,9 @@ from pathlib import Path
 from typing import Literal, cast
 
 from sevimg import interrupt
-from sevimg.problems import Problem, SevimgError, error, has_errors, warning
-from sevimg.release.checksums import SHA256SUMS, parse_sha256sums, sha256_file, write_sha256sums
-from sevimg.release.contents import ways_in
-from sevimg.release.manifest import Manifest, load_manifest
-from sevimg.release.names import (
+from sevimg.artifacts.checksums import SHA256SUMS, parse_sha256sums, sha256_file, write_sha256sums
+from sevimg.artifacts.manifest import Manifest, load_manifest
+from sevimg.artifacts.names import (
     ARTIFACT_SUFFIX,
     LOGS_DIR,
     MANIFEST_SUFFIX,
@@ -39,6 +37,8 @@ from sevimg.release.names import (
     manifest_name,
     parse_image_id,
 )
+from sevimg.problems import Problem, SevimgError, error, has_errors, warning
+from sevimg.release.contents import ways_in
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sevimg.release.checksums import iter_chunks
+from sevimg.artifacts.checksums import iter_chunks
 
 # Token is re-exported here: callers build it with the rest of the client.
 from sevimg.release.github_access import (

@@ -18,12 +18,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+from sevimg.artifacts.checksums import SHA256SUMS, format_sha256sums
+from sevimg.artifacts.names import ARTIFACT_SUFFIX, MANIFEST_SUFFIX, looks_debug, parse_image_id
 from sevimg.display import UNSAFE
 from sevimg.problems import SevimgError
-from sevimg.release.checksums import SHA256SUMS, format_sha256sums
 from sevimg.release.folder import LocalArtifact, load_artifact_folder, refuse_debug
 from sevimg.release.github import Asset, GitHub, Release
-from sevimg.release.names import ARTIFACT_SUFFIX, MANIFEST_SUFFIX, looks_debug, parse_image_id
 
 HOST_TYPE = "application/vnd.dispatch+efi"
 DISPATCH_TYPES = frozenset(

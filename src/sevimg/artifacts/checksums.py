@@ -7,9 +7,9 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
+from sevimg.artifacts.names import ARTIFACT_SUFFIX, MANIFEST_SUFFIX, is_plain_name
 from sevimg.atomic import write_file_atomic
 from sevimg.problems import Problem, SevimgError, error, read_utf8
-from sevimg.release.names import ARTIFACT_SUFFIX, MANIFEST_SUFFIX, is_plain_name
 
 SHA256SUMS = "SHA256SUMS"
 # 64 lowercase hex digits, as sha256sum writes them.

@@ -16,16 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from sevimg import __version__
-from sevimg.atomic import write_file_atomic
-from sevimg.problems import SevimgError, parse_json, read_utf8
-from sevimg.release.checksums import sha256_file
-from sevimg.release.manifest_check import check_manifest
-from sevimg.release.names import (
+from sevimg.artifacts.checksums import sha256_file
+from sevimg.artifacts.manifest_check import check_manifest
+from sevimg.artifacts.names import (
     ARTIFACT_SUFFIX,
     ArtifactRole,
     manifest_name,
     parse_image_id,
 )
+from sevimg.atomic import write_file_atomic
+from sevimg.problems import SevimgError, parse_json, read_utf8
 
 MANIFEST_SCHEMA = "sevimg-manifest/1"
 

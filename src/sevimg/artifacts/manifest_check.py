@@ -1,7 +1,7 @@
 """Checking a manifest's parsed JSON: its shape (schema/manifest.schema.json), then the
 rules the schema cannot say (the fields that name the same image agree).
 
-:meth:`sevimg.release.manifest.Manifest.from_json` runs it on every manifest read.
+:meth:`sevimg.artifacts.manifest.Manifest.from_json` runs it on every manifest read.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sevimg.artifacts.names import artifact_name, looks_debug, parse_image_id
 from sevimg.catalog.load import Document, LoadError, load_text
 from sevimg.catalog.schema import MANIFEST, schemas_for
 from sevimg.problems import Problem, error
-from sevimg.release.names import artifact_name, looks_debug, parse_image_id
 from sevimg.workspace import packaged
 
 
