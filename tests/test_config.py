@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from sevimg.build.sandbox import apt_sources
 from sevimg.catalog.index import load_catalog
 from sevimg.catalog.spec import FamilyFacts
+from sevimg.imaging.sandbox import apt_sources
 from sevimg.problems import SevimgError
 from sevimg.settings import load_local, load_tool_pins
 from sevimg.workspace import Workspace

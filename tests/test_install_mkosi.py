@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sevimg.build import mkosi
+from sevimg.imaging import mkosi
 from sevimg.mkosi_versions import MKOSI_VERSIONS
 from tests.conftest import REPO
 

@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "sevimg"
 PURE = ("sevimg.catalog", "sevimg.render")
 DOWNSTREAM = (
-    "sevimg.build",
+    "sevimg.imaging",
     "sevimg.release",
     "sevimg.machine",
     "sevimg.serve",
@@ -87,7 +87,7 @@ PURE_MODULES = sorted(m for m in MODULES if under(m, PURE))
 
 
 def test_the_stages_exist() -> None:
-    for stage in ("catalog", "render", "build", "release", "machine", "serve", "archive", "cli"):
+    for stage in ("catalog", "render", "imaging", "release", "machine", "serve", "archive", "cli"):
         assert f"sevimg.{stage}" in MODULES, stage
     assert len(PURE_MODULES) >= 10
 
@@ -111,11 +111,11 @@ def test_the_check_sees_a_violation(tmp_path: Path) -> None:
     MODULES["sevimg.catalog._probe"] = tmp_path / "probe.py"
     MODULES["sevimg.catalog._probe2"] = tmp_path / "probe2.py"
     (tmp_path / "probe.py").write_text("from sevimg.catalog import _probe2\n")
-    (tmp_path / "probe2.py").write_text("import subprocess\nfrom sevimg.build import mkosi\n")
+    (tmp_path / "probe2.py").write_text("import subprocess\nfrom sevimg.imaging import mkosi\n")
     try:
         reached = closure("sevimg.catalog._probe")
         assert reached["subprocess"] == "sevimg.catalog._probe2"
-        assert "sevimg.build.mkosi" in reached
+        assert "sevimg.imaging.mkosi" in reached
     finally:
         del MODULES["sevimg.catalog._probe"], MODULES["sevimg.catalog._probe2"]
 

@@ -31,11 +31,11 @@ from sevimg.artifacts.manifest import (
     write_manifest,
 )
 from sevimg.artifacts.manifest_check import check_manifest
-from sevimg.build import measurement, pins, unpack
-from sevimg.build.builder import Builder, BuildSettings
-from sevimg.build.mkosi import Mkosi
 from sevimg.catalog.index import Catalog
 from sevimg.catalog.resolve import resolve
+from sevimg.imaging import measurement, pins, unpack
+from sevimg.imaging.builder import Builder, BuildSettings
+from sevimg.imaging.mkosi import Mkosi
 from sevimg.problems import SevimgError
 from sevimg.render.trees import Renderer
 from sevimg.settings import ToolPin, load_tool_pins

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from sevimg.atomic import write_trees
-from sevimg.build import judge, mkosi
 from sevimg.catalog.index import load_catalog
 from sevimg.catalog.pipeline import check_catalog, specs_or_raise
 from sevimg.catalog.spec import ImageSpec
+from sevimg.imaging import judge, mkosi
 from sevimg.problems import SevimgError
 from sevimg.render.trees import Renderer
 from sevimg.workspace import Workspace

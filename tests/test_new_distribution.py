@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from sevimg.atomic import write_trees
-from sevimg.build import judge, mkosi
 from sevimg.catalog.index import load_catalog
 from sevimg.catalog.pipeline import check_catalog, specs_or_raise
+from sevimg.imaging import judge, mkosi
 from sevimg.render.trees import Renderer
 from sevimg.workspace import Workspace
 from tests.conftest import REPO, CliFn

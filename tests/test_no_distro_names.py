@@ -42,8 +42,8 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("sevimg/archive/deb.py", "debian"): "python-debian's module name (deb822 indexes)",
     ("sevimg/archive/read.py", "debian"): "python-debian's module name (version comparison)",
     ("sevimg/archive/read.py", "debian_support"): "python-debian's module name",
-    ("sevimg/build/builder.py", "debian"): "mkosi's default tools tree (ToolsTreeDistribution=)",
-    ("sevimg/build/builder.py", "trixie"): "mkosi's default tools tree (ToolsTreeRelease=)",
+    ("sevimg/imaging/builder.py", "debian"): "mkosi's default tools tree (ToolsTreeDistribution=)",
+    ("sevimg/imaging/builder.py", "trixie"): "mkosi's default tools tree (ToolsTreeRelease=)",
     # The build machine, not the catalog: which host package manager can
     # bootstrap mkosi's tools tree, and the CI runner's image.
     ("sevimg/machine/doctor.py", "Debian/Ubuntu"): "the build machine's apt-get",
@@ -78,7 +78,10 @@ ALLOWED: dict[tuple[str, str], str] = {
         "Launch the guest UKI of IMAGE (debian-13, or a path to a .efi) as an SEV-SNP guest.",
     ): "help text",
     # The .deb format (an ar archive) of pinned tools, not a distribution.
-    ("sevimg/build/unpack.py", 'f"{what}: not a Debian package (no ar archive header)"'): "format",
+    (
+        "sevimg/imaging/unpack.py",
+        'f"{what}: not a Debian package (no ar archive header)"',
+    ): "format",
 }
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import zstandard
 
-from sevimg.build import pins, unpack
+from sevimg.imaging import pins, unpack
 from sevimg.problems import SevimgError
 from sevimg.settings import ToolPin, load_tool_pins
 from sevimg.workspace import Workspace

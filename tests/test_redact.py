@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from sevimg.build import mkosi
-from sevimg.build.sandbox import APT_AUTH, apt_auth
+from sevimg.imaging import mkosi
+from sevimg.imaging.sandbox import APT_AUTH, apt_auth
 from sevimg.problems import SevimgError, error
 from sevimg.redact import has_credentials, redact_text, redact_url, split_credentials
 from sevimg.release.github import Token

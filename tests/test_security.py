@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from sevimg.build import examine
 from sevimg.catalog import payload, security
 from sevimg.catalog.index import Catalog, load_catalog
 from sevimg.catalog.resolve import resolve
+from sevimg.imaging import examine
 from sevimg.workspace import Workspace
 from tests.conftest import CliFn
 from tests.fakes import EXE, FILE, LINK

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from sevimg.build import examine
-from sevimg.build.uki import Uki, read_uki
 from sevimg.catalog import payload
 from sevimg.catalog.index import Catalog
 from sevimg.catalog.resolve import resolve
+from sevimg.imaging import examine
+from sevimg.imaging.uki import Uki, read_uki
 from sevimg.problems import SevimgError
 from tests.fakes import DIR, EXE, FILE, LINK, newc
 

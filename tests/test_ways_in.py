@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from sevimg.build import examine, mkosi
-from sevimg.build.uki import Uki
 from sevimg.catalog import payload, security
 from sevimg.catalog.index import Catalog
 from sevimg.catalog.resolve import resolve
 from sevimg.catalog.spec import GUEST_EMBED_PATH, KernelModules
+from sevimg.imaging import examine, mkosi
+from sevimg.imaging.uki import Uki
 from sevimg.problems import SevimgError
 from sevimg.release.folder import merge_artifact_folders
 from sevimg.render.trees import Renderer

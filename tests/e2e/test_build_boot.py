@@ -20,9 +20,9 @@ import pytest
 
 from sevimg.artifacts import checksums
 from sevimg.artifacts.manifest import load_manifest
-from sevimg.build import pins
-from sevimg.build.uki import read_uki
 from sevimg.catalog.index import machine_families
+from sevimg.imaging import pins
+from sevimg.imaging.uki import read_uki
 from sevimg.machine import run
 from sevimg.render.launch import MIN_MEMORY_MB
 from sevimg.settings import load_tool_pins

@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from sevimg.build.uki import read_uki
+from sevimg.imaging.uki import read_uki
 from tests.e2e.conftest import E2E, MKOSI_VERSION
 
 pytestmark = [pytest.mark.e2e, pytest.mark.qemu]

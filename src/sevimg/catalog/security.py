@@ -5,7 +5,7 @@ not open a shell on a console, accept a remote login, let the hypervisor run
 commands in the guest, or boot with SEV or the IOMMU turned off.
 The same rules are enforced twice: on the resolved spec before anything is
 rendered (:mod:`sevimg.catalog.policy`), and on the built UKI
-(:mod:`sevimg.build.examine`: its .cmdline here, its files in
+(:mod:`sevimg.imaging.examine`: its .cmdline here, its files in
 :mod:`sevimg.catalog.security_files`). Only a debug image (``--debug-image``,
 named ``…-debug`` and never published) is exempt.
 

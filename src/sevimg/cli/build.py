@@ -12,8 +12,6 @@ from rich.table import Table
 
 from sevimg import settings
 from sevimg.artifacts import checksums
-from sevimg.build import mkosi
-from sevimg.build.builder import Builder, BuildSettings, Outcome
 from sevimg.catalog.index import families_by_distribution
 from sevimg.catalog.pipeline import (
     all_problems,
@@ -25,6 +23,8 @@ from sevimg.catalog.spec import Role
 from sevimg.cli.base import err, handle_errors, mkosi_version_option, out, print_problems, styled
 from sevimg.cli.group import Context, main, pass_ctx
 from sevimg.cli.params import ROLE_CHOICE, ImageName
+from sevimg.imaging import mkosi
+from sevimg.imaging.builder import Builder, BuildSettings, Outcome
 from sevimg.problems import SevimgError
 
 

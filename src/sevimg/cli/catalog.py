@@ -240,7 +240,7 @@ def validate(
     problems = sorted({*all_problems(checked, orphans), *settings_problems(ctx.ws, catalog)})
     if with_mkosi and not has_errors(problems):
         # The judges run programs: imported only when asked for (plain validate stays quick).
-        from sevimg.build import judge, mkosi  # noqa: PLC0415
+        from sevimg.imaging import judge, mkosi  # noqa: PLC0415
 
         tool = mkosi.require(ctx.ws.cache_dir, mkosi_version)
         renderer = ctx.renderer(tool.version)

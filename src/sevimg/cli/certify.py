@@ -11,11 +11,11 @@ from rich.table import Table
 
 from sevimg import settings
 from sevimg.artifacts import checksums, names
-from sevimg.build import measurement, pins
 from sevimg.catalog.index import machine_families
 from sevimg.cli.base import artifact_folder_option, err, handle_errors, out, styled
 from sevimg.cli.group import Context, main, pass_ctx
 from sevimg.cli.params import ImageName, Number
+from sevimg.imaging import measurement, pins
 from sevimg.machine import run
 from sevimg.machine.evidence import parse_hex, read_evidence, read_report
 from sevimg.problems import SevimgError

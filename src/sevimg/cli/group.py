@@ -164,7 +164,7 @@ class Context:
 
     def renderer(self, mkosi_version: str | None) -> Renderer:
         """A renderer for the requested mkosi version, else the one found, else the oldest supported."""
-        from sevimg.build import mkosi  # noqa: PLC0415
+        from sevimg.imaging import mkosi  # noqa: PLC0415
         from sevimg.mkosi_versions import OLDEST_MKOSI  # noqa: PLC0415
         from sevimg.render.trees import Renderer  # noqa: PLC0415
 

@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from sevimg.build import mkosi
 from sevimg.catalog.spec import FamilyFacts
+from sevimg.imaging import mkosi
 from sevimg.mkosi_versions import MIN_MKOSI, OLDEST_MKOSI
 from sevimg.problems import SevimgError
 from sevimg.redact import redact_text

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sevimg.build.examine import resolve_member
-from sevimg.build.uki import NotUki, Uki, read_uki
 from sevimg.catalog import security, security_files
 from sevimg.catalog.spec import GUEST_EMBED_PATH
+from sevimg.imaging.examine import resolve_member
+from sevimg.imaging.uki import NotUki, Uki, read_uki
 from sevimg.problems import SevimgError
 
 

@@ -2,7 +2,7 @@
 
 The UKI is copied under a temporary name and renamed, then its manifest is
 written (and, for a host, the expected measurement also into its embedded
-guest's manifest), then SHA256SUMS; :mod:`sevimg.build.builder` calls it once
+guest's manifest), then SHA256SUMS; :mod:`sevimg.imaging.builder` calls it once
 an image passed its checks.
 """
 

@@ -6,7 +6,7 @@ them from disk; `--tools-dir` (or `tools_dir` in sevimg.local.yaml) supplies
 them for machines without network access.
 
 A pinned file is trusted only as far as its hash, and unpacked by
-:mod:`sevimg.build.unpack`, which refuses a damaged or hostile one.
+:mod:`sevimg.imaging.unpack`, which refuses a damaged or hostile one.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 import httpx
 
 from sevimg.atomic import write_file_atomic, write_tree
-from sevimg.build import unpack
+from sevimg.imaging import unpack
 from sevimg.problems import SevimgError
 from sevimg.render.trees import File, Tree
 from sevimg.settings import ToolPin, install_problem

@@ -17,8 +17,8 @@ from typing import Any
 
 from sevimg import interrupt, proc
 from sevimg.atomic import scratch_folder, write_tree
-from sevimg.build.mkosi import Mkosi
 from sevimg.catalog.spec import GUEST_EMBED_DIR, ImageSpec
+from sevimg.imaging.mkosi import Mkosi
 from sevimg.problems import Problem, error
 from sevimg.render.trees import EXTRA, GUEST_TREE, POSTINST, SANDBOX, Renderer
 

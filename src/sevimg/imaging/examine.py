@@ -15,9 +15,9 @@ import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sevimg.build.uki import Member, Uki
 from sevimg.catalog import payload, security, security_files, versions
 from sevimg.catalog.spec import GUEST_EMBED_PATH, ImageSpec
+from sevimg.imaging.uki import Member, Uki
 from sevimg.render.trees import ATTEST_RESPONDER, ATTEST_RULES
 
 

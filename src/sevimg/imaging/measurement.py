@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from sevimg.build import uki
+from sevimg.imaging import uki
 from sevimg.problems import SevimgError
 from sevimg_cert import measure
 

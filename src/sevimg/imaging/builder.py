@@ -25,9 +25,9 @@ from sevimg.artifacts.manifest import (
     ExpectedMeasurement,
 )
 from sevimg.atomic import remove_stale, write_file_atomic, write_tree
-from sevimg.build import collect, examine, measurement, mkosilog, pins, sandbox, uki
-from sevimg.build.mkosi import Mkosi
 from sevimg.catalog.spec import FamilyFacts, ImageSpec
+from sevimg.imaging import collect, examine, measurement, mkosilog, pins, sandbox, uki
+from sevimg.imaging.mkosi import Mkosi
 from sevimg.problems import SevimgError, parse_json
 from sevimg.render.trees import GUEST_TREE, File, Renderer, Tree
 from sevimg.settings import LocalConfig, ToolPin
