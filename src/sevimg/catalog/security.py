@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from sevimg.catalog import payload
+from sevimg.catalog import payload, ways_in
 
 # Values that switch a boolean kernel or systemd setting off.
 OFF_VALUES = frozenset({"0", "no", "n", "false", "off", "disable", "disabled"})
@@ -240,14 +240,11 @@ def kernel_command_line(tokens: Iterable[str]) -> list[Finding]:
     return [f for t in tokens if (f := kernel_token(t)) is not None]
 
 
-_UNIT_LOGIN = re.compile(
-    r"(?:ssh|sshd|dropbear|tinysshd|telnet|telnetd|rlogin|rsh|xinetd|x11vnc|vncserver"
-    r"|cockpit|qemu-guest-agent|debug-shell|xrdp|vmtoolsd|cloud-init|rescue|emergency)"
-    r"(?:@[^/]*)?(?:[-.@].*)?\.(?:service|socket)"
-)
+_UNIT_LOGIN = ways_in.unit_pattern()
 
 
 def unit_opens_login(unit: str) -> bool:
+    """Whether `unit` starts a login server, remote shell or agent (:mod:`sevimg.catalog.ways_in`)."""
     return bool(_UNIT_LOGIN.fullmatch(unit))
 
 
@@ -255,52 +252,7 @@ def unit_opens_login(unit: str) -> bool:
 
 _REMOTE_LOGIN = "a remote-login server"
 # fnmatch patterns over package names (the same names across families where they differ).
-_GUEST_CONTROL = "lets the hypervisor run commands in the guest"
-_PACKAGES: tuple[tuple[str, str], ...] = (
-    ("openssh-server", "the OpenSSH server"),
-    ("openssh-server-*", "the OpenSSH server"),
-    ("openssh-sftp-server", "the OpenSSH SFTP server"),
-    # openSUSE's and Arch's openssh carries or pulls in sshd; elsewhere nothing needs it
-    ("openssh", "pulls in the OpenSSH server on some distributions"),
-    ("ssh", "pulls in the OpenSSH server"),
-    ("ssh-server", "an SSH server (virtual package)"),
-    ("sshd", "an SSH server"),
-    ("task-ssh-server", "pulls in the OpenSSH server"),
-    ("dropbear", "the Dropbear SSH server"),
-    ("dropbear-*", "the Dropbear SSH server"),
-    ("tinyssh", "the TinySSH server"),
-    ("tinysshd", "the TinySSH server"),
-    ("lsh-server", "the lsh SSH server"),
-    ("*telnetd*", "a telnet server"),
-    ("telnet-server", "a telnet server"),
-    ("*rsh-server", "an rsh/rlogin server"),
-    ("rsh-redone-server", "an rsh/rlogin server"),
-    ("xinetd", "a super-server that starts telnet, rsh and the like"),
-    ("rlinetd", "a super-server that starts telnet, rsh and the like"),
-    ("*-inetd", "a super-server that starts telnet, rsh and the like"),
-    ("x11vnc", "a VNC server"),
-    ("*vncserver*", "a VNC server"),
-    ("tigervnc-server*", "a VNC server"),
-    ("tigervnc-*-server", "a VNC server"),
-    ("wayvnc", "a VNC server"),
-    ("xrdp", "a remote-desktop server"),
-    ("gnome-remote-desktop", "a remote-desktop server"),
-    ("cockpit", "a web console with a login"),
-    ("cockpit-ws", "a web console with a login"),
-    ("shellinabox", "a shell in a web page"),
-    ("ttyd", "a shell in a web page"),
-    ("gotty", "a shell in a web page"),
-    ("webmin", "a web console with a login"),
-    ("mosh", "needs an SSH server"),
-    ("qemu-guest-agent", _GUEST_CONTROL),
-    ("qemu-ga", _GUEST_CONTROL),
-    # cloud-init takes users, keys and commands from a data source the hypervisor supplies
-    ("cloud-init", _GUEST_CONTROL),
-    ("open-vm-tools*", _GUEST_CONTROL),
-    ("virtualbox-guest-utils*", _GUEST_CONTROL),
-    ("walinuxagent", _GUEST_CONTROL),
-    ("gdbserver", "lets a remote debugger control processes"),
-)
+_PACKAGES = ways_in.package_patterns()
 # Not here: busybox. Its telnetd and sh applets need links or a unit to start
 # them, and the post-build check finds both.
 

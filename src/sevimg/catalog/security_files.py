@@ -16,7 +16,7 @@ import shlex
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from sevimg.catalog import pam
+from sevimg.catalog import pam, ways_in
 from sevimg.catalog.security import RESCUE, RESCUE_UNITS, Finding, unit_opens_login
 
 
@@ -34,32 +34,7 @@ class FileLike(Protocol):
 
 
 # Programs whose presence means a login server or a back door could be started.
-_DAEMONS: Mapping[str, str] = {
-    "sshd": "the OpenSSH server",
-    "sshd-session": "the OpenSSH server",
-    "dropbear": "the Dropbear SSH server",
-    "tinysshd": "the TinySSH server",
-    "in.telnetd": "a telnet server",
-    "telnetd": "a telnet server",
-    "in.rlogind": "an rlogin server",
-    "in.rshd": "an rsh server",
-    "xinetd": "a super-server",
-    "qemu-ga": "the QEMU guest agent (the hypervisor can run commands)",
-    "x11vnc": "a VNC server",
-    "cockpit-ws": "a web console",
-    "shellinaboxd": "a shell in a web page",
-    "ttyd": "a shell in a web page",
-    "gotty": "a shell in a web page",
-    "lshd": "the lsh SSH server",
-    "xrdp": "a remote-desktop server",
-    "x0vncserver": "a VNC server",
-    "Xvnc": "a VNC server",
-    "Xtigervnc": "a VNC server",
-    "cloud-init": "cloud-init (the hypervisor's data source can add users and run commands)",
-    "vmtoolsd": "VMware tools (the hypervisor can run commands)",
-    "VBoxService": "VirtualBox guest services (the hypervisor can run commands)",
-    "waagent": "the Azure agent (the hypervisor can run commands)",
-}
+_DAEMONS: Mapping[str, str] = ways_in.programs()
 _DAEMON_DIRS = (
     "usr/local/sbin",
     "usr/local/bin",
