@@ -96,7 +96,7 @@ def test_without_snp_every_prerequisite_fails_and_a_fail_result_is_written(tmp_p
     assert all(s["result"] == "fail" for s in found.values()), found
     assert "kvm_amd is not loaded" in found["sev_snp"]["detail"]
     assert "6.8.0-51-generic is older than 6.11" in found["kernel"]["detail"]
-    assert "older than 9.2" in found["qemu"]["detail"]
+    assert "8.2.2 (fake) is older than 9.1: no SEV-SNP support" in found["qemu"]["detail"]
     assert found["snphost_ok"]["detail"] == "snphost is not installed"
     # The measurement needs only the firmware and the guest, both missing here.
     assert steps(doc, "expected_measurement")["measure"] == {
@@ -434,3 +434,25 @@ def test_without_cryptography_the_harness_still_writes_a_result(tmp_path: Path) 
     doc = json.loads(framing.unframe(done.stdout))
     assert doc["result"] == "fail"
     assert steps(doc, "host_prerequisites")["sev_snp"]["result"] == "fail"
+
+
+def test_a_qemu_below_the_guides_floor_certifies_with_a_warning(
+    tmp_path: Path, kds: FakeKds
+) -> None:
+    # fedora-41's QEMU 9.1.3 launches SEV-SNP guests (sev-snp-guest is in 9.1.0), below
+    # the guide's 9.2: the run passes and the result records the warning.
+    host = fake_host(
+        tmp_path, sev_snp="Y", qemu_version="9.1.3", cmdline=f"console=ttyS0 sevimg.kds={kds.url}"
+    )
+    _, doc, _ = run_harness(
+        host,
+        trusted_arks=(kds.chain.ark,),
+        measure=lambda ovmf, kernel, vcpus, vcpu_type: MEASUREMENT,
+        ask_guest=signing_guest(host, []),
+    )
+    validate(doc)
+    assert doc["result"] == "pass" and doc["certified_level"] == "3.0.0-0"
+    qemu = steps(doc, "host_prerequisites")["qemu"]
+    assert qemu["result"] == "pass"
+    assert qemu["warning"].startswith("below the guide's floor 9.2")
+    assert [n for n, s in steps(doc, "host_prerequisites").items() if "warning" in s] == ["qemu"]

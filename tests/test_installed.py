@@ -168,11 +168,22 @@ def record(root: Path, data: object) -> None:
 
 def test_the_build_record_comes_before_the_package_database(tmp_path: Path) -> None:
     host = fake_host(tmp_path, ovmf_version="2025.02-8")  # dpkg says 2025.02
-    record(host.root, {"ovmf": {"package": "ovmf-amdsev", "version": "2024.05-2"}})
+    record(host.root, {"ovmf": {"package": "ovmf-amdsev", "version": "2021.08-2"}})
     step, version = prereqs.check_ovmf(hostinfo.Host(host.root, hostinfo.image_env(host.root)))
     assert step.result is Outcome.FAIL
-    assert version == "ovmf-amdsev 2024.05-2"
-    assert "older than 2024.11 (recorded at build time in" in step.detail
+    assert version == "ovmf-amdsev 2021.08-2"
+    assert "older than 2022.02: no SEV-SNP support" in step.detail
+    assert "recorded at build time in" in step.detail
+
+
+def test_an_ovmf_below_the_guides_floor_passes_with_a_warning(tmp_path: Path) -> None:
+    # SEV-SNP works since edk2-stable202202: 2024.05 is below the guide, not unsupported
+    host = fake_host(tmp_path, ovmf_version="2025.02-8")
+    record(host.root, {"ovmf": {"package": "ovmf-amdsev", "version": "2024.05-2"}})
+    step, _ = prereqs.check_ovmf(hostinfo.Host(host.root, hostinfo.image_env(host.root)))
+    assert step.result is Outcome.PASS
+    assert step.warning.startswith("below the guide's floor 2024.11")
+    assert step.as_dict()["warning"] == step.warning
 
 
 def test_without_a_record_the_package_database_then_the_tag(tmp_path: Path) -> None:

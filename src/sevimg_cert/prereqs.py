@@ -17,13 +17,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from sevimg_cert import installed
+from sevimg_cert import floors, installed
 from sevimg_cert.hostinfo import Host, qemu_program, sev_firmware_path
 from sevimg_cert.result import Outcome, Step
 
-KERNEL_FLOOR = (6, 11)
-QEMU_FLOOR = (9, 2)
-OVMF_FLOOR = (2024, 11)
 PROGRAM_TIMEOUT = 120.0
 
 SEV_SNP = "sev_snp"
@@ -38,9 +35,10 @@ FIXES = {
     SEV_SNP: "enable SEV-SNP (SMEE, SNP memory coverage, SEV-ES ASIDs) in the BIOS, "
     "boot a kernel >= 6.11 with kvm_amd loaded, check `cat /sys/module/kvm_amd/parameters/sev_snp`",
     SEV_FIRMWARE: "install the distribution's AMD SEV build of OVMF (OVMF.amdsev.fd)",
-    KERNEL: "boot a kernel >= 6.11 (SEV-SNP host support is upstream since 6.11)",
-    QEMU: "install QEMU >= 9.2 (sev-snp-guest with kernel-hashes)",
-    OVMF: "install an OVMF from edk2 2024.11 or newer with the AMD SEV build",
+    KERNEL: f"boot a kernel >= {floors.show(floors.KERNEL.guide)} ({floors.KERNEL.snp_why})",
+    QEMU: f"install QEMU >= {floors.show(floors.QEMU.guide)} ({floors.QEMU.guide_why})",
+    OVMF: f"install an OVMF from edk2 {floors.show(floors.OVMF.guide)} or newer "
+    "with the AMD SEV build",
     SNPHOST: "install snphost and read what `snphost ok` reports (firmware, BIOS settings)",
     GUEST_IMAGE: "build the host with `sevimg build`, which embeds its guest",
 }
@@ -74,8 +72,22 @@ def version_tuple(text: str, pattern: str) -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-def _floor(version: tuple[int, int]) -> str:
-    return f"{version[0]}.{version[1]:02d}" if version[0] > 1000 else f"{version[0]}.{version[1]}"
+def judged(
+    name: str, floor: floors.Floor, found: tuple[int, int], what: str, context: str = ""
+) -> Step:
+    """A version against its floor, one rule everywhere: without SEV-SNP support it
+    fails; below the guide's floor it passes with a warning recorded in the result."""
+    verdict = floor.judge(found)
+    snp, guide = floors.show(floor.snp), floors.show(floor.guide)
+    about = f", {context}" if context else ""
+    if verdict is floors.Verdict.FAIL:
+        where = f"; {context}" if context else ""
+        detail = f"{what} is older than {snp}: no SEV-SNP support ({floor.snp_why}{where})"
+        return Step(name, Outcome.FAIL, detail)
+    if verdict is floors.Verdict.WARN:
+        warning = f"below the guide's floor {guide} ({floor.guide_why}); SEV-SNP works since {snp}"
+        return Step(name, Outcome.PASS, f"{what} (>= {snp}{about})", warning=warning)
+    return Step(name, Outcome.PASS, f"{what} (>= {guide}{about})")
 
 
 def check_sev_snp(host: Host) -> Step:
@@ -116,9 +128,7 @@ def check_kernel(host: Host) -> Step:
         return Step(
             KERNEL, Outcome.FAIL, f"cannot read a version from the kernel release {release!r}"
         )
-    if found < KERNEL_FLOOR:
-        return Step(KERNEL, Outcome.FAIL, f"kernel {release} is older than {_floor(KERNEL_FLOOR)}")
-    return Step(KERNEL, Outcome.PASS, f"kernel {release} (>= {_floor(KERNEL_FLOOR)})")
+    return judged(KERNEL, floors.KERNEL, found, f"kernel {release}")
 
 
 def check_qemu(host: Host) -> tuple[Step, str | None]:
@@ -140,9 +150,7 @@ def check_qemu(host: Host) -> tuple[Step, str | None]:
             ),
             line or None,
         )
-    if found < QEMU_FLOOR:
-        return Step(QEMU, Outcome.FAIL, f"{line}: older than {_floor(QEMU_FLOOR)}"), line
-    return Step(QEMU, Outcome.PASS, f"{line} ({program}, >= {_floor(QEMU_FLOOR)})"), line
+    return judged(QEMU, floors.QEMU, found, line, program), line
 
 
 def _dpkg_version(host: Host, absolute: str) -> tuple[str, str] | None:
@@ -226,15 +234,12 @@ def check_ovmf(host: Host) -> tuple[Step, str | None]:
             Step(
                 OVMF,
                 Outcome.SKIP,
-                f"version of {firmware} unknown ({why}): floor {_floor(OVMF_FLOOR)} not checked",
+                f"version of {firmware} unknown ({why}): "
+                f"floor {floors.show(floors.OVMF.guide)} not checked",
             ),
             None,
         )
-    if found < OVMF_FLOOR:
-        return Step(
-            OVMF, Outcome.FAIL, f"OVMF {text} is older than {_floor(OVMF_FLOOR)} ({source})"
-        ), text
-    return Step(OVMF, Outcome.PASS, f"OVMF {text} (>= {_floor(OVMF_FLOOR)}, {source})"), text
+    return judged(OVMF, floors.OVMF, found, f"OVMF {text}", source), text
 
 
 def check_snphost(host: Host) -> Step:

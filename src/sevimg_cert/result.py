@@ -65,6 +65,9 @@ class Step:
     detail: str
     duration_ms: int | None = None
     output: str = ""  # a program's output, kept for failures
+    # A passed step can carry a warning (a version below the guide's floor):
+    # recorded in the result, never failing it.
+    warning: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """The step in the result JSON."""
@@ -77,6 +80,8 @@ class Step:
             out["duration_ms"] = self.duration_ms
         if self.output and self.result is not Outcome.PASS:
             out["output"] = self.output
+        if self.warning:
+            out["warning"] = self.warning
         return out
 
 

@@ -156,7 +156,8 @@ def check_role(spec: ImageSpec, family: FamilyFacts, indexes: Sequence[RepoIndex
                 )
             elif verdict == "warn":
                 warnings.append(
-                    f"{kind}: {package} {version} is below the recommended {floor.recommended}"
+                    f"{kind}: {package} {version} is below the guide's floor "
+                    f"{floor.recommended} ({floor.guide_why})"
                 )
         drift = False
         if declared is not None and up is not None:

@@ -49,8 +49,8 @@ def check_floors(entry: Entry) -> list[Problem]:
                 _as_warning(
                     doc.problem(
                         path,
-                        f"{floor.component} {version} meets the hard floor "
-                        f"{floor.minimum} but not the supported {floor.recommended} ({floor.why})",
+                        f"{floor.component} {version} meets the hard floor {floor.minimum} "
+                        f"({floor.why}) but not the guide's {floor.recommended} ({floor.guide_why})",
                     )
                 )
             )

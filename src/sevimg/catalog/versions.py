@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from sevimg_cert import floors
+
 # A prefix: what follows the numbers (+ds-1, ~rc1) does not matter to a floor.
 _LEADING = re.compile(r"(?:[0-9]+:)?([0-9]+(?:\.[0-9]+)*)")
 _MAX_DIGITS = 9  # per part: 20241117 fits; a longer run of digits is not a version
@@ -50,12 +52,13 @@ class Verdict(StrEnum):
 
 @dataclass(frozen=True)
 class Floor:
-    """A minimum version: below `minimum` fails, below `recommended` warns."""
+    """A minimum version: below `minimum` fails (no SEV-SNP), below `recommended` warns."""
 
     component: str
     minimum: str
     recommended: str
-    why: str
+    why: str  # where SEV-SNP support landed: said when a version fails
+    guide_why: str = ""  # the guide's floor: said when a version warns
 
     def check(self, version: str | None) -> Verdict:
         """Judge a version against this floor; one that cannot be read fails (fail closed)."""
@@ -72,9 +75,9 @@ class Floor:
         return Verdict.OK
 
 
-# Floors for an SEV-SNP host (../shared/reference/distros.md).
-HOST_FLOORS: tuple[Floor, ...] = (
-    Floor("kernel", "6.11", "6.11", "SEV-SNP host support landed in Linux 6.11"),
-    Floor("qemu", "9.1", "9.2", "sev-snp-guest appeared in QEMU 9.1; 9.2 is the supported floor"),
-    Floor("ovmf", "2024.11", "2024.11", "OVMF 2024.11 is the first with working SNP kernel-hashes"),
+# The floors for an SEV-SNP host live in sevimg_cert.floors, which the in-image
+# harness reads too: one home, one rule.
+HOST_FLOORS: tuple[Floor, ...] = tuple(
+    Floor(f.component, floors.show(f.snp), floors.show(f.guide), f.snp_why, f.guide_why)
+    for f in floors.HOST_FLOORS
 )

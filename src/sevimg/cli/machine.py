@@ -60,8 +60,9 @@ def doctor_command(
 
     --sev-host checks instead what a certification run needs of an SEV host
     (for a machine that runs its own host OS): SEV-SNP enabled in kvm_amd,
-    the SEV firmware file, kernel >= 6.11, QEMU >= 9.2, OVMF >= 2024.11, and
-    `snphost ok` when snphost is installed, each with its fix.
+    the SEV firmware file, kernel, QEMU and OVMF versions (one without SEV-SNP
+    support fails; one below the guide's floor of kernel 6.11, QEMU 9.2, OVMF
+    2024.11 warns), and `snphost ok` when snphost is installed, each with its fix.
     """
     machine = doctor.Machine(root=sysroot)
     if sev_host:
