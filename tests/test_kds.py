@@ -8,7 +8,8 @@ from email.utils import format_datetime
 
 import pytest
 
-from sevimg_cert.kds import Kds, KdsError, check_base_url, redact, retry_after
+from sevimg_cert.kds import Kds, KdsError, check_base_url, retry_after
+from sevimg_cert.redact import redact
 from sevimg_cert.report import Product, parse_report
 from sevimg_cert.verify import Expected, verify
 from tests import certkit as kit

@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from sevimg_cert import certs, kds, verify
+from sevimg_cert.redact import redact
 from sevimg_cert.report import AttestationReport, Product
 
 CERTS_DIR = "etc/sevimg/certs"  # below the root: a lab's own certificate folder
@@ -54,13 +55,13 @@ def verify_report(
             return certs.load_folder(folder)
     else:
         url = kds_url or kds.DEFAULT_URL
-        log(f"certificates from KDS {kds.redact(url)}")
+        log(f"certificates from KDS {redact(url)}")
 
         def source(parsed: AttestationReport) -> certs.Chain:
             try:
                 client = kds.Kds(url, attempts=kds_attempts)
             except ValueError as exc:
-                raise kds.KdsError(f"sevimg.kds={kds.redact(url)}: {exc}") from None
+                raise kds.KdsError(f"sevimg.kds={redact(url)}: {exc}") from None
             return client.fetch(parsed, product)
 
     expected = verify.Expected(nonce, measurement, 0, trusted_arks)

@@ -43,6 +43,8 @@ from sevimg_cert.after import (
     cmdline_value,
     say_console,
 )
+from sevimg_cert.redact import redact
+from sevimg_cert.retry import Retry
 
 __all__ = [
     "After",
@@ -76,29 +78,6 @@ class Server:
 
     url: str
     source: str
-
-
-@dataclass(frozen=True)
-class Retry:
-    """How hard to try one server: attempts, and the backoff between them (seconds)."""
-
-    attempts: int = 4
-    first_delay: float = 2.0
-    factor: float = 2.0
-    max_delay: float = 30.0
-    timeout: float = 30.0
-
-    def delay(self, attempt: int) -> float:
-        """The pause after failed attempt number `attempt` (0-based)."""
-        return min(self.first_delay * self.factor**attempt, self.max_delay)
-
-
-def redact(url: str) -> str:
-    """`url` without a user:password part."""
-    parts = urllib.parse.urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def url_problem(url: str) -> str | None:

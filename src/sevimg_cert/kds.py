@@ -29,7 +29,9 @@ from datetime import UTC, datetime
 from cryptography import x509
 
 from sevimg_cert.certs import CertError, Chain, complete, parse_cert, parse_certs
+from sevimg_cert.redact import redact
 from sevimg_cert.report import AttestationReport, Product
+from sevimg_cert.retry import Retry
 
 DEFAULT_URL = "https://kdsintf.amd.com"
 MAX_RESPONSE = 1 << 20
@@ -38,17 +40,6 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 class KdsError(RuntimeError):
     """KDS could not serve a certificate; the message says why and what to do instead."""
-
-
-def redact(url: str) -> str:
-    """`url` without any user:password part, for messages."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if "@" not in parts.netloc:
-        return url
-    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def _split_credentials(url: str) -> tuple[str, dict[str, str]]:
@@ -112,6 +103,11 @@ class Kds:
     def __post_init__(self) -> None:
         object.__setattr__(self, "base_url", check_base_url(self.base_url))
 
+    @property
+    def retry(self) -> Retry:
+        """This client's settings as the package's one retry policy."""
+        return Retry(self.attempts, self.backoff, 2.0, self.max_wait, self.timeout)
+
     def vcek_url(self, report: AttestationReport, product: Product) -> str:
         """The VCEK URL for the chip and reported TCB of `report`."""
         if report.chip_id_masked:
@@ -134,14 +130,14 @@ class Kds:
 
     def get(self, url: str) -> bytes:
         """GET `url`, retrying what is worth retrying; KdsError when it cannot be had."""
-        wait = self.backoff
+        retry = self.retry
         last = ""
         target, headers = _split_credentials(url)
         for attempt in range(1, self.attempts + 1):
             delay: float | None = None
             try:
                 request = urllib.request.Request(target, headers=headers)  # noqa: S310
-                with urllib.request.urlopen(request, timeout=self.timeout) as answer:  # noqa: S310
+                with urllib.request.urlopen(request, timeout=retry.timeout) as answer:  # noqa: S310
                     body: bytes = answer.read(MAX_RESPONSE + 1)
                 if len(body) > MAX_RESPONSE:
                     raise KdsError(f"{redact(url)}: the answer is larger than {MAX_RESPONSE} bytes")
@@ -159,9 +155,8 @@ class Kds:
                 raise KdsError(f"{redact(url)}: {exc}") from None
             except (OSError, http.client.HTTPException) as exc:  # timeouts, resets, TLS errors
                 last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            if attempt < self.attempts:
-                self.sleep(min(self.max_wait, wait if delay is None else delay))
-                wait *= 2
+            if attempt < retry.attempts:
+                self.sleep(retry.delay(attempt - 1, delay))
         raise KdsError(
             f"AMD KDS at {redact(self.base_url)} could not be reached after {self.attempts} "
             f"attempts ({redact(url)}): {last}"
