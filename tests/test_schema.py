@@ -390,7 +390,8 @@ def test_a_workspace_schema_without_the_rule_still_refuses_control_characters(
     message = one_error(workspace, GOOD_RELEASE.replace("trixie", '"trixie\\n"'))
     assert message == (
         "images/debian-13.yaml:3:11: error: codename: 'trixie\\n' is not a codename: "
-        "lower-case letters and digits (e.g. trixie); it contains a control character "
+        "lower-case words of letters and digits joined by single hyphens (e.g. trixie, "
+        "kali-rolling); it contains a control character "
         "(U+000A, line feed)"
     )
 

@@ -9,19 +9,21 @@ repositories) are carried over, since those are not in the distro file.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
-from sevimg.catalog.index import DISTRO_NAME, IMAGE_NAME_HELP, Catalog, split_image_name
+from sevimg.catalog.index import IMAGE_NAME_HELP, Catalog, split_image_name
 from sevimg.catalog.load import LoadError, load_text
 from sevimg.catalog.schema import RELEASE, schemas_for
 from sevimg.problems import SevimgError, has_errors
 
 # mkosi's Release= for Debian and Ubuntu: the schema's `codename`.
-CODENAME = DISTRO_NAME
+# schema/common.schema.json's codename: lower-case words joined by single hyphens
+CODENAME = re.compile(r"(?=.{2,32}$)[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 
 # Keys of a release file that belong to the release itself, never copied by --from.
 _OWN_KEYS = ("schema_version", "release", "codename", "name", "status", "archived")
@@ -68,8 +70,8 @@ def new_release(
     """Compose images/<image>.yaml; raises SevimgError when the name or distro is unusable."""
     if codename is not None and not CODENAME.fullmatch(codename):
         raise SevimgError(
-            f"--codename: {codename!r} is not a codename: lower-case letters and digits, "
-            "starting with a letter (e.g. trixie)"
+            f"--codename: {codename!r} is not a codename: lower-case words of letters and "
+            "digits joined by single hyphens, starting with a letter (e.g. trixie, kali-rolling)"
         )
     parts = split_image_name(image)
     if parts is None:
