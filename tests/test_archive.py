@@ -511,3 +511,30 @@ def test_rawhide_reads_the_development_tree(
     cli("archive", "fedora-rawhide")
     asked = {path for path, _, _ in server.requests}
     assert asked == {"/fedora/linux/development/rawhide/Everything/x86_64/os/repodata/repomd.xml"}
+
+
+@pytest.mark.parametrize(
+    ("qemu", "code", "said"),
+    [
+        ("9.1.2", 0, "qemu: qemu-system-x86 1:9.1.2+ds-1 is below the guide's floor 9.2"),
+        ("8.2.2", 1, "is below the SEV floor 9.1 (the sev-snp-guest object landed in QEMU 9.1.0)"),
+    ],
+)
+def test_archive_judges_the_sev_floors_as_everywhere_else(
+    cli: CliFn,
+    ws: Path,
+    server: Served,
+    signer: Signer,
+    monkeypatch: pytest.MonkeyPatch,
+    qemu: str,
+    code: int,
+    said: str,
+) -> None:
+    # SEV-SNP works since QEMU 9.1: below the guide's 9.2 warns; without SEV-SNP fails.
+    monkeypatch.setitem(VERSIONS, "qemu-system-x86", f"1:{qemu}+ds-1")
+    debian13_archive(server.root, signer, ws)
+    release = ws / "images/debian-13.yaml"
+    release.write_text(release.read_text().replace('qemu: "10.0.13"', f'qemu: "{qemu}"'))
+    run = cli("archive", "debian-13")
+    assert run.code == code, run.output
+    assert said in run.output

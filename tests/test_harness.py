@@ -444,13 +444,16 @@ def test_a_qemu_below_the_guides_floor_certifies_with_a_warning(
     host = fake_host(
         tmp_path, sev_snp="Y", qemu_version="9.1.3", cmdline=f"console=ttyS0 sevimg.kds={kds.url}"
     )
-    _, doc, _ = run_harness(
+    _, doc, md = run_harness(
         host,
         trusted_arks=(kds.chain.ark,),
         measure=lambda ovmf, kernel, vcpus, vcpu_type: MEASUREMENT,
         ask_guest=signing_guest(host, []),
     )
     validate(doc)
+    assert md.startswith("# Achieved Certification Level 3.0.0-0\n")
+    assert "**Warning:** host_prerequisites / qemu: QEMU emulator version 9.1.3" in md
+    assert "below the guide's floor 9.2" in md
     assert doc["result"] == "pass" and doc["certified_level"] == "3.0.0-0"
     qemu = steps(doc, "host_prerequisites")["qemu"]
     assert qemu["result"] == "pass"

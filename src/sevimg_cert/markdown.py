@@ -63,6 +63,12 @@ def to_markdown(result: CertResult) -> str:
     if result.error:
         w(f"**Harness error:** {result.error}")
         w("")
+    # Below the guide's floor, SEV-SNP works: said, never a failure.
+    warned = [(t, s) for t in result.tests for s in t.steps if s.warning]
+    for test, step in warned:
+        w(f"**Warning:** {test.name} / {step.name}: {step.detail}: {step.warning}  ")
+    if warned:
+        w("")
     env = result.environment
     w("## Environment")
     w("")
