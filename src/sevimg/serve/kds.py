@@ -89,6 +89,7 @@ class KdsCache:
         self._clock, self._wall, self._sleep = clock, wall, sleep
         self._log = log or (lambda _: None)
         self._guard = threading.Lock()
+        self._turns = threading.Condition(self._guard)
         self._keys: dict[str, tuple[threading.Lock, int]] = {}
         self._quiet_until = 0.0  # KDS said 429: nothing goes upstream before this
         self.upstream_requests = 0
@@ -194,6 +195,7 @@ class KdsCache:
         with self._guard:
             lock, users = self._keys.get(key.path, (threading.Lock(), 0))
             self._keys[key.path] = (lock, users + 1)
+            self._turns.notify_all()
         try:
             if not lock.acquire(timeout=max(deadline - self._clock(), 0.0)):
                 raise KdsFetchError(503, f"{key.path}: still being fetched for another host", 5)
@@ -208,6 +210,11 @@ class KdsCache:
                     self._keys[key.path] = (lock, users - 1)
                 else:
                     del self._keys[key.path]
+
+    def wait_for_requests(self, path: str, n: int, timeout: float) -> bool:
+        """True once `n` requests for the KDS `path` fetch it or wait their turn (tests, bench)."""
+        with self._turns:
+            return self._turns.wait_for(lambda: self._keys.get(path, (None, 0))[1] >= n, timeout)
 
     def _fetch(self, key: Key, deadline: float) -> bytes:
         import httpx  # noqa: PLC0415 - loaded when serve first misses
