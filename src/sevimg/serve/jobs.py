@@ -275,7 +275,8 @@ def _bad(text: str) -> int:
     return next(i for i, c in enumerate(text) if 0xD800 <= ord(c) <= 0xDFFF)
 
 
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+# Unrolled and possessive: one pass, no backtracking stack per character (memory stays flat).
+_STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"')
 _BRACKETS = re.compile(r"[\[\]{}]")
 
 
