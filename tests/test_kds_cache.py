@@ -440,3 +440,12 @@ def test_kds_fetch_says_what_failed(tmp_path: Path, cli: CliFn, kds: FakeKds) ->
     run = cli("kds", "fetch", "--product", "Genoa", "--kds", kds.url, "--kds-cache", str(tmp_path))
     assert run.code == 1
     assert "1 of 4 could not be fetched" in run.output and "/vcek/v1/Genoa/crl" in run.output
+
+
+def test_serve_refuses_kds_and_kds_offline_together(tmp_path: Path, cli: CliFn) -> None:
+    folder = make_folder(tmp_path / "out", ("debian-13",))
+    both = ["--kds", "http://127.0.0.1:1", "--kds-offline"]
+    run = cli("serve", "--from", str(folder), "--results", str(tmp_path / "r"), *both)
+    assert run.code == 1 and "--kds and --kds-offline" in run.output
+    bad = cli("serve", "--from", str(folder), "--results", str(tmp_path / "r"), "--kds", "ftp://x")
+    assert bad.code == 1 and "--kds" in bad.output and "Traceback" not in bad.output

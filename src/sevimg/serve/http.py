@@ -29,125 +29,29 @@ it). :func:`sevimg.serve.server.serve` starts the server in a thread.
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
-import re
-import socket
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from sevimg.display import printable
 from sevimg.problems import SevimgError
 from sevimg.redact import redact_text
 from sevimg.serve import jobs as jobsm
-from sevimg.serve.files import Identity, unchanged
-from sevimg.serve.gate import REQUEST_DEADLINE, Deadlines, Gate, refuse
-from sevimg.serve.jobs import MAX_REPORT, Board, Job, Report, parse_report
-from sevimg.serve.results import Results
+from sevimg.serve.files import unchanged
+from sevimg.serve.jobs import MAX_REPORT, Job, Report, parse_report
+from sevimg.serve.listener import Event, Server, client_ip
+from sevimg.serve.ranges import byte_range
 
 if TYPE_CHECKING:  # httpx is loaded only with --github-issues
-    from sevimg.serve.issues import Issues
-    from sevimg.serve.kds import KdsCache
+    pass
 
 ALLOW = "GET, POST, HEAD, PUT"
 EFI = "application/efi"
 CHUNK = 1024 * 1024
 IDLE_TIMEOUT = 60.0  # one read or write that makes no progress for this long ends the connection
 KDS_PREFIX = "/kds/"
-
-Log = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Event:
-    """One answered request."""
-
-    client: str
-    method: str
-    path: str
-    status: int
-    job: str | None
-    state: str | None
-
-    def line(self) -> str:
-        """As printed: `10.0.2.15 GET 200 host-debian-13.efi Downloading` (the method escaped)."""
-        method = one_line(self.method)
-        return f"{self.client} {method} {self.status} {self.job or '-'} {self.state or '-'}"
-
-
-def one_line(text: str) -> str:
-    """A peer's text as one printable line: controls, bidi marks and line breaks escaped."""
-    return printable(text).replace("\n", "\\n").replace("\t", "\\t")
-
-
-@dataclass
-class Config:
-    """What the handler needs, shared by every request."""
-
-    path: str
-    board: Board
-    identities: dict[str, Identity]
-    poweroff: Path | None
-    results: Results | None
-    filer: Issues | None
-    log: Log
-    kds: KdsCache | None = None
-    events: list[Event] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    in_flight: int = 0
-    gate: Gate = field(default_factory=Gate)
-    deadlines: Deadlines | None = None  # started with the server
-    deadline: float = REQUEST_DEADLINE
-    # Check, save and mark Reported as one step: two PUTs of one host cannot both save.
-    report_lock: threading.Lock = field(default_factory=threading.Lock)
-    max_events: int = 1000  # the last answered requests, for tests and the display
-
-
-class Server(ThreadingHTTPServer):
-    """The listening socket; a bounded number of handler threads, which die with the process."""
-
-    daemon_threads = True
-    request_queue_size = 128
-    config: Config
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        """A thread for the connection, if the gate admits it; else 503 and closed, no thread."""
-        if not self.config.gate.enter(client_ip(client_address)):
-            refuse(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self.config.gate.leave(client_ip(client_address))
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        """The connection's thread; its place at the gate is given back when it ends."""
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.config.gate.leave(client_ip(client_address))
-
-
-def client_ip(client_address: Any) -> str:
-    """The client's IP address (an IPv4-mapped IPv6 address as plain IPv4)."""
-    host = str(client_address[0])
-    with contextlib.suppress(ValueError):
-        address = ipaddress.ip_address(host)
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            return str(address.ipv4_mapped)
-    return host
-
-
-class Server6(Server):
-    """The same, on an IPv6 address."""
-
-    address_family = socket.AF_INET6
+DROP_LIMIT = 64 * 1024  # an unwanted body up to this is read and dropped; a larger one closes
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -249,12 +153,12 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(answer.body)))
         if answer.retry_after is not None:
             self.send_header("Retry-After", str(answer.retry_after))
-        self.end_headers()
-        if send:
-            self.wfile.write(answer.body)
         if answer.status != 200:
             config.log(f"{self.client} KDS {split.path}: {answer.status} {answer.why}")
         self._event(answer.status, None)
+        self.end_headers()
+        if send:
+            self.wfile.write(answer.body)
         return True
 
     def do_POST(self) -> None:
@@ -271,8 +175,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         config = self.server.config
         if jobsm.booting(config.board.snapshot(), self.client) is None:
-            # No job to report: the body is not read at all (from anyone, of any size).
-            self.close_connection = True
+            # No job to report: the body is not kept. A small one is dropped so the
+            # connection stays in step; a larger one is not read at all (closed).
+            self._drain()
             self._answer(417, None)
             return
         raw = self._body()
@@ -317,8 +222,8 @@ class Handler(BaseHTTPRequestHandler):
         if not self._on_path():
             return
         self._drain()
-        self._empty(405, {"Allow": ALLOW})
         self._event(405, None)
+        self._empty(405, {"Allow": ALLOW})
 
     # --- images ------------------------------------------------------------------------
 
@@ -337,15 +242,15 @@ class Handler(BaseHTTPRequestHandler):
         ) -> tuple[tuple[Job, ...], int | None]:
             # A range the job's image cannot satisfy is answered 416 with the jobs unchanged.
             after, index = step(jobs, client, now)
-            if index is not None and _range(header, after[index].size) == "unsatisfiable":
+            if index is not None and byte_range(header, after[index].size) == "unsatisfiable":
                 return jobs, index
             return after, index
 
         job = config.board.apply(unless_unsatisfiable, self.client)
         if job is None:
             if config.poweroff is None:
-                self._empty(404)
                 self._event(404, None)
+                self._empty(404)
                 return
             self._stream(config.poweroff, send=send, job=None)
             return
@@ -367,10 +272,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         with handle:
             size = handle.seek(0, 2)
-            span = _range(self.headers.get("Range"), size)
+            span = byte_range(self.headers.get("Range"), size)
             if isinstance(span, str):  # "unsatisfiable"
-                self._empty(416, {"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"})
                 self._event(416, job)
+                self._empty(416, {"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"})
                 return
             start, end = span if span is not None else (0, size - 1)
             length = max(end - start + 1, 0)
@@ -383,8 +288,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_header("ETag", f'"{job.sha256}"')
             if span is not None:
                 self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-            self.end_headers()
             self._event(status, job)
+            self.end_headers()
             if not send:
                 return
             handle.seek(start)
@@ -453,17 +358,17 @@ class Handler(BaseHTTPRequestHandler):
             return None
         return raw
 
-    def _drain(self) -> None:
-        """Read and drop a request body we do not need, so the connection stays in step."""
+    def _drain(self, limit: int = DROP_LIMIT) -> None:
+        """Read and drop a request body we do not need (up to `limit`), so the connection stays in step."""
         try:
             length = int(self.headers.get("Content-Length") or "0")
         except ValueError:
             length = -1
-        if length < 0 or length > MAX_REPORT or self.headers.get("Transfer-Encoding"):
+        if length < 0 or length > limit or self.headers.get("Transfer-Encoding"):
             self.close_connection = True
             return
         while length > 0:
-            got = self.rfile.read(min(length, CHUNK))
+            got = self.rfile.read(min(length, DROP_LIMIT))
             if not got:
                 break
             length -= len(got)
@@ -473,11 +378,13 @@ class Handler(BaseHTTPRequestHandler):
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         self.send_header("Content-Length", "0")
+        if self.close_connection:  # the client must not send its next request on it
+            self.send_header("Connection", "close")
         self.end_headers()
 
     def _answer(self, status: int, job: Job | None) -> None:
+        self._event(status, job)  # counted (and results.json written) before the client hears
         self._empty(status)
-        self._event(status, job)
 
     def _event(self, status: int, job: Job | None) -> None:
         config = self.server.config
@@ -496,33 +403,3 @@ class Handler(BaseHTTPRequestHandler):
             config.events.append(event)
             del config.events[: -config.max_events]
         config.log(event.line())
-
-
-_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
-_BEYOND = 1 << 64  # larger than any file: what a number of more digits stands for
-
-
-def _number(digits: str) -> int:
-    # int() of thousands of digits is slow or refused (ValueError): such a number is "huge".
-    return _BEYOND if len(digits) > 18 else int(digits)
-
-
-def _range(header: str | None, size: int) -> tuple[int, int] | str | None:
-    """(first, last) byte of a single range; "unsatisfiable"; None to send everything."""
-    if header is None:
-        return None
-    match = _RANGE.fullmatch(header.strip())
-    if match is None or (not match[1] and not match[2]):
-        return None  # several ranges, another unit, or nonsense: ignored
-    if not match[1]:  # the last n bytes
-        n = _number(match[2])
-        if n == 0 or size == 0:
-            return "unsatisfiable"
-        return max(size - n, 0), size - 1
-    first = _number(match[1])
-    last = _number(match[2]) if match[2] else size - 1
-    if match[2] and last < first:
-        return None  # invalid: ignored
-    if first >= size:
-        return "unsatisfiable"
-    return first, min(last, size - 1)

@@ -17,8 +17,9 @@ from sevimg.problems import SevimgError
 from sevimg.serve import jobs as jobsm
 from sevimg.serve.files import Served
 from sevimg.serve.gate import REQUEST_DEADLINE, Deadlines, Gate
-from sevimg.serve.http import Config, Event, Handler, Log, Server, Server6, one_line
+from sevimg.serve.http import Handler
 from sevimg.serve.jobs import Board, Job
+from sevimg.serve.listener import Config, Event, Log, Server, Server6, one_line
 from sevimg.serve.results import SUMMARY, Results
 
 if TYPE_CHECKING:  # httpx is loaded only with --github-issues
