@@ -449,3 +449,24 @@ def test_serve_refuses_kds_and_kds_offline_together(tmp_path: Path, cli: CliFn) 
     assert run.code == 1 and "--kds and --kds-offline" in run.output
     bad = cli("serve", "--from", str(folder), "--results", str(tmp_path / "r"), "--kds", "ftp://x")
     assert bad.code == 1 and "--kds" in bad.output and "Traceback" not in bad.output
+
+
+def test_a_slow_kds_is_not_cut_off_by_the_request_deadline(tmp_path: Path, kds: FakeKds) -> None:
+    """Once the host's request is read, its deadline is off: the fetch has the cache's own."""
+    folder = make_folder(tmp_path / "out", ("debian-13",))
+    handle = serve(load_jobs(folder), kds=cache_for(tmp_path, kds), deadline=0.5)
+    kds.hold = threading.Event()
+    got: list[int] = []
+    asker = threading.Thread(
+        target=lambda: got.append(httpx.get(kds_url(handle) + VCEK, timeout=60).status_code)
+    )
+    try:
+        asker.start()
+        assert kds.arrived.wait(30)  # serve is fetching for the host now
+        deadlines = handle.config.deadlines
+        assert deadlines is not None and deadlines.armed == 0
+    finally:
+        kds.hold.set()
+        asker.join(60)
+        handle.stop()
+    assert got == [200]

@@ -115,6 +115,12 @@ class Deadlines:
         with self._changed:
             self._armed.pop(token, None)
 
+    @property
+    def armed(self) -> int:
+        """Requests whose deadline is running now."""
+        with self._changed:
+            return len(self._armed)
+
     def stop(self) -> None:
         """End the watching thread."""
         with self._changed:

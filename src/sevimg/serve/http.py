@@ -356,6 +356,7 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._empty(400)
             return None
+        self._read_in_time()
         return raw
 
     def _drain(self, limit: int = DROP_LIMIT) -> None:
@@ -370,8 +371,14 @@ class Handler(BaseHTTPRequestHandler):
         while length > 0:
             got = self.rfile.read(min(length, DROP_LIMIT))
             if not got:
-                break
+                return
             length -= len(got)
+        self._read_in_time()
+
+    def _read_in_time(self) -> None:
+        """The whole request is read: its deadline is off (saving, filing, KDS take their own time)."""
+        if self.server.config.deadlines is not None:
+            self.server.config.deadlines.disarm(getattr(self, "_deadline", None))
 
     def _empty(self, status: int, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)

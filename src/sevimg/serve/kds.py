@@ -39,9 +39,11 @@ from sevimg.serve.kdspaths import MAX_ANSWER, Key, check_answer, crl_next_update
 from sevimg_cert.kds import DEFAULT_URL, check_base_url, redact, retry_after
 
 SCHEMA_VERSION = 1
-DEADLINE = 60.0  # one host's request, waits for KDS included
+# One host's request, waits for KDS included: under the host's own 30 s read timeout
+# (sevimg_cert.kds), so the host hears a 503 and its Retry-After rather than nothing.
+DEADLINE = 25.0
 READ_TIMEOUT = 10.0  # one read from KDS; the deadline bounds the whole fetch
-MAX_RETRY_AFTER = 30.0  # longer waits are passed on to the host as 503 + Retry-After
+MAX_RETRY_AFTER = 20.0  # longer waits are passed on to the host as 503 + Retry-After
 BACKOFF = 1.0
 
 
