@@ -201,6 +201,8 @@ def test_entries_carry_validated_metadata(tmp_path: Path, kds: FakeKds) -> None:
         "metadata of another path",
         "metadata missing",
         "metadata deep",
+        "metadata huge",
+        "data huge",
         "valid metadata over garbage",
     ],
 )
@@ -224,6 +226,11 @@ def test_a_corrupt_entry_is_dropped_and_fetched_again(
         meta_file.unlink()
     elif damage == "metadata deep":
         meta_file.write_text("[" * 100_000)
+    elif damage == "metadata huge":
+        meta_file.write_text(json.dumps({**meta, "pad": "x" * (1 << 17)}))
+    elif damage == "data huge":
+        with data.open("ab") as handle:
+            handle.truncate(64 << 20)  # sparse: 64 MiB that are never read whole
     else:
         import hashlib
 

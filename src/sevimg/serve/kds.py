@@ -39,6 +39,7 @@ from sevimg.serve.kdspaths import MAX_ANSWER, Key, check_answer, crl_next_update
 from sevimg_cert.kds import DEFAULT_URL, check_base_url, redact, retry_after
 
 SCHEMA_VERSION = 1
+MAX_META = 1 << 16  # metadata is a few hundred bytes
 # One host's request, waits for KDS included: under the host's own 30 s read timeout
 # (sevimg_cert.kds), so the host hears a 503 and its Retry-After rather than nothing.
 DEADLINE = 25.0
@@ -145,8 +146,8 @@ class KdsCache:
         data_file = self.folder / key.file
         meta_file = data_file.with_name(data_file.name + ".meta.json")
         try:
-            meta_raw = meta_file.read_bytes()[: 1 << 16]
-            data = data_file.read_bytes()[: MAX_ANSWER + 1]
+            meta_raw = _head(meta_file, MAX_META)
+            data = _head(data_file, MAX_ANSWER + 1)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -297,8 +298,16 @@ def _get(
         return response.status_code, bytes(body), headers
 
 
+def _head(path: Path, size: int) -> bytes:
+    """At most `size` bytes of `path` (a planted huge file is never read whole)."""
+    with path.open("rb") as handle:
+        return handle.read(size)
+
+
 def _check_meta(key: Key, meta_raw: bytes, data: bytes) -> str | None:
     """Why a cache entry cannot be used; None when it can."""
+    if len(meta_raw) >= MAX_META:
+        return "its metadata is too large"
     try:
         meta = json.loads(meta_raw)
     except (ValueError, RecursionError):
