@@ -16,6 +16,7 @@ import pytest
 
 from sevimg.serve.gate import Gate
 from sevimg.serve.jobs import MAX_REPORT, Job, State
+from tests.artifactkit import make_folder
 from tests.test_serve import REPORT, Lab, start
 
 
@@ -232,5 +233,39 @@ def test_a_peers_text_is_escaped_in_the_log(tmp_path: Path) -> None:
         assert "\x1b" not in logged and "\u202e" not in logged and "\x07" not in logged
         # http.server reads the request line as Latin-1: U+202E's bytes arrive as \xe2\x80\xae.
         assert "GE\\x1b[2JT\u00e2\\x80\u00ae 405" in logged
+    finally:
+        lab.handle.stop()
+
+
+def test_a_client_that_reads_a_download_slowly_is_cut_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sevimg.serve import http
+    from tests.test_serve import rebuild, start_on
+
+    folder = make_folder(tmp_path / "out", ("debian-13",))
+    with (folder / "host-debian-13.efi").open("r+b") as image:
+        image.truncate(64 * 1024 * 1024)  # more than the socket buffers hold
+    rebuild(folder)
+    # Any download now gets 0.3 s: the client below never reads it all in time.
+    monkeypatch.setattr(http, "SEND_GRACE", 0.3)
+    monkeypatch.setattr(http, "MIN_RATE", 1 << 40)
+    lab = start_on(tmp_path, folder)
+    try:
+        with socket.create_connection(
+            (lab.handle.host, lab.handle.port), timeout=30, source_address=("127.0.0.2", 0)
+        ) as raw:
+            raw.sendall(b"GET /dispatch HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert raw.recv(65536).startswith(b"HTTP/1.1 200")
+            # Stop reading until serve has given up on this download, then read what is left.
+            deadlines = lab.handle.config.deadlines
+            assert deadlines is not None
+            assert deadlines.wait_expired(1, timeout=30)
+            received = 0
+            while chunk := raw.recv(1 << 20):
+                received += len(chunk)
+        assert received < 64 * 1024 * 1024 - 65536
+        with lab.client(3) as other:  # serve is fine
+            assert other.head(lab.handle.url).status_code in (200, 404)
     finally:
         lab.handle.stop()

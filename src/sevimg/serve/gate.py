@@ -121,6 +121,11 @@ class Deadlines:
         with self._changed:
             return len(self._armed)
 
+    def wait_expired(self, n: int, timeout: float) -> bool:
+        """True once `n` deadlines have expired (tests, to wait without sleeping)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.expired >= n, timeout)
+
     def stop(self) -> None:
         """End the watching thread."""
         with self._changed:
@@ -143,11 +148,12 @@ class Deadlines:
                     if wait <= 0:
                         heapq.heappop(self._heap)
                         sock, late = self._armed.pop(token)
+                        self.expired += 1
+                        self._changed.notify_all()
                         break
                     self._changed.wait(wait)
                 else:
                     return
-            self.expired += 1
             with contextlib.suppress(OSError):  # already closed
                 sock.shutdown(socket.SHUT_RDWR)
             if late is not None:

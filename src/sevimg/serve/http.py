@@ -29,6 +29,7 @@ it). :func:`sevimg.serve.server.serve` starts the server in a thread.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -51,6 +52,8 @@ EFI = "application/efi"
 CHUNK = 1024 * 1024
 IDLE_TIMEOUT = 60.0  # one read or write that makes no progress for this long ends the connection
 KDS_PREFIX = "/kds/"
+SEND_GRACE = 60.0  # seconds any download gets, on top of its size at MIN_RATE
+MIN_RATE = 256 * 1024  # bytes a second: far below any HTTP-boot link
 DROP_LIMIT = 64 * 1024  # an unwanted body up to this is read and dropped; a larger one closes
 
 
@@ -293,19 +296,31 @@ class Handler(BaseHTTPRequestHandler):
             if not send:
                 return
             handle.seek(start)
-            left = length
-            buffer = bytearray(CHUNK)
-            view = memoryview(buffer)
-            while left > 0:
-                n = handle.readinto(view[: min(CHUNK, left)])
-                if not n:
-                    # The file shrank under us: the client cannot get what was promised.
-                    self.close_connection = True
-                    return
-                self.wfile.write(view[:n])
-                left -= n
-                if job is not None:
-                    config.board.touch(self.client)
+            # A client that reads the image a byte at a time is cut off too: the
+            # download has a deadline that allows any link faster than MIN_RATE.
+            token = None
+            if config.deadlines is not None:
+                token = config.deadlines.arm(self.connection, SEND_GRACE + length / MIN_RATE)
+            try:
+                self._send_file(handle, length, job)
+            finally:
+                if config.deadlines is not None:
+                    config.deadlines.disarm(token)
+
+    def _send_file(self, handle: io.BufferedReader, length: int, job: Job | None) -> None:
+        left = length
+        buffer = bytearray(CHUNK)
+        view = memoryview(buffer)
+        while left > 0:
+            n = handle.readinto(view[: min(CHUNK, left)])
+            if not n:
+                # The file shrank under us: the client cannot get what was promised.
+                self.close_connection = True
+                return
+            self.wfile.write(view[:n])
+            left -= n
+            if job is not None:
+                self.server.config.board.touch(self.client)
 
     # --- reports -----------------------------------------------------------------------
 
