@@ -149,4 +149,8 @@ def _request(entry: Request | None) -> dict[str, Any] | None:
 
 
 def _dump(data: Any) -> bytes:
-    return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode()
+    # Reports are checked before they get here; a lone surrogate from elsewhere (a
+    # GitHub message in a note) is written as its JSON escape rather than fail the write.
+    return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode(
+        "utf-8", errors="backslashreplace"
+    )
