@@ -9,10 +9,13 @@
 
     cli       CPU seconds (user + sys, best of --runs) of `sevimg --help` and of
               `sevimg validate` over the whole catalog, beside a bare `python -c pass`
+    serve     `sevimg serve`'s peak RSS and threads under 200 concurrent hostile
+              connections on loopback (tests/bench_serve.py)
 
 Results go to stdout and to out/bench.json in the checkout. Pass --keep-cache
-to measure "cold" with the existing tools tree and package cache, and
---cli-only for the CLI numbers alone (a few seconds, no root, nothing saved).
+to measure "cold" with the existing tools tree and package cache,
+--cli-only for the CLI numbers alone (a few seconds, no root, nothing saved),
+and --serve-only for serve's numbers alone (about a minute, nothing saved).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.bench_serve import serve_numbers
 from tests.e2e.conftest import MKOSI_VERSION, machine_debian_mirror
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,15 +104,24 @@ def main() -> None:
     parser.add_argument(
         "--runs", type=int, default=7, metavar="N", help="CLI timings: the best of N (default 7)"
     )
+    parser.add_argument(
+        "--serve-only", action="store_true", help="only serve's memory under hostile connections"
+    )
     options = parser.parse_args()
     if options.runs < 1:
         parser.error("--runs: at least 1")
+    if options.serve_only:
+        print("bench: sevimg serve under hostile connections", flush=True)
+        show(serve_numbers())
+        return
 
     cli = cli_numbers(options.runs)
     print(f"bench: CPU seconds (user + sys), best of {options.runs}", flush=True)
     show({**cli})
     if options.cli_only:
         return
+    serve = serve_numbers()
+    show(serve)
 
     work = Path(tempfile.mkdtemp(prefix="sevimg-bench-"))
     cache = REPO / ".cache" / "bench"
@@ -123,7 +136,7 @@ def main() -> None:
     )
     out = work / "out"
     build = ["build", "-o", str(out), "--mkosi-version", MKOSI_VERSION]
-    results: dict[str, float | str] = {**cli, "mkosi": MKOSI_VERSION}
+    results: dict[str, float | str] = {**cli, **serve, "mkosi": MKOSI_VERSION}
     print(f"bench: workspace {work}, cache {cache}, mkosi {MKOSI_VERSION}", flush=True)
 
     results["cold_build_guest_debian_13_s"] = sevimg(work, *build, "debian-13", "--role", "guest")

@@ -1,10 +1,15 @@
 """A fake AMD KDS: a real HTTP server on 127.0.0.1 serving a synthetic chain.
 
-It answers the two KDS routes (`/vcek/v1/{product}/{hwid}?...SPL=..` with the
-VCEK as DER, `/vcek/v1/{product}/cert_chain` with ASK and ARK as PEM) and 404
-for anything else, the way kdsintf.amd.com does. Tests queue faults per
-route kind (`faults["vcek"] = [429, 503]`) that are answered first, with a
-Retry-After header when `retry_after` is set, and read `requests` afterwards.
+It answers KDS's routes (`/vcek/v1/{product}/{hwid}?...SPL=..` with the
+VCEK as DER, `/vcek/v1/{product}/cert_chain` with ASK and ARK as PEM,
+`/vcek/v1/{product}/crl` with a CRL signed by the ARK as DER, and the
+`/vlek/v1/{product}/` chain and CRL) and 404 for anything else, the way
+kdsintf.amd.com does. Tests queue faults per route kind
+(`faults["vcek"] = [429, 503]`) that are answered first, with a
+Retry-After header when `retry_after` is set, and read `requests` (counted
+per kind with `seen`) afterwards. `hold` makes every request wait (after it
+is counted and `arrived` is set) until the test sets it: a way to have
+several requests in flight at once without sleeping.
 """
 
 from __future__ import annotations
@@ -13,10 +18,28 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from tests.certkit import SynthChain, der, pem
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+from tests.certkit import SynthChain, der, pem, rsa_key
+
+NOT_BEFORE = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def make_crl(chain: SynthChain, next_update: datetime | None = None) -> bytes:
+    """A CRL (DER) issued by the chain's ARK, revoking nothing."""
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(chain.ark.subject)
+        .last_update(NOT_BEFORE)
+        .next_update(next_update or NOT_BEFORE + timedelta(days=365 * 30))
+    )
+    crl = builder.sign(rsa_key("ark"), hashes.SHA384())
+    return crl.public_bytes(serialization.Encoding.DER)
 
 
 @dataclass
@@ -32,13 +55,23 @@ class FakeKds:
     requests: list[tuple[str, str, dict[str, list[str]]]] = field(default_factory=list)
     authorizations: list[str | None] = field(default_factory=list)
     url: str = ""
+    hold: threading.Event | None = None
+    arrived: threading.Event = field(default_factory=threading.Event)
+    crl: bytes = b""
 
     def kind(self, path: str) -> str:
+        """vcek, chain, crl, vlek_chain, vlek_crl, or unknown."""
         parts = path.strip("/").split("/")
-        if len(parts) != 4 or parts[:2] != ["vcek", "v1"] or parts[2] != self.product:
+        if len(parts) != 4 or parts[1] != "v1" or parts[2] != self.product:
+            return "unknown"
+        if parts[0] == "vlek" and parts[3] in ("cert_chain", "crl"):
+            return "vlek_chain" if parts[3] == "cert_chain" else "vlek_crl"
+        if parts[0] != "vcek":
             return "unknown"
         if parts[3] == "cert_chain":
             return "chain"
+        if parts[3] == "crl":
+            return "crl"
         return "vcek" if parts[3] == self.hwid else "unknown"
 
     def seen(self, kind: str) -> int:
@@ -67,6 +100,9 @@ def _handler(state: FakeKds) -> type[BaseHTTPRequestHandler]:
             kind = state.kind(split.path)
             state.requests.append((kind, split.path, parse_qs(split.query)))
             state.authorizations.append(self.headers.get("Authorization"))
+            state.arrived.set()
+            if state.hold is not None:
+                state.hold.wait(timeout=60)
             queued = state.faults.get(kind, [])
             if queued:
                 status = queued.pop(0)
@@ -81,10 +117,13 @@ def _handler(state: FakeKds) -> type[BaseHTTPRequestHandler]:
                 self._send(200, state.bodies[kind], "application/octet-stream")
             elif kind == "vcek":
                 self._send(200, der(state.chain.vcek), "application/x-x509-ca-cert")
-            elif kind == "chain":
+            elif kind in ("chain", "vlek_chain"):
                 self._send(
                     200, pem(state.chain.ask) + pem(state.chain.ark), "application/x-pem-file"
                 )
+            elif kind in ("crl", "vlek_crl"):
+                state.crl = state.crl or make_crl(state.chain)
+                self._send(200, state.crl, "application/pkix-crl")
             else:
                 self._send(404, b"Not Found\n", "text/plain")
 

@@ -43,8 +43,14 @@ def verify_report(
     kds_attempts: int,
     trusted_arks: tuple[x509.Certificate, ...],
     log: Callable[[str], None],
+    kds_mirrors: tuple[str, ...] = (),
 ) -> Verified:
-    """Verify `report`: certificates from <root>/etc/sevimg/certs when present, else KDS."""
+    """Verify `report`: certificates from <root>/etc/sevimg/certs when present, else KDS.
+
+    KDS is `kds_url` (`sevimg.kds=`) alone when given; otherwise the KDS
+    caches of the dispatch servers found (`kds_mirrors`, see
+    :func:`sevimg_cert.dispatch.kds_cache_url`) in turn, then AMD's KDS.
+    """
     folder = root / CERTS_DIR
     product = Product.parse(PRODUCTS[series]) if series in PRODUCTS else None
     source: Callable[[AttestationReport], certs.Chain]
@@ -54,15 +60,26 @@ def verify_report(
         def source(parsed: AttestationReport) -> certs.Chain:
             return certs.load_folder(folder)
     else:
-        url = kds_url or kds.DEFAULT_URL
-        log(f"certificates from KDS {redact(url)}")
+        urls = [kds_url] if kds_url else [*dict.fromkeys(kds_mirrors), kds.DEFAULT_URL]
+        log(f"certificates from KDS {', then '.join(redact(u) for u in urls)}")
 
         def source(parsed: AttestationReport) -> certs.Chain:
-            try:
-                client = kds.Kds(url, attempts=kds_attempts)
-            except ValueError as exc:
-                raise kds.KdsError(f"sevimg.kds={redact(url)}: {exc}") from None
-            return client.fetch(parsed, product)
+            problems = []
+            for i, url in enumerate(urls):
+                mirror = url not in (kds_url, kds.DEFAULT_URL)
+                try:
+                    # A dispatch server's cache is the lab machine: fewer attempts before AMD's.
+                    client = kds.Kds(url, attempts=min(kds_attempts, 3) if mirror else kds_attempts)
+                except ValueError as exc:
+                    problems.append(f"sevimg.kds={redact(url)}: {exc}")
+                    continue
+                try:
+                    return client.fetch(parsed, product)
+                except kds.KdsError as exc:
+                    problems.append(str(exc))
+                    if i + 1 < len(urls):
+                        log(f"KDS {redact(url)}: {exc}; trying {redact(urls[i + 1])}")
+            raise kds.KdsError("; ".join(problems))
 
     expected = verify.Expected(nonce, measurement, 0, trusted_arks)
     outcome = verify.verify(report, source, expected)

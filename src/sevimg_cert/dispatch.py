@@ -80,6 +80,18 @@ class Server:
     source: str
 
 
+def kds_cache_url(url: str) -> str | None:
+    """The KDS cache a dispatch server at `url` may keep: `<scheme>://<host>[:port]/kds`.
+
+    `sevimg serve` answers AMD's KDS paths there, so a lab's hosts need to
+    reach nothing but the lab machine. None for a URL that is not one.
+    """
+    if url_problem(url) is not None:
+        return None
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, "/kds", "", ""))
+
+
 def url_problem(url: str) -> str | None:
     """Why `url` cannot be a dispatch URL, or None."""
     try:

@@ -4,8 +4,10 @@ Steps, each named with its evidence: the prerequisites (sevimg_cert.prereqs),
 the expected launch measurement of the embedded guest, the guest launched
 with SEV-SNP and a channel, a fresh 64-byte nonce answered with an
 attestation report, and the report verified (sevimg_cert.verify) against
-AMD's chain from KDS (`sevimg.kds=URL` on the kernel command line) or a
-local certificate folder (/etc/sevimg/certs). A failed prerequisite skips
+AMD's chain from a local certificate folder (/etc/sevimg/certs), else from
+KDS: `sevimg.kds=URL` on the kernel command line when given, else the KDS
+cache of each dispatch server found (`sevimg serve` keeps one at /kds, so a
+lab's hosts reach nothing but the lab machine), then AMD's KDS. A failed prerequisite skips
 the later steps with the reason; an unexpected exception gives an `error`
 result. Every run writes a result: /run/sevimg/result.json, result.md and
 harness.log, and prints the steps, a summary and the framed JSON on stdout
@@ -63,6 +65,7 @@ class Config:
     path: str | None = None
     guest_timeout: float = GUEST_TIMEOUT
     kds_attempts: int = 6
+    kds_mirrors: tuple[str, ...] = ()  # the dispatch servers' KDS caches, tried before AMD's
     trusted_arks: tuple[x509.Certificate, ...] = ()  # for tests and labs with their own roots
     nonce: Callable[[], bytes] = field(default=lambda: os.urandom(NONCE_SIZE))
     measure: Callable[..., Any] | None = None  # default: sevimg_cert.measure.expected
@@ -253,6 +256,7 @@ def _run_checks(state: _Run) -> None:
         kds_attempts=config.kds_attempts,
         trusted_arks=config.trusted_arks,
         log=state.log,
+        kds_mirrors=config.kds_mirrors,
     )
     state.evidence = replace(state.evidence, vcek_pem=verified.vcek_pem, product=verified.product)
     checks = verified.result.checks
@@ -289,6 +293,16 @@ def run(config: Config, echo: Callable[[str], None] | None = None) -> tuple[Cert
     return outcome, log
 
 
+def kds_mirrors(servers: Sequence[Any]) -> tuple[str, ...]:
+    """The KDS caches of the dispatch servers found (`sevimg serve` keeps one at /kds)."""
+    try:
+        from sevimg_cert.dispatch import kds_cache_url  # noqa: PLC0415 - may be left out
+    except ImportError:
+        return ()
+    found = (kds_cache_url(str(getattr(s, "url", ""))) for s in servers)
+    return tuple(dict.fromkeys(url for url in found if url))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run, write, print; exit 0 for pass, 1 for fail, 2 for error."""
     parser = argparse.ArgumentParser(prog="sevimg-host-check", description=__doc__.splitlines()[0])
@@ -311,6 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     early = Log(echo)
     reporter = Dispatch(config.root, early, config.dispatch)
+    config = replace(config, kds_mirrors=kds_mirrors(reporter.servers))
     reporter.booted()
     outcome, log = run(config, echo)
     log.lines[:0] = early.lines

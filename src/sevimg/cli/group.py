@@ -51,6 +51,9 @@ COMMANDS: dict[str, Listed] = {
         "machine",
         "Check whether this machine can build images, and say how to fix what is missing.",
     ),
+    "kds": Listed(
+        "kds", "Fill the KDS cache that `sevimg serve` answers hosts from (AMD certificates, CRLs)."
+    ),
     "list": Listed("catalog", "List the catalog's releases, their roles and SEV floor verdicts."),
     "merge-artifacts": Listed(
         "release", "Merge the artifact folders of several builds into one, with one SHA256SUMS."

@@ -17,6 +17,7 @@ from rich.text import Text
 from sevimg import interrupt, lock
 from sevimg.cli.base import artifact_folder_option, handle_errors, out
 from sevimg.cli.group import Context, main, pass_ctx
+from sevimg.cli.kds import default_cache, kds_cache_option
 from sevimg.problems import SevimgError
 from sevimg.redact import redact_text
 from sevimg.serve.files import check_poweroff, load_jobs
@@ -28,6 +29,9 @@ from sevimg.serve.table import counts, jobs_table
 
 if TYPE_CHECKING:
     from sevimg.serve.issues import Issues
+    from sevimg.serve.kds import KdsCache
+
+KDS_DEFAULT = "https://kdsintf.amd.com"  # sevimg_cert.kds.DEFAULT_URL, without importing it
 
 
 def _default_folder(ctx: Context) -> Path:
@@ -41,6 +45,25 @@ def _default_folder(ctx: Context) -> Path:
 def _say(text: str) -> None:
     stamp = time.strftime("%H:%M:%S", time.gmtime())
     out.print(f"{stamp} {redact_text(text)}", markup=False, highlight=False)
+
+
+def _kds_cache(folder: Path, url: str | None, *, offline: bool) -> KdsCache:
+    """The KDS cache hosts are answered from; SevimgError for a bad --kds."""
+    from sevimg.serve.kds import KdsCache  # noqa: PLC0415 - cryptography only when serving
+
+    if offline and url:
+        raise SevimgError("--kds and --kds-offline: give one (offline fetches from nowhere)")
+    try:
+        cache = KdsCache(folder, None if offline else (url or KDS_DEFAULT), log=_say)
+    except ValueError as exc:
+        raise SevimgError(f"--kds: {exc}") from None
+    where = (
+        "the cache only (--kds-offline)"
+        if offline
+        else f"filled from {redact_text(cache.upstream or '')}"
+    )
+    _say(f"KDS cache {folder}: {where}")
+    return cache
 
 
 def _open_issues(repo: str) -> Issues:
@@ -124,6 +147,18 @@ def _view(handle: Handle) -> Group:
     help="Advertise the server as _dispatch._tcp (TXT path=…) through Avahi, as dispatch does.",
 )
 @click.option(
+    "--kds",
+    "kds_url",
+    metavar="URL",
+    help="Where the KDS cache fetches what it lacks (default: AMD's KDS, https://kdsintf.amd.com).",
+)
+@click.option(
+    "--kds-offline",
+    is_flag=True,
+    help="Answer KDS requests from the cache only (fill it with `sevimg kds fetch`).",
+)
+@kds_cache_option
+@click.option(
     "--keep-going",
     is_flag=True,
     help="Keep serving after every job reported (default: say so and exit).",
@@ -141,6 +176,9 @@ def serve_command(
     github_issues: str | None,
     allow_debug: bool,
     mdns: bool,
+    kds_url: str | None,
+    kds_offline: bool,
+    kds_cache: Path | None,
     keep_going: bool,
 ) -> None:
     """Serve the host images of an artifact folder to machines that HTTP-boot, like dispatch.
@@ -150,6 +188,9 @@ def serve_command(
     and stream its host-*.efi, POST marks it booting, PUT takes its one
     report. Reports land in --results; with --github-issues they also
     become issues. FILTERs keep images whose name contains any of them.
+    Hosts get AMD's certificates and CRLs from serve too (/kds/…, from
+    --kds-cache, filled from KDS on a miss), so they need to reach
+    nothing but this machine.
     Ctrl-C stops it; the results stay. Exits 0 once every job reported,
     1 if a job failed (its issue could not be filed, or the host rebooted
     without reporting).
@@ -158,6 +199,7 @@ def serve_command(
     source = folder or _default_folder(ctx)
     served = load_jobs(source, filters, allow_debug=allow_debug)
     poweroff = check_poweroff(poweroff_efi) if poweroff_efi is not None else None
+    kds = _kds_cache(kds_cache or default_cache(ctx), kds_url, offline=kds_offline)
     results = Results(results_dir)
     results.prepare()
     # One server per results folder: two would overwrite each other's results.json.
@@ -175,6 +217,7 @@ def serve_command(
             results=results,
             filer=filer,
             log=_say,
+            kds=kds,
         )
         board = handle.board
         advert = None

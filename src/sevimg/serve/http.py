@@ -5,8 +5,18 @@
 | HEAD, GET  | assign a job to the client's IP (GET: Downloading)   | the image; none left: the     |
 |            |                                                     | --poweroff-efi program or 404 |
 | POST       | Downloading → Booting                               | 200; 417 without such a job   |
-| PUT        | Booting → Reported; report saved (and filed)        | 200; 400 bad JSON; 417; 500   |
+| PUT        | Booting → Reported; report saved (and filed)        | 200; 400 bad report; 413;     |
+|            |                                                     | 417; 503 not saved; 500       |
+| GET, HEAD  | /kds/…: AMD KDS's paths, from serve's KDS cache     | see :mod:`sevimg.serve.kds`   |
 | other      |                                                     | 405, `Allow: GET, POST, HEAD, PUT` |
+
+A PUT's body is read only from a client whose job is Booting, and only up
+to :data:`sevimg.serve.jobs.MAX_REPORT` bytes; it is checked whole (strict
+UTF-8, JSON, no lone surrogates) and saved before the job becomes
+Reported, so a report that cannot be saved leaves the job Booting for the
+host's retry (400 for a report no retry can fix, 503 for a disk that
+refused it). Connections are bounded per client and in total, and every
+request has an overall deadline (:mod:`sevimg.serve.gate`).
 
 Only the path is matched (`/dispatch?x.efi` is `/dispatch`); any other
 path is 404. Images go out as `application/efi` with a Content-Length, read
@@ -19,14 +29,9 @@ it). :func:`sevimg.serve.server.serve` starts the server in a thread.
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
-import re
-import socket
-import threading
+import io
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -34,65 +39,22 @@ from urllib.parse import urlsplit
 from sevimg.problems import SevimgError
 from sevimg.redact import redact_text
 from sevimg.serve import jobs as jobsm
-from sevimg.serve.files import Identity, unchanged
-from sevimg.serve.jobs import Board, Job, Report, parse_report
-from sevimg.serve.results import Results
+from sevimg.serve.files import unchanged
+from sevimg.serve.jobs import MAX_REPORT, Job, Report, parse_report
+from sevimg.serve.listener import Event, Server, client_ip
+from sevimg.serve.ranges import byte_range
 
 if TYPE_CHECKING:  # httpx is loaded only with --github-issues
-    from sevimg.serve.issues import Issues
+    pass
 
 ALLOW = "GET, POST, HEAD, PUT"
 EFI = "application/efi"
 CHUNK = 1024 * 1024
-MAX_REPORT = 16 * 1024 * 1024  # a report's body is a Markdown result and a log, far below this
-IDLE_TIMEOUT = 60.0  # a silent keep-alive connection is closed after this long
-
-Log = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Event:
-    """One answered request."""
-
-    client: str
-    method: str
-    path: str
-    status: int
-    job: str | None
-    state: str | None
-
-    def line(self) -> str:
-        """As printed: `10.0.2.15 GET 200 host-debian-13.efi Downloading`."""
-        return f"{self.client} {self.method} {self.status} {self.job or '-'} {self.state or '-'}"
-
-
-@dataclass
-class Config:
-    """What the handler needs, shared by every request."""
-
-    path: str
-    board: Board
-    identities: dict[str, Identity]
-    poweroff: Path | None
-    results: Results | None
-    filer: Issues | None
-    log: Log
-    events: list[Event] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    in_flight: int = 0
-
-
-class Server(ThreadingHTTPServer):
-    """The listening socket; its handler threads die with the process."""
-
-    daemon_threads = True
-    config: Config
-
-
-class Server6(Server):
-    """The same, on an IPv6 address."""
-
-    address_family = socket.AF_INET6
+IDLE_TIMEOUT = 60.0  # one read or write that makes no progress for this long ends the connection
+KDS_PREFIX = "/kds/"
+SEND_GRACE = 60.0  # seconds any download gets, on top of its size at MIN_RATE
+MIN_RATE = 256 * 1024  # bytes a second: far below any HTTP-boot link
+DROP_LIMIT = 64 * 1024  # an unwanted body up to this is read and dropped; a larger one closes
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -112,16 +74,33 @@ class Handler(BaseHTTPRequestHandler):
         """http.server's own log lines are replaced by :class:`Event` lines."""
 
     def handle_one_request(self) -> None:
-        """One request; counted from its request line to its answer, so the server knows when it is quiet."""
+        """One request; counted from its request line to its answer, so the server knows when it is quiet.
+
+        Its deadline runs from the wait for the request line until the
+        answer starts: a client that drips its request (or idles) is cut off.
+        """
+        config = self.server.config
         self._counted = False
+        self._deadline: int | None = None
+        if config.deadlines is not None:
+            self._deadline = config.deadlines.arm(self.connection, config.deadline)
         try:
             super().handle_one_request()
-        except (BrokenPipeError, ConnectionResetError, TimeoutError):
-            self.close_connection = True  # the client went away; nothing to answer
+        except (OSError, ValueError):
+            # The client went away, or its deadline shut the socket: nothing to answer.
+            self.close_connection = True
         finally:
+            if config.deadlines is not None:
+                config.deadlines.disarm(self._deadline)
             if self._counted:
-                with self.server.config.lock:
-                    self.server.config.in_flight -= 1
+                with config.lock:
+                    config.in_flight -= 1
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        """The answer starts: the request was read in time, its deadline is off."""
+        if self.server.config.deadlines is not None:
+            self.server.config.deadlines.disarm(getattr(self, "_deadline", None))
+        super().send_response(code, message)
 
     def parse_request(self) -> bool:
         """http.server's parsing; from here on a request is in flight (an idle keep-alive is not)."""
@@ -141,12 +120,7 @@ class Handler(BaseHTTPRequestHandler):
     @property
     def client(self) -> str:
         """The client's IP address (an IPv4-mapped IPv6 address as plain IPv4)."""
-        host = str(self.client_address[0])
-        with contextlib.suppress(ValueError):
-            address = ipaddress.ip_address(host)
-            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-                return str(address.ipv4_mapped)
-        return host
+        return client_ip(self.client_address)
 
     def _on_path(self) -> bool:
         if urlsplit(self.path).path == self.server.config.path:
@@ -157,13 +131,38 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_HEAD(self) -> None:
         """Assign, and describe the image without sending it."""
+        if self._kds(send=False):
+            return
         if self._on_path():
             self._image(jobsm.assign, send=False)
 
     def do_GET(self) -> None:
         """Assign, Downloading, and send the image."""
+        if self._kds(send=True):
+            return
         if self._on_path():
             self._image(jobsm.download, send=True)
+
+    def _kds(self, *, send: bool) -> bool:
+        """A KDS path answered from the cache (True), or not a KDS path (False)."""
+        config = self.server.config
+        split = urlsplit(self.path)
+        if config.kds is None or not split.path.startswith(KDS_PREFIX):
+            return False
+        self._drain()
+        answer = config.kds.answer(split.path[len(KDS_PREFIX) - 1 :], split.query)
+        self.send_response(answer.status)
+        self.send_header("Content-Type", answer.content_type)
+        self.send_header("Content-Length", str(len(answer.body)))
+        if answer.retry_after is not None:
+            self.send_header("Retry-After", str(answer.retry_after))
+        if answer.status != 200:
+            config.log(f"{self.client} KDS {split.path}: {answer.status} {answer.why}")
+        self._event(answer.status, None)
+        self.end_headers()
+        if send:
+            self.wfile.write(answer.body)
+        return True
 
     def do_POST(self) -> None:
         """The host booted: Downloading → Booting."""
@@ -174,32 +173,60 @@ class Handler(BaseHTTPRequestHandler):
         self._answer(200 if job else 417, job)
 
     def do_PUT(self) -> None:
-        """The host's report: Booting → Reported, saved, and filed when asked to."""
+        """The host's report: saved, then Booting → Reported, then filed when asked to."""
         if not self._on_path():
             return
         config = self.server.config
+        if jobsm.booting(config.board.snapshot(), self.client) is None:
+            # No job to report: the body is not kept. A small one is dropped so the
+            # connection stays in step; a larger one is not read at all (closed).
+            self._drain()
+            self._answer(417, None)
+            return
         raw = self._body()
         if raw is None:
             return
         try:
             report = parse_report(raw)
         except ValueError as exc:
-            config.log(f"{self.client}: bad report ({exc}); answered 400")
+            config.log(f"{self.client}: bad report ({exc}); answered 400, the job stays Booting")
             self._answer(400, None)
             return
-        job = config.board.apply(jobsm.report, self.client)
-        if job is None:
-            self._answer(417, None)
-            return
-        status = self._deliver(job, report)
+        status, job = self._accept(report)
+        if job is not None and status == 200:
+            status = self._file(job, report)
         self._answer(status, job)
+
+    def _accept(self, report: Report) -> tuple[int, Job | None]:
+        """Save the report, then mark the job Reported: never Reported without its files."""
+        config = self.server.config
+        with config.report_lock:
+            job = jobsm.booting(config.board.snapshot(), self.client)
+            if job is None:  # another PUT of this host got there first
+                return 417, None
+            when = config.board.clock()
+            if config.results is not None:
+                try:
+                    saved = config.results.save_report(job, report, self.client, when)
+                except (OSError, ValueError) as exc:
+                    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                    config.log(
+                        f"{job.name}: cannot save the report ({why}); answered 503, "
+                        "the job stays Booting for the host's retry"
+                    )
+                    return 503, job
+                config.log(f"{job.name}: report saved as {saved.markdown}")
+            done = config.board.apply(
+                lambda jobs, client, _now: jobsm.report(jobs, client, when), self.client
+            )
+            return (200, done) if done is not None else (417, None)
 
     def _other(self) -> None:
         if not self._on_path():
             return
         self._drain()
-        self._empty(405, {"Allow": ALLOW})
         self._event(405, None)
+        self._empty(405, {"Allow": ALLOW})
 
     # --- images ------------------------------------------------------------------------
 
@@ -211,11 +238,22 @@ class Handler(BaseHTTPRequestHandler):
     ) -> None:
         config = self.server.config
         self._drain()
-        job = config.board.apply(step, self.client)
+        header = self.headers.get("Range")
+
+        def unless_unsatisfiable(
+            jobs: tuple[Job, ...], client: str, now: float
+        ) -> tuple[tuple[Job, ...], int | None]:
+            # A range the job's image cannot satisfy is answered 416 with the jobs unchanged.
+            after, index = step(jobs, client, now)
+            if index is not None and byte_range(header, after[index].size) == "unsatisfiable":
+                return jobs, index
+            return after, index
+
+        job = config.board.apply(unless_unsatisfiable, self.client)
         if job is None:
             if config.poweroff is None:
-                self._empty(404)
                 self._event(404, None)
+                self._empty(404)
                 return
             self._stream(config.poweroff, send=send, job=None)
             return
@@ -237,10 +275,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         with handle:
             size = handle.seek(0, 2)
-            span = _range(self.headers.get("Range"), size)
+            span = byte_range(self.headers.get("Range"), size)
             if isinstance(span, str):  # "unsatisfiable"
-                self._empty(416, {"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"})
                 self._event(416, job)
+                self._empty(416, {"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"})
                 return
             start, end = span if span is not None else (0, size - 1)
             length = max(end - start + 1, 0)
@@ -253,39 +291,42 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_header("ETag", f'"{job.sha256}"')
             if span is not None:
                 self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-            self.end_headers()
             self._event(status, job)
+            self.end_headers()
             if not send:
                 return
             handle.seek(start)
-            left = length
-            buffer = bytearray(CHUNK)
-            view = memoryview(buffer)
-            while left > 0:
-                n = handle.readinto(view[: min(CHUNK, left)])
-                if not n:
-                    # The file shrank under us: the client cannot get what was promised.
-                    self.close_connection = True
-                    return
-                self.wfile.write(view[:n])
-                left -= n
-                if job is not None:
-                    config.board.touch(self.client)
+            # A client that reads the image a byte at a time is cut off too: the
+            # download has a deadline that allows any link faster than MIN_RATE.
+            token = None
+            if config.deadlines is not None:
+                token = config.deadlines.arm(self.connection, SEND_GRACE + length / MIN_RATE)
+            try:
+                self._send_file(handle, length, job)
+            finally:
+                if config.deadlines is not None:
+                    config.deadlines.disarm(token)
+
+    def _send_file(self, handle: io.BufferedReader, length: int, job: Job | None) -> None:
+        left = length
+        buffer = bytearray(CHUNK)
+        view = memoryview(buffer)
+        while left > 0:
+            n = handle.readinto(view[: min(CHUNK, left)])
+            if not n:
+                # The file shrank under us: the client cannot get what was promised.
+                self.close_connection = True
+                return
+            self.wfile.write(view[:n])
+            left -= n
+            if job is not None:
+                self.server.config.board.touch(self.client)
 
     # --- reports -----------------------------------------------------------------------
 
-    def _deliver(self, job: Job, report: Report) -> int:
-        """Save the report, file it if asked; the status to answer."""
+    def _file(self, job: Job, report: Report) -> int:
+        """File the saved report as an issue if asked; the status to answer."""
         config = self.server.config
-        when = job.reported_at or 0.0
-        if config.results is not None:
-            try:
-                saved = config.results.save_report(job, report, self.client, when)
-                config.log(f"{job.name}: report saved as {saved.markdown}")
-            except OSError as exc:
-                config.log(f"{job.name}: cannot save the report: {exc.strerror or exc}")
-                config.board.settle(job.name, ok=False, note="the report could not be saved")
-                return 500
         if config.filer is None:
             return 200
         try:
@@ -307,7 +348,7 @@ class Handler(BaseHTTPRequestHandler):
     # --- plumbing ----------------------------------------------------------------------
 
     def _body(self) -> bytes | None:
-        """The request body; None after answering 411/413 for one that cannot be read."""
+        """The request body (a report); None after answering 400/411/413 for one that cannot be read."""
         length_text = self.headers.get("Content-Length")
         if self.headers.get("Transfer-Encoding"):
             self.close_connection = True
@@ -325,33 +366,47 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._empty(413)
             return None
-        return self.rfile.read(length) if length else b""
+        raw = self.rfile.read(length) if length else b""
+        if len(raw) < length:  # the client stopped sending, or its deadline cut it off
+            self.close_connection = True
+            self._empty(400)
+            return None
+        self._read_in_time()
+        return raw
 
-    def _drain(self) -> None:
-        """Read and drop a request body we do not need, so the connection stays in step."""
+    def _drain(self, limit: int = DROP_LIMIT) -> None:
+        """Read and drop a request body we do not need (up to `limit`), so the connection stays in step."""
         try:
             length = int(self.headers.get("Content-Length") or "0")
         except ValueError:
             length = -1
-        if length < 0 or length > MAX_REPORT or self.headers.get("Transfer-Encoding"):
+        if length < 0 or length > limit or self.headers.get("Transfer-Encoding"):
             self.close_connection = True
             return
         while length > 0:
-            got = self.rfile.read(min(length, CHUNK))
+            got = self.rfile.read(min(length, DROP_LIMIT))
             if not got:
-                break
+                return
             length -= len(got)
+        self._read_in_time()
+
+    def _read_in_time(self) -> None:
+        """The whole request is read: its deadline is off (saving, filing, KDS take their own time)."""
+        if self.server.config.deadlines is not None:
+            self.server.config.deadlines.disarm(getattr(self, "_deadline", None))
 
     def _empty(self, status: int, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         self.send_header("Content-Length", "0")
+        if self.close_connection:  # the client must not send its next request on it
+            self.send_header("Connection", "close")
         self.end_headers()
 
     def _answer(self, status: int, job: Job | None) -> None:
+        self._event(status, job)  # counted (and results.json written) before the client hears
         self._empty(status)
-        self._event(status, job)
 
     def _event(self, status: int, job: Job | None) -> None:
         config = self.server.config
@@ -368,28 +423,5 @@ class Handler(BaseHTTPRequestHandler):
         )
         with config.lock:
             config.events.append(event)
+            del config.events[: -config.max_events]
         config.log(event.line())
-
-
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
-
-
-def _range(header: str | None, size: int) -> tuple[int, int] | str | None:
-    """(first, last) byte of a single range; "unsatisfiable"; None to send everything."""
-    if header is None:
-        return None
-    match = _RANGE.fullmatch(header.strip())
-    if match is None or (not match[1] and not match[2]):
-        return None  # several ranges, another unit, or nonsense: ignored
-    if not match[1]:  # the last n bytes
-        n = int(match[2])
-        if n == 0 or size == 0:
-            return "unsatisfiable"
-        return max(size - n, 0), size - 1
-    first = int(match[1])
-    last = int(match[2]) if match[2] else size - 1
-    if match[2] and last < first:
-        return None  # invalid: ignored
-    if first >= size:
-        return "unsatisfiable"
-    return first, min(last, size - 1)

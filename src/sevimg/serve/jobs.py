@@ -12,6 +12,7 @@ clock, so tests can walk through five idle minutes without waiting.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -57,6 +58,8 @@ _ICONS = {
     State.FAILED: "❌",
 }
 
+Request = tuple[float, str, str, int]  # (time, client, method, status)
+
 # Holding a job: these states belong to the client that got the image.
 _HELD = (State.ASSIGNED, State.DOWNLOADING)
 
@@ -76,7 +79,12 @@ class Job:
     booted_at: float | None = None
     reported_at: float | None = None
     note: str = ""  # an issue URL, or why the job failed
-    requests: tuple[tuple[float, str, str, int], ...] = ()  # (time, client, method, status)
+    # Requests that concerned the job: how many, and the first and last (time, client,
+    # method, status). Never every request: a host (or anyone) asking in a loop would
+    # grow the job, and results.json with it, without bound.
+    request_count: int = 0
+    first_request: Request | None = None
+    last_request: Request | None = None
 
     @property
     def image_id(self) -> str:
@@ -152,6 +160,17 @@ def touch(jobs: tuple[Job, ...], client: str, now: float) -> tuple[Job, ...]:
     return jobs if index is None else _set(jobs, index, active=now)
 
 
+def booting(jobs: tuple[Job, ...], client: str) -> Job | None:
+    """The job `client` holds in Booting (the only one a PUT may report), without changing anything."""
+    index = _held(jobs, client, State.BOOTING)
+    return None if index is None else jobs[index]
+
+
+def visible(job: Job) -> tuple[object, ...]:
+    """What a change must touch to be worth telling (and writing to results.json)."""
+    return (job.state, job.client, job.assigned_at, job.booted_at, job.reported_at, job.note)
+
+
 def _held(jobs: tuple[Job, ...], client: str, state: State) -> int | None:
     return next((i for i, j in enumerate(jobs) if j.client == client and j.state is state), None)
 
@@ -187,10 +206,34 @@ class Report:
         return data
 
 
+# GitHub takes an issue body of up to 65,536 characters. In UTF-8 a character is up to
+# 4 bytes, and JSON writes a control character as 6 (\u001b); with the title, labels and
+# the JSON around them, 512 KiB holds any report GitHub would take.
+MAX_REPORT = 512 * 1024
+MAX_DEPTH = 8  # a report is an object holding lists of strings: depth 2
+MAX_TITLE = 1024
+MAX_NAMES = 100  # labels, assignees
+
+
 def parse_report(raw: bytes) -> Report:
-    """The report in a PUT body; ValueError saying what is wrong (the server answers 400)."""
+    """The report in a PUT body; ValueError saying what is wrong (the server answers 400).
+
+    Everything that could stop the report from being saved is refused
+    here, before any state changes: more than :data:`MAX_REPORT` bytes,
+    text that is not strict UTF-8, JSON nested deeper than a report is, and
+    strings holding lone surrogates (`"\\udc80"` is valid JSON but no file
+    can hold it as UTF-8).
+    """
+    if len(raw) > MAX_REPORT:
+        raise ValueError(f"larger than {MAX_REPORT} bytes")
     try:
-        data = parse_json(raw, "the report")
+        text = raw.decode("utf-8", errors="strict")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text (byte {exc.start})") from None
+    if json_depth(text) > MAX_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+    try:
+        data = parse_json(text, "the report")
     except SevimgError as exc:
         raise ValueError(f"not JSON: {exc}") from None
     if not isinstance(data, dict):
@@ -198,6 +241,8 @@ def parse_report(raw: bytes) -> Report:
     title = data.get("title")
     if not isinstance(title, str) or not title.strip():
         raise ValueError("no title")
+    if len(title) > MAX_TITLE:
+        raise ValueError(f"the title is longer than {MAX_TITLE} characters")
     body = data.get("body")
     if body is not None and not isinstance(body, str):
         raise ValueError("body is not a string")
@@ -211,8 +256,37 @@ def parse_report(raw: bytes) -> Report:
             value = []
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ValueError(f"{key} is not a list of strings")
+        if len(value) > MAX_NAMES or any(len(v) > MAX_TITLE for v in value):
+            raise ValueError(f"{key}: more than {MAX_NAMES}, or one longer than {MAX_TITLE}")
         lists[key] = tuple(value)
-    return Report(title, body or "", lists["labels"], lists["assignees"], milestone or None)
+    report = Report(title, body or "", lists["labels"], lists["assignees"], milestone or None)
+    for key, value in report.as_json().items():
+        for item in value if isinstance(value, list) else [value]:
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(
+                    f"{key} holds a lone surrogate (\\u{ord(item[_bad(item)]):04x})"
+                ) from None
+    return report
+
+
+def _bad(text: str) -> int:
+    return next(i for i, c in enumerate(text) if 0xD800 <= ord(c) <= 0xDFFF)
+
+
+# Unrolled and possessive: one pass, no backtracking stack per character (memory stays flat).
+_STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"')
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def json_depth(text: str) -> int:
+    """How deep `text`'s arrays and objects nest (strings left out); linear in its length."""
+    depth = deepest = 0
+    for bracket in _BRACKETS.findall(_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
 
 
 # --- the board: the current jobs, shared by the server's threads -----------------------
@@ -230,6 +304,7 @@ class Board:
     listeners: list[Listener] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _changed: threading.Condition = field(init=False)
+    _pending: bool = False  # a change whose request is not recorded yet
 
     def __post_init__(self) -> None:
         self._changed = threading.Condition(self._lock)
@@ -244,23 +319,42 @@ class Board:
         step: Callable[[tuple[Job, ...], str, float], tuple[tuple[Job, ...], int | None]],
         client: str,
     ) -> Job | None:
-        """Run one transition for `client`; the job it concerns, or None."""
+        """Run one transition for `client`; the job it concerns, or None.
+
+        A change that concerns a job is told once its request is recorded
+        (:meth:`record`), so results.json holds the request that made it.
+        """
         with self._lock:
             jobs, index = step(self.jobs, client, self.clock())
-            changed = jobs != self.jobs
+            changed = [visible(j) for j in jobs] != [visible(j) for j in self.jobs]
             self.jobs = jobs
             found = None if index is None else jobs[index]
-        if changed:
+            if changed and found is not None:
+                self._pending = True
+        if changed and found is None:
             self._tell()
         return found
 
     def record(self, name: str, client: str, method: str, status: int) -> None:
-        """Remember a request that concerned job `name` (shown in results.json)."""
+        """Count a request that concerned job `name`, keeping the first and the last.
+
+        Not a change worth telling: results.json is written on state changes
+        (and when serve stops), not once per request.
+        """
         with self._lock:
             index = next(i for i, j in enumerate(self.jobs) if j.name == name)
-            entry = (self.clock(), client, method, status)
-            self.jobs = _set(self.jobs, index, requests=(*self.jobs[index].requests, entry))
-        self._tell()
+            job = self.jobs[index]
+            entry: Request = (self.clock(), client, method, status)
+            self.jobs = _set(
+                self.jobs,
+                index,
+                request_count=job.request_count + 1,
+                first_request=job.first_request or entry,
+                last_request=entry,
+            )
+            pending, self._pending = self._pending, False
+        if pending:
+            self._tell()
 
     def settle(self, name: str, *, ok: bool, note: str) -> None:
         """Finish or fail a Reported job."""

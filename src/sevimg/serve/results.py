@@ -3,8 +3,10 @@
 A report becomes `<image>-<UTC time>.md` (its body, the Markdown result)
 and `<image>-<UTC time>.json` (the report as received, with the job, the
 client and the time) the moment it arrives, before anything is sent to
-GitHub, so no report is ever lost. `results.json` lists every job with its
-state and requests; it is rewritten on every change. All writes are atomic.
+GitHub, so no report is ever lost (and before its job is marked Reported).
+`results.json` lists every job with its state, how many requests concerned
+it and the first and last of them; it is rewritten when a job changes
+state (and when serve stops), not on every request. All writes are atomic.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 from sevimg.atomic import write_file_atomic
 from sevimg.problems import SevimgError
-from sevimg.serve.jobs import Job, Report
+from sevimg.serve.jobs import Job, Report, Request
 
 SUMMARY = "results.json"
 SCHEMA_VERSION = 1
@@ -118,10 +120,11 @@ class Results:
                     "markdown": files.markdown.name if files else None,
                     "json": files.json.name if files else None,
                     "issue": issues.get(job.name),
-                    "requests": [
-                        {"at": iso(at), "client": c, "method": m, "status": s}
-                        for at, c, m, s in job.requests
-                    ],
+                    "requests": {
+                        "count": job.request_count,
+                        "first": _request(job.first_request),
+                        "last": _request(job.last_request),
+                    },
                 }
             )
         counts: dict[str, int] = {}
@@ -138,5 +141,16 @@ class Results:
             write_file_atomic(self.folder / SUMMARY, _dump(self.summary(jobs())))
 
 
+def _request(entry: Request | None) -> dict[str, Any] | None:
+    if entry is None:
+        return None
+    at, client, method, status = entry
+    return {"at": iso(at), "client": client, "method": method, "status": status}
+
+
 def _dump(data: Any) -> bytes:
-    return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode()
+    # Reports are checked before they get here; a lone surrogate from elsewhere (a
+    # GitHub message in a note) is written as its JSON escape rather than fail the write.
+    return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode(
+        "utf-8", errors="backslashreplace"
+    )

@@ -16,12 +16,15 @@ from typing import TYPE_CHECKING
 from sevimg.problems import SevimgError
 from sevimg.serve import jobs as jobsm
 from sevimg.serve.files import Served
-from sevimg.serve.http import Config, Event, Handler, Log, Server, Server6
+from sevimg.serve.gate import REQUEST_DEADLINE, Deadlines, Gate
+from sevimg.serve.http import Handler
 from sevimg.serve.jobs import Board, Job
+from sevimg.serve.listener import Config, Event, Log, Server, Server6, one_line
 from sevimg.serve.results import SUMMARY, Results
 
 if TYPE_CHECKING:  # httpx is loaded only with --github-issues
     from sevimg.serve.issues import Issues
+    from sevimg.serve.kds import KdsCache
 
 
 @dataclass
@@ -56,6 +59,8 @@ class Handle:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+        if self.config.deadlines is not None:
+            self.config.deadlines.stop()
 
 
 def parse_bind(text: str) -> tuple[str, int]:
@@ -84,12 +89,17 @@ def serve(
     filer: Issues | None = None,
     clock: jobsm.Clock | None = None,
     log: Log | None = None,
+    kds: KdsCache | None = None,
+    gate: Gate | None = None,
+    deadline: float = REQUEST_DEADLINE,
 ) -> Handle:
     """Start serving the jobs of `served` (:func:`sevimg.serve.files.load_jobs`) on `bind`.
 
     Port 0 picks a free port. Returns a :class:`Handle` with `.url` and
     `.stop()`. With `results`, reports are saved there and results.json is
-    rewritten on every change. SevimgError when the address cannot be bound
+    rewritten on every state change. With `kds`, the KDS paths (/kds/…) are
+    answered from that cache. `gate` bounds connections (default
+    :class:`sevimg.serve.gate.Gate`), `deadline` each request. SevimgError when the address cannot be bound
     (in use, not this machine's, no permission).
     """
     import time  # noqa: PLC0415 - the default clock only
@@ -97,8 +107,14 @@ def serve(
     if not path.startswith("/"):
         raise SevimgError(f"--path {path!r}: must start with /, e.g. /dispatch")
     board = Board(served.jobs, clock or time.time)
-    say = log or (lambda _: None)
-    config = Config(path, board, served.identities, poweroff, results, filer, say)
+    shown_log = log or (lambda _: None)
+
+    def say(text: str) -> None:
+        shown_log(one_line(text))  # peers' text (methods, paths, errors) is data, never escapes
+
+    config = Config(path, board, served.identities, poweroff, results, filer, say, kds=kds)
+    config.gate = gate or Gate()
+    config.deadline = deadline
     if results is not None:
 
         def summary(_: tuple[Job, ...]) -> None:
@@ -130,6 +146,7 @@ def serve(
         raise SevimgError(f"cannot listen on {host}:{port}: {why}", hint=hint) from None
     actual_port = int(server.server_address[1])
     shown = f"[{host}]" if ":" in host else host
+    config.deadlines = Deadlines()
     thread = threading.Thread(
         target=server.serve_forever, args=(0.1,), name="sevimg-serve", daemon=True
     )
