@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from sevimg_cert import certs, kds, verify
+from sevimg_cert.peerhttp import Deadline
 from sevimg_cert.report import AttestationReport, Product
 
 CERTS_DIR = "etc/sevimg/certs"  # below the root: a lab's own certificate folder
@@ -42,8 +43,12 @@ def verify_report(
     kds_attempts: int,
     trusted_arks: tuple[x509.Certificate, ...],
     log: Callable[[str], None],
+    deadline: Deadline | None = None,
 ) -> Verified:
-    """Verify `report`: certificates from <root>/etc/sevimg/certs when present, else KDS."""
+    """Verify `report`: certificates from <root>/etc/sevimg/certs when present, else KDS.
+
+    KDS is asked within `deadline` (each certificate within kds.BUDGET too).
+    """
     folder = root / CERTS_DIR
     product = Product.parse(PRODUCTS[series]) if series in PRODUCTS else None
     source: Callable[[AttestationReport], certs.Chain]
@@ -58,7 +63,7 @@ def verify_report(
 
         def source(parsed: AttestationReport) -> certs.Chain:
             try:
-                client = kds.Kds(url, attempts=kds_attempts)
+                client = kds.Kds(url, attempts=kds_attempts, deadline=deadline)
             except ValueError as exc:
                 raise kds.KdsError(f"sevimg.kds={kds.redact(url)}: {exc}") from None
             return client.fetch(parsed, product)

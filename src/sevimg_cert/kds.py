@@ -133,7 +133,10 @@ class Kds:
         """
         wait = self.backoff
         last = ""
-        deadline = self.deadline or Deadline(self.budget, self.clock)
+        if self.deadline is not None:
+            deadline = self.deadline.within(self.budget)
+        else:
+            deadline = Deadline(self.budget, self.clock)
         attempt = 0
         while attempt < self.attempts:
             attempt += 1
