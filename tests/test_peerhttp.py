@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sevimg_cert import peerhttp
+from sevimg_cert import dispatch, peerhttp
+from sevimg_cert.kds import Kds, KdsError
 from sevimg_cert.peerhttp import Deadline, PeerError, PeerRefused, PeerTimeout, exchange, shown
 from tests.hostilekit import Script, TickingClock, answer, hang, hostile, stream
 
@@ -141,3 +142,49 @@ def test_shown_is_printable_and_bounded(text: str) -> None:
     out = shown(text, 50)
     assert out.isprintable() and "\x1b" not in out
     assert len(out) <= 50 * 10 + 1
+
+
+def test_the_reporter_follows_no_redirect_and_escapes_what_dispatch_says() -> None:
+    said: list[str] = []
+    retry = dispatch.Retry(attempts=2, first_delay=0, timeout=5)
+    with hostile(answer("200 OK")) as there:
+        moved = answer(f"302 {ESC}", headers=(f"Location: {there.url}",))
+        with hostile(moved) as here:
+            took = dispatch.booted(
+                [dispatch.Server(here.url, "test")], retry=retry, say=said.append
+            )
+    assert took is None and len(here.requests) == 1 and there.requests == []
+    assert any("not followed for POST" in line for line in said)
+    assert not any("\x1b" in line or "\x07" in line for line in said)
+
+
+def test_a_dripping_dispatch_cannot_hold_the_reporter_past_its_deadline() -> None:
+    said: list[str] = []
+    retry = dispatch.Retry(attempts=3, first_delay=0, timeout=30)
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n"
+    with hostile(stream(head, b"x")) as peer:
+        took = dispatch.booted(
+            [dispatch.Server(peer.url, "test")],
+            retry=retry,
+            say=said.append,
+            deadline=Deadline(40, TickingClock()),
+        )
+    assert took is None
+    assert any("within 40 s" in line for line in said), said
+
+
+def test_a_dripping_kds_cannot_hold_the_client_past_its_budget() -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n"
+    with hostile(stream(head, b"x")) as peer:
+        client = Kds(
+            peer.url.rstrip("/"), attempts=3, budget=60, clock=TickingClock(), sleep=lambda s: None
+        )
+        with pytest.raises(KdsError, match="could not be reached"):
+            client.get(peer.url + "x")
+
+
+def test_kds_refuses_a_redirect_to_another_scheme() -> None:
+    moved = answer("302 Found", headers=("Location: ftp://127.0.0.1/x",))
+    with hostile(moved) as peer, pytest.raises(KdsError, match="not http"):
+        Kds(peer.url.rstrip("/")).get(peer.url + "x")
+    assert len(peer.requests) == 1
