@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sevimg_cert import dispatch, peerhttp
+from sevimg_cert import peerhttp
+from sevimg_cert.dispatch import Retry, Server, booted
 from sevimg_cert.kds import Kds, KdsError
 from sevimg_cert.peerhttp import Deadline, PeerError, PeerRefused, PeerTimeout, exchange, shown
 from tests.hostilekit import Script, TickingClock, answer, hang, hostile, stream
@@ -146,13 +147,11 @@ def test_shown_is_printable_and_bounded(text: str) -> None:
 
 def test_the_reporter_follows_no_redirect_and_escapes_what_dispatch_says() -> None:
     said: list[str] = []
-    retry = dispatch.Retry(attempts=2, first_delay=0, timeout=5)
+    retry = Retry(attempts=2, first_delay=0, timeout=5)
     with hostile(answer("200 OK")) as there:
         moved = answer(f"302 {ESC}", headers=(f"Location: {there.url}",))
         with hostile(moved) as here:
-            took = dispatch.booted(
-                [dispatch.Server(here.url, "test")], retry=retry, say=said.append
-            )
+            took = booted([Server(here.url, "test")], retry=retry, say=said.append)
     assert took is None and len(here.requests) == 1 and there.requests == []
     assert any("not followed for POST" in line for line in said)
     assert not any("\x1b" in line or "\x07" in line for line in said)
@@ -160,11 +159,11 @@ def test_the_reporter_follows_no_redirect_and_escapes_what_dispatch_says() -> No
 
 def test_a_dripping_dispatch_cannot_hold_the_reporter_past_its_deadline() -> None:
     said: list[str] = []
-    retry = dispatch.Retry(attempts=3, first_delay=0, timeout=30)
+    retry = Retry(attempts=3, first_delay=0, timeout=30)
     head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n"
     with hostile(stream(head, b"x")) as peer:
-        took = dispatch.booted(
-            [dispatch.Server(peer.url, "test")],
+        took = booted(
+            [Server(peer.url, "test")],
             retry=retry,
             say=said.append,
             deadline=Deadline(40, TickingClock()),
