@@ -78,9 +78,10 @@ def e2e(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """CPU seconds of --help and validate; cold, no-op and warm builds, image sizes, boot time.
 
-    `nox -s bench -- --cli-only` measures the command line alone (no root, no mkosi).
+    `nox -s bench -- --cli-only` measures the command line alone (no root, no mkosi),
+    `-- --parsers-only` the parsers of peer data at their caps.
     """
     session.install("-e", ".[test]")
-    if "--cli-only" not in session.posargs:
+    if not {"--cli-only", "--parsers-only"} & set(session.posargs):
         _install_mkosi(session)
     session.run("python", "-m", "tests.bench", *session.posargs)

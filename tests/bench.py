@@ -9,10 +9,14 @@
 
     cli       CPU seconds (user + sys, best of --runs) of `sevimg --help` and of
               `sevimg validate` over the whole catalog, beside a bare `python -c pass`
+    parsers   every parser of peer data (evidence blocks, console frames, EFI
+              variables, Release/Packages/primary, HTTP answers) at its size cap
+              with hostile input, and at half of it (tests/bench_parsers.py)
 
 Results go to stdout and to out/bench.json in the checkout. Pass --keep-cache
 to measure "cold" with the existing tools tree and package cache, and
---cli-only for the CLI numbers alone (a few seconds, no root, nothing saved).
+--cli-only for the CLI numbers alone (a few seconds, no root, nothing saved),
+--parsers-only for the parsers alone.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.bench_parsers import parser_numbers
 from tests.e2e.conftest import MKOSI_VERSION, machine_debian_mirror
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,11 +103,24 @@ def main() -> None:
         "--cli-only", action="store_true", help="only the CPU seconds of --help and validate"
     )
     parser.add_argument(
+        "--parsers-only",
+        action="store_true",
+        help="only the parsers of peer data at their caps (tests/bench_parsers.py)",
+    )
+    parser.add_argument(
         "--runs", type=int, default=7, metavar="N", help="CLI timings: the best of N (default 7)"
     )
     options = parser.parse_args()
     if options.runs < 1:
         parser.error("--runs: at least 1")
+
+    parsers: dict[str, str] = {}
+    if not options.cli_only:
+        print("bench: parsers of peer data at their caps (best of 3)", flush=True)
+        parsers = parser_numbers()
+        show({**parsers})
+        if options.parsers_only:
+            return
 
     cli = cli_numbers(options.runs)
     print(f"bench: CPU seconds (user + sys), best of {options.runs}", flush=True)
@@ -123,7 +141,7 @@ def main() -> None:
     )
     out = work / "out"
     build = ["build", "-o", str(out), "--mkosi-version", MKOSI_VERSION]
-    results: dict[str, float | str] = {**cli, "mkosi": MKOSI_VERSION}
+    results: dict[str, float | str] = {**cli, **parsers, "mkosi": MKOSI_VERSION}
     print(f"bench: workspace {work}, cache {cache}, mkosi {MKOSI_VERSION}", flush=True)
 
     results["cold_build_guest_debian_13_s"] = sevimg(work, *build, "debian-13", "--role", "guest")

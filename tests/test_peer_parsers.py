@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from sevimg.machine import evidence
 from sevimg.problems import SevimgError
-from sevimg_cert import certs, markdown, report, verify
+from sevimg_cert import certs, efi, framing, markdown, report, verify
 from tests import certkit
 
 BLOCK = '```sevimg-evidence\n{"report": "AAAA"}\n```\n'
@@ -163,3 +163,41 @@ def test_verify_never_raises_for_a_damaged_report(noise: bytes, at: int) -> None
     data = REPORT[:at] + noise + REPORT[at + len(noise) :]
     outcome = verify.verify(data, CHAIN, verify.Expected(None, None, 0, (CHAIN.ark,)))
     assert outcome.checks
+
+
+@given(st.binary(max_size=300))
+def test_any_load_option_is_parsed_or_an_efi_error(data: bytes) -> None:
+    try:
+        option = efi.parse_load_option(data)
+    except efi.EfiError as error:
+        assert str(error)
+    else:
+        for path in option.paths:
+            url = efi.uri_of(path)
+            assert url is None or isinstance(url, str)
+
+
+@given(st.binary(max_size=300))
+def test_any_efivars_file_is_read_or_an_efi_error(data: bytes) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        efivars = Path(folder)
+        (efivars / f"LoaderDeviceURL-{efi.LOADER_GUID}").write_bytes(data)
+        (efivars / f"Boot0001-{efi.GLOBAL_GUID}").write_bytes(data)
+        (efivars / f"BootOrder-{efi.GLOBAL_GUID}").write_bytes(b"\7\0\0\0\1\0")
+        try:
+            efi.loader_device_url(efivars)
+        except efi.EfiError as error:
+            assert str(error)
+        urls, problems = efi.boot_urls(efivars)
+        assert all(isinstance(name, str) and isinstance(url, str) for name, url in urls)
+        assert all(isinstance(p, str) for p in problems)
+
+
+@given(st.text(max_size=3000))
+def test_any_console_text_is_a_result_or_a_frame_error(text: str) -> None:
+    try:
+        framing.unframe(text)
+    except framing.FrameError as error:
+        assert str(error)
