@@ -140,7 +140,10 @@ def test_the_unpacked_limit_rule() -> None:
 
 def test_an_invalid_version_in_packages_is_a_located_error() -> None:
     text = b"Package: good\nVersion: 1.0\n\nPackage: bad\nVersion: 1:\n\n"
-    with pytest.raises(ArchiveError, match=r"Packages: stanza 2 \(Package bad\): Version '1:'"):
+    with pytest.raises(
+        ArchiveError,
+        match=r"Packages: stanza 2 \(Package bad\): Version '1:' is not a valid package version",
+    ):
         deb.parse_packages(text, "Packages")
 
 

@@ -42,6 +42,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("sevimg/archive/deb.py", "debian"): "python-debian's module name (deb822 indexes)",
     ("sevimg/archive/read.py", "debian"): "python-debian's module name (version comparison)",
     ("sevimg/archive/read.py", "debian_support"): "python-debian's module name",
+    ("sevimg/archive/deb.py", "debian_support"): "python-debian's module name (version syntax)",
     ("sevimg/build/builder.py", "debian"): "mkosi's default tools tree (ToolsTreeDistribution=)",
     ("sevimg/build/builder.py", "trixie"): "mkosi's default tools tree (ToolsTreeRelease=)",
     # The build machine, not the catalog: which host package manager can

@@ -145,7 +145,7 @@ def parse_packages(data: bytes, where: str) -> list[DebPackage]:
         except ValueError:
             raise ArchiveError(
                 f"{where}: stanza {number} (Package {printable(str(name))[:80]}): "
-                f"Version {printable(str(version))[:80]!r} is not a Debian version"
+                f"Version {printable(str(version))[:80]!r} is not a valid package version"
             ) from None
         found.append(DebPackage(str(name), str(version), _names(str(para.get("Provides", "")))))
     return found
