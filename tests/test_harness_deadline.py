@@ -22,9 +22,11 @@ import pytest
 from sevimg_cert import after, framing, guard, harness, outputs, result
 from sevimg_cert.harness import Config
 from sevimg_cert.result import CertResult, Environment, Identity
+from tests import certkit
 from tests.conftest import REPO
 from tests.harnesskit import FakeHost, fake_host, path_with
-from tests.hostilekit import Peer, hostile
+from tests.hostilekit import Peer, Script, answer, hang, hostile, stream
+from tests.test_harness import signing_guest, steps
 
 UNIT = REPO / "templates/payload/host/sevimg-host-check.service.j2"
 
@@ -208,3 +210,42 @@ def test_a_result_that_cannot_be_rendered_falls_back_to_a_minimal_framed_error(
     assert json.loads(framing.unframe(framing.frame(data))) == doc
     assert any("ERROR" in line for line in lines)
     assert outcome.result is result.Outcome.ERROR
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        hang(),
+        stream(b"", b"HTTP/1.1 100 Continue\r\n\r\n"),
+        stream(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n", b"x"),
+        answer("503 \x1b[2J\x1b]0;owned\x07"),
+    ],
+    ids=["hanging", "endless-100-continue", "dripping", "escaping"],
+)
+def test_a_hostile_kds_cannot_hold_the_run_nor_reach_the_console(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], script: Script
+) -> None:
+    state = tmp_path / "state"
+    with hostile(script) as kds:
+        host = fake_host(
+            tmp_path, sev_snp="Y", cmdline=f"console=ttyS0 sevimg.kds={kds.url.rstrip('/')}"
+        )
+        seen: list[list[str]] = []
+        run_config = config(
+            host,
+            state_dir=state,
+            dispatch=False,
+            deadline=6,
+            measure=lambda *a, **k: certkit.MEASUREMENT,
+            ask_guest=signing_guest(host, seen),
+        )
+        code = harness.certify(run_config, print)
+    out = capsys.readouterr().out
+    doc = json.loads((state / "result.json").read_text())
+    assert read_console(out) == doc and code in (1, 2)
+    assert "did not finish" not in (doc["error"] or "")
+    assert "\x1b" not in out and "\x07" not in out
+    assert "\x1b" not in (state / "result.md").read_text()
+    if doc["error"] is None:  # the checks ended before the deadline: KDS is the failure named
+        verify = steps(doc, "attestation")
+        assert any("KDS" in s["detail"] for s in verify.values()), verify
