@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from sevimg.machine import evidence
 from sevimg.problems import SevimgError
-from sevimg_cert import certs, efi, framing, markdown, report, verify
+from sevimg_cert import certs, efi, framing, markdown, mdns, report, verify
 from tests import certkit
 
 BLOCK = '```sevimg-evidence\n{"report": "AAAA"}\n```\n'
@@ -201,3 +201,17 @@ def test_any_console_text_is_a_result_or_a_frame_error(text: str) -> None:
         framing.unframe(text)
     except framing.FrameError as error:
         assert str(error)
+
+
+@given(st.binary(max_size=600))
+def test_any_mdns_answer_is_records_or_a_dns_error(data: bytes) -> None:
+    try:
+        records = mdns.parse(data)
+    except mdns.DnsError as error:
+        assert str(error)
+    else:
+        # What the browse then does with them: found URLs are URLs, nothing raises.
+        seen = mdns.Seen()
+        mdns._absorb(seen, records)
+        for _, url in mdns.urls(seen):
+            assert url.startswith("http://")
