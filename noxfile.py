@@ -80,9 +80,10 @@ def bench(session: nox.Session) -> None:
     cold, no-op and warm builds, image sizes, boot time.
 
     `nox -s bench -- --cli-only` measures the command line alone (no root, no mkosi),
-    `-- --serve-only` serve under hostile connections alone.
+    `-- --serve-only` serve under hostile connections alone,
+    `-- --parsers-only` the parsers of peer data at their caps.
     """
     session.install("-e", ".[test]")
-    if "--cli-only" not in session.posargs and "--serve-only" not in session.posargs:
+    if not {"--cli-only", "--parsers-only", "--serve-only"} & set(session.posargs):
         _install_mkosi(session)
     session.run("python", "-m", "tests.bench", *session.posargs)

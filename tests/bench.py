@@ -11,11 +11,15 @@
               `sevimg validate` over the whole catalog, beside a bare `python -c pass`
     serve     `sevimg serve`'s peak RSS and threads under 200 concurrent hostile
               connections on loopback (tests/bench_serve.py)
+    parsers   every parser of peer data (evidence blocks, console frames, EFI
+              variables, Release/Packages/primary, HTTP answers) at its size cap
+              with hostile input, and at half of it (tests/bench_parsers.py)
 
 Results go to stdout and to out/bench.json in the checkout. Pass --keep-cache
 to measure "cold" with the existing tools tree and package cache,
 --cli-only for the CLI numbers alone (a few seconds, no root, nothing saved),
-and --serve-only for serve's numbers alone (about a minute, nothing saved).
+--serve-only for serve's numbers alone (about a minute, nothing saved),
+--parsers-only for the parsers alone.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.bench_parsers import parser_numbers
 from tests.bench_serve import serve_numbers
 from tests.e2e.conftest import MKOSI_VERSION, machine_debian_mirror
 
@@ -102,6 +107,11 @@ def main() -> None:
         "--cli-only", action="store_true", help="only the CPU seconds of --help and validate"
     )
     parser.add_argument(
+        "--parsers-only",
+        action="store_true",
+        help="only the parsers of peer data at their caps (tests/bench_parsers.py)",
+    )
+    parser.add_argument(
         "--runs", type=int, default=7, metavar="N", help="CLI timings: the best of N (default 7)"
     )
     parser.add_argument(
@@ -114,6 +124,14 @@ def main() -> None:
         print("bench: sevimg serve under hostile connections", flush=True)
         show(serve_numbers())
         return
+
+    parsers: dict[str, str] = {}
+    if not options.cli_only:
+        print("bench: parsers of peer data at their caps (best of 3)", flush=True)
+        parsers = parser_numbers()
+        show({**parsers})
+        if options.parsers_only:
+            return
 
     cli = cli_numbers(options.runs)
     print(f"bench: CPU seconds (user + sys), best of {options.runs}", flush=True)
@@ -136,7 +154,7 @@ def main() -> None:
     )
     out = work / "out"
     build = ["build", "-o", str(out), "--mkosi-version", MKOSI_VERSION]
-    results: dict[str, float | str] = {**cli, **serve, "mkosi": MKOSI_VERSION}
+    results: dict[str, float | str] = {**cli, **serve, **parsers, "mkosi": MKOSI_VERSION}
     print(f"bench: workspace {work}, cache {cache}, mkosi {MKOSI_VERSION}", flush=True)
 
     results["cold_build_guest_debian_13_s"] = sevimg(work, *build, "debian-13", "--role", "guest")

@@ -45,7 +45,7 @@ def _root(tmp_path: Path, cmdline: str) -> Path:
         ("sevimg.after=reboot", False, "reboot", DEFAULT_GRACE),
         ("sevimg.after=stay sevimg.grace=5", True, "stay", 5.0),
         ("sevimg.after=explode sevimg.grace=-3", True, "reboot", 0.0),
-        ("sevimg.grace=99999", True, "reboot", 3600.0),
+        ("sevimg.grace=99999", True, "reboot", 600.0),
         ("sevimg.after=reboot sevimg.after=poweroff", True, "poweroff", DEFAULT_GRACE),
     ],
 )

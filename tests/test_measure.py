@@ -193,6 +193,11 @@ def test_an_ovmf_without_sev_metadata_or_a_bad_input_is_a_clear_error(
             measure.expected(forky_ovmf, kernel, vcpu_type="EPYC-v99")
         with pytest.raises(measure.MeasureError, match="vcpus must be at least 1"):
             measure.expected(forky_ovmf, kernel, vcpus=0)
+        # Not whole pages: the library would assert; this is the file's error, before reading it.
+        odd = tmp_path / "odd.fd"
+        odd.write_bytes(forky_ovmf.read_bytes()[:-1])
+        with pytest.raises(measure.MeasureError, match=r"odd.fd is \d+ bytes, not whole 4096-byte"):
+            measure.expected(odd, kernel)
 
 
 # --- the build side: the host's firmware, the manifests ----------------------------------------

@@ -42,6 +42,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("sevimg/archive/deb.py", "debian"): "python-debian's module name (deb822 indexes)",
     ("sevimg/archive/read.py", "debian"): "python-debian's module name (version comparison)",
     ("sevimg/archive/read.py", "debian_support"): "python-debian's module name",
+    ("sevimg/archive/deb.py", "debian_support"): "python-debian's module name (version syntax)",
     ("sevimg/imaging/builder.py", "debian"): "mkosi's default tools tree (ToolsTreeDistribution=)",
     ("sevimg/imaging/builder.py", "trixie"): "mkosi's default tools tree (ToolsTreeRelease=)",
     # The build machine, not the catalog: which host package manager can
@@ -55,16 +56,6 @@ ALLOWED: dict[tuple[str, str], str] = {
         "build on a Debian, Ubuntu or Fedora machine, or pass a prebuilt --tools-tree",
     ): "advice about the build machine",
     ("sevimg/release/ci.py", "ubuntu-24.04"): "the GitHub Actions runner image",
-    (
-        "sevimg/release/ci.py",
-        "        # Ubuntu's AppArmor restricts them by default; mkosi's sandbox needs them.",
-    ): "a comment in the workflow about the runner image",
-    # Left for the CI module's owner: the runner installs the Debian keyring
-    # for mkosi's default tools tree; it could come from the family files.
-    (
-        "sevimg/release/ci.py",
-        "          sudo apt-get install -y -qq --no-install-recommends debian-archive-keyring",
-    ): "the tools tree's keyring on the runner",
     # `sevimg new --help`: which distributions take codenames and pre-releases
     # is data (release_is_codename, prerelease_codename); the help gives examples.
     ("sevimg/cli/new.py", "The codename mkosi's Release= takes (Debian, Ubuntu)."): "help",

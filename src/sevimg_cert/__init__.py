@@ -12,10 +12,11 @@ measurement). The host's run (`python3 -m sevimg_cert.harness`): harness (its
 flow), hostinfo (the machine and its processor), prereqs (the prerequisite
 checks), guestrun (launching and asking the embedded guest), channel (the
 guest channel's host side), outputs (the log, result files, summary and the
-dispatch hook). The result: result (model and JSON), markdown (result.md, the
+dispatch hook), guard (the run's deadline, SIGTERM, the fallback result). The result: result (model and JSON), markdown (result.md, the
 issue body and the evidence read back), framing (the console step lines and
 frame). Reporting: dispatch (the reporter), efi and mdns (finding the
-server), after (reboot, power off or stay up).
+server), after (reboot, power off or stay up); peerhttp (one bounded HTTP
+exchange with dispatch or KDS).
 """
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "dispatch",
     "efi",
     "framing",
+    "guard",
     "guestrun",
     "harness",
     "hostinfo",
@@ -34,6 +36,7 @@ __all__ = [
     "mdns",
     "measure",
     "outputs",
+    "peerhttp",
     "prereqs",
     "report",
     "result",

@@ -28,7 +28,8 @@ from typing import Any
 
 ACTIONS = ("reboot", "poweroff", "stay")
 DEFAULT_GRACE = 60.0
-MAX_GRACE = 3600.0
+# Bounded so the countdown fits the unit's TimeoutStartSec after the run's deadline.
+MAX_GRACE = 600.0
 Say = Callable[[str], None]
 Run = Callable[[list[str]], int]
 

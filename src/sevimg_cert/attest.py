@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from sevimg_cert import certs, kds, verify
+from sevimg_cert.peerhttp import Deadline
 from sevimg_cert.redact import redact
 from sevimg_cert.report import AttestationReport, Product
 
@@ -44,12 +45,14 @@ def verify_report(
     trusted_arks: tuple[x509.Certificate, ...],
     log: Callable[[str], None],
     kds_mirrors: tuple[str, ...] = (),
+    deadline: Deadline | None = None,
 ) -> Verified:
     """Verify `report`: certificates from <root>/etc/sevimg/certs when present, else KDS.
 
     KDS is `kds_url` (`sevimg.kds=`) alone when given; otherwise the KDS
     caches of the dispatch servers found (`kds_mirrors`, see
     :func:`sevimg_cert.dispatch.kds_cache_url`) in turn, then AMD's KDS.
+    KDS is asked within `deadline` (each certificate within kds.BUDGET too).
     """
     folder = root / CERTS_DIR
     product = Product.parse(PRODUCTS[series]) if series in PRODUCTS else None
@@ -69,7 +72,11 @@ def verify_report(
                 mirror = url not in (kds_url, kds.DEFAULT_URL)
                 try:
                     # A dispatch server's cache is the lab machine: fewer attempts before AMD's.
-                    client = kds.Kds(url, attempts=min(kds_attempts, 3) if mirror else kds_attempts)
+                    client = kds.Kds(
+                        url,
+                        attempts=min(kds_attempts, 3) if mirror else kds_attempts,
+                        deadline=deadline,
+                    )
                 except ValueError as exc:
                     problems.append(f"sevimg.kds={redact(url)}: {exc}")
                     continue

@@ -55,6 +55,18 @@ def parse_certs(data: bytes, name: str) -> list[x509.Certificate]:
         raise CertError(f"{name}: not an X.509 certificate (PEM or DER): {detail}") from None
     if not certs:
         raise CertError(f"{name}: holds no certificate")
+    for number, cert in enumerate(certs, 1):
+        # The library decodes names and extensions only when asked: ask now, so an
+        # undecodable one is this file's located error, not a crash in a later message.
+        try:
+            cert.subject.rfc4514_string()
+            cert.issuer.rfc4514_string()
+            cert.extensions  # noqa: B018
+        except ValueError as exc:
+            which = f" (certificate {number})" if len(certs) > 1 else ""
+            raise CertError(
+                f"{name}{which}: a name or extension cannot be decoded: {str(exc)[:200]}"
+            ) from None
     return certs
 
 

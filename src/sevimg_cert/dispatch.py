@@ -9,7 +9,10 @@ the checks, `report` one `PUT <url>` of `{title, body, labels, assignees,
 milestone}` (empty fields left out, as beacon's serde does) once the result
 is written. 200 ends; 417 means "no job of this IP here": the next server;
 connection errors, bad answers and 5xx are retried with backoff, then the
-next server. dispatch keys jobs by client IP, so the report must leave from
+next server. Each of `booted` and `report` ends within one deadline for all
+of it (DELIVER_BUDGET, 2 minutes), however slowly a server answers; no
+redirect is followed (a POST turned into a GET elsewhere is no report), and
+what a server says is escaped before it reaches the console. dispatch keys jobs by client IP, so the report must leave from
 the address that HTTP-booted; nothing here picks a source address.
 
 Also `python3 -m sevimg_cert.dispatch find|boot|report|after`, for glue and
@@ -19,22 +22,18 @@ for debugging on a host.
 from __future__ import annotations
 
 import argparse
-import base64
-import http.client
 import ipaddress
 import json
 import shutil
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sevimg_cert import efi, mdns
+from sevimg_cert import efi, mdns, peerhttp
 from sevimg_cert.after import (
     After,
     Say,
@@ -43,6 +42,7 @@ from sevimg_cert.after import (
     cmdline_value,
     say_console,
 )
+from sevimg_cert.peerhttp import Deadline, PeerError, shown
 from sevimg_cert.redact import redact
 from sevimg_cert.retry import Retry
 
@@ -68,8 +68,12 @@ NO_SERVER = (
 # 500 and the report is lost), so a longer body is cut, with a margin.
 MAX_BODY = 65000
 TRUNCATED = "\n\n…(cut here: the report had {n} characters; the whole result is in /run/sevimg/)\n"
-# No proxy: dispatch is on the lab's own network.
-OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+# What dispatch answers is read up to this much (it says little); no proxy is used:
+# dispatch is on the lab's own network.
+MAX_ANSWER = 1 << 16
+# The reporter's whole time with dispatch, for each of booted and report, all
+# servers and retries included (sevimg_cert.harness budgets its run with it).
+DELIVER_BUDGET = 120.0
 
 
 @dataclass(frozen=True)
@@ -242,29 +246,30 @@ def report_body(payload: Mapping[str, object]) -> bytes:
     return json.dumps(out, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def send(url: str, method: str, body: bytes | None, timeout: float) -> int:
-    """One request; the HTTP status. OSError/HTTPException when there is no proper answer."""
+def send(
+    url: str, method: str, body: bytes | None, timeout: float, deadline: Deadline | None = None
+) -> int:
+    """One request, no redirect followed; the HTTP status. PeerError when there is no proper answer.
+
+    The whole exchange ends by `deadline` (default: `timeout` from now),
+    however slowly the server answers.
+    """
     headers = {"User-Agent": "sevimg-cert", "Accept": "*/*"}
     if body is not None:
         headers["Content-Type"] = "application/json"
     if (problem := url_problem(url)) is not None:
         raise ValueError(f"{redact(url)!r}: {problem}")
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is not None or parts.password is not None:
-        # Credentials go in a header, never in the URL, so no error text can echo them.
-        user = urllib.parse.unquote(parts.username or "")
-        secret = urllib.parse.unquote(parts.password or "")
-        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
-        url = redact(url)
-    # http(s) only: url_problem() just checked the scheme.
-    request = urllib.request.Request(url, data=body, method=method, headers=headers)  # noqa: S310
-    try:
-        with OPENER.open(request, timeout=timeout) as response:
-            response.read(1 << 16)
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        error.close()
-        return int(error.code)
+    # No redirect is followed: a POST or PUT that became a GET elsewhere is not a report.
+    answer = peerhttp.exchange(
+        url,
+        method,
+        body,
+        headers,
+        deadline=(deadline or Deadline(timeout)).within(timeout),
+        max_body=MAX_ANSWER,
+        read_timeout=timeout,
+    )
+    return answer.status
 
 
 def deliver(
@@ -275,24 +280,34 @@ def deliver(
     retry: Retry = Retry(),
     sleep: Callable[[float], None] = time.sleep,
     say: Say = say_console,
+    deadline: Deadline | None = None,
 ) -> Server | None:
-    """`method` to each server in turn until one answers 200; that server, or None."""
+    """`method` to each server in turn until one answers 200; that server, or None.
+
+    Everything (every server, attempt and pause) ends by `deadline`
+    (default: DELIVER_BUDGET from now). No redirect is followed: a 3xx is
+    an unexpected answer, as any other 4xx.
+    """
     what = "booted (POST)" if method == "POST" else "the report (PUT)"
+    deadline = deadline or Deadline(DELIVER_BUDGET)
     for server in servers:
-        shown = redact(server.url)
+        shown_url = shown(redact(server.url))
         server_error = False
         for attempt in range(retry.attempts):
+            if deadline.expired():
+                say(f"no time left to send {what} (the reporter's deadline passed)")
+                return None
             try:
-                status = send(server.url, method, body, retry.timeout)
+                status = send(server.url, method, body, retry.timeout, deadline)
             except ValueError as error:  # not a URL to send to: no point in retrying
-                say(f"skipping {error}")
+                say(f"skipping {shown(error)}")
                 break
-            except (OSError, http.client.HTTPException) as error:
-                problem, status = f"no answer ({error or type(error).__name__})", 0
+            except PeerError as error:
+                problem, status = f"no answer ({error})", 0
             else:
                 problem = f"HTTP {status}"
             if status == 200:
-                say(f"sent {what} to {shown} (from {server.source})")
+                say(f"sent {what} to {shown_url} (from {shown(server.source)})")
                 return server
             if status == 417:
                 why = "no job for this machine's address there"
@@ -301,18 +316,29 @@ def deliver(
                         "dispatch took the report but could not file it on GitHub "
                         "(it answered 5xx, then 417)"
                     )
-                say(f"{shown}: 417, {why}; trying the next server")
+                say(f"{shown_url}: 417, {why}; trying the next server")
+                break
+            if 300 <= status < 400:
+                say(
+                    f"{shown_url}: {problem}, a redirect: not followed for {method}; "
+                    "trying the next server"
+                )
                 break
             if status and status < 500:
-                say(f"{shown}: unexpected {problem}; trying the next server")
+                say(f"{shown_url}: unexpected {problem}; trying the next server")
                 break
             server_error = server_error or status >= 500
             if attempt + 1 < retry.attempts:
                 delay = retry.delay(attempt)
-                say(f"{shown}: {problem}; retrying in {delay:g} s")
+                if delay >= deadline.remaining():
+                    say(f"{shown_url}: {problem}; no time left to retry")
+                    break
+                say(f"{shown_url}: {problem}; retrying in {delay:g} s")
                 sleep(delay)
             else:
-                say(f"{shown}: {problem} after {retry.attempts} attempts; trying the next server")
+                say(
+                    f"{shown_url}: {problem} after {retry.attempts} attempts; trying the next server"
+                )
     say(f"no dispatch server took {what}" + ("" if servers else ": none was found"))
     return None
 
@@ -323,9 +349,10 @@ def booted(
     retry: Retry = Retry(),
     sleep: Callable[[float], None] = time.sleep,
     say: Say = say_console,
+    deadline: Deadline | None = None,
 ) -> Server | None:
     """Tell dispatch this host booted (POST, no body); the server that took it, or None."""
-    return deliver(servers, "POST", None, retry=retry, sleep=sleep, say=say)
+    return deliver(servers, "POST", None, retry=retry, sleep=sleep, say=say, deadline=deadline)
 
 
 def report(
@@ -335,13 +362,14 @@ def report(
     retry: Retry = Retry(),
     sleep: Callable[[float], None] = time.sleep,
     say: Say = say_console,
+    deadline: Deadline | None = None,
 ) -> Server | None:
     """PUT the `{title, body, labels, milestone}` report; the server that took it, or None.
 
     ValueError (before anything is sent) when the payload is malformed.
     """
     body = report_body(payload)
-    return deliver(servers, "PUT", body, retry=retry, sleep=sleep, say=say)
+    return deliver(servers, "PUT", body, retry=retry, sleep=sleep, say=say, deadline=deadline)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,14 +27,17 @@ import contextlib
 import importlib
 import os
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sevimg_cert import framing, guestrun, hostinfo, prereqs, result
-from sevimg_cert.outputs import Dispatch, Log, now_utc, summary, write_results
+from sevimg_cert import framing, guard, guestrun, hostinfo, prereqs
+from sevimg_cert.outputs import Dispatch, Log, now_utc
+from sevimg_cert.peerhttp import Deadline
 from sevimg_cert.result import (
     CertResult,
     Environment,
@@ -71,6 +74,9 @@ class Config:
     measure: Callable[..., Any] | None = None  # default: sevimg_cert.measure.expected
     ask_guest: Callable[..., Any] | None = None  # default: sevimg_cert.channel.request
     dispatch: bool = True
+    deadline: float = guard.DEADLINE  # the whole run, the report included
+    mdns_timeout: float = 2.0  # 0: no mDNS browse for dispatch
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
 
     @property
     def state(self) -> Path:
@@ -105,12 +111,15 @@ class _Run:
     tests: list[Test] = field(default_factory=list)
     environment: Environment = field(default_factory=Environment)
     evidence: Evidence = field(default_factory=Evidence)
+    deadline: Deadline = field(default_factory=lambda: Deadline(guard.DEADLINE))
+    current: str = "the host's facts"  # what runs now, for a deadline's message
 
     def test(
         self, name: str, description: str, scope: str, started: str, steps: Sequence[Step]
     ) -> Test:
         done = Test(name, description, scope, started, now_utc(), tuple(steps))
         self.tests.append(done)
+        self.current = f"what follows {name}"
         for step in steps:
             self.log(framing.step_line(name, step))
         return done
@@ -208,8 +217,10 @@ def _run_checks(state: _Run) -> None:
     started = now_utc()
     nonce = config.nonce()
     state.evidence = replace(state.evidence, nonce=nonce)
+    # The guest gets what is left of the run's deadline at most.
+    guest_timeout = max(1.0, min(config.guest_timeout, state.deadline.remaining()))
     answer, launch_steps = guestrun.launch_and_ask(
-        host, nonce, config.state / "guest-console.log", config.ask_guest, config.guest_timeout, log
+        host, nonce, config.state / "guest-console.log", config.ask_guest, guest_timeout, log
     )
     state.test(
         "guest_launch",
@@ -257,6 +268,8 @@ def _run_checks(state: _Run) -> None:
         trusted_arks=config.trusted_arks,
         log=state.log,
         kds_mirrors=config.kds_mirrors,
+        # KDS gives up a little before the run does, so its failure is the step's detail.
+        deadline=state.deadline.within(state.deadline.remaining() * 0.9),
     )
     state.evidence = replace(state.evidence, vcek_pem=verified.vcek_pem, product=verified.product)
     checks = verified.result.checks
@@ -264,31 +277,73 @@ def _run_checks(state: _Run) -> None:
     state.test("attestation", ATTESTATION, "guest", started, steps)
 
 
-def run(config: Config, echo: Callable[[str], None] | None = None) -> tuple[CertResult, Log]:
-    """The whole run; never raises for what it finds (an unexpected exception is an `error` result)."""
-    log = Log(echo)
-    started = now_utc()
-    env = hostinfo.image_env(config.root)
-    host = hostinfo.Host(config.root, env, config.kernel_release, config.path)
-    state = _Run(config, log, host)
-    error = None
-    try:
-        _run_checks(state)
-    except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        log(f"harness error: {error}")
-        log(traceback.format_exc().rstrip())
-    release = hostinfo.os_release(config.root)
+def _identity(root: Path) -> Identity:
+    release = hostinfo.os_release(root)
     cpu = None
     with contextlib.suppress(Exception):  # an identity without a processor is still a result
-        cpu = hostinfo.cpu(config.root)
-    identity = Identity(
+        cpu = hostinfo.cpu(root)
+    return Identity(
         release.get("ID"),
         release.get("VERSION_ID") or release.get("VERSION_CODENAME"),
         cpu.series if cpu else None,
     )
+
+
+def run(
+    config: Config,
+    echo: Callable[[str], None] | None = None,
+    *,
+    log: Log | None = None,
+    deadline: Deadline | None = None,
+) -> tuple[CertResult, Log]:
+    """The whole run; never raises for what it finds (an unexpected exception is an `error` result).
+
+    The checks run in a thread the run waits for until `deadline` (default:
+    `config.deadline` from now); past it the result is an `error` naming
+    the deadline, with the tests finished so far. Terminated (SIGTERM,
+    sevimg_cert.guard) likewise ends it with an `error` result.
+    """
+    log = log or Log(echo)
+    started = now_utc()
+    deadline = deadline or Deadline(config.deadline, config.clock)
+    env = hostinfo.image_env(config.root)
+    host = hostinfo.Host(config.root, env, config.kernel_release, config.path)
+    state = _Run(config, log, host, deadline=deadline)
+    failure: list[str] = []
+
+    def checks() -> None:
+        try:
+            _run_checks(state)
+        except Exception as exc:
+            failure.append(f"{type(exc).__name__}: {exc}")
+            log(f"harness error: {failure[0]}")
+            log(traceback.format_exc().rstrip())
+
+    worker = threading.Thread(target=checks, name="sevimg-checks", daemon=True)
+    error = None
+    try:
+        worker.start()
+        # Short waits: the deadline may run on an injected clock, and SIGTERM lands here.
+        while worker.is_alive() and not deadline.expired():
+            worker.join(min(max(deadline.remaining(), 0.0), 0.5))
+        if worker.is_alive():
+            error = (
+                f"the run's deadline ({deadline.seconds:.0f} s) passed during {state.current}; "
+                "the tests finished by then are in this result"
+            )
+            log(f"harness error: {error}")
+    except guard.Terminated:
+        error = f"stopped by SIGTERM during {state.current}"
+        log(f"harness error: {error}")
+    error = error or (failure[0] if failure else None)
     outcome = CertResult(
-        started, now_utc(), tuple(state.tests), state.environment, identity, state.evidence, error
+        started,
+        now_utc(),
+        tuple(state.tests),
+        state.environment,
+        _identity(config.root),
+        state.evidence,
+        error,
     )
     return outcome, log
 
@@ -304,12 +359,23 @@ def kds_mirrors(servers: Sequence[Any]) -> tuple[str, ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run, write, print; exit 0 for pass, 1 for fail, 2 for error."""
+    """Run, write, print; exit 0 for pass, 1 for fail, 2 for error.
+
+    A result is on disk before anything talks to a peer, and the final one
+    is written and framed whatever happens: a deadline, SIGTERM, a result
+    that cannot be rendered (sevimg_cert.guard).
+    """
     parser = argparse.ArgumentParser(prog="sevimg-host-check", description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("/"), help="read files below this folder")
     parser.add_argument("--state-dir", type=Path, help=f"write results here (default {STATE_DIR})")
     parser.add_argument(
         "--timeout", type=float, default=GUEST_TIMEOUT, help="seconds to wait for the guest"
+    )
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=guard.DEADLINE,
+        help=f"seconds for the whole run, the report included (default {guard.DEADLINE:g})",
     )
     parser.add_argument("--no-dispatch", action="store_true", help="do not report to dispatch")
     args = parser.parse_args(argv)
@@ -322,24 +388,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         state_dir=args.state_dir,
         guest_timeout=args.timeout,
         dispatch=not args.no_dispatch,
+        deadline=args.deadline,
     )
-    early = Log(echo)
-    reporter = Dispatch(config.root, early, config.dispatch)
-    config = replace(config, kds_mirrors=kds_mirrors(reporter.servers))
-    reporter.booted()
-    outcome, log = run(config, echo)
-    log.lines[:0] = early.lines
-    try:
-        outcome = write_results(config.state, outcome, log)
-    except OSError as exc:  # still frame it on the console: that is the copy people see
-        log(f"cannot write the result files in {config.state}: {exc}")
-        outcome = replace(outcome, log=log.text())
-    data = result.to_json(outcome)
-    for line in summary(outcome):
-        echo(line)
-    sys.stdout.write(framing.frame(data))
-    sys.stdout.flush()
-    reporter.after(reporter.report(outcome))
+    return certify(config, echo)
+
+
+def certify(config: Config, echo: Callable[[str], None]) -> int:
+    """main() once its arguments are read: the run from start to report; the exit code."""
+    started = now_utc()
+    deadline = Deadline(config.deadline, config.clock)
+    log = Log(echo)
+    with guard.sigterm_ends_run() as stop:
+        outcome: CertResult | None = None
+        reporter: Dispatch | None = None
+        try:
+            guard.provisional(config.state, started, _identity(config.root), log)
+            reporter = Dispatch(config.root, log, config.dispatch, config.mdns_timeout)
+            config = replace(config, kds_mirrors=kds_mirrors(reporter.servers))
+            reporter.booted(deadline.within(guard.boot_budget(config.deadline)))
+            reserve = guard.report_budget(config.deadline)
+            checks = deadline.within(max(deadline.remaining() - reserve, 0.0))
+            outcome, _ = run(config, echo, log=log, deadline=checks)
+        except guard.Terminated:
+            log("harness error: stopped by SIGTERM")
+        except Exception as exc:  # the reporter's set-up, say: still a result
+            log(f"harness error: {type(exc).__name__}: {exc}")
+        if outcome is None:
+            why = "stopped by SIGTERM" if stop.came.is_set() else "the run failed to start"
+            outcome = guard.bare(started, why, _identity(config.root))
+        stop.armed = False  # the result is written and framed whatever comes now
+        outcome, data = guard.finish(config.state, outcome, log, echo)
+        sys.stdout.write(framing.frame(data))
+        sys.stdout.flush()
+        stop.armed = not stop.came.is_set()
+        if reporter is None:
+            return 2
+        try:
+            if stop.came.is_set():
+                reporter.report(outcome, Deadline(guard.STOPPED_REPORT_BUDGET, config.clock))
+                return 2
+            reporter.after(reporter.report(outcome, deadline))
+        except guard.Terminated:
+            log("stopped by SIGTERM while reporting: the result is written and framed above")
+            return 2
     return {Outcome.PASS: 0, Outcome.FAIL: 1}.get(outcome.result, 2)
 
 

@@ -9,52 +9,40 @@ Interface Specification", document 57230):
 `hwid` is the report's chip ID in hex (Turin: its first 8 bytes, and the URL
 also carries fmcSPL); the SPLs are the report's reported TCB. The VCEK comes
 as DER. KDS rate-limits with 429, so requests are retried with backoff on
-429, 5xx and connection errors, honouring Retry-After. Only the standard
-library's urllib is used: this runs inside the host image.
+429, 5xx and connection errors, honouring Retry-After, all within one
+deadline (sevimg_cert.peerhttp: a KDS that drips its answer cannot hold the
+caller). Only the standard library is used: this runs inside the host image.
 """
 
 from __future__ import annotations
 
-import base64
 import email.utils
-import http.client
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from cryptography import x509
 
+from sevimg_cert import peerhttp
 from sevimg_cert.certs import CertError, Chain, complete, parse_cert, parse_certs
+from sevimg_cert.peerhttp import Deadline, PeerError, PeerRefused, PeerTimeout
 from sevimg_cert.redact import redact
 from sevimg_cert.report import AttestationReport, Product
 from sevimg_cert.retry import Retry
 
 DEFAULT_URL = "https://kdsintf.amd.com"
 MAX_RESPONSE = 1 << 20
+MAX_REDIRECTS = 5
+# One certificate's whole fetch, retries and waits included: well within the
+# harness's deadline (sevimg_cert.harness), which also bounds it.
+BUDGET = 180.0
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 class KdsError(RuntimeError):
     """KDS could not serve a certificate; the message says why and what to do instead."""
-
-
-def _split_credentials(url: str) -> tuple[str, dict[str, str]]:
-    """The URL without user:password, and the headers to send (Basic auth when it had them).
-
-    Requests never carry the credentials in the URL, so no error text can echo them.
-    """
-    headers = {"User-Agent": "sevimg-cert"}
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is not None or parts.password is not None:
-        user = urllib.parse.unquote(parts.username or "")
-        password = urllib.parse.unquote(parts.password or "")
-        token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        headers["Authorization"] = f"Basic {token}"
-    return redact(url), headers
 
 
 def check_base_url(url: str) -> str:
@@ -97,8 +85,11 @@ class Kds:
     attempts: int = 6
     backoff: float = 2.0  # seconds before the second attempt, doubled after each
     max_wait: float = 60.0  # cap on any one wait, Retry-After included
-    timeout: float = 30.0
+    timeout: float = 30.0  # for one attempt
+    budget: float = BUDGET  # for one certificate, every attempt and wait included
+    deadline: Deadline | None = field(default=None, repr=False)  # overrides budget when given
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "base_url", check_base_url(self.base_url))
@@ -129,37 +120,58 @@ class Kds:
         return f"{self.base_url}/vcek/v1/{product.value}/cert_chain"
 
     def get(self, url: str) -> bytes:
-        """GET `url`, retrying what is worth retrying; KdsError when it cannot be had."""
+        """GET `url`, retrying what is worth retrying; KdsError when it cannot be had.
+
+        Every attempt and every wait ends by the client's deadline (`budget`
+        seconds from this call unless a `deadline` was given), however
+        slowly KDS answers. Redirects: at most 5, http(s) only, never from
+        https to http.
+        """
         retry = self.retry
         last = ""
-        target, headers = _split_credentials(url)
-        for attempt in range(1, self.attempts + 1):
+        if self.deadline is not None:
+            deadline = self.deadline.within(self.budget)
+        else:
+            deadline = Deadline(self.budget, self.clock)
+        attempt = 0
+        while attempt < self.attempts:
+            attempt += 1
             delay: float | None = None
             try:
-                request = urllib.request.Request(target, headers=headers)  # noqa: S310
-                with urllib.request.urlopen(request, timeout=retry.timeout) as answer:  # noqa: S310
-                    body: bytes = answer.read(MAX_RESPONSE + 1)
-                if len(body) > MAX_RESPONSE:
-                    raise KdsError(f"{redact(url)}: the answer is larger than {MAX_RESPONSE} bytes")
-                return body
-            except urllib.error.HTTPError as exc:
-                exc.close()
-                if exc.code not in RETRY_STATUSES:
-                    hint = " (KDS knows no such chip, product or TCB)" if exc.code == 404 else ""
-                    raise KdsError(f"{redact(url)}: HTTP {exc.code} {exc.reason}{hint}") from None
-                last = f"HTTP {exc.code} {exc.reason}"
-                delay = retry_after(exc.headers.get("Retry-After") if exc.headers else None)
-            except urllib.error.URLError as exc:
-                last = str(exc.reason)
-            except ValueError as exc:  # e.g. a host name IDNA cannot encode: no use retrying
+                answer = peerhttp.exchange(
+                    url,
+                    deadline=deadline.within(self.timeout),
+                    max_body=MAX_RESPONSE,
+                    redirects=MAX_REDIRECTS,
+                    read_timeout=self.timeout,
+                )
+            except PeerTimeout as exc:
+                last = str(exc)
+                if deadline.expired():
+                    break
+            except PeerRefused as exc:
                 raise KdsError(f"{redact(url)}: {exc}") from None
-            except (OSError, http.client.HTTPException) as exc:  # timeouts, resets, TLS errors
-                last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            if attempt < retry.attempts:
-                self.sleep(retry.delay(attempt - 1, delay))
+            except PeerError as exc:
+                last = str(exc)
+            else:
+                if answer.status == 200:
+                    return answer.body
+                if answer.status not in RETRY_STATUSES:
+                    hint = (
+                        " (KDS knows no such chip, product or TCB)" if answer.status == 404 else ""
+                    )
+                    raise KdsError(f"{redact(url)}: HTTP {answer.status} {answer.reason}{hint}")
+                last = f"HTTP {answer.status} {answer.reason}"
+                delay = retry_after(answer.headers.get("retry-after"))
+            if attempt < self.attempts:
+                pause = retry.delay(attempt - 1, delay)
+                if pause >= deadline.remaining():
+                    last += f"; no time left to wait {pause:g} s and try again"
+                    break
+                self.sleep(pause)
         raise KdsError(
-            f"AMD KDS at {redact(self.base_url)} could not be reached after {self.attempts} "
-            f"attempts ({redact(url)}): {last}"
+            f"AMD KDS at {redact(self.base_url)} could not be reached after {attempt} attempts "
+            f"within {deadline.seconds:g} s ({redact(url)}): {last}"
         )
 
     def fetch_vcek(

@@ -10,6 +10,7 @@ Standard library only: this runs inside the host image.
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from typing import Any
@@ -161,27 +162,66 @@ def dispatch_payload(result: CertResult) -> dict[str, Any]:
     return payload
 
 
+def _json(text: str) -> Any:
+    """json.loads, with too deep a nesting a ValueError too (the parser recurses)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def evidence_block(text: str) -> tuple[int, str] | None:
+    """The first complete evidence block: (its first line's number, its text), or None.
+
+    One pass over the lines, so it is linear in the text however many
+    fences never close: an opening ```sevimg-evidence line (3 or more
+    backticks) is closed by the first later line of exactly as many.
+    """
+    lines = text.split("\n")
+    openers: list[tuple[int, int]] = []  # (line index, backticks)
+    closers: dict[int, list[int]] = {}  # backticks -> the line indices of closing lines
+    for index, line in enumerate(lines):
+        bare = line.rstrip()
+        if not bare.startswith("```"):
+            continue
+        ticks = len(bare) - len(bare.lstrip("`"))
+        rest = bare[ticks:]
+        if rest == EVIDENCE_FENCE:
+            openers.append((index, ticks))
+        elif not rest:
+            closers.setdefault(ticks, []).append(index)
+    for index, ticks in openers:
+        found = closers.get(ticks, [])
+        at = bisect.bisect_right(found, index)
+        if at < len(found):
+            return index + 2, "\n".join(lines[index + 1 : found[at]])
+    return None
+
+
 def evidence_from_text(text: str) -> dict[str, Any]:
     """The evidence of a result.json or result.md (or a dispatch issue's body), as a dict.
 
-    ValueError when the text holds neither a JSON result with `evidence` nor
-    an evidence block.
+    ValueError (naming the line for a block) when the text holds neither a
+    JSON result with `evidence` nor a readable evidence block.
     """
     try:
-        doc = json.loads(text)
+        doc = _json(text)
     except ValueError:
         doc = None
     if isinstance(doc, dict) and isinstance(doc.get("evidence"), dict):
         return dict(doc["evidence"])
-    match = re.search(
-        r"^(`{3,})" + re.escape(EVIDENCE_FENCE) + r"\s*\n(.*?)^\1\s*$", text, re.M | re.S
-    )
-    if match is None:
+    found = evidence_block(text)
+    if found is None:
         raise ValueError(f"neither a result JSON with evidence nor a ```{EVIDENCE_FENCE} block")
+    line, body = found
     try:
-        block = json.loads(match.group(2))
+        block = _json(body)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"line {line + exc.lineno - 1}: the {EVIDENCE_FENCE} block is not JSON: {exc.msg}"
+        ) from None
     except ValueError as exc:
-        raise ValueError(f"the {EVIDENCE_FENCE} block is not JSON: {exc}") from None
+        raise ValueError(f"line {line}: the {EVIDENCE_FENCE} block is not JSON: {exc}") from None
     if not isinstance(block, dict):
-        raise ValueError(f"the {EVIDENCE_FENCE} block is not a JSON object")
+        raise ValueError(f"line {line}: the {EVIDENCE_FENCE} block is not a JSON object")
     return block

@@ -21,6 +21,12 @@ DEFAULT_VCPU_TYPE = "EPYC-v4"
 # optional features); sev-snp-measure's and snpguest's default too.
 GUEST_FEATURES = 0x1
 LIBRARY = "sevsnpmeasure"
+# An OVMF image is whole 4 KiB pages (the library asserts it) and a few MiB
+# (OVMF.amdsev.fd: 4 MiB); anything past this is not a firmware image.
+PAGE = 4096
+MAX_OVMF = 64 * 1024 * 1024
+# The guest UKI is hashed whole by the library; a kernel image is far smaller.
+MAX_KERNEL = 1024 * 1024 * 1024
 
 
 class MeasureError(Exception):
@@ -40,6 +46,17 @@ def _library() -> tuple[Any, Any, Any, Any]:
             f"as /usr/lib/sevimg/python/{LIBRARY}/ in hosts (sevimg.yaml, tools)"
         ) from None
     return guest, ovmf, vcpu_types, sev_mode.SevMode
+
+
+def ovmf_problem(size: int) -> str | None:
+    """Why an OVMF image of `size` bytes cannot be one, or None."""
+    if size == 0:
+        return "is empty"
+    if size > MAX_OVMF:
+        return f"is {size} bytes, more than {MAX_OVMF} ({MAX_OVMF >> 20} MiB): not an OVMF image"
+    if size % PAGE:
+        return f"is {size} bytes, not whole {PAGE}-byte pages: not an OVMF image"
+    return None
 
 
 def _readable(path: Path, what: str) -> None:
@@ -78,10 +95,17 @@ def expected(ovmf: Path, kernel: Path, vcpus: int = 1, vcpu_type: str = DEFAULT_
         )
     _readable(ovmf, "OVMF")
     _readable(kernel, "kernel")
+    # Size and shape before the library reads either file whole.
+    if (problem := ovmf_problem(ovmf.stat().st_size)) is not None:
+        raise MeasureError(f"OVMF {ovmf} {problem}")
+    if kernel.stat().st_size > MAX_KERNEL:
+        raise MeasureError(f"kernel {kernel} is larger than {MAX_KERNEL >> 20} MiB")
+    # The library asserts and indexes where it should raise: any of these is the file's fault.
+    library_errors = (RuntimeError, ValueError, OSError, AssertionError, IndexError, KeyError)
     try:
         firmware = ovmf_module.OVMF(str(ovmf))
         sections = {item.section_type() for item in firmware.metadata_items()}
-    except (RuntimeError, ValueError, OSError) as exc:
+    except library_errors as exc:
         raise MeasureError(f"OVMF {ovmf}: cannot read its SEV metadata: {exc}") from None
     if not sections:
         raise MeasureError(
@@ -103,7 +127,7 @@ def expected(ovmf: Path, kernel: Path, vcpus: int = 1, vcpu_type: str = DEFAULT_
             None,
             GUEST_FEATURES,
         )
-    except (RuntimeError, ValueError, OSError) as exc:
+    except library_errors as exc:
         raise MeasureError(
             f"cannot compute the measurement of {kernel} with {ovmf}: {exc}"
         ) from None

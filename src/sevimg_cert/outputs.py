@@ -104,7 +104,7 @@ class Dispatch:
     files and the console frame are there whatever dispatch does.
     """
 
-    def __init__(self, root: Path, log: Log, enabled: bool) -> None:
+    def __init__(self, root: Path, log: Log, enabled: bool, mdns_timeout: float = 2.0) -> None:
         self.root = root
         self.log = log
         self.module: Any = None
@@ -113,7 +113,7 @@ class Dispatch:
             return
         try:
             self.module = importlib.import_module("sevimg_cert.dispatch")
-            self.servers = self.module.find_servers(root)
+            self.servers = self.module.find_servers(root, mdns_timeout=mdns_timeout)
         except ImportError:
             log("dispatch: the reporter is not in this image; not reporting")
             self.module = None
@@ -121,19 +121,20 @@ class Dispatch:
             log(f"dispatch: cannot find a server: {exc}")
             self.module = None
 
-    def booted(self) -> None:
-        """Tell dispatch the image booted."""
+    def booted(self, deadline: Any = None) -> None:
+        """Tell dispatch the image booted, by `deadline` (a peerhttp.Deadline)."""
         if self.module is not None and self.servers:
             try:
-                self.module.booted(self.servers)
+                self.module.booted(self.servers, deadline=deadline)
             except Exception as exc:
                 self.log(f"dispatch: booted failed: {exc}")
 
-    def report(self, outcome: CertResult) -> bool:
-        """Send the result; whether a server took it."""
+    def report(self, outcome: CertResult, deadline: Any = None) -> bool:
+        """Send the result by `deadline` (a peerhttp.Deadline); whether a server took it."""
         if self.module is not None and self.servers:
             try:
-                took = self.module.report(self.servers, markdown.dispatch_payload(outcome))
+                payload = markdown.dispatch_payload(outcome)
+                took = self.module.report(self.servers, payload, deadline=deadline)
             except Exception as exc:
                 self.log(f"dispatch: report failed: {exc}")
                 return False

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from debian.deb822 import Packages, Release
+from debian.debian_support import Version
 
-from sevimg.archive.compress import SUFFIXES, ArchiveError, chunks
+from sevimg.archive.compress import SUFFIXES, ArchiveError, chunks, unpacked_limit
+from sevimg.display import printable
 
 ARCH = "amd64"
 
@@ -129,12 +131,22 @@ def parse_packages(data: bytes, where: str) -> list[DebPackage]:
     """The stanzas of a Packages index (decompressed)."""
     text = io.StringIO(data.decode("utf-8", "replace"))
     found: list[DebPackage] = []
-    for para in Packages.iter_paragraphs(
-        text, use_apt_pkg=False, fields=["Package", "Version", "Provides"]
+    for number, para in enumerate(
+        Packages.iter_paragraphs(
+            text, use_apt_pkg=False, fields=["Package", "Version", "Provides"]
+        ),
+        1,
     ):
         name, version = para.get("Package"), para.get("Version")
         if not name or not version:
-            raise ArchiveError(f"{where}: a stanza without Package or Version")
+            raise ArchiveError(f"{where}: stanza {number}: no Package or no Version")
+        try:
+            Version(str(version))  # what comparing it later would raise on
+        except ValueError:
+            raise ArchiveError(
+                f"{where}: stanza {number} (Package {printable(str(name))[:80]}): "
+                f"Version {printable(str(version))[:80]!r} is not a valid package version"
+            ) from None
         found.append(DebPackage(str(name), str(version), _names(str(para.get("Provides", "")))))
     return found
 
@@ -183,4 +195,4 @@ def contents_from(
     data: bytes, name: str, where: str, paths: Iterable[str]
 ) -> dict[str, tuple[str, ...]]:
     """:func:`contents_owners` over a compressed Contents file."""
-    return contents_owners(chunks(data, name, where), paths)
+    return contents_owners(chunks(data, name, where, unpacked_limit("contents", len(data))), paths)

@@ -17,7 +17,7 @@ from typing import Any
 from debian.debian_support import version_compare
 
 from sevimg.archive import deb, rpmmd
-from sevimg.archive.compress import ArchiveError, decompress
+from sevimg.archive.compress import ArchiveError, decompress, unpacked_limit
 from sevimg.archive.fetch import Fetcher, HttpStatusError
 from sevimg.archive.sources import Source
 from sevimg.atomic import write_file_atomic
@@ -110,16 +110,18 @@ class Reader:
 
     # --- apt ---------------------------------------------------------------------
 
-    def _by_hash_or_path(self, release: deb.ReleaseInfo, base: str, entry: deb.IndexFile) -> bytes:
+    def _by_hash_or_path(
+        self, release: deb.ReleaseInfo, base: str, entry: deb.IndexFile, kind: str
+    ) -> bytes:
         """A file the Release names, by hash first; by path when the mirror keeps no by-hash
         copy (as apt does). Either way only the signed digest is accepted."""
         url = release.url(base, entry)
         try:
-            return self.fetcher.get(url, sha256=entry.sha256, size=entry.size)
+            return self.fetcher.get(url, sha256=entry.sha256, size=entry.size, kind=kind)
         except HttpStatusError as exc:
             if exc.status != 404 or url == base + entry.path:
                 raise
-        return self.fetcher.get(base + entry.path, sha256=entry.sha256, size=entry.size)
+        return self.fetcher.get(base + entry.path, sha256=entry.sha256, size=entry.size, kind=kind)
 
     def _apt(self, source: Source, paths: tuple[str, ...]) -> RepoIndex:
         base = f"{source.url.rstrip('/')}/dists/{source.suite}/"
@@ -139,9 +141,11 @@ class Reader:
             url = base + entry.path
 
             def parse(entry: deb.IndexFile = entry, url: str = url) -> dict[str, list[Any]]:
-                data = self._by_hash_or_path(release, base, entry)
+                data = self._by_hash_or_path(release, base, entry, "packages")
+                limit = unpacked_limit("packages", len(data))
+                text = decompress(data, entry.path, redact_url(url), limit)
                 summary: dict[str, list[Any]] = {}
-                for pkg in deb.parse_packages(decompress(data, entry.path, redact_url(url)), url):
+                for pkg in deb.parse_packages(text, redact_url(url)):
                     old = summary.get(pkg.name)
                     if old is None or version_compare(pkg.version, old[0]) > 0:
                         summary[pkg.name] = [pkg.version, list(pkg.provides)]
@@ -159,7 +163,7 @@ class Reader:
             curl = base + found.path
 
             def scan(found: deb.IndexFile = found, curl: str = curl) -> dict[str, list[str]]:
-                data = self._by_hash_or_path(release, base, found)
+                data = self._by_hash_or_path(release, base, found, "contents")
                 owners = deb.contents_from(data, found.path, redact_url(curl), paths)
                 return {path: list(names) for path, names in owners.items()}
 
@@ -204,11 +208,15 @@ class Reader:
         kinds = ("primary", "filelists") if paths else ("primary",)
         metadata = rpmmd.repo_files(repomd, where, *kinds)
 
-        def fetch(item: rpmmd.RepoFile) -> bytes:
+        def fetch(item: rpmmd.RepoFile, kind: str) -> bytes:
             url = base + item.href
             try:
                 data = self.fetcher.get(
-                    url, sha256=item.checksum, size=item.size, algorithm=item.checksum_type
+                    url,
+                    sha256=item.checksum,
+                    size=item.size,
+                    algorithm=item.checksum_type,
+                    kind=kind,
                 )
             except HttpStatusError as exc:
                 raise ArchiveError(
@@ -216,13 +224,15 @@ class Reader:
                     f"(HTTP {exc.status})",
                     hint="the mirror is mid-sync or broken; run again later or use another mirror",
                 ) from None
-            return decompress(data, item.href, redact_url(url))
+            return decompress(data, item.href, redact_url(url), unpacked_limit(kind, len(data)))
 
         primary = metadata[0]
 
         def parse() -> dict[str, list[Any]]:
             summary: dict[str, list[Any]] = {}
-            for pkg in rpmmd.parse_primary(fetch(primary), redact_url(base + primary.href)):
+            for pkg in rpmmd.parse_primary(
+                fetch(primary, "primary"), redact_url(base + primary.href)
+            ):
                 old = summary.get(pkg.name)
                 if old is None or compare_versions("rpm", pkg.evr, old[0]) > 0:
                     summary[pkg.name] = [pkg.evr, list(pkg.provides)]
@@ -237,7 +247,7 @@ class Reader:
 
             def scan() -> dict[str, list[str]]:
                 owners = rpmmd.filelists_owners(
-                    fetch(filelists), redact_url(base + filelists.href), paths
+                    fetch(filelists, "filelists"), redact_url(base + filelists.href), paths
                 )
                 return {path: list(names) for path, names in owners.items()}
 

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from sevimg.archive.compress import ArchiveError
+from sevimg.display import printable
 
 REPO_NS = "{http://linux.duke.edu/metadata/repo}"
 COMMON_NS = "{http://linux.duke.edu/metadata/common}"
@@ -61,7 +62,7 @@ def parse_repomd(data: bytes, where: str) -> dict[str, RepoFile]:
     """The metadata files repomd.xml lists, by type."""
     root = _parse(data, where)
     if root.tag != f"{REPO_NS}repomd":
-        raise ArchiveError(f"{where}: not a repomd.xml (root element {root.tag})")
+        raise ArchiveError(f"{where}: not a repomd.xml (root element {printable(root.tag)[:80]})")
     found: dict[str, RepoFile] = {}
     for item in root.findall(f"{REPO_NS}data"):
         kind = item.get("type", "")
@@ -77,7 +78,9 @@ def parse_repomd(data: bytes, where: str) -> dict[str, RepoFile]:
             location.get("href", ""),
             checksum.get("type", "sha256"),
             checksum.text.strip(),
-            int(size.text) if size is not None and size.text and size.text.isdigit() else None,
+            int(size.text)
+            if size is not None and size.text and size.text.isascii() and size.text.isdigit()
+            else None,
         )
     return found
 

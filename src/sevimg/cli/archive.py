@@ -35,7 +35,7 @@ from sevimg.problems import SevimgError
     type=Number(1, 600, "seconds"),
     default=30.0,
     show_default=True,
-    help="Seconds to wait for a mirror.",
+    help="Seconds a mirror may stay silent; each fetch as a whole ends within 10 minutes.",
 )
 @pass_ctx
 @handle_errors

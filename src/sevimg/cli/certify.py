@@ -249,6 +249,9 @@ def measure_command(
                 f"--ovmf: {ovmf}: {'not a regular file' if ovmf.exists() else 'no such file'}"
             )
         try:
+            # Size and shape first: a huge file is refused before it is read.
+            if (problem := cert_measure.ovmf_problem(ovmf.stat().st_size)) is not None:
+                raise SevimgError(f"--ovmf: {ovmf} {problem}")
             firmware = ovmf.read_bytes()
         except OSError as exc:
             raise SevimgError(f"--ovmf: {ovmf}: cannot read: {exc.strerror or exc}") from None

@@ -9,6 +9,7 @@ lets it through, and `inf` seconds is a wait that never ends.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, NoReturn
 
 import click
@@ -58,6 +59,9 @@ class ImageName(click.ParamType):  # type: ignore[type-arg]  # generic only in c
         return text
 
 
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+
+
 class Number(click.ParamType):  # type: ignore[type-arg]  # generic only in click >= 8.2
     """A finite number between `low` and `high` (inclusive), of `unit`; whole when `integer`."""
 
@@ -73,13 +77,17 @@ class Number(click.ParamType):  # type: ignore[type-arg]  # generic only in clic
         if self.unit:
             bounds += f" {self.unit}"
         # ASCII only: float() and int() also read other scripts' digits (U+0661 is 1).
-        if isinstance(value, bool) or control_character(str(value)) or not str(value).isascii():
+        # No "_" either: Python reads 1_0 as 10, a user means something else.
+        text = str(value)
+        if isinstance(value, bool) or control_character(text) or not text.isascii() or "_" in text:
             _refuse(f"{value!r} is not a number {bounds}", param, ctx)
         if isinstance(value, int | float):
             number: float | int = value
         else:
             text = str(value)
             try:
+                if self.integer and not _WHOLE.fullmatch(text):
+                    raise ValueError(text)  # int() would take " 2" and "1_0" (as 10)
                 number = int(text, 10) if self.integer else float(text)
             except ValueError:
                 what = "a whole number" if self.integer else "a number"

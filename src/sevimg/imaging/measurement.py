@@ -93,6 +93,10 @@ def compute(
     vcpu_type: str = measure.DEFAULT_VCPU_TYPE,
 ) -> Measured:
     """The expected measurement of `guest` under the firmware `ovmf`; SevimgError when it cannot be had."""
+    if (problem := measure.ovmf_problem(len(ovmf))) is not None:
+        raise SevimgError(
+            f"cannot compute the expected measurement of {guest.name}: OVMF {ovmf_path} {problem}"
+        )
     with library(libraries), tempfile.TemporaryDirectory(prefix="sevimg-measure-") as scratch:
         firmware = Path(scratch) / "OVMF.fd"
         firmware.write_bytes(ovmf)
