@@ -72,7 +72,14 @@ def point_at(workspace: Path, url: str, keyring: Path) -> None:
     )
 
 
-def debian13_archive(root: Path, signer: Signer, workspace: Path, *, drop: str = "") -> None:
+def debian13_archive(
+    root: Path,
+    signer: Signer,
+    workspace: Path,
+    *,
+    drop: str = "",
+    hashes: tuple[str, ...] = ("SHA256",),
+) -> None:
     """trixie (+ -updates, -security) with every package debian-13 installs, and forky with ovmf-amdsev."""
     specs, problems = resolve_all(load_catalog(Workspace(workspace)).get("debian-13"))
     assert not problems
@@ -83,16 +90,25 @@ def debian13_archive(root: Path, signer: Signer, workspace: Path, *, drop: str =
     packages["jq-real"] = "1.7-1"
     files = {QEMU: ["qemu-system-x86"]}
     write_suite(
-        root / "debian", "trixie", signer, packages, provides={"jq-real": "jq"}, files=files
+        root / "debian",
+        "trixie",
+        signer,
+        packages,
+        provides={"jq-real": "jq"},
+        files=files,
+        hashes=hashes,
     )
-    write_suite(root / "debian", "trixie-updates", signer, {"tzdata": "2026a-1"})
-    write_suite(root / "debian-security", "trixie-security", signer, {"openssl": "3.5.1-1"})
+    write_suite(root / "debian", "trixie-updates", signer, {"tzdata": "2026a-1"}, hashes=hashes)
+    write_suite(
+        root / "debian-security", "trixie-security", signer, {"openssl": "3.5.1-1"}, hashes=hashes
+    )
     write_suite(
         root / "debian",
         "forky",
         signer,
         {"ovmf-amdsev": "2026.08+ds-2", "ovmf": "2026.08+ds-2", "systemd": "262-1"},
         files={FIRMWARE: ["ovmf-amdsev"]},
+        hashes=hashes,
     )
 
 
@@ -265,7 +281,7 @@ def test_bad_archives_are_clear_errors(
         text = inrelease.read_bytes().split(b"\n\n", 1)[1].split(b"-----BEGIN PGP SIGNATURE", 1)[0]
         import hashlib
 
-        text = text.replace(entry.sha256.encode(), hashlib.sha256(cut).hexdigest().encode())
+        text = text.replace(entry.digest.encode(), hashlib.sha256(cut).hexdigest().encode())
         text = text.replace(f"{entry.size:>10}".encode(), f"{len(cut):>10}".encode())
         inrelease.write_bytes(signer.clearsign(text.rstrip(b"\n") + b"\n"))
     elif tamper == "404":
