@@ -253,7 +253,11 @@ class Builder:
         )
         try:
             self.run_mkosi(
-                args, log=self.logs / "tools-tree.log", cwd=folder, what="the tools tree"
+                args,
+                log=self.logs / "tools-tree.log",
+                cwd=folder,
+                what="the tools tree",
+                mirrors=sandbox.mirror_label(self.s.local, distribution),
             )
             (folder / ".complete").write_text(f"{distribution} {release} mkosi {version}\n")
         except BaseException:
@@ -328,7 +332,8 @@ class Builder:
         args.append("build")
         log = self.logs / f"{spec.image_id}.log"
         self.report(f"{spec.image_id}: building with mkosi {self.s.mkosi.version} (log: {log})")
-        self.run_mkosi(args, log=log, cwd=tree, what=spec.image_id)
+        mirrors = sandbox.mirror_label(self.s.local, spec.mkosi_distribution)
+        self.run_mkosi(args, log=log, cwd=tree, what=spec.image_id, mirrors=mirrors)
 
         built = output / names.artifact_name(spec.image_id)
         if not built.is_file():
@@ -418,7 +423,9 @@ class Builder:
             self.report,
         )
 
-    def run_mkosi(self, args: Sequence[str], *, log: Path, cwd: Path, what: str) -> None:
+    def run_mkosi(
+        self, args: Sequence[str], *, log: Path, cwd: Path, what: str, mirrors: str = ""
+    ) -> None:
         """Run mkosi, its output to `log` and its steps to the progress line (see :mod:`.mkosilog`)."""
         mkosilog.run(
             self.s.mkosi.path,
@@ -428,6 +435,7 @@ class Builder:
             what=what,
             proxy=self.s.local.proxy,
             stage=self.stage,
+            mirrors=mirrors,
         )
 
 

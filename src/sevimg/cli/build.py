@@ -11,7 +11,8 @@ import click
 from rich.table import Table
 
 from sevimg.build import mkosi, settings
-from sevimg.build.builder import Builder, BuildSettings, Outcome
+from sevimg.build.builder import DEFAULT_TOOLS_TREE, Builder, BuildSettings, Outcome
+from sevimg.build.sandbox import mirror_label
 from sevimg.catalog.index import families_by_distribution
 from sevimg.catalog.pipeline import (
     all_problems,
@@ -102,7 +103,9 @@ def build(
     print_problems(p for p in all_problems(checked, orphans) if not p.is_error)
     wanted = with_embedded_guests(specs, role)
     families = families_by_distribution(ctx.catalog)
-    local = settings.load_local(ws, {d for d, f in families.items() if f.is_apt})
+    local = settings.with_default_mirrors(
+        settings.load_local(ws, {d for d, f in families.items() if f.is_apt}), ctx.catalog
+    )
     tool = mkosi.require(ws.cache_dir, mkosi_version)
     build_settings = BuildSettings(
         workspace_root=ws.root,
@@ -120,6 +123,10 @@ def build(
     )
     if local.source:
         out.print(f"machine settings: {local.source}", markup=False)
+    # Every repository a build uses is stated (the tools tree's too): sevimg writes them.
+    used = {s.mkosi_distribution for s in wanted} | {(local.tools_tree or DEFAULT_TOOLS_TREE)[0]}
+    for distribution in sorted(used):
+        out.print(f"{distribution} mirror: {mirror_label(local, distribution)}", markup=False)
     started = time.monotonic()
     with err.status(styled("starting…")) as status:
 

@@ -51,6 +51,10 @@ COMMANDS: dict[str, Listed] = {
         "machine",
         "Check whether this machine can build images, and say how to fix what is missing.",
     ),
+    "keyrings": Listed(
+        "machine",
+        "List the archive keyrings the catalog needs; --install fetches missing ones (pinned).",
+    ),
     "list": Listed("catalog", "List the catalog's releases, their roles and SEV floor verdicts."),
     "merge-artifacts": Listed(
         "release", "Merge the artifact folders of several builds into one, with one SHA256SUMS."
