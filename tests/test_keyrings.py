@@ -8,6 +8,7 @@ archives and checks that they verify those archives' signatures.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -169,3 +170,22 @@ def test_the_pinned_keyrings_verify_the_real_archives(tmp_path: Path) -> None:
     finally:
         fetcher.close()
     assert shutil.which("gpgv")
+
+
+def test_doctor_checks_the_keyrings(
+    cli: CliFn, workspace: Path, served: Served, packages: dict[str, bytes], tmp_path: Path
+) -> None:
+    pin_file(workspace, served, packages)
+    root = tmp_path / "root"
+    root.mkdir()
+
+    def keyring_check() -> dict[str, str]:
+        run = cli("doctor", "--no-network", "--json", "--sysroot", str(root))
+        return next(c for c in json.loads(run.stdout)["checks"] if c["check"] == "keyrings")
+
+    missing = keyring_check()
+    assert missing["status"] == "WARN"
+    assert f"{UBUNTU} (images/families/ubuntu.yaml; pinned: ubuntu-keyring 1)" in missing["detail"]
+    assert "sevimg keyrings --install" in missing["fix"]
+    assert cli("keyrings", "--install", "--root", str(root)).code == 0
+    assert keyring_check()["status"] == "OK"

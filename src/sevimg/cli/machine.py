@@ -19,6 +19,7 @@ from sevimg.cli.params import Number
 from sevimg.machine import doctor
 from sevimg.problems import Problem, SevimgError
 from sevimg.redact import redact_text
+from sevimg.workspace import Workspace
 
 _STYLE = {doctor.Status.OK: "green", doctor.Status.WARN: "yellow", doctor.Status.FAIL: "bold red"}
 
@@ -74,6 +75,7 @@ def doctor_command(
         return
     local_result: doctor.Result | None = None
     sources_result: doctor.Result | None = None
+    keyring_result: doctor.Result | None = None
     origins: dict[str, str] = {}
     catalog_result: doctor.Result | None = None
     catalog_errors: list[Problem] = []
@@ -133,6 +135,7 @@ def doctor_command(
                 used = settings.with_default_mirrors(local, catalog)
                 sources_result = _sources_result(used)
                 origins = {d: m.origin for d, m in used.apt_mirrors.items()}
+            keyring_result = _keyrings_result(ws, catalog, machine.root)
 
     results = [
         doctor.check_mkosi(cache_dir),
@@ -147,8 +150,7 @@ def doctor_command(
         results.append(local_result)
     if catalog_result is not None:
         results.append(catalog_result)
-    if sources_result is not None:
-        results.append(sources_result)
+    results += [r for r in (sources_result, keyring_result) if r is not None]
     if not no_network:
         targets = doctor.mirror_targets(probes, [*extra, *local_urls])
         results += doctor.check_mirrors(targets, timeout)
@@ -245,6 +247,39 @@ def _print_results(
         out.print(table)
     print_problems(problems or [])
     sys.exit(1 if failed else 0)
+
+
+def _keyrings_result(ws: Workspace, catalog: Catalog, root: Path) -> doctor.Result:
+    """Whether every archive keyring the catalog's apt families name is on this machine."""
+    from sevimg.build import keyrings  # noqa: PLC0415 - lazy, see cli/group.py
+
+    wanted = keyrings.needed(catalog)
+    absent = keyrings.missing(wanted, root)
+    if not absent:
+        return doctor.Result(
+            "keyrings", doctor.Status.OK, f"{len(wanted)} archive keyrings present"
+        )
+    try:
+        pinned = keyrings.load_keyring_pins(ws)
+    except SevimgError:
+        pinned = ()
+    said = [
+        f"{n.path} ({', '.join(n.needed_by)}"
+        + (
+            f"; pinned: {pin.package} {pin.version}"
+            if (pin := keyrings.source_of(n.path, pinned))
+            else ""
+        )
+        + ")"
+        for n in absent
+    ]
+    return doctor.Result(
+        "keyrings",
+        # WARN like an unreachable mirror: the other distributions still build.
+        doctor.Status.WARN,
+        "missing: " + "; ".join(said) + ": those distributions cannot be read or built",
+        "sevimg keyrings --install (as root; tools/setup runs it)",
+    )
 
 
 def _sources_result(local: settings.LocalConfig) -> doctor.Result:
