@@ -143,11 +143,13 @@ def write_suite(
     component: str = "main",
     hashes: Sequence[str] = ("SHA256",),
     fields: str = "",
+    codename: str = "",
 ) -> Path:
     """dists/SUITE/ with Packages.xz, Contents-amd64.gz and a signed InRelease (by-hash too).
 
     `hashes`: the checksum fields the Release lists (SHA256, SHA512, MD5Sum, ...), each
-    with its by-hash copies; `fields`: extra Release lines (Version: 27.04).
+    with its by-hash copies; `fields`: extra Release lines (Version: 27.04); `codename`:
+    the Codename when it is not the suite's name (devel → tenacious).
     """
     dist = root / "dists" / suite
     indexes = {
@@ -167,7 +169,8 @@ def write_suite(
             by_hash.write_bytes(data)
             sums[name].append(f" {digest} {len(data):>10} {rel}")
     release = (
-        f"Origin: sevimg-test\nSuite: {suite}\nCodename: {suite}\n{fields}Architectures: amd64\n"
+        f"Origin: sevimg-test\nSuite: {suite}\nCodename: {codename or suite}\n{fields}"
+        "Architectures: amd64\n"
         f"Components: {component}\nAcquire-By-Hash: yes\n"
         + "".join(f"{name}:\n" + "\n".join(lines) + "\n" for name, lines in sums.items())
     )

@@ -208,7 +208,7 @@ def test_drift_fails_and_update_writes_it_keeping_comments(cli: CliFn, ws: Path)
 
 
 def test_new_fills_in_versions_and_warns_about_what_is_missing(cli: CliFn, ws: Path) -> None:
-    run = cli("new", "debian-77", "--codename", "trixie", "--no-render")
+    run = cli("new", "debian-77", "--codename", "trixie", "--bare", "--no-render")
     assert run.code == 0, run.output
     text = (ws / "images/debian-77.yaml").read_text()
     assert 'kernel: "6.12.118"' in text and 'qemu: "10.0.13"' in text
@@ -222,7 +222,7 @@ def test_new_fills_in_versions_and_warns_about_what_is_missing(cli: CliFn, ws: P
 def test_new_offline_says_it_could_not_check(
     cli: CliFn, ws: Path, server: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run = cli("new", "debian-77", "--codename", "trixie", "--no-render", "--offline")
+    run = cli("new", "debian-77", "--codename", "trixie", "--bare", "--no-render", "--offline")
     assert run.code == 0, run.output
     assert "archive: could not check the release's archive: offline" in run.output
     assert "versions:" not in (ws / "images/debian-77.yaml").read_text()
@@ -233,7 +233,7 @@ def test_new_with_an_unreachable_archive_says_so(cli: CliFn, ws: Path) -> None:
     (ws / "sevimg.local.yaml").write_text(
         "schema_version: 1\nmirrors:\n  debian:\n    url: http://127.0.0.1:9/debian\n"
     )
-    run = cli("new", "debian-77", "--codename", "trixie", "--no-render")
+    run = cli("new", "debian-77", "--codename", "trixie", "--bare", "--no-render")
     assert run.code == 0, run.output
     assert "archive: could not check the release's archive: cannot reach 127.0.0.1:9" in run.output
 
