@@ -289,6 +289,11 @@ def run(config: Config, echo: Callable[[str], None] | None = None) -> tuple[Cert
     return outcome, log
 
 
+# The exit status of each result. The unit (sevimg-host-check.service) counts the
+# non-zero ones as success: a FAIL or ERROR result is a run that worked.
+EXIT_STATUS = {Outcome.PASS: 0, Outcome.FAIL: 1, Outcome.ERROR: 2}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run, write, print; exit 0 for pass, 1 for fail, 2 for error."""
     parser = argparse.ArgumentParser(prog="sevimg-host-check", description=__doc__.splitlines()[0])
@@ -320,12 +325,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"cannot write the result files in {config.state}: {exc}")
         outcome = replace(outcome, log=log.text())
     data = result.to_json(outcome)
-    for line in summary(outcome):
-        echo(line)
     sys.stdout.write(framing.frame(data))
     sys.stdout.flush()
+    # The summary last: the console (a BMC's serial-over-LAN) ends with the verdict.
+    for line in summary(outcome):
+        echo(line)
     reporter.after(reporter.report(outcome))
-    return {Outcome.PASS: 0, Outcome.FAIL: 1}.get(outcome.result, 2)
+    return EXIT_STATUS.get(outcome.result, EXIT_STATUS[Outcome.ERROR])
 
 
 if __name__ == "__main__":
