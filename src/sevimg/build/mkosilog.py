@@ -1,4 +1,4 @@
-"""Run mkosi for a build: its output to a log, its steps to the progress line, redacted.
+"""Run mkosi for a build: its output to a log, its stages to the progress display, redacted.
 
 mkosi runs in its own process group; a signal stops the whole group
 (SIGTERM, then SIGKILL after MKOSI_GRACE seconds) before sevimg exits.
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sevimg import interrupt, proc
 from sevimg.problems import SevimgError
+from sevimg.progress import MkosiStages
 from sevimg.redact import redact_text
 from sevimg.render.write import create_new
 
@@ -63,12 +64,12 @@ def run(
             raise SevimgError(f"cannot run {mkosi}: {exc.strerror or exc}") from None
         try:
             with child:
+                stages = MkosiStages()
                 for raw in child.lines():
                     line = redact_text(raw)
                     sink.write(line)
-                    stripped = line.strip()
-                    if stripped.startswith("‣"):
-                        stage(f"{what}: {stripped.lstrip('‣ ').strip()}")
+                    if (now := stages.feed(line)) is not None:
+                        stage(now)
                 code = child.wait()
         except interrupt.Interrupted as exc:
             sink.write(f"\nsevimg: interrupted by {exc.name}; mkosi was stopped\n")
