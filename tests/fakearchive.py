@@ -46,6 +46,15 @@ def serve(root: Path) -> Iterator[Served]:
         def log_message(self, *args: object) -> None:
             pass
 
+        def do_HEAD(self) -> None:  # as `sevimg doctor` probes: the status, no body
+            path = self.path.split("?", 1)[0]
+            file = (root / path.lstrip("/")).resolve()
+            found = root.resolve() in file.parents and file.is_file()
+            state.requests.append((path, 200 if found else 404, False))
+            self.send_response(200 if found else 404)
+            self.send_header("Content-Length", str(file.stat().st_size if found else 0))
+            self.end_headers()
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             validators = "If-None-Match" in self.headers or "If-Modified-Since" in self.headers

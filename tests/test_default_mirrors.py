@@ -8,13 +8,17 @@ repository names the mirror used and the setting that changes it.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from sevimg.build import mkosilog, sandbox, settings
 from sevimg.catalog.index import families_by_distribution, load_catalog
 from sevimg.problems import SevimgError
 from sevimg.workspace import Workspace
 from tests.conftest import CliFn
+from tests.fakearchive import Served, serve
 
 
 def local_with_defaults(workspace: Path) -> settings.LocalConfig:
@@ -97,3 +101,31 @@ def test_doctor_says_which_mirrors_builds_use(cli: CliFn) -> None:
     assert "debian http://deb.debian.org/debian (images/debian.yaml repository.url)" in detail
     assert "no debug suites" in detail
     assert "sevimg.local.yaml" in checks["sources"]["fix"]
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    root = tmp_path / "served"
+    root.mkdir()
+    yield from serve(root)
+
+
+def test_doctor_probes_each_release_and_the_archive_mirror_of_an_eol_one(
+    cli: CliFn, workspace: Path, served: Served
+) -> None:
+    """ubuntu-25.04 is archived: its indexes come from the archive mirror, which is probed."""
+    distro = workspace / "images/ubuntu.yaml"
+    distro.write_text(
+        distro.read_text()
+        .replace("http://old-releases.ubuntu.com/ubuntu", f"{served.url}/old")
+        .replace("http://archive.ubuntu.com/ubuntu", f"{served.url}/ubuntu")
+    )
+    run = cli("doctor", "--json", "--timeout", "2")
+    checks = {c["check"]: c for c in json.loads(run.stdout)["checks"]}
+    paths = {path for path, _, _ in served.requests}
+    assert "/old/dists/plucky/InRelease" in paths  # 25.04's archive mirror
+    assert "/old/dists/plucky-security/InRelease" in paths
+    assert "/ubuntu/dists/resolute-updates/InRelease" in paths  # 26.04's own mirror
+    assert "/ubuntu/dists/plucky/InRelease" not in paths
+    row = checks["mirror ubuntu-25.04 (plucky)"]
+    assert row["status"] == "OK" and "127.0.0.1" in row["detail"]

@@ -132,6 +132,7 @@ def doctor_command(
             catalog_result = _catalog_result(catalog, catalog_errors)
             probes, extra = _mirror_sources(catalog, catalog_errors)
             if local_result is not None and local_result.status is doctor.Status.OK:
+                extra += _release_urls(catalog, local)
                 used = settings.with_default_mirrors(local, catalog)
                 sources_result = _sources_result(used)
                 origins = {d: m.origin for d, m in used.apt_mirrors.items()}
@@ -247,6 +248,45 @@ def _print_results(
         out.print(table)
     print_problems(problems or [])
     sys.exit(1 if failed else 0)
+
+
+def _release_urls(catalog: Catalog, local: settings.LocalConfig) -> list[tuple[str, str]]:
+    """(releases, URL) for every repository index builds and `archive` read, per release:
+    the same sources `sevimg archive` uses (this machine's mirrors, the archive mirror
+    of an end-of-life release), each URL once with the releases that use it."""
+    from sevimg.archive.sources import sources_for  # noqa: PLC0415 - lazy, see cli/group.py
+    from sevimg.catalog.resolve import resolve_all  # noqa: PLC0415
+
+    users: dict[str, list[str]] = {}
+    what: dict[str, str] = {}
+    for name in catalog.names():
+        if name in catalog.broken:
+            continue
+        entry = catalog.entries[name]
+        specs, problems = resolve_all(entry)
+        for spec in specs if not problems else ():
+            try:
+                found = sources_for(spec, entry, local)
+            except SevimgError:  # a release the catalog gives no repositories for
+                continue
+            for source in found:
+                if source.kind == "apt":
+                    url = f"{source.url.rstrip('/')}/dists/{source.suite}/InRelease"
+                    what[url] = source.suite
+                else:
+                    url = f"{source.url.rstrip('/')}/repodata/repomd.xml"
+                    what[url] = "/".join(source.url.rstrip("/").split("/")[-4:])
+                if name not in users.setdefault(url, []):
+                    users[url].append(name)
+    return [
+        (
+            ", ".join(names[:2])
+            + (f" +{len(names) - 2}" if len(names) > 2 else "")
+            + f" ({what[url]})",
+            url,
+        )
+        for url, names in sorted(users.items())
+    ]
 
 
 def _keyrings_result(ws: Workspace, catalog: Catalog, root: Path) -> doctor.Result:
