@@ -106,6 +106,17 @@ def test_plain_lines_once_per_kind_of_stage_and_a_heartbeat() -> None:
     assert board.tasks == {}
 
 
+def test_each_repository_is_its_own_line() -> None:
+    lines: list[str] = []
+    board = Board(lines.append, clock=FakeClock())
+    for suite in ("resolute", "resolute-updates", "resolute-updates"):
+        board.stage("ubuntu-26.04", f"reading http://archive.ubuntu.com/ubuntu {suite} main (host)")
+    assert [line.split("ubuntu ", 1)[1] for line in lines] == [
+        "resolute main (host)",
+        "resolute-updates main (host)",
+    ]
+
+
 def test_a_hostile_stage_is_shown_escaped() -> None:
     lines: list[str] = []
     board = Board(lines.append, clock=FakeClock())

@@ -47,7 +47,8 @@ class Task:
 
 def _kind(stage: str) -> str:
     """A stage without its details ('installing packages: unpacking libc6 (12)' → 'installing packages')."""
-    return re.split(r"[:(]", stage, maxsplit=1)[0].strip()
+    # ": " and " (" begin details; a URL's "://" does not.
+    return re.split(r": | \(", stage, maxsplit=1)[0].strip()
 
 
 class Board:
