@@ -66,6 +66,10 @@ def test_new_carries_the_newest_release_by_default(cli: CliFn, workspace: Path) 
     assert "--bare for none" in run.stdout
     next_steps = run.stdout.split("Next:", 1)[1]
     assert "check what was carried over from images/ubuntu-26.04.yaml" in next_steps
+    # Offline, the versions are 26.04's: the first step says so instead of "declare".
+    assert "the `versions:` in images/ubuntu-27.04.yaml are ubuntu-26.04's" in next_steps
+    assert "sevimg archive ubuntu-27.04 --update" in next_steps
+    assert "declare `versions:`" not in next_steps
 
 
 def test_bare_carries_nothing(cli: CliFn, workspace: Path) -> None:
@@ -73,7 +77,7 @@ def test_bare_carries_nothing(cli: CliFn, workspace: Path) -> None:
     assert run.code == 0, run.output
     text = (workspace / "images/ubuntu-27.04.yaml").read_text()
     assert "host" not in text and "carried over" not in run.stdout
-    assert "carried over" not in run.stdout.split("Next:", 1)[1]
+    assert "declare `versions:`" in run.stdout.split("Next:", 1)[1]
 
 
 def test_from_chooses_another_release(cli: CliFn, workspace: Path) -> None:

@@ -155,11 +155,15 @@ def new(
     else:
         err.print(f"archive: could not check the release's archive: {asked.reason}", markup=False)
     out.print("\nNext:", style="bold")
-    first = (
-        f"review the `versions:` read from the archive in {display}"
-        if asked.versions
-        else f"declare `versions:` (kernel, qemu, ovmf) in {display} from the release's repositories, so the SEV floors are checked"
-    )
+    if asked.versions:
+        first = f"review the `versions:` read from the archive in {display}"
+    elif "versions" in made.copied:  # carried over, not read: they are another release's
+        first = (
+            f"the `versions:` in {display} are {made.source}'s: `sevimg archive {made.image} "
+            "--update` writes the release's own once its archive can be read"
+        )
+    else:
+        first = f"declare `versions:` (kernel, qemu, ovmf) in {display} from the release's repositories, so the SEV floors are checked"
     fix = (
         f"fix what the archive lacks (above): `host:`/`guest:` add_packages or remove_packages, or an extra repository, in {display}"
         if asked.errors
