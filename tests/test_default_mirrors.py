@@ -129,3 +129,17 @@ def test_doctor_probes_each_release_and_the_archive_mirror_of_an_eol_one(
     assert "/ubuntu/dists/plucky/InRelease" not in paths
     row = checks["mirror ubuntu-25.04 (plucky)"]
     assert row["status"] == "OK" and "127.0.0.1" in row["detail"]
+
+
+def test_the_tools_tree_carries_every_apt_familys_keyring(workspace: Path) -> None:
+    """apt reads Signed-By= inside the tools tree: its family installs each keyring package."""
+    from sevimg.build import keyrings
+    from tests.conftest import REPO
+
+    catalog = load_catalog(Workspace(workspace))
+    tools_family = families_by_distribution(catalog)["debian"]  # the default tools tree
+    pinned = keyrings.load_keyring_pins(Workspace(REPO))
+    for need in keyrings.needed(catalog):
+        pin = keyrings.source_of(need.path, pinned)
+        assert pin is not None, need
+        assert pin.package in tools_family.apt_tools_tree_packages, need

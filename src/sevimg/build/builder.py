@@ -11,6 +11,7 @@ inputs have not changed since its last successful build is skipped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -181,9 +182,8 @@ class Builder:
 
     def inputs_key(self, tree: Path, staged: Mapping[str, ToolPin]) -> str:
         """A digest of everything that decides the artifact's content (:func:`state.inputs_key`)."""
-        return state.inputs_key(
-            self.s.mkosi.version, self.tools_tree_id(), self.s.local, tree, staged
-        )
+        tools = (*self.tools_tree_id(), *self.tools_tree_packages())
+        return state.inputs_key(self.s.mkosi.version, tools, self.s.local, tree, staged)
 
     def up_to_date(self, spec: ImageSpec, key: str) -> Path | None:
         """The existing artifact when it was built from exactly these inputs, else None."""
@@ -199,10 +199,20 @@ class Builder:
         distribution, release = self.s.local.tools_tree or DEFAULT_TOOLS_TREE
         return self.s.mkosi.version, distribution, release
 
+    def tools_tree_packages(self) -> tuple[str, ...]:
+        """What the tools tree installs besides mkosi-tools: its family's `apt.tools_tree_packages`
+        (every apt family's keyring: Signed-By= is read inside the tools tree)."""
+        family = self.s.families.get(self.tools_tree_id()[1])
+        return family.apt_tools_tree_packages if family else ()
+
     def tools_tree(self) -> Path:
         """The shared tools tree, built on first use."""
         version, distribution, release = self.tools_tree_id()
-        folder = self.s.cache_dir / "tools" / f"mkosi-{version}-{distribution}-{release}"
+        extra = self.tools_tree_packages()
+        name = f"mkosi-{version}-{distribution}-{release}"
+        if extra:  # another package list is another tree
+            name += "-" + hashlib.sha256(" ".join(extra).encode()).hexdigest()[:12]
+        folder = self.s.cache_dir / "tools" / name
         tree = folder / "tree"
         if (folder / ".complete").is_file() and tree.is_dir():
             return tree
@@ -218,6 +228,7 @@ class Builder:
             "--output=tree",
             *self.common_args(),
             *self.sandbox_args(distribution, release, "tools", ()),
+            *(f"--package={package}" for package in extra),
             "build",
         ]
         self.report(

@@ -21,7 +21,7 @@ from sevimg.release import checksums, names
 
 def inputs_key(
     mkosi_version: str,
-    tools_tree: tuple[str, str, str],
+    tools_tree: tuple[str, ...],
     local: LocalConfig,
     tree: Path,
     staged: Mapping[str, ToolPin],
