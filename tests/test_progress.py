@@ -58,6 +58,11 @@ def test_mkosi_lines_become_stages() -> None:
     ]
 
 
+def test_cached_downloads_say_what_is_left() -> None:
+    stage = MkosiStages().feed("Need to get 0 B/25.4 MB of archives.")
+    assert stage == "downloading packages: 0 B/25.4 MB to get"
+
+
 def test_rpm_lines_become_stages() -> None:
     parser = MkosiStages()
     assert parser.feed("[ 3/42] kernel-core-6.15.0-1.fc43.x86_64 100% |  12.0 MiB/s") == (

@@ -172,7 +172,7 @@ def shown(board: Board, *, every: float = 1.0) -> Iterator[Board]:
 
 
 _GET = re.compile(r"^Get:\d+ ")
-_NEED = re.compile(r"^Need to get (\S+ \S+)")
+_NEED = re.compile(r"^Need to get (.{1,40}?) of archives")
 _UNPACK = re.compile(r"^Unpacking (\S+)")
 _SETUP = re.compile(r"^Setting up (\S+)")
 _RPM_DOWNLOAD = re.compile(r"^(?:\[\s*\d+/\d+\]|\(\d+/\d+\):)\s+(\S+)")
