@@ -46,6 +46,15 @@ def serve(root: Path) -> Iterator[Served]:
         def log_message(self, *args: object) -> None:
             pass
 
+        def do_HEAD(self) -> None:  # as `sevimg doctor` probes: the status, no body
+            path = self.path.split("?", 1)[0]
+            file = (root / path.lstrip("/")).resolve()
+            found = root.resolve() in file.parents and file.is_file()
+            state.requests.append((path, 200 if found else 404, False))
+            self.send_response(200 if found else 404)
+            self.send_header("Content-Length", str(file.stat().st_size if found else 0))
+            self.end_headers()
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             validators = "If-None-Match" in self.headers or "If-Modified-Since" in self.headers
@@ -141,26 +150,38 @@ def write_suite(
     provides: Mapping[str, str] | None = None,
     files: Mapping[str, Sequence[str]] | None = None,
     component: str = "main",
+    hashes: Sequence[str] = ("SHA256",),
+    fields: str = "",
+    codename: str = "",
 ) -> Path:
-    """dists/SUITE/ with Packages.xz, Contents-amd64.gz and a signed InRelease (by-hash too)."""
+    """dists/SUITE/ with Packages.xz, Contents-amd64.gz and a signed InRelease (by-hash too).
+
+    `hashes`: the checksum fields the Release lists (SHA256, SHA512, MD5Sum, ...), each
+    with its by-hash copies; `fields`: extra Release lines (Version: 27.04); `codename`:
+    the Codename when it is not the suite's name (devel → tenacious).
+    """
     dist = root / "dists" / suite
     indexes = {
         f"{component}/binary-amd64/Packages.xz": lzma.compress(packages_text(packages, provides)),
         f"{component}/Contents-amd64.gz": gzip.compress(contents_text(files or {}), mtime=0),
     }
-    sums = []
+    algorithms = {"MD5Sum": "md5", "SHA1": "sha1", "SHA256": "sha256", "SHA512": "sha512"}
+    sums: dict[str, list[str]] = {name: [] for name in hashes}
     for rel, data in indexes.items():
         target = dist / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
-        digest = hashlib.sha256(data).hexdigest()
-        by_hash = target.parent / "by-hash" / "SHA256" / digest
-        by_hash.parent.mkdir(parents=True, exist_ok=True)
-        by_hash.write_bytes(data)
-        sums.append(f" {digest} {len(data):>10} {rel}")
+        for name in hashes:
+            digest = hashlib.new(algorithms[name], data).hexdigest()
+            by_hash = target.parent / "by-hash" / name / digest
+            by_hash.parent.mkdir(parents=True, exist_ok=True)
+            by_hash.write_bytes(data)
+            sums[name].append(f" {digest} {len(data):>10} {rel}")
     release = (
-        f"Origin: sevimg-test\nSuite: {suite}\nCodename: {suite}\nArchitectures: amd64\n"
-        f"Components: {component}\nAcquire-By-Hash: yes\nSHA256:\n" + "\n".join(sums) + "\n"
+        f"Origin: sevimg-test\nSuite: {suite}\nCodename: {codename or suite}\n{fields}"
+        "Architectures: amd64\n"
+        f"Components: {component}\nAcquire-By-Hash: yes\n"
+        + "".join(f"{name}:\n" + "\n".join(lines) + "\n" for name, lines in sums.items())
     )
     (dist / "InRelease").write_bytes(signer.clearsign(release.encode()))
     return dist

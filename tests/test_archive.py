@@ -72,7 +72,14 @@ def point_at(workspace: Path, url: str, keyring: Path) -> None:
     )
 
 
-def debian13_archive(root: Path, signer: Signer, workspace: Path, *, drop: str = "") -> None:
+def debian13_archive(
+    root: Path,
+    signer: Signer,
+    workspace: Path,
+    *,
+    drop: str = "",
+    hashes: tuple[str, ...] = ("SHA256",),
+) -> None:
     """trixie (+ -updates, -security) with every package debian-13 installs, and forky with ovmf-amdsev."""
     specs, problems = resolve_all(load_catalog(Workspace(workspace)).get("debian-13"))
     assert not problems
@@ -83,16 +90,25 @@ def debian13_archive(root: Path, signer: Signer, workspace: Path, *, drop: str =
     packages["jq-real"] = "1.7-1"
     files = {QEMU: ["qemu-system-x86"]}
     write_suite(
-        root / "debian", "trixie", signer, packages, provides={"jq-real": "jq"}, files=files
+        root / "debian",
+        "trixie",
+        signer,
+        packages,
+        provides={"jq-real": "jq"},
+        files=files,
+        hashes=hashes,
     )
-    write_suite(root / "debian", "trixie-updates", signer, {"tzdata": "2026a-1"})
-    write_suite(root / "debian-security", "trixie-security", signer, {"openssl": "3.5.1-1"})
+    write_suite(root / "debian", "trixie-updates", signer, {"tzdata": "2026a-1"}, hashes=hashes)
+    write_suite(
+        root / "debian-security", "trixie-security", signer, {"openssl": "3.5.1-1"}, hashes=hashes
+    )
     write_suite(
         root / "debian",
         "forky",
         signer,
         {"ovmf-amdsev": "2026.08+ds-2", "ovmf": "2026.08+ds-2", "systemd": "262-1"},
         files={FIRMWARE: ["ovmf-amdsev"]},
+        hashes=hashes,
     )
 
 
@@ -192,7 +208,7 @@ def test_drift_fails_and_update_writes_it_keeping_comments(cli: CliFn, ws: Path)
 
 
 def test_new_fills_in_versions_and_warns_about_what_is_missing(cli: CliFn, ws: Path) -> None:
-    run = cli("new", "debian-77", "--codename", "trixie", "--no-render")
+    run = cli("new", "debian-77", "--codename", "trixie", "--bare", "--no-render")
     assert run.code == 0, run.output
     text = (ws / "images/debian-77.yaml").read_text()
     assert 'kernel: "6.12.118"' in text and 'qemu: "10.0.13"' in text
@@ -206,7 +222,7 @@ def test_new_fills_in_versions_and_warns_about_what_is_missing(cli: CliFn, ws: P
 def test_new_offline_says_it_could_not_check(
     cli: CliFn, ws: Path, server: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run = cli("new", "debian-77", "--codename", "trixie", "--no-render", "--offline")
+    run = cli("new", "debian-77", "--codename", "trixie", "--bare", "--no-render", "--offline")
     assert run.code == 0, run.output
     assert "archive: could not check the release's archive: offline" in run.output
     assert "versions:" not in (ws / "images/debian-77.yaml").read_text()
@@ -217,7 +233,7 @@ def test_new_with_an_unreachable_archive_says_so(cli: CliFn, ws: Path) -> None:
     (ws / "sevimg.local.yaml").write_text(
         "schema_version: 1\nmirrors:\n  debian:\n    url: http://127.0.0.1:9/debian\n"
     )
-    run = cli("new", "debian-77", "--codename", "trixie", "--no-render")
+    run = cli("new", "debian-77", "--codename", "trixie", "--bare", "--no-render")
     assert run.code == 0, run.output
     assert "archive: could not check the release's archive: cannot reach 127.0.0.1:9" in run.output
 
@@ -265,7 +281,7 @@ def test_bad_archives_are_clear_errors(
         text = inrelease.read_bytes().split(b"\n\n", 1)[1].split(b"-----BEGIN PGP SIGNATURE", 1)[0]
         import hashlib
 
-        text = text.replace(entry.sha256.encode(), hashlib.sha256(cut).hexdigest().encode())
+        text = text.replace(entry.digest.encode(), hashlib.sha256(cut).hexdigest().encode())
         text = text.replace(f"{entry.size:>10}".encode(), f"{len(cut):>10}".encode())
         inrelease.write_bytes(signer.clearsign(text.rstrip(b"\n") + b"\n"))
     elif tamper == "404":

@@ -32,8 +32,8 @@ FLOORS: tuple[tuple[str, ...], ...] = (
         "sevimg.interrupt",
         "sevimg.mkosi_versions",
     ),
-    # errors, atomic writes, child processes
-    ("sevimg.problems", "sevimg.atomic", "sevimg.proc"),
+    # errors, atomic writes, child processes, progress on long work
+    ("sevimg.problems", "sevimg.atomic", "sevimg.proc", "sevimg.progress"),
     ("sevimg.workspace", "sevimg.lock"),
     # the stages, in the order data flows through them
     ("sevimg.catalog",),

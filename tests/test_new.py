@@ -28,7 +28,7 @@ def test_new_release_of_each_family_renders(
     cli: CliFn, workspace: Path, args: list[str], family_release: str
 ) -> None:
     image = args[0]
-    run = cli("new", *args, "--mkosi-version", "25.3")
+    run = cli("new", *args, "--bare", "--mkosi-version", "25.3")
     assert run.code == 0, run.output
     path = workspace / "images" / f"{image}.yaml"
     text = path.read_text()

@@ -42,6 +42,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("sevimg/archive/deb.py", "debian"): "python-debian's module name (deb822 indexes)",
     ("sevimg/archive/read.py", "debian"): "python-debian's module name (version comparison)",
     ("sevimg/archive/read.py", "debian_support"): "python-debian's module name",
+    ("sevimg/archive/development.py", "debian"): "python-debian's module name (deb822 Release)",
     ("sevimg/archive/deb.py", "debian_support"): "python-debian's module name (version syntax)",
     ("sevimg/imaging/builder.py", "debian"): "mkosi's default tools tree (ToolsTreeDistribution=)",
     ("sevimg/imaging/builder.py", "trixie"): "mkosi's default tools tree (ToolsTreeRelease=)",
@@ -61,8 +62,12 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("sevimg/cli/new.py", "The codename mkosi's Release= takes (Debian, Ubuntu)."): "help",
     (
         "sevimg/cli/new.py",
-        "(Fedora rawhide, Debian testing; Ubuntu: pass the development series as --codename).",
-    ): "help text",
+        "the codename is read from the archive (Ubuntu's devel, Debian's testing) or the ",
+    ): "help text: examples of development series",
+    (
+        "sevimg/cli/new.py",
+        "catalog (Fedora rawhide); warns when the release is out already.",
+    ): "help text: examples of development series",
     # The lazy group's command table repeats `run`'s one-line help, an example image.
     (
         "sevimg/cli/group.py",

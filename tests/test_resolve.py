@@ -41,7 +41,11 @@ def test_debian_13_guest(catalog: Catalog) -> None:
     assert spec.payload.modules_load == ("msr", "sev-guest")
     assert not spec.kernel_modules.keep_all
     assert spec.autologin is False and spec.debug is False
-    assert spec.sources == ("images/debian-13.yaml", "images/debian.yaml")
+    assert spec.sources == (
+        "images/debian-13.yaml",
+        "images/debian.yaml",
+        "images/families/debian.yaml",
+    )
 
 
 def test_debian_13_host_takes_ovmf_amdsev_from_forky(catalog: Catalog) -> None:

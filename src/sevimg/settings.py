@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, cast
 
@@ -86,6 +86,9 @@ class AptMirror:
 
     url: str
     security_url: str | None = None
+    # Where it is set: sevimg.local.yaml, or the distribution file whose
+    # `repository.url` is the default (what sources say they were written from).
+    origin: str = LOCAL_FILE
 
 
 @dataclass(frozen=True)
@@ -222,6 +225,11 @@ def _pin_problems(doc: Document, pins: Sequence[ToolPin]) -> list[Problem]:
     return problems
 
 
+def load_project(ws: Workspace) -> Document | None:
+    """sevimg.yaml, checked against its schema (None when there is no such file)."""
+    return _load(ws, PROJECT_FILE, PROJECT)
+
+
 def load_tool_pins(ws: Workspace) -> tuple[ToolPin, ...]:
     """The tools pinned in sevimg.yaml (none when there is no such file)."""
     doc = _load(ws, PROJECT_FILE, PROJECT)
@@ -271,7 +279,7 @@ def load_local(ws: Workspace, apt_distributions: Collection[str] | None = None) 
     return LocalConfig(
         source=doc.display,
         apt_mirrors={
-            d: AptMirror(m["url"], m.get("security_url"))
+            d: AptMirror(m["url"], m.get("security_url"), doc.display)
             for d, m in mirrors.items()
             if d in apt_distributions
         },
@@ -282,6 +290,35 @@ def load_local(ws: Workspace, apt_distributions: Collection[str] | None = None) 
         sandbox_trees=tuple(local_path(p) for p in data.get("sandbox_trees") or ()),
         tools_dir=local_path(data["tools_dir"]) if data.get("tools_dir") else None,
     )
+
+
+def default_apt_mirrors(catalog: Catalog) -> dict[str, AptMirror]:
+    """mkosi distribution → its distribution file's `repository.url`, for apt families.
+
+    sevimg writes every Debian/Ubuntu build's sources itself (the tools tree's
+    too), from these unless sevimg.local.yaml names a mirror: so every
+    repository a build uses is stated, and none is a debug suite.
+    """
+    found: dict[str, AptMirror] = {}
+    families = families_by_distribution(catalog)
+    for doc in sorted(catalog.distros.values(), key=lambda d: d.display):
+        data = doc.data
+        if not isinstance(data, dict) or not isinstance(data.get("mkosi"), dict):
+            continue
+        distribution = data["mkosi"].get("distribution")
+        family = families.get(distribution) if isinstance(distribution, str) else None
+        repository = data.get("repository")
+        if family is None or not family.is_apt or not isinstance(repository, dict):
+            continue
+        if isinstance(url := repository.get("url"), str) and isinstance(distribution, str):
+            found.setdefault(distribution, AptMirror(url, origin=f"{doc.display} repository.url"))
+    return found
+
+
+def with_default_mirrors(local: LocalConfig, catalog: Catalog) -> LocalConfig:
+    """`local` with every apt distribution's default mirror where it names none."""
+    mirrors = {**default_apt_mirrors(catalog), **local.apt_mirrors}
+    return replace(local, apt_mirrors=mirrors)
 
 
 def settings_problems(ws: Workspace, catalog: Catalog) -> list[Problem]:

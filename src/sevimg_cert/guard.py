@@ -120,9 +120,16 @@ def _minimal_json(outcome: CertResult, why: str) -> bytes:
 
 
 def finish(
-    state_dir: Path, outcome: CertResult, log: Log, echo: Callable[[str], None]
+    state_dir: Path,
+    outcome: CertResult,
+    log: Log,
+    echo: Callable[[str], None],
+    show_frame: Callable[[bytes], None] | None = None,
 ) -> tuple[CertResult, bytes]:
-    """Write the result files, print the summary; the result and its JSON (framed by the caller).
+    """Write the result files, frame them (`show_frame`), print the summary; the result and its JSON.
+
+    The summary comes after the framed result, so the console (a BMC's
+    serial-over-LAN) ends with the verdict.
 
     A result that cannot be rendered becomes a minimal `error` result, still
     written and returned; this never raises for the result's content.
@@ -144,6 +151,8 @@ def finish(
             write_atomic(state_dir / "result.json", data)
         outcome = bare(outcome.started_at, why, Identity(None, None, None))
         lines = ["=" * 72, "sevimg certification: ERROR", f"  harness error: {why}", "=" * 72]
+    if show_frame is not None:
+        show_frame(data)
     for line in lines:
         echo(line)
     return outcome, data

@@ -73,7 +73,7 @@ def write_results(state_dir: Path, outcome: CertResult, log: Log) -> CertResult:
 
 
 def summary(outcome: CertResult) -> list[str]:
-    """The human summary printed on the console before the frame."""
+    """The human summary printed on the console after the frame: the console ends with it."""
     lines = [
         "=" * 72,
         f"sevimg certification: {outcome.result.value.upper()}"

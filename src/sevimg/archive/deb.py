@@ -20,15 +20,24 @@ from sevimg.archive.compress import SUFFIXES, ArchiveError, chunks, unpacked_lim
 from sevimg.display import printable
 
 ARCH = "amd64"
+# The Release fields apt accepts as strong (MD5Sum and SHA1 are not): the strongest
+# one listed wins (Ubuntu 26.10 and later list only SHA512). Field → hashlib name.
+STRONG_HASHES = (("SHA512", "sha512"), ("SHA256", "sha256"))
 
 
 @dataclass(frozen=True)
 class IndexFile:
-    """A file a Release names: its path below dists/SUITE/, SHA-256 and size."""
+    """A file a Release names: its path below dists/SUITE/, digest and size."""
 
     path: str
-    sha256: str
+    digest: str
     size: int
+    algorithm: str = "sha256"  # hashlib name of `digest`: the strongest the Release lists
+
+    @property
+    def by_hash_folder(self) -> str:
+        """The by-hash folder apt uses for this digest (SHA256, SHA512)."""
+        return self.algorithm.upper()
 
 
 @dataclass(frozen=True)
@@ -38,7 +47,7 @@ class ReleaseInfo:
     suite: str
     codename: str
     files: Mapping[str, IndexFile]
-    by_hash: bool = False  # Acquire-By-Hash: files are also at .../by-hash/SHA256/<digest>
+    by_hash: bool = False  # Acquire-By-Hash: files are also at .../by-hash/SHA512/<digest>
 
     def url(self, base: str, entry: IndexFile) -> str:
         """Where to fetch `entry`: by its hash when the archive offers it, so a mirror
@@ -46,7 +55,8 @@ class ReleaseInfo:
         if not self.by_hash:
             return base + entry.path
         folder = entry.path.rpartition("/")[0]
-        return f"{base}{folder + '/' if folder else ''}by-hash/SHA256/{entry.sha256}"
+        prefix = f"{base}{folder + '/' if folder else ''}"
+        return f"{prefix}by-hash/{entry.by_hash_folder}/{entry.digest}"
 
     def pick(self, stem: str) -> IndexFile | None:
         """The best-compressed variant of `stem` (main/binary-amd64/Packages) the Release lists."""
@@ -99,16 +109,28 @@ def verify_inrelease(data: bytes, keyring: str, where: str) -> str:
 
 
 def parse_release(text: str, where: str) -> ReleaseInfo:
-    """The suite, codename and SHA-256 file list of a (verified) Release text."""
+    """The suite, codename and file list of a (verified) Release text.
+
+    The file list comes from the strongest hash field the Release lists
+    (SHA512, else SHA256), as apt takes it; weaker ones alone are an error.
+    """
     release = Release(text)
     files: dict[str, IndexFile] = {}
-    for entry in release.get("SHA256", []):
-        try:
-            files[entry["name"]] = IndexFile(entry["name"], entry["sha256"], int(entry["size"]))
-        except (KeyError, ValueError):
-            raise ArchiveError(f"{where}: a malformed SHA256 line in the Release file") from None
+    for field, algorithm in STRONG_HASHES:
+        digits = 128 if algorithm == "sha512" else 64
+        for entry in release.get(field, []):
+            try:
+                digest, name, size = entry[algorithm], entry["name"], int(entry["size"])
+            except (KeyError, ValueError):
+                digest = ""
+            if len(digest) != digits or any(c not in "0123456789abcdef" for c in digest.lower()):
+                raise ArchiveError(f"{where}: a malformed {field} line in the Release file")
+            files[name] = IndexFile(name, digest.lower(), size, algorithm)
+        if files:
+            break
     if not files:
-        raise ArchiveError(f"{where}: the Release file lists no SHA256 checksums")
+        strong = " or ".join(field for field, _ in STRONG_HASHES)
+        raise ArchiveError(f"{where}: the Release file lists no {strong} checksums")
     return ReleaseInfo(
         suite=str(release.get("Suite", "")),
         codename=str(release.get("Codename", "")),

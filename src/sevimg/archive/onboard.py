@@ -3,13 +3,15 @@
 The network half of onboarding (catalog/scaffold.py stays pure): a new release
 file is checked like `sevimg archive` would, the observed kernel, QEMU and OVMF
 versions are written into it, and what is missing becomes advice. When the
-archive cannot be read (offline, unreachable, no keyring) it says so.
+archive cannot be read (offline, unreachable, no keyring) it says so. For a
+pre-release, the archive names the development series (:mod:`.development`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sevimg.archive.development import Verdict, judge, read_series
 from sevimg.archive.fetch import Fetcher, Network
 from sevimg.archive.run import Outcome, check_entries
 from sevimg.archive.update import update_file
@@ -68,3 +70,32 @@ def check_new(catalog: Catalog, image: str, *, offline: bool) -> Onboarding:
     )
     warnings = tuple(f"{r.role}: {m}" for r in outcome.reports for m in r.warnings)
     return Onboarding(True, versions=versions, errors=errors, warnings=warnings)
+
+
+def development_verdict(catalog: Catalog, distro: str, release: str) -> Verdict | None:
+    """What the distribution's archive says of pre-release `release` (None: it names no suite).
+
+    Reads `repository.development_suite` (and `released_suite`) of
+    images/<distro>.yaml, signed with the distribution's keyring; a
+    SevimgError (ArchiveError) when the archive cannot be read.
+    """
+    doc = catalog.distros[distro]
+    repository = doc.data.get("repository") or {}
+    suite = repository.get("development_suite")
+    if not suite:
+        return None
+    family = catalog.families.get(str(doc.data.get("family")))
+    keyring = repository.get("keyring") or (family[1].apt_keyring if family else None) or ""
+    families = families_by_distribution(catalog)
+    local = load_local(catalog.workspace, {d for d, f in families.items() if f.is_apt})
+    mirror = local.apt_mirrors.get(doc.data["mkosi"]["distribution"])
+    url = mirror.url if mirror else repository["url"]
+    network = Network(proxy=local.proxy, timeout=NEW_TIMEOUT, settings=local.source or "")
+    fetcher = Fetcher(catalog.workspace.cache_dir / "archive", network)
+    try:
+        development = read_series(url, suite, keyring, fetcher)
+        released = repository.get("released_suite")
+        newest = read_series(url, released, keyring, fetcher) if released else None
+    finally:
+        fetcher.close()
+    return judge(release, development, newest)

@@ -117,11 +117,19 @@ class Reader:
         copy (as apt does). Either way only the signed digest is accepted."""
         url = release.url(base, entry)
         try:
-            return self.fetcher.get(url, sha256=entry.sha256, size=entry.size, kind=kind)
+            return self.fetcher.get(
+                url, sha256=entry.digest, size=entry.size, algorithm=entry.algorithm, kind=kind
+            )
         except HttpStatusError as exc:
             if exc.status != 404 or url == base + entry.path:
                 raise
-        return self.fetcher.get(base + entry.path, sha256=entry.sha256, size=entry.size, kind=kind)
+        return self.fetcher.get(
+            base + entry.path,
+            sha256=entry.digest,
+            size=entry.size,
+            algorithm=entry.algorithm,
+            kind=kind,
+        )
 
     def _apt(self, source: Source, paths: tuple[str, ...]) -> RepoIndex:
         base = f"{source.url.rstrip('/')}/dists/{source.suite}/"
@@ -151,7 +159,7 @@ class Reader:
                         summary[pkg.name] = [pkg.version, list(pkg.provides)]
                 return summary
 
-            self._merge("apt", versions, provides, self._summary(entry.sha256, "packages", parse))
+            self._merge("apt", versions, provides, self._summary(entry.digest, "packages", parse))
         # Debian keeps Contents per component, Ubuntu one per suite: read whichever
         # the Release lists (both arch-specific and arch: all).
         contents = [f"{c}/Contents-{a}" for c in source.components for a in (deb.ARCH, "all")]
@@ -168,7 +176,7 @@ class Reader:
                 return {path: list(names) for path, names in owners.items()}
 
             tag = hashlib.sha256("\n".join(paths).encode()).hexdigest()[:16]
-            bad = self.fetcher.cache / "parsed" / f"contents-bad-{found.sha256}"
+            bad = self.fetcher.cache / "parsed" / f"contents-bad-{found.digest}"
             if self._recently_bad(bad):
                 notes.append(
                     f"{found.path} not read: {bad.read_text().strip()} (known since "
@@ -177,7 +185,7 @@ class Reader:
                 )
                 continue
             try:
-                owners = self._summary(f"{found.sha256}-{tag}", "contents", scan)
+                owners = self._summary(f"{found.digest}-{tag}", "contents", scan)
             except ArchiveError as exc:
                 # Contents only tells who ships a file; a broken one leaves the
                 # files unchecked (said so), the packages and versions stand. A mirror

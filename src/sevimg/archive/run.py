@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from sevimg.archive.check import RoleReport, check_role
@@ -43,7 +43,16 @@ def _hint404(entry: Entry) -> str:
     return ""
 
 
-def check_entry(entry: Entry, local: LocalConfig, reader: Reader) -> Outcome:
+Progress = Callable[[str, str], None]  # (release, what is being read)
+
+
+def _quiet(_image: str, _what: str) -> None:
+    return None
+
+
+def check_entry(
+    entry: Entry, local: LocalConfig, reader: Reader, progress: Progress = _quiet
+) -> Outcome:
     """Read the repositories of every role of `entry` and judge each role."""
     specs, problems = resolve_all(entry)
     if problems:
@@ -57,7 +66,10 @@ def check_entry(entry: Entry, local: LocalConfig, reader: Reader) -> Outcome:
                 if spec.role == "host"
                 else ()
             )
-            indexes = [reader.read(source, paths, hint404=_hint404(entry)) for source in sources]
+            indexes = []
+            for source in sources:
+                progress(entry.image, f"reading {source.label} ({spec.role})")
+                indexes.append(reader.read(source, paths, hint404=_hint404(entry)))
             reports.append(check_role(spec, entry.family, indexes))
     except NotCovered as exc:
         return Outcome(entry.image, skipped=exc.message)
@@ -66,7 +78,10 @@ def check_entry(entry: Entry, local: LocalConfig, reader: Reader) -> Outcome:
     return Outcome(entry.image, tuple(reports))
 
 
-def check_entries(entries: Iterable[Entry], local: LocalConfig, fetcher: Fetcher) -> list[Outcome]:
-    """:func:`check_entry` for each release, sharing one reader (each index read once)."""
+def check_entries(
+    entries: Iterable[Entry], local: LocalConfig, fetcher: Fetcher, progress: Progress = _quiet
+) -> list[Outcome]:
+    """:func:`check_entry` for each release, sharing one reader (each index read once);
+    `progress` hears of each repository as it is read."""
     reader = Reader(fetcher)
-    return [check_entry(entry, local, reader) for entry in entries]
+    return [check_entry(entry, local, reader, progress) for entry in entries]

@@ -145,8 +145,17 @@ class _Resolver:
             release=release,
             codename=codename,
             status=self.r.status,
-            sources=(self.entry.release.display, self.entry.distro_doc.display),
-            source_sha256=(self.entry.release.sha256, self.entry.distro_doc.sha256),
+            # Every catalog file that shaped the image: release, distribution, family.
+            sources=(
+                self.entry.release.display,
+                self.entry.distro_doc.display,
+                self.entry.family_doc.display,
+            ),
+            source_sha256=(
+                self.entry.release.sha256,
+                self.entry.distro_doc.sha256,
+                self.entry.family_doc.sha256,
+            ),
             mkosi_distribution=mkosi.distribution,
             mkosi_release=mrelease,
             architecture=ARCHITECTURE,

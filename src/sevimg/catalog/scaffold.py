@@ -1,9 +1,11 @@
 """`sevimg new`: write the smallest valid release file for a known distribution.
 
 The file carries only what cannot be inherited from images/<distro>.yaml:
-the release, a codename where mkosi needs one, and the status. With --from,
-the source release's own overrides (roles, versions, package changes, extra
-repositories) are carried over, since those are not in the distro file.
+the release, a codename where mkosi needs one, and the status, and the own
+overrides (roles, versions, package changes, extra repositories) of the
+newest numbered release of the distribution, or of --from's, since those are
+not in the distro file (the next release usually needs them too: Ubuntu's
+ovmf-amdsev). --bare carries none.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class NewRelease:
     image: str
     text: str
     copied: tuple[str, ...]
+    source: str | None = None  # the release whose overrides were carried over
 
 
 def _quote(value: str) -> str:
@@ -66,8 +69,17 @@ def new_release(
     from_image: str | None = None,
     codename: str | None = None,
     prerelease: bool = False,
+    bare: bool = False,
+    codename_note: str = "",
 ) -> NewRelease:
-    """Compose images/<image>.yaml; raises SevimgError when the name or distro is unusable."""
+    """Compose images/<image>.yaml; raises SevimgError when the name or distro is unusable.
+
+    Without `from_image` (and unless `bare`) the overrides of the newest
+    numbered release of the distribution are carried over. `codename_note`
+    says where a codename came from (the archive's development series).
+    """
+    if bare and from_image:
+        raise SevimgError("--bare carries nothing over and --from carries a release: pick one")
     if codename is not None and not CODENAME.fullmatch(codename):
         raise SevimgError(
             f"--codename: {codename!r} is not a codename: lower-case words of letters and "
@@ -103,6 +115,8 @@ def new_release(
     mk: Mapping[str, Any] = dd["mkosi"]
 
     source: Mapping[str, Any] = {}
+    if from_image is None and not bare:
+        from_image = newest_release(catalog, distro, image)
     if from_image:
         base = catalog.get(from_image)
         if base.distro != distro:
@@ -112,7 +126,7 @@ def new_release(
             )
         source = base.release.data
 
-    comments = []
+    comments = [codename_note] if codename and codename_note else []
     if codename is None and prerelease:
         codename = mk.get("prerelease_codename")
         if codename:
@@ -147,7 +161,25 @@ def new_release(
             width=100,
         )
         lines.append(body.rstrip("\n"))
-    return NewRelease(image=image, text="\n".join(lines) + "\n", copied=copied)
+    return NewRelease(
+        image=image,
+        text="\n".join(lines) + "\n",
+        copied=copied,
+        source=from_image if copied else None,
+    )
+
+
+def newest_release(catalog: Catalog, distro: str, image: str = "") -> str | None:
+    """The catalog's newest numbered release of `distro` that loads (not `image`), or None."""
+    found = []
+    for name in catalog.names():
+        parts = split_image_name(name)
+        if parts is None or parts[0] != distro or name in (image, *catalog.broken):
+            continue
+        number = parts[1]
+        if all(part.isdigit() for part in number.split(".")):
+            found.append((tuple(int(part) for part in number.split(".")), name))
+    return max(found)[1] if found else None
 
 
 def check_new_release(catalog: Catalog, made: NewRelease) -> None:

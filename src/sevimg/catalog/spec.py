@@ -40,6 +40,8 @@ class FamilyFacts:
     apt_security_suffix: str | None = None
     apt_suites_without_pockets: tuple[str, ...] = ()
     apt_debug_probe: str | None = None
+    # installed into a tools tree of this family besides mkosi-tools (keyrings)
+    apt_tools_tree_packages: tuple[str, ...] = ()
     mirror_probe: str | None = None
     pretty_name: str = ""
 
@@ -76,6 +78,7 @@ def decode_family(data: Mapping[str, Any]) -> FamilyFacts:
         apt_security_suffix=apt.get("security_suffix"),
         apt_suites_without_pockets=tuple(apt.get("suites_without_pockets") or ()),
         apt_debug_probe=apt.get("debug_probe"),
+        apt_tools_tree_packages=tuple(apt.get("tools_tree_packages") or ()),
         pretty_name=data["name"],
         mirror_probe=data.get("mirror_probe"),
     )

@@ -65,6 +65,7 @@ def archive(
     from sevimg.archive.run import check_entries  # noqa: PLC0415
     from sevimg.archive.update import update_file  # noqa: PLC0415
     from sevimg.catalog.index import families_by_distribution  # noqa: PLC0415
+    from sevimg.progress import Board, shown  # noqa: PLC0415
     from sevimg.settings import load_local  # noqa: PLC0415
 
     if not images and not all_images:
@@ -88,8 +89,19 @@ def archive(
         proxy=local.proxy, offline=offline, timeout=timeout, settings=local.source or ""
     )
     fetcher = Fetcher(ctx.ws.cache_dir / "archive", network)
+    board = Board(
+        lambda line: err.print(line, markup=False),
+        console=err if err.is_terminal else None,
+    )
+
+    def progress(image: str, what: str) -> None:
+        for other in [key for key in board.tasks if key != image]:
+            board.finish(other, "")
+        board.stage(image, what)
+
     try:
-        outcomes = check_entries(entries, local, fetcher)
+        with shown(board):
+            outcomes = check_entries(entries, local, fetcher, progress)
     finally:
         fetcher.close()
 

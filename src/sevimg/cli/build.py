@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,8 +23,10 @@ from sevimg.cli.base import err, handle_errors, mkosi_version_option, out, print
 from sevimg.cli.group import Context, main, pass_ctx
 from sevimg.cli.params import ROLE_CHOICE, ImageName
 from sevimg.imaging import mkosi
-from sevimg.imaging.builder import Builder, BuildSettings, Outcome
+from sevimg.imaging.builder import DEFAULT_TOOLS_TREE, Builder, BuildSettings, Outcome
+from sevimg.imaging.sandbox import mirror_label
 from sevimg.problems import SevimgError
+from sevimg.progress import Board, shown
 
 
 @main.command()
@@ -103,7 +104,9 @@ def build(
     print_problems(p for p in all_problems(checked, orphans) if not p.is_error)
     wanted = with_embedded_guests(specs, role)
     families = families_by_distribution(ctx.catalog)
-    local = settings.load_local(ws, {d for d, f in families.items() if f.is_apt})
+    local = settings.with_default_mirrors(
+        settings.load_local(ws, {d for d, f in families.items() if f.is_apt}), ctx.catalog
+    )
     tool = mkosi.require(ws.cache_dir, mkosi_version)
     build_settings = BuildSettings(
         workspace_root=ws.root,
@@ -121,21 +124,40 @@ def build(
     )
     if local.source:
         out.print(f"machine settings: {local.source}", markup=False)
-    started = time.monotonic()
-    with err.status(styled("starting…")) as status:
+    # Every repository a build uses is stated (the tools tree's too): sevimg writes them.
+    used = {s.mkosi_distribution for s in wanted} | {(local.tools_tree or DEFAULT_TOOLS_TREE)[0]}
+    for distribution in sorted(used):
+        out.print(f"{distribution} mirror: {mirror_label(local, distribution)}", markup=False)
+    board = Board(
+        lambda line: err.print(line, markup=False),
+        console=err if err.is_terminal else None,
+    )
+    current: list[str] = []
 
-        def stage(line: str) -> None:
-            # mkosi's step lines are shown as they are, never read as markup
-            status.update(styled(f"[{time.monotonic() - started:5.0f} s] {line}"))
+    def stage(task: str, line: str) -> None:
+        # Images build one after another: a new task ends the previous one's row.
+        if current and current[0] != task:
+            board.finish(current.pop(), "")
+        if not current:
+            current.append(task)
+        board.stage(task, line)
 
-        outcomes = Builder(
-            build_settings, report=lambda line: out.print(line, markup=False), stage=stage
-        ).run(wanted)
-    _summary(outcomes, build_settings.out_dir)
+    with shown(board):
+        # On a terminal the lines that stay go above the live display, not through it.
+        report = board.print if board.live and out.is_terminal else _print_line
+        builder = Builder(build_settings, report=report, stage=stage)
+        outcomes = builder.run(wanted)
+    _summary(outcomes, build_settings.out_dir, builder.shared_seconds)
 
 
-def _summary(outcomes: Sequence[Outcome], out_dir: Path) -> None:
+def _print_line(line: str) -> None:
+    out.print(line, markup=False)
+
+
+def _summary(outcomes: Sequence[Outcome], out_dir: Path, shared: float = 0.0) -> None:
     table = Table(title=styled(f"artifacts in {out_dir}"))
+    if shared >= 0.5:
+        table.caption = styled(f"times exclude the tools tree, built once in {shared:.0f} s")
     for column in ("image", "result", "size", "time"):
         table.add_column(column)
     for o in outcomes:

@@ -54,6 +54,10 @@ COMMANDS: dict[str, Listed] = {
     "kds": Listed(
         "kds", "Fill the KDS cache that `sevimg serve` answers hosts from (AMD certificates, CRLs)."
     ),
+    "keyrings": Listed(
+        "machine",
+        "List the archive keyrings the catalog needs; --install fetches missing ones (pinned).",
+    ),
     "list": Listed("catalog", "List the catalog's releases, their roles and SEV floor verdicts."),
     "merge-artifacts": Listed(
         "release", "Merge the artifact folders of several builds into one, with one SHA256SUMS."

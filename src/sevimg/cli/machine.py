@@ -1,4 +1,4 @@
-"""Machine commands: doctor."""
+"""Machine commands: doctor, keyrings."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from sevimg.cli.group import Context, main, pass_ctx
 from sevimg.cli.params import Number
 from sevimg.machine import doctor
 from sevimg.problems import Problem, SevimgError
+from sevimg.redact import redact_text
+from sevimg.workspace import Workspace
 
 _STYLE = {doctor.Status.OK: "green", doctor.Status.WARN: "yellow", doctor.Status.FAIL: "bold red"}
 
@@ -73,6 +75,9 @@ def doctor_command(
         _print_results("sevimg doctor --sev-host", doctor.check_sev_host(machine, known), as_json)
         return
     local_result: doctor.Result | None = None
+    sources_result: doctor.Result | None = None
+    keyring_result: doctor.Result | None = None
+    origins: dict[str, str] = {}
     catalog_result: doctor.Result | None = None
     catalog_errors: list[Problem] = []
     extra: list[tuple[str, str]] = []
@@ -109,7 +114,7 @@ def doctor_command(
             detail = (
                 f"{local.source}"
                 if local.source
-                else f"no {settings.LOCAL_FILE}: mkosi's default mirrors and sources"
+                else f"no {settings.LOCAL_FILE}: the catalog's mirrors (see `sources`)"
             )
             local_result = doctor.Result("local settings", doctor.Status.OK, detail)
         cache_dir, disk_at = ws.cache_dir, ws.root
@@ -127,6 +132,12 @@ def doctor_command(
             catalog_errors = [p for p in all_problems(checked, orphans) if p.is_error]
             catalog_result = _catalog_result(catalog, catalog_errors)
             probes, extra = _mirror_sources(catalog, catalog_errors)
+            if local_result is not None and local_result.status is doctor.Status.OK:
+                extra += _release_urls(catalog, local)
+                used = settings.with_default_mirrors(local, catalog)
+                sources_result = _sources_result(used)
+                origins = {d: m.origin for d, m in used.apt_mirrors.items()}
+            keyring_result = _keyrings_result(ws, catalog, machine.root)
 
     results = [
         doctor.check_mkosi(cache_dir),
@@ -141,16 +152,82 @@ def doctor_command(
         results.append(local_result)
     if catalog_result is not None:
         results.append(catalog_result)
+    results += [r for r in (sources_result, keyring_result) if r is not None]
     if not no_network:
         targets = doctor.mirror_targets(probes, [*extra, *local_urls])
         results += doctor.check_mirrors(targets, timeout)
         # A family's mirror in sevimg.local.yaml is keyed by the family's mkosi distribution.
         for family in families:
             if family.apt_debug_probe:
-                has_mirror = family.name in apt_mirrors
-                results.append(doctor.check_debug_sources(family, has_mirror, timeout))
+                origin = origins.get(family.name)
+                has_mirror = family.name in apt_mirrors or origin is not None
+                results.append(
+                    doctor.check_debug_sources(
+                        family, has_mirror, timeout, origin or settings.LOCAL_FILE
+                    )
+                )
 
     _print_results("sevimg doctor", results, as_json, catalog_errors)
+
+
+@main.command("keyrings")
+@click.option(
+    "--install",
+    is_flag=True,
+    help="Install each missing keyring from its package pinned in sevimg.yaml (hash-checked).",
+)
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/"),
+    show_default=True,
+    help="Install below this folder instead (for a chroot or a test).",
+)
+@pass_ctx
+@handle_errors
+def keyrings_command(ctx: Context, install: bool, root: Path) -> None:
+    """List the archive keyrings the catalog needs; --install fetches missing ones (pinned).
+
+    Each apt family (images/families/*.yaml `apt.keyring`) names the keyring
+    its archive is signed with; mkosi's apt and `sevimg archive` check
+    signatures with it. A keyring this machine's distribution does not carry
+    (Debian 12 has no ubuntu-keyring) comes from the package pinned under
+    `keyrings:` in sevimg.yaml: the distribution's own archive, checked
+    against its SHA-256 before one file is taken out of it. tools/setup runs
+    `sevimg keyrings --install`. Exit status 1 when a keyring is still missing.
+    """
+    from sevimg.imaging import keyrings  # noqa: PLC0415 - lazy, see cli/group.py
+
+    wanted = keyrings.needed(ctx.catalog)
+    pinned = keyrings.load_keyring_pins(ctx.ws)
+    if install:
+        local = settings.load_local(ctx.ws)
+        cache = (local.cache_dir or ctx.ws.cache_dir / "build").resolve()
+        for need, used in keyrings.install(wanted, pinned, cache, root=root, proxy=local.proxy):
+            out.print(
+                f"installed {root / need.path.lstrip('/')} from {used.package} {used.version} "
+                f"({used.url}, sha256 {used.sha256}, checked)",
+                markup=False,
+            )
+    table = Table(title="archive keyrings")
+    for column in ("keyring", "status", "needed by", "pinned source"):
+        table.add_column(column, overflow="fold")
+    absent = keyrings.missing(wanted, root)
+    for need in wanted:
+        pin = keyrings.source_of(need.path, pinned)
+        status = ("missing", "bold red") if need in absent else ("present", "green")
+        table.add_row(
+            styled(need.path),
+            styled(*status),
+            styled(", ".join(need.needed_by)),
+            styled(f"{pin.package} {pin.version}" if pin else "(none)"),
+        )
+    out.print(table)
+    if absent:
+        raise SevimgError(
+            f"missing keyrings: {', '.join(n.path for n in absent)}",
+            hint="sevimg keyrings --install (as root), or tools/setup",
+        )
 
 
 def _print_results(
@@ -172,6 +249,93 @@ def _print_results(
         out.print(table)
     print_problems(problems or [])
     sys.exit(1 if failed else 0)
+
+
+def _release_urls(catalog: Catalog, local: settings.LocalConfig) -> list[tuple[str, str]]:
+    """(releases, URL) for every repository index builds and `archive` read, per release:
+    the same sources `sevimg archive` uses (this machine's mirrors, the archive mirror
+    of an end-of-life release), each URL once with the releases that use it."""
+    from sevimg.archive.sources import sources_for  # noqa: PLC0415 - lazy, see cli/group.py
+    from sevimg.catalog.resolve import resolve_all  # noqa: PLC0415
+
+    users: dict[str, list[str]] = {}
+    what: dict[str, str] = {}
+    for name in catalog.names():
+        if name in catalog.broken:
+            continue
+        entry = catalog.entries[name]
+        specs, problems = resolve_all(entry)
+        for spec in specs if not problems else ():
+            try:
+                found = sources_for(spec, entry, local)
+            except SevimgError:  # a release the catalog gives no repositories for
+                continue
+            for source in found:
+                if source.kind == "apt":
+                    url = f"{source.url.rstrip('/')}/dists/{source.suite}/InRelease"
+                    what[url] = source.suite
+                else:
+                    url = f"{source.url.rstrip('/')}/repodata/repomd.xml"
+                    what[url] = "/".join(source.url.rstrip("/").split("/")[-4:])
+                if name not in users.setdefault(url, []):
+                    users[url].append(name)
+    return [
+        (
+            ", ".join(names[:2])
+            + (f" +{len(names) - 2}" if len(names) > 2 else "")
+            + f" ({what[url]})",
+            url,
+        )
+        for url, names in sorted(users.items())
+    ]
+
+
+def _keyrings_result(ws: Workspace, catalog: Catalog, root: Path) -> doctor.Result:
+    """Whether every archive keyring the catalog's apt families name is on this machine."""
+    from sevimg.imaging import keyrings  # noqa: PLC0415 - lazy, see cli/group.py
+
+    wanted = keyrings.needed(catalog)
+    absent = keyrings.missing(wanted, root)
+    if not absent:
+        return doctor.Result(
+            "keyrings", doctor.Status.OK, f"{len(wanted)} archive keyrings present"
+        )
+    try:
+        pinned = keyrings.load_keyring_pins(ws)
+    except SevimgError:
+        pinned = ()
+    said = [
+        f"{n.path} ({', '.join(n.needed_by)}"
+        + (
+            f"; pinned: {pin.package} {pin.version}"
+            if (pin := keyrings.source_of(n.path, pinned))
+            else ""
+        )
+        + ")"
+        for n in absent
+    ]
+    return doctor.Result(
+        "keyrings",
+        # WARN like an unreachable mirror: the other distributions still build.
+        doctor.Status.WARN,
+        "missing: " + "; ".join(said) + ": those distributions cannot be read or built",
+        "sevimg keyrings --install (as root; tools/setup runs it)",
+    )
+
+
+def _sources_result(local: settings.LocalConfig) -> doctor.Result:
+    """What builds and `archive` will install from: the mirror of each distribution, and why."""
+    apt = [f"{d} {m.url} ({m.origin})" for d, m in sorted(local.apt_mirrors.items())]
+    rpm = [f"{d} {url} ({local.source})" for d, url in sorted(local.rpm_mirrors.items())]
+    detail = "sevimg writes the apt sources (release, -updates, -security; no debug suites): "
+    detail += "; ".join(apt) if apt else "none"
+    detail += ". rpm: " + ("; ".join(rpm) if rpm else "mkosi's default repositories")
+    return doctor.Result(
+        "sources",
+        doctor.Status.OK,
+        redact_text(detail),
+        f"another mirror: `mirrors:` in {settings.LOCAL_FILE} (see sevimg.local.yaml.example)",
+    )
 
 
 def _catalog_result(catalog: Catalog, errors: list[Problem]) -> doctor.Result:

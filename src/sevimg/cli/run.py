@@ -14,6 +14,7 @@ from rich.table import Table
 
 from sevimg import lock
 from sevimg.artifacts import names
+from sevimg.artifacts.manifest import load_manifest
 from sevimg.atomic import write_file_atomic
 from sevimg.catalog.spec import Role
 from sevimg.cli.base import artifact_folder_option, err, handle_errors, out, styled
@@ -21,6 +22,7 @@ from sevimg.cli.group import Context, main, pass_ctx
 from sevimg.cli.params import ROLE_CHOICE, ImageName, Number
 from sevimg.machine import hostrun, run
 from sevimg.problems import SevimgError
+from sevimg.progress import Board, shown
 from sevimg.release import folder
 from sevimg.render import launch
 from sevimg.render.launch import MIN_MEMORY_MB
@@ -266,17 +268,33 @@ def _boot_plain(
         f"booting {kernel.name} without SEV ({accel}), waiting up to {timeout:.0f} s for {waiting_for}…",
         markup=False,
     )
-    echo = (lambda line: err.print(line, markup=False, highlight=False)) if verbose else None
-    return run.smoke_boot(
-        kernel,
-        qemu=qemu,
-        firmware=ovmf,
-        memory_mb=memory,
-        timeout=timeout,
-        accel=accel,
-        on_line=echo,
-        **options,
+    # Elapsed time against the timeout and the console's last line: live on a
+    # terminal, a heartbeat line in a log.
+    board = Board(
+        lambda line: err.print(line, markup=False),
+        console=err if err.is_terminal else None,
     )
+    board.start(kernel.name, f"{kernel.name} (timeout {timeout:.0f} s)", "booting")
+
+    def on_line(line: str) -> None:
+        if verbose:
+            err.print(line, markup=False, highlight=False)
+        if line.strip():
+            board.stage(kernel.name, f"console: {line.strip()[:160]}", announce=False)
+
+    with shown(board):
+        booted = run.smoke_boot(
+            kernel,
+            qemu=qemu,
+            firmware=ovmf,
+            memory_mb=memory,
+            timeout=timeout,
+            accel=accel,
+            on_line=on_line,
+            **options,
+        )
+        board.finish(kernel.name, "")
+    return booted
 
 
 def _fail_with_console(message: str, booted: run.BootResult, kept: Path | None = None) -> NoReturn:
@@ -371,8 +389,26 @@ def _run_host(
         )
     json_path, md_path = hostrun.write(folder, host)
     _host_summary(host, booted.seconds, booted.accel)
+    verdict = _measurement(kernel, host)
     out.print(f"written: {json_path} and {md_path}", markup=False)
-    sys.exit(0 if host.result.result is cert_result.Outcome.PASS else 1)
+    passed = host.result.result is cert_result.Outcome.PASS
+    sys.exit(0 if passed and verdict.status != "mismatch" else 1)
+
+
+def _measurement(kernel: Path, host: hostrun.HostResult) -> hostrun.MeasurementVerdict:
+    """Print how the host's computed measurement compares with the manifest beside `kernel`."""
+    path = kernel.parent / names.manifest_name(kernel.name.removesuffix(names.ARTIFACT_SUFFIX))
+    try:
+        manifest = load_manifest(path) if path.is_file() else None
+    except SevimgError as exc:
+        err.print(f"measurement: cannot read {path}: {exc.message}", markup=False)
+        manifest = None
+    verdict = hostrun.measurement_verdict(
+        host.result.evidence.expected_measurement, manifest, str(path)
+    )
+    style = {"match": "bold green", "mismatch": "bold red"}.get(verdict.status, "yellow")
+    out.print(styled(f"measurement: {verdict.status}: {verdict.message}"), style=style)
+    return verdict
 
 
 def _host_summary(host: hostrun.HostResult, seconds: float, accel: str) -> None:

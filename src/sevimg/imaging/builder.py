@@ -19,16 +19,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from sevimg import __version__, interrupt, lock
+from sevimg import interrupt, lock
 from sevimg.artifacts import checksums, names
 from sevimg.artifacts.manifest import (
     ExpectedMeasurement,
 )
 from sevimg.atomic import remove_stale, write_file_atomic, write_tree
 from sevimg.catalog.spec import FamilyFacts, ImageSpec
-from sevimg.imaging import collect, examine, measurement, mkosilog, pins, sandbox, uki
+from sevimg.imaging import collect, examine, measurement, mkosilog, pins, sandbox, state, uki
 from sevimg.imaging.mkosi import Mkosi
-from sevimg.problems import SevimgError, parse_json
+from sevimg.problems import SevimgError
 from sevimg.render.trees import GUEST_TREE, File, Renderer, Tree
 from sevimg.settings import LocalConfig, ToolPin
 
@@ -36,6 +36,8 @@ from sevimg.settings import LocalConfig, ToolPin
 DEFAULT_TOOLS_TREE = ("debian", "trixie")
 
 Report = Callable[[str], None]
+Stage = Callable[[str, str], None]  # (task: an image id or TOOLS_TREE, what it is doing)
+TOOLS_TREE = "tools tree"
 
 
 @dataclass(frozen=True)
@@ -79,12 +81,11 @@ def build_order(specs: Iterable[ImageSpec]) -> list[ImageSpec]:
 class Builder:
     """Builds specs with mkosi into the artifact folder."""
 
-    def __init__(
-        self, settings: BuildSettings, report: Report, stage: Callable[[str], None] | None = None
-    ) -> None:
+    def __init__(self, settings: BuildSettings, report: Report, stage: Stage | None = None) -> None:
         self.s = settings
         self.report = report
-        self.stage = stage or (lambda _line: None)
+        self.stage = stage or (lambda _task, _line: None)
+        self.shared_seconds = 0.0  # the tools tree's build, shared by every image
         self.logs = settings.out_dir / names.LOGS_DIR
         self.state_dir = settings.cache_dir / "state"
         self.guest_artifacts: dict[str, Path] = {}
@@ -138,7 +139,11 @@ class Builder:
                     )
                     continue
                 if tools_tree is None:
+                    shared = time.monotonic()
                     tools_tree = self.tools_tree()
+                    # Shared work is reported once, not in the first image's time.
+                    self.shared_seconds = time.monotonic() - shared
+                    started += self.shared_seconds
                 outcome = self.build_one(spec, tools_tree, staged, key, started)
             except SevimgError as exc:
                 outcomes.append(
@@ -176,47 +181,14 @@ class Builder:
         )
 
     def inputs_key(self, tree: Path, staged: Mapping[str, ToolPin]) -> str:
-        """A digest of everything that decides the artifact's content."""
-        h = hashlib.sha256()
-        h.update(f"sevimg {__version__}\nmkosi {self.s.mkosi.version}\n".encode())
-        h.update(json.dumps(self.tools_tree_id()).encode())
-        h.update(
-            json.dumps(
-                sorted((p.name, p.version, p.sha256, p.target) for p in staged.values())
-            ).encode()
-        )
-        h.update(
-            json.dumps(
-                [
-                    self.s.local.apt_mirrors.get(d).__repr__()
-                    for d in sorted(self.s.local.apt_mirrors)
-                ]
-            ).encode()
-        )
-        h.update(json.dumps(sorted(self.s.local.rpm_mirrors.items())).encode())
-        for path in sorted(tree.rglob("*")):
-            if path.is_file():
-                h.update(f"{path.relative_to(tree)}:{path.stat().st_mode & 0o777:o}:".encode())
-                with path.open("rb") as handle:
-                    h.update(hashlib.file_digest(handle, "sha256").digest())
-        return h.hexdigest()
+        """A digest of everything that decides the artifact's content (:func:`state.inputs_key`)."""
+        tools = (*self.tools_tree_id(), *self.tools_tree_packages())
+        return state.inputs_key(self.s.mkosi.version, tools, self.s.local, tree, staged)
 
     def up_to_date(self, spec: ImageSpec, key: str) -> Path | None:
         """The existing artifact when it was built from exactly these inputs, else None."""
-        state = self.state_dir / f"{spec.image_id}.json"
-        artifact = self.s.out_dir / names.artifact_name(spec.image_id)
-        manifest = self.s.out_dir / names.manifest_name(spec.image_id)
-        try:
-            recorded = parse_json(state.read_bytes(), str(state))
-        except (OSError, SevimgError):
-            return None
-        if not isinstance(recorded, dict):
-            return None
-        if recorded.get("inputs") != key or not artifact.is_file() or not manifest.is_file():
-            return None
-        if checksums.sha256_file(artifact) != recorded.get("sha256"):
-            return None
-        if spec.role == "guest":
+        artifact = state.up_to_date(self.state_dir, self.s.out_dir, spec.image_id, key)
+        if artifact is not None and spec.role == "guest":
             self.guest_artifacts[spec.image_id] = artifact
         return artifact
 
@@ -227,10 +199,20 @@ class Builder:
         distribution, release = self.s.local.tools_tree or DEFAULT_TOOLS_TREE
         return self.s.mkosi.version, distribution, release
 
+    def tools_tree_packages(self) -> tuple[str, ...]:
+        """What the tools tree installs besides mkosi-tools: its family's `apt.tools_tree_packages`
+        (every apt family's keyring: Signed-By= is read inside the tools tree)."""
+        family = self.s.families.get(self.tools_tree_id()[1])
+        return family.apt_tools_tree_packages if family else ()
+
     def tools_tree(self) -> Path:
         """The shared tools tree, built on first use."""
         version, distribution, release = self.tools_tree_id()
-        folder = self.s.cache_dir / "tools" / f"mkosi-{version}-{distribution}-{release}"
+        extra = self.tools_tree_packages()
+        name = f"mkosi-{version}-{distribution}-{release}"
+        if extra:  # another package list is another tree
+            name += "-" + hashlib.sha256(" ".join(extra).encode()).hexdigest()[:12]
+        folder = self.s.cache_dir / "tools" / name
         tree = folder / "tree"
         if (folder / ".complete").is_file() and tree.is_dir():
             return tree
@@ -246,16 +228,27 @@ class Builder:
             "--output=tree",
             *self.common_args(),
             *self.sandbox_args(distribution, release, "tools", ()),
+            *(f"--package={package}" for package in extra),
             "build",
         ]
         self.report(
             f"tools tree: building {distribution} {release} with mkosi {version} (once; reused by every image)"
         )
+        started = time.monotonic()
         try:
             self.run_mkosi(
-                args, log=self.logs / "tools-tree.log", cwd=folder, what="the tools tree"
+                args,
+                log=self.logs / "tools-tree.log",
+                cwd=folder,
+                what="the tools tree",
+                mirrors=sandbox.mirror_label(self.s.local, distribution),
+                task=TOOLS_TREE,
             )
             (folder / ".complete").write_text(f"{distribution} {release} mkosi {version}\n")
+            self.report(
+                f"tools tree: built in {time.monotonic() - started:.0f} s "
+                "(shared by every image; not counted in their times)"
+            )
         except BaseException:
             with interrupt.deferred():  # half a tools tree is of no use to the next run
                 shutil.rmtree(folder, ignore_errors=True)
@@ -328,7 +321,10 @@ class Builder:
         args.append("build")
         log = self.logs / f"{spec.image_id}.log"
         self.report(f"{spec.image_id}: building with mkosi {self.s.mkosi.version} (log: {log})")
-        self.run_mkosi(args, log=log, cwd=tree, what=spec.image_id)
+        mirrors = sandbox.mirror_label(self.s.local, spec.mkosi_distribution)
+        self.run_mkosi(
+            args, log=log, cwd=tree, what=spec.image_id, mirrors=mirrors, task=spec.image_id
+        )
 
         built = output / names.artifact_name(spec.image_id)
         if not built.is_file():
@@ -337,7 +333,7 @@ class Builder:
         guest_sha = None
         if spec.role == "host":
             guest_sha = checksums.sha256_file(tree / GUEST_TREE / "guest.efi")
-        self.stage(f"{spec.image_id}: checking the built image")
+        self.stage(spec.image_id, "post-build checks: the UKI, packages, SEV floors")
         findings = examine.check(spec, uki.read_uki(built), packages, guest_sha)
         if findings.errors:
             rejected = self.s.cache_dir / "rejected" / built.name
@@ -350,7 +346,7 @@ class Builder:
 
         measured = None
         if spec.role == "host":
-            self.stage(f"{spec.image_id}: computing its guest's expected measurement")
+            self.stage(spec.image_id, "post-build checks: the guest's expected measurement")
             measured = self.measure_guest(spec, built, tree / GUEST_TREE / "guest.efi")
         final = self.publish(spec, built, packages, staged, guest_sha, measured)
         write_file_atomic(
@@ -418,7 +414,16 @@ class Builder:
             self.report,
         )
 
-    def run_mkosi(self, args: Sequence[str], *, log: Path, cwd: Path, what: str) -> None:
+    def run_mkosi(
+        self,
+        args: Sequence[str],
+        *,
+        log: Path,
+        cwd: Path,
+        what: str,
+        mirrors: str = "",
+        task: str = "",
+    ) -> None:
         """Run mkosi, its output to `log` and its steps to the progress line (see :mod:`.mkosilog`)."""
         mkosilog.run(
             self.s.mkosi.path,
@@ -427,7 +432,8 @@ class Builder:
             cwd=cwd,
             what=what,
             proxy=self.s.local.proxy,
-            stage=self.stage,
+            stage=lambda line: self.stage(task or what, line),
+            mirrors=mirrors,
         )
 
 

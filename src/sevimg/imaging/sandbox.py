@@ -1,8 +1,9 @@
-"""What sevimg hands mkosi's sandbox from sevimg.local.yaml: this machine's mirrors.
+"""What sevimg hands mkosi's sandbox: the mirrors of sevimg.local.yaml, or the catalog's.
 
 For an apt family (images/families/*.yaml, `package_manager: apt`) sevimg
-writes the deb822 sources itself, without the debug suites mkosi's defaults
-carry, with the family's keyring and pocket rules; the mirror's credentials go
+always writes the deb822 sources itself (from sevimg.local.yaml's mirror, else
+the distribution file's `repository.url`), for the tools tree too, without the
+debug suites mkosi's defaults carry, with the family's keyring and pocket rules; the mirror's credentials go
 to apt's auth.conf.d (mode 0600), never into the sources, which mkosi and apt
 print. Other families get mkosi's --mirror.
 """
@@ -42,7 +43,9 @@ def mirror_args(
         if mirror.security_url:
             logins.append(split_credentials(mirror.security_url))
         security = logins[1][0] if len(logins) > 1 else None
-        text = apt_sources(family, release, logins[0][0], security, repositories)
+        text = apt_sources(
+            family, release, logins[0][0], security, repositories, origin=mirror.origin
+        )
         write_file_atomic(folder / SOURCES, text.encode())
         auth = folder / APT_AUTH
         if credentials := apt_auth(logins):
@@ -55,16 +58,28 @@ def mirror_args(
     return args
 
 
+def mirror_label(local: LocalConfig, distribution: str) -> str:
+    """The mirror a build of `distribution` uses and where it is set, for messages ('' if mkosi's)."""
+    if mirror := local.apt_mirrors.get(distribution):
+        return f"{redact_text(mirror.url)} from {mirror.origin}"
+    if url := local.rpm_mirrors.get(distribution):
+        return f"{redact_text(url)} from {local.source or 'sevimg.local.yaml'}"
+    return f"mkosi's default {distribution} mirror"
+
+
 def apt_sources(
     family: FamilyFacts,
     release: str,
     url: str,
     security_url: str | None,
     repositories: Sequence[str],
+    *,
+    origin: str = "sevimg.local.yaml",
 ) -> str:
     """deb822 sources for one release from one mirror: main, -updates and -security, no debug suites.
 
-    The keyring and the pocket rules are the family's (images/families/*.yaml, apt:).
+    The keyring and the pocket rules are the family's (images/families/*.yaml, apt:);
+    `origin` says in the file where the mirror was set.
     """
     components = ("main", *repositories)
     keyring = family.apt_keyring
@@ -78,7 +93,8 @@ def apt_sources(
     pocketless = release in family.apt_suites_without_pockets
     suites = [release] if pocketless else [release, f"{release}-updates"]
     text = (
-        "# Written by sevimg from sevimg.local.yaml: this machine's mirror, without debug suites.\n"
+        f"# Written by sevimg from {origin}, without debug suites.\n"
+        "# Another mirror: `mirrors:` in sevimg.local.yaml (see sevimg.local.yaml.example).\n"
         + deb822(url, suites, components, keyring)
         + "\n"
     )

@@ -338,17 +338,21 @@ def family_probes(families: Iterable[FamilyFacts]) -> list[tuple[str, str]]:
 
 
 def check_debug_sources(
-    family: FamilyFacts, has_local_mirror: bool, timeout: float = NETWORK_TIMEOUT
+    family: FamilyFacts,
+    has_local_mirror: bool,
+    timeout: float = NETWORK_TIMEOUT,
+    origin: str = "sevimg.local.yaml",
 ) -> Result:
     """mkosi's default sources of some apt families (apt.debug_probe) include a debug
-    archive that some mirrors and proxies refuse."""
+    archive that some mirrors and proxies refuse; not when sevimg writes the sources
+    (a mirror from `origin`: sevimg.local.yaml or the distribution file)."""
     name, pretty, url = family.name, family.pretty_name, family.apt_debug_probe or ""
     check = f"{name} sources"
     if has_local_mirror:
         return Result(
             check,
             Status.OK,
-            f"sevimg.local.yaml sets a {pretty} mirror: sevimg writes the apt sources (no debug suites)",
+            f"{origin} gives the {pretty} mirror: sevimg writes the apt sources (no debug suites)",
         )
     # The debug archive's name is the probe's first folder (debian-debug).
     archive = urlsplit(url).path.strip("/").split("/")[0] or "a debug archive"

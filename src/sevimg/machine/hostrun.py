@@ -17,6 +17,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
+from sevimg.artifacts.manifest import Manifest
 from sevimg.atomic import write_file_atomic
 from sevimg.problems import SevimgError, parse_json
 from sevimg.workspace import packaged
@@ -82,3 +83,46 @@ def write(folder: Path, host: HostResult) -> tuple[Path, Path]:
     write_file_atomic(json_path, host.raw)
     write_file_atomic(md_path, cert_markdown.to_markdown(host.result).encode())
     return json_path, md_path
+
+
+@dataclass(frozen=True)
+class MeasurementVerdict:
+    """The host's own computation of its guest's launch measurement against the manifest's."""
+
+    status: str  # match | mismatch | unknown
+    message: str
+
+
+def measurement_verdict(
+    computed: bytes | None, manifest: Manifest | None, manifest_path: str
+) -> MeasurementVerdict:
+    """Compare the measurement the host image computed (its result's evidence) with the
+    manifest's expected one."""
+    expected = manifest.expected_measurement if manifest else None
+    if manifest is None:
+        return MeasurementVerdict(
+            "unknown", f"no manifest at {manifest_path} to compare the host's measurement with"
+        )
+    if expected is None:
+        return MeasurementVerdict(
+            "unknown",
+            f"{manifest_path} claims no expected measurement (built --without-tools, or "
+            "sev-snp-measure is not pinned)",
+        )
+    if computed is None:
+        return MeasurementVerdict(
+            "unknown",
+            f"the host computed no measurement (see the expected_measurement test); "
+            f"the manifest expects {expected.measurement}",
+        )
+    if computed.hex() == expected.measurement:
+        return MeasurementVerdict(
+            "match",
+            f"the host computed {computed.hex()}, as {manifest_path} expects "
+            f"(OVMF {expected.ovmf}, {expected.vcpus} x {expected.vcpu_type})",
+        )
+    return MeasurementVerdict(
+        "mismatch",
+        f"the host computed {computed.hex()}, but {manifest_path} expects "
+        f"{expected.measurement}: the host's OVMF, vCPUs or guest differ from the build's",
+    )

@@ -166,7 +166,7 @@ class Renderer:
 
     def context(self, spec: ImageSpec) -> dict[str, Any]:
         """Everything the templates see, precomputed: the templates make no decisions."""
-        sources = " and ".join(spec.sources)
+        sources = ", ".join(spec.sources[:-1]) + " and " + spec.sources[-1]
         extra_trees = [EXTRA]
         if spec.role == "host":
             extra_trees.append(f"{GUEST_TREE}:{GUEST_EMBED_DIR}")
@@ -176,6 +176,11 @@ class Renderer:
             "generated": generated,
             "target": f"Written for mkosi {self.mkosi_version} ({self.kernel_modules_syntax()}).",
             "regenerate": f"Change the YAML and run `sevimg render {spec.image}`.",
+            # Provenance: each catalog file with the SHA-256 of the bytes it was rendered from.
+            "provenance": [
+                f"{path} sha256:{sha}"
+                for path, sha in zip(spec.sources, spec.source_sha256, strict=True)
+            ],
             "kernel_module_settings": self.kernel_module_settings(spec.kernel_modules),
             "extra_trees": extra_trees,
             "sandbox": bool(spec.apt_sources or spec.rpm_repos),
