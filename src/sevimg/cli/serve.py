@@ -119,6 +119,12 @@ def _view(handle: Handle) -> Group:
 )
 @click.option("--allow-debug", is_flag=True, help="Serve debug images (console autologin) too.")
 @click.option(
+    "--status-page/--no-status-page",
+    default=True,
+    show_default=True,
+    help="Answer GET / with a live status page (jobs, saved results, their matrix) for browsers.",
+)
+@click.option(
     "--mdns",
     is_flag=True,
     help="Advertise the server as _dispatch._tcp (TXT path=…) through Avahi, as dispatch does.",
@@ -140,6 +146,7 @@ def serve_command(
     results_dir: Path,
     github_issues: str | None,
     allow_debug: bool,
+    status_page: bool,
     mdns: bool,
     keep_going: bool,
 ) -> None:
@@ -175,6 +182,7 @@ def serve_command(
             results=results,
             filer=filer,
             log=_say,
+            status_page=status_page,
         )
         board = handle.board
         advert = None
@@ -217,6 +225,9 @@ def _run(
     if skipped:
         _say(f"left out by the filters: {', '.join(skipped)}")
     _say(f"listening on {handle.url} (HTTP-boot from it; Ctrl-C stops)")
+    if handle.config.status is not None:
+        shown = handle.url.removesuffix(handle.config.path)
+        _say(f"status page: {shown}/ (the jobs, saved results and their matrix)")
     if handle.host in ("127.0.0.1", "::1"):
         _say(
             f"QEMU reaches it as http://10.0.2.2:{handle.port}{handle.config.path} "

@@ -40,6 +40,7 @@ from sevimg.serve.results import Results
 
 if TYPE_CHECKING:  # httpx is loaded only with --github-issues
     from sevimg.serve.issues import Issues
+    from sevimg.serve.status import StatusSite
 
 ALLOW = "GET, POST, HEAD, PUT"
 EFI = "application/efi"
@@ -77,6 +78,7 @@ class Config:
     results: Results | None
     filer: Issues | None
     log: Log
+    status: StatusSite | None = None  # the status page (GET / and below), when served
     events: list[Event] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     in_flight: int = 0
@@ -157,13 +159,39 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_HEAD(self) -> None:
         """Assign, and describe the image without sending it."""
+        if self._status_page(send=False):
+            return
         if self._on_path():
             self._image(jobsm.assign, send=False)
 
     def do_GET(self) -> None:
         """Assign, Downloading, and send the image."""
+        if self._status_page(send=True):
+            return
         if self._on_path():
             self._image(jobsm.download, send=True)
+
+    def _status_page(self, *, send: bool) -> bool:
+        """A status page answered (True); False for the dispatch path and everything else."""
+        config = self.server.config
+        path = urlsplit(self.path).path
+        if config.status is None or path == config.path:
+            return False
+        answer = config.status.answer(path)
+        if answer is None:
+            return False
+        from sevimg.serve.status import HEADERS  # noqa: PLC0415
+
+        self._drain()
+        self.send_response(answer.status)
+        for key, value in (*HEADERS.items(), ("Content-Type", answer.content_type)):
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(answer.body)))
+        self.end_headers()
+        self._event(answer.status, None)
+        if send:
+            self.wfile.write(answer.body)
+        return True
 
     def do_POST(self) -> None:
         """The host booted: Downloading → Booting."""
@@ -270,7 +298,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(view[:n])
                 left -= n
                 if job is not None:
-                    config.board.touch(self.client)
+                    config.board.touch(self.client, n)
 
     # --- reports -----------------------------------------------------------------------
 

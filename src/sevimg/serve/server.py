@@ -84,12 +84,14 @@ def serve(
     filer: Issues | None = None,
     clock: jobsm.Clock | None = None,
     log: Log | None = None,
+    status_page: bool = True,
 ) -> Handle:
     """Start serving the jobs of `served` (:func:`sevimg.serve.files.load_jobs`) on `bind`.
 
     Port 0 picks a free port. Returns a :class:`Handle` with `.url` and
     `.stop()`. With `results`, reports are saved there and results.json is
-    rewritten on every change. SevimgError when the address cannot be bound
+    rewritten on every change. With `status_page`, GET / (and the paths of
+    :mod:`sevimg.serve.status`) answer the status page. SevimgError when the address cannot be bound
     (in use, not this machine's, no permission).
     """
     import time  # noqa: PLC0415 - the default clock only
@@ -99,6 +101,10 @@ def serve(
     board = Board(served.jobs, clock or time.time)
     say = log or (lambda _: None)
     config = Config(path, board, served.identities, poweroff, results, filer, say)
+    if status_page:
+        from sevimg.serve.status import StatusSite  # noqa: PLC0415
+
+        config.status = StatusSite(board.snapshot, results, board.clock, dispatch_path=path)
     if results is not None:
 
         def summary(_: tuple[Job, ...]) -> None:
