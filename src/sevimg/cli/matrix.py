@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from sevimg.cli.base import handle_errors, out
-from sevimg.cli.group import main
+from sevimg.cli.group import Context, main, pass_ctx
 from sevimg.lab import markdown as md
 from sevimg.lab.markers import update_file
 from sevimg.lab.model import Matrix, matrix_of
@@ -63,8 +63,10 @@ def _issues(repo: str) -> list[Record]:
     "the rest stays. Repeatable.",
 )
 @click.option("--title", default="SEV-SNP certification matrix", show_default=True)
+@pass_ctx
 @handle_errors
 def matrix_command(
+    ctx: Context,
     folders: Sequence[Path],
     github_issues: str | None,
     markdown_file: Path | None,
@@ -88,7 +90,11 @@ def matrix_command(
             hint="e.g. `sevimg matrix results/` or `sevimg matrix --github-issues AMDEPYC/sev-certify`",
         )
     issues = _issues(github_issues) if github_issues else []
-    names = catalog_names()
+    try:
+        ws = ctx.ws
+    except SevimgError:  # outside a workspace: rows are named by their labels' IDs
+        ws = None
+    names = catalog_names(ws)
 
     def matrix_for(target: Path | None) -> Matrix:
         # Links to saved results are relative to the folder each output is written to.

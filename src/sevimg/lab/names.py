@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sevimg.workspace import Workspace
 
 
 def label_id(os_release_id: str) -> str:
@@ -33,8 +36,8 @@ def names_from_distros(distros: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     return names
 
 
-def catalog_names() -> dict[str, str]:
-    """The names of the workspace's catalog; the packaged catalog's outside a workspace.
+def catalog_names(ws: Workspace | None = None) -> dict[str, str]:
+    """The names of `ws`'s catalog (else the workspace around the current folder); {} outside one.
 
     Only the distribution files are needed; a release file with errors does
     not keep the matrix from naming its rows.
@@ -43,10 +46,11 @@ def catalog_names() -> dict[str, str]:
     from sevimg.problems import SevimgError  # noqa: PLC0415
     from sevimg.workspace import find_workspace  # noqa: PLC0415
 
-    try:
-        ws = find_workspace()
-    except SevimgError:
-        return {}
+    if ws is None:
+        try:
+            ws = find_workspace()
+        except SevimgError:
+            return {}
     catalog = load_catalog(ws)
     return names_from_distros(
         doc.data for doc in catalog.distros.values() if isinstance(doc.data, Mapping)
