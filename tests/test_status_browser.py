@@ -91,7 +91,7 @@ def hold_first_poll(handle: Handle, hosts: Callable[[], None]) -> threading.Even
                     ran.set()
         return answer(path)
 
-    site.answer = held  # type: ignore[method-assign]
+    site.answer = held  # type: ignore[method-assign,assignment]
     return ran
 
 
