@@ -7,6 +7,7 @@ the real client.
 
 from __future__ import annotations
 
+import html
 import json
 import random
 import re
@@ -14,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
+from sevimg.display import printable
 from sevimg.lab import markdown as md
 from sevimg.lab.markers import replace_marked, update_file
 from sevimg.lab.model import Generation, build, load_generations, matrix_of, os_name
@@ -354,3 +358,15 @@ def test_a_file_that_is_not_a_report_is_an_error_naming_it(tmp_path: Path) -> No
     found = {Path(p.file).name: p.message for p in caught.value.problems}
     assert set(found) == {"broken.json", "other.json"}
     assert "report.labels" in found["other.json"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=60))
+def test_any_title_in_a_cell_reads_back_as_the_same_text(title: str) -> None:
+    """Whatever a host puts in a title, the cell shows that text: no markup, no extra cell."""
+    rendered = _rendered(f"| a | b |\n|---|---|\n| {md.text(title)} | end |\n")
+    cells = re.findall(r"<td>(.*?)</td>", rendered, re.S)
+    assert len(cells) == 2 and cells[1] == "end", rendered
+    assert "<" not in cells[0].replace("&lt;", "")  # no element at all
+    # The text itself, on one line, with terminal controls and bidi marks shown as escapes.
+    assert html.unescape(cells[0]) == printable(" ".join(title.split()))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from urllib.parse import quote, urlsplit
 
+from sevimg.display import printable
 from sevimg.lab.model import Cell, Matrix
 
 START = "<!-- sevimg-matrix:start -->"
@@ -26,8 +27,8 @@ _SPECIAL = re.compile(r"([\\`*_\[\]<>|~&!#$])")
 
 
 def text(value: str) -> str:
-    """Peer text as literal Markdown: one line, its special characters backslash-escaped."""
-    return _SPECIAL.sub(r"\\\1", " ".join(value.split()))
+    """Peer text as literal Markdown: one line, controls shown as escapes, specials backslashed."""
+    return _SPECIAL.sub(r"\\\1", printable(" ".join(value.split())))
 
 
 def safe_link(url: str) -> str | None:
