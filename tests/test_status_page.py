@@ -128,6 +128,8 @@ def test_the_page_and_its_json_follow_a_job_from_waiting_to_reported(site: Site)
     assert job["result"] == "host-debian-13-20260528T203140Z"
     assert after["results"] == [job["result"]]
     assert "path" not in job and "sha256" not in job  # nothing of the server's disk
+    # The page's requests are not the hosts': the log (and its events) hold only dispatch's.
+    assert {e.path for e in site.handle.events} == {"/dispatch"}
     # The server-side page shows the same, and links the result.
     html = httpx.get(site.base + "/", timeout=30).text
     assert "📝 Reported" in html and f'href="/results/{job["result"]}"' in html
