@@ -224,10 +224,10 @@ def _run(
     _say(f"serving {len(jobs)} job{'s' if len(jobs) != 1 else ''} from {source}: {names}")
     if skipped:
         _say(f"left out by the filters: {', '.join(skipped)}")
-    _say(f"listening on {handle.url} (HTTP-boot from it; Ctrl-C stops)")
     if handle.config.status is not None:
         shown = handle.url.removesuffix(handle.config.path)
         _say(f"status page: {shown}/ (the jobs, saved results and their matrix)")
+    _say(f"listening on {handle.url} (HTTP-boot from it; Ctrl-C stops)")
     if handle.host in ("127.0.0.1", "::1"):
         _say(
             f"QEMU reaches it as http://10.0.2.2:{handle.port}{handle.config.path} "
