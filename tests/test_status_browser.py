@@ -167,5 +167,13 @@ def test_the_page_shows_jobs_move_to_reported_and_a_hostile_report_as_text(
             "--window-size=1400,900",
         )
         evil.close()
+
+        # The matrix of this serve's results: both runs failed on a 9004 (Genoa).
+        matrix = chromium(tmp_path, base + "/matrix", "--dump-dom")
+        assert "<h2>AMD EPYC 9004 (Genoa)</h2>" in matrix
+        row = re.search(r'<th scope="row">Debian Forky</th><td>(.*?)</td>', matrix)
+        assert row is not None and row[1].startswith('❌ <a href="/results/'), matrix
+        assert '<th scope="row">Evil 1</th>' in matrix
+        chromium(tmp_path, base + "/matrix", f"--screenshot={SHOTS / 'matrix.png'}")
     finally:
         handle.stop()

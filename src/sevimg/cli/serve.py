@@ -226,7 +226,8 @@ def _run(
         _say(f"left out by the filters: {', '.join(skipped)}")
     if handle.config.status is not None:
         shown = handle.url.removesuffix(handle.config.path)
-        _say(f"status page: {shown}/ (the jobs, saved results and their matrix)")
+        page = "/status" if handle.config.path == "/" else "/"  # / is the dispatch path then
+        _say(f"status page: {shown}{page} (the jobs, saved results and their matrix)")
     _say(f"listening on {handle.url} (HTTP-boot from it; Ctrl-C stops)")
     if handle.host in ("127.0.0.1", "::1"):
         _say(
