@@ -70,9 +70,12 @@ def test_the_command_refuses_bad_input_without_a_traceback(tmp_path: Path, cli: 
     no_markers = tmp_path / "plain.md"
     no_markers.write_text("hello\n")
     (folder / "x.json").unlink()
-    refused = cli("matrix", str(folder), "--update", str(no_markers))
+    refused = cli(
+        "matrix", str(folder), "--markdown", str(tmp_path / "m.md"), "--update", str(no_markers)
+    )
     assert refused.code != 0 and f"no {md.START} line" in refused.output
     assert no_markers.read_text() == "hello\n"
+    assert not (tmp_path / "m.md").exists()  # nothing written when any output is refused
 
 
 def test_certificate_issues_from_github_through_the_api_client(

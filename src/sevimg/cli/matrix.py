@@ -11,7 +11,7 @@ import click
 from sevimg.cli.base import handle_errors, out
 from sevimg.cli.group import Context, main, pass_ctx
 from sevimg.lab import markdown as md
-from sevimg.lab.markers import update_file
+from sevimg.lab.markers import planned_update
 from sevimg.lab.model import Matrix, matrix_of
 from sevimg.lab.names import catalog_names
 from sevimg.lab.page import matrix_page
@@ -101,15 +101,18 @@ def matrix_command(
         base = target.parent if target is not None else None
         return matrix_of([*read_folders(folders, base), *issues], names)
 
+    # Everything is made (and every --update document checked) before anything is written.
+    writes: list[tuple[Path, str, str]] = []  # (path, new text, what to say)
     if markdown_file is not None:
-        text = md.document(matrix_for(markdown_file))
-        write_file_atomic(markdown_file, text.encode())
-        out.print(f"wrote {markdown_file}", markup=False)
+        writes.append((markdown_file, md.document(matrix_for(markdown_file)), "wrote"))
     if html_file is not None:
-        write_file_atomic(html_file, matrix_page(matrix_for(html_file), title=title).encode())
-        out.print(f"wrote {html_file}", markup=False)
+        writes.append((html_file, matrix_page(matrix_for(html_file), title=title), "wrote"))
     for path in update_files:
-        changed = update_file(path, md.body(matrix_for(path)))
-        out.print(f"{'updated' if changed else 'unchanged'}: {path}", markup=False)
-    if markdown_file is None and html_file is None and not update_files:
+        before, after = planned_update(path, md.body(matrix_for(path)))
+        writes.append((path, after, "updated" if after != before else "unchanged"))
+    for path, text, said in writes:
+        if said != "unchanged":
+            write_file_atomic(path, text.encode())
+        out.print(f"{said} {path}", markup=False)
+    if not writes:
         click.echo(md.document(matrix_for(Path.cwd() / "-")), nl=False)

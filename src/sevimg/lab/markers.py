@@ -39,8 +39,8 @@ def replace_marked(document: str, content: str, *, where: str) -> str:
     return "".join([*lines[: start + 1], inner, *lines[end:]])
 
 
-def update_file(path: Path, content: str) -> bool:
-    """Rewrite the marked part of `path`; True when the file changed."""
+def planned_update(path: Path, content: str) -> tuple[str, str]:
+    """(the document now, the document with its marked part replaced); nothing is written yet."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -49,7 +49,12 @@ def update_file(path: Path, content: str) -> bool:
         document = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SevimgError(f"--update {path}: not UTF-8 text (byte {exc.start})") from None
-    updated = replace_marked(document, content, where=str(path))
+    return document, replace_marked(document, content, where=str(path))
+
+
+def update_file(path: Path, content: str) -> bool:
+    """Rewrite the marked part of `path` (atomically); True when the file changed."""
+    document, updated = planned_update(path, content)
     if updated == document:
         return False
     write_file_atomic(path, updated.encode("utf-8"))
