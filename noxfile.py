@@ -75,6 +75,13 @@ def e2e(session: nox.Session) -> None:
 
 
 @nox.session
+def browser(session: nox.Session) -> None:
+    """serve's status page in Debian's headless Chromium (fails when chromium is missing)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-m", "browser", *session.posargs)
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """CPU seconds of --help and validate; serve's peak RSS under 200 hostile connections;
     cold, no-op and warm builds, image sizes, boot time.

@@ -23,10 +23,15 @@ RELEASES = len(list(IMAGES.glob("*-*.yaml")))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """A test marked `qemu` fails (never skips) when QEMU is missing: it would prove nothing."""
+    """A test marked `qemu` or `browser` fails (never skips) when its tool is missing: it would prove nothing."""
     if item.get_closest_marker("qemu") and shutil.which("qemu-system-x86_64") is None:
         pytest.fail(
             "qemu-system-x86_64 is not installed: tools/setup installs it (qemu-system-x86, ovmf)",
+            pytrace=False,
+        )
+    if item.get_closest_marker("browser") and shutil.which("chromium") is None:
+        pytest.fail(
+            "chromium is not installed: tools/setup installs it (Debian's chromium package)",
             pytrace=False,
         )
 

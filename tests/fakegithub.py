@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -152,6 +153,41 @@ class FakeGitHub:
         with self.lock:
             self._next_id += 1
             return self._next_id
+
+    def add_issue(
+        self,
+        title: str,
+        labels: list[str],
+        *,
+        milestone: str | None = None,
+        created_at: str = "2026-01-01T00:00:00Z",
+        pull_request: bool = False,
+        state: str = "open",
+    ) -> int:
+        """An issue (or a pull request, which GitHub's issue list includes) as if filed earlier."""
+        with self.lock:
+            number = len(self.issues) + 1
+            if milestone is not None and not any(m["title"] == milestone for m in self.milestones):
+                self.milestones.append(
+                    {"number": len(self.milestones) + 1, "title": milestone, "state": "open"}
+                )
+            issue: dict[str, Any] = {
+                "title": title,
+                "body": "",
+                "labels": labels,
+                "number": number,
+                "state": state,
+                "html_url": f"https://github.com/{self.owner}/{self.repo}/issues/{number}",
+                "created_at": created_at,
+            }
+            if milestone is not None:
+                issue["milestone"] = next(
+                    m["number"] for m in self.milestones if m["title"] == milestone
+                )
+            if pull_request:
+                issue["pull_request"] = {"url": f"{self.api_url}/pulls/{number}"}
+            self.issues.append(issue)
+            return number
 
     def add_milestone(self, title: str, state: str = "open") -> int:
         """A milestone; returns its number (GitHub numbers them 1, 2, … per repository)."""
@@ -539,6 +575,7 @@ def _handler(fake: FakeGitHub, role: str) -> type[BaseHTTPRequestHandler]:
                 ("PATCH", r"/releases/assets/(\d+)", self._update_asset),
                 ("DELETE", r"/releases/assets/(\d+)", self._delete_asset),
                 ("GET", r"/milestones", self._list_milestones),
+                ("GET", r"/issues", self._list_issues),
                 ("POST", r"/issues", self._create_issue),
             ]
             for verb, pattern, action in routes:
@@ -647,6 +684,43 @@ def _handler(fake: FakeGitHub, role: str) -> type[BaseHTTPRequestHandler]:
                     )
                 raise
 
+        def _list_issues(self, query: dict[str, list[str]], **_: Any) -> None:
+            # GitHub's shape: labels as objects, the milestone as an object, pull requests mixed in.
+            state = (query.get("state") or ["open"])[0]
+            wanted = [x for x in (query.get("labels") or [""])[0].split(",") if x]
+            with fake.lock:
+                titles = {m["number"]: m["title"] for m in fake.milestones}
+                items = []
+                for issue in fake.issues:
+                    names = list(issue.get("labels") or [])
+                    if state != "all" and issue.get("state", "open") != state:
+                        continue
+                    if not all(w in names for w in wanted):
+                        continue
+                    number = issue.get("milestone")
+                    shown = {
+                        k: v for k, v in issue.items() if k not in ("labels", "milestone", "state")
+                    }
+                    items.append(
+                        {
+                            **shown,
+                            "state": issue.get("state", "open"),
+                            "labels": [{"name": n, "color": "ededed"} for n in names],
+                            "milestone": {"number": number, "title": titles[number]}
+                            if number in titles
+                            else None,
+                        }
+                    )
+            items.sort(key=lambda i: -int(i["number"]))  # GitHub lists the newest first
+            try:
+                self._paged(items, query, "/issues")
+            except _Reply as reply:
+                if "Link" in reply.headers:
+                    reply.headers["Link"] = reply.headers["Link"].replace(
+                        "?per_page=", f"?state={state}&labels={','.join(wanted)}&per_page="
+                    )
+                raise
+
         def _create_issue(self, access: str | None, **_: Any) -> None:
             self._need_write(
                 access, "https://docs.github.com/rest/issues/issues#create-an-issue", "issues=write"
@@ -686,6 +760,7 @@ def _handler(fake: FakeGitHub, role: str) -> type[BaseHTTPRequestHandler]:
                     **data,
                     "number": number,
                     "html_url": f"https://github.com/{fake.owner}/{fake.repo}/issues/{number}",
+                    "created_at": _iso(fake.now()),
                 }
                 fake.issues.append(issue)
             raise _Reply(201, issue)
@@ -816,3 +891,7 @@ class FakeClock:
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.now += seconds
+
+
+def _iso(when: float) -> str:
+    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -79,13 +79,14 @@ def test_jobs_do_what_the_release_process_needs(catalog: Catalog) -> None:
     assert on["push"] == {"branches": ["main"], "tags": ["v*"]}
     assert data["permissions"] == {"contents": "read"}
     jobs = data["jobs"]
-    assert set(jobs) == {"check", "build", "publish", "archive"}
+    assert set(jobs) == {"check", "build", "publish", "archive", "certification-matrix"}
 
     assert ".venv/bin/sevimg ci --check" in runs(jobs["check"])
     # Builds never run on the weekly schedule: only the archive check does.
     assert on["schedule"] == [{"cron": ci.ARCHIVE_CRON}]
     assert "workflow_dispatch" in on
-    assert jobs["check"]["if"] == "github.event_name != 'schedule'"
+    # Nor on issue events: those only regenerate the certification matrix.
+    assert jobs["check"]["if"] == "github.event_name != 'schedule' && github.event_name != 'issues'"
 
     build = jobs["build"]
     assert build["needs"] == "check"
@@ -131,8 +132,19 @@ def test_jobs_do_what_the_release_process_needs(catalog: Catalog) -> None:
     assert '.venv/bin/sevimg archive --all --markdown "$GITHUB_STEP_SUMMARY"' in script
     assert "gpgv" in script
 
-    # The token reaches only the publish step.
-    assert ci.generate(catalog).text.count("secrets.") == 1
+    # The token reaches only the publish step and the matrix job's two steps.
+    with_token = [
+        (name, s.get("name"))
+        for name, job in jobs.items()
+        for s in steps(job)
+        if "secrets." in str(s)
+    ]
+    assert with_token == [
+        ("publish", "Publish"),
+        ("certification-matrix", "Regenerate the matrix from every certificate issue"),
+        ("certification-matrix", "Propose the change as a pull request"),
+    ]
+    assert ci.generate(catalog).text.count("secrets.") == 3
 
 
 def test_every_action_is_pinned_to_a_commit(catalog: Catalog) -> None:
@@ -287,3 +299,37 @@ def test_check_refuses_a_workflow_that_passes_a_debug_flag(
     check = cli("ci", "--check")
     assert check.code == 1
     assert f"it passes {flag}: CI builds and publishes release images only" in check.stderr
+
+
+def test_a_certificate_issue_regenerates_the_matrix_as_a_pull_request(catalog: Catalog) -> None:
+    data = parse(ci.generate(catalog).text)
+    assert {"opened", "edited", "milestoned", "labeled"} <= set(data["on"]["issues"]["types"])
+    # Issue events never wait behind (or cancel) a build of main.
+    assert "github.event_name == 'issues'" in data["concurrency"]["group"]
+    job = data["jobs"]["certification-matrix"]
+    assert job["if"] == (
+        "github.event_name == 'issues' && contains(github.event.issue.labels.*.name, 'certificate')"
+    )
+    assert job["permissions"] == {
+        "contents": "write",
+        "pull-requests": "write",
+        "issues": "read",
+    }
+    script = runs(job)
+    # Regenerated whole from every certificate issue, not edited row by row.
+    assert (
+        '.venv/bin/sevimg matrix --github-issues "$GITHUB_REPOSITORY" --update README.md' in script
+    )
+    assert 'gh pr create --head "$BRANCH"' in script
+    # Nothing an issue's author wrote reaches the shell: no github.event.issue.* in any script.
+    assert "github.event.issue" not in script
+    for step in steps(job):
+        if "uses" in step:
+            assert re.search(r"@[0-9a-f]{40}\b", step["uses"]), step["uses"]
+    # Every other job stays off issue events.
+    for name in ("check", "build", "publish", "archive"):
+        other = data["jobs"][name]
+        assert (
+            "issues" not in str(other.get("if", "")) or "!=" in str(other["if"]) or name == "build"
+        )
+    assert data["jobs"]["build"]["needs"] == "check"

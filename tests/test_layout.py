@@ -41,6 +41,8 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("sevimg.settings",),
     ("sevimg.archive", "sevimg.imaging"),
     ("sevimg.release", "sevimg.machine"),
+    # the lab's view: the matrix from results and certificate issues
+    ("sevimg.lab",),
     ("sevimg.serve",),
     ("sevimg.cli",),
     ("sevimg.entry",),

@@ -34,6 +34,14 @@ def test_wheel_ships_templates_and_schemas(wheel: Path) -> None:
         assert f"sevimg/_data/templates/{template.relative_to(REPO / 'templates')}" in names
     for schema in (REPO / "schema").glob("*.json"):
         assert f"sevimg/_data/schema/{schema.name}" in names
+    # The lab's pages, script, style and processor names (package data of sevimg.lab).
+    lab = REPO / "src" / "sevimg" / "lab"
+    shipped = [
+        p for p in lab.rglob("*") if p.is_file() and p.suffix in (".j2", ".js", ".css", ".yaml")
+    ]
+    assert len(shipped) >= 7
+    for path in shipped:
+        assert f"sevimg/lab/{path.relative_to(lab).as_posix()}" in names
 
 
 def test_wheel_ships_sevimg_cert_with_its_pinned_roots(wheel: Path, tmp_path: Path) -> None:

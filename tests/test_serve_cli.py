@@ -381,3 +381,20 @@ def test_github_issues_with_a_bad_token_is_refused_at_start(
     assert run.code == 1
     assert "GitHub rejected the token from GITHUB_TOKEN (401" in run.stderr
     assert "ghs_WRONGtokenVALUE123" not in run.output
+
+
+def test_the_status_page_is_announced_and_can_be_turned_off(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    folder = make_folder(tmp_path / "out", ["debian-13"])
+    on = Server(["--from", str(folder), "--results", str(tmp_path / "r1")])
+    servers.append(on)
+    base = on.url.removesuffix("/dispatch")
+    # Said before the "listening on" line the test waits for.
+    assert f"status page: {base}/ " in on.text
+    page = httpx.get(base + "/", timeout=30)
+    assert page.status_code == 200 and "host-debian-13" in page.text
+    off = Server(["--from", str(folder), "--results", str(tmp_path / "r2"), "--no-status-page"])
+    servers.append(off)
+    assert "status page" not in off.text
+    assert httpx.get(off.url.removesuffix("/dispatch") + "/", timeout=30).status_code == 404

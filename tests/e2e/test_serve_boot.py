@@ -35,6 +35,7 @@ import pytest
 
 from sevimg.imaging.uki import read_uki
 from tests.e2e.conftest import E2E, MKOSI_VERSION
+from tests.test_status_browser import SHOTS, chromium, rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.qemu]
 
@@ -223,3 +224,24 @@ def test_the_host_reports_once_and_the_job_ends_reported(boot: Boot) -> None:
         lambda: "127.0.0.1 HEAD 404 - -" in boot.server_text(),
         10 * 60,
     )
+
+
+@pytest.mark.browser
+def test_the_status_page_shows_the_real_boot(boot: Boot, tmp_path: Path) -> None:
+    """After the real report: Chromium shows the job Reported and its result; a screenshot is kept."""
+    boot.wait_for("report", lambda: boot.job().get("state") == "Reported", REPORT_TIMEOUT)
+    base = f"http://127.0.0.1:{boot.port}"
+    dom = chromium(tmp_path, base + "/", "--dump-dom")
+    assert rows(dom) == {JOB: "📝 Reported"}, dom
+    stem = boot.job()["json"].removesuffix(".json")
+    assert f'href="/results/{stem}"' in dom
+    result = chromium(tmp_path, f"{base}/results/{stem}", "--dump-dom")
+    assert "Failed to Achieve a Certification Level</h1>" in result
+    # TCG has no EPYC: no proc- label, so the matrix lists the run apart, never drops it.
+    matrix = chromium(tmp_path, base + "/matrix", "--dump-dom")
+    assert "Results not in a table" in matrix and "no proc- label" in matrix
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    shot = SHOTS / "e2e-status-page.png"
+    chromium(tmp_path, base + "/", f"--screenshot={shot}", "--window-size=1400,500")
+    assert shot.stat().st_size > 10_000
+    print(f"status page of the real boot: {shot}")

@@ -70,6 +70,10 @@ COMMANDS: dict[str, Listed] = {
         "release",
         "Publish the artifacts of IMAGES (default: all in the folder) to a GitHub release.",
     ),
+    "matrix": Listed(
+        "matrix",
+        "Write the certification matrix from serve's results folders and/or certificate issues.",
+    ),
     "measure": Listed(
         "certify", "Print the expected SEV-SNP launch measurement of the built guest of IMAGE."
     ),

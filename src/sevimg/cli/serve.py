@@ -142,6 +142,12 @@ def _view(handle: Handle) -> Group:
 )
 @click.option("--allow-debug", is_flag=True, help="Serve debug images (console autologin) too.")
 @click.option(
+    "--status-page/--no-status-page",
+    default=True,
+    show_default=True,
+    help="Answer GET / with a live status page (jobs, saved results, their matrix) for browsers.",
+)
+@click.option(
     "--mdns",
     is_flag=True,
     help="Advertise the server as _dispatch._tcp (TXT path=…) through Avahi, as dispatch does.",
@@ -175,6 +181,7 @@ def serve_command(
     results_dir: Path,
     github_issues: str | None,
     allow_debug: bool,
+    status_page: bool,
     mdns: bool,
     kds_url: str | None,
     kds_offline: bool,
@@ -218,6 +225,7 @@ def serve_command(
             filer=filer,
             log=_say,
             kds=kds,
+            status_page=status_page,
         )
         board = handle.board
         advert = None
@@ -259,6 +267,10 @@ def _run(
     _say(f"serving {len(jobs)} job{'s' if len(jobs) != 1 else ''} from {source}: {names}")
     if skipped:
         _say(f"left out by the filters: {', '.join(skipped)}")
+    if handle.config.status is not None:
+        shown = handle.url.removesuffix(handle.config.path)
+        page = "/status" if handle.config.path == "/" else "/"  # / is the dispatch path then
+        _say(f"status page: {shown}{page} (the jobs, saved results and their matrix)")
     _say(f"listening on {handle.url} (HTTP-boot from it; Ctrl-C stops)")
     if handle.host in ("127.0.0.1", "::1"):
         _say(

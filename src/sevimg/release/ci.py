@@ -152,6 +152,12 @@ def _environment(template_dirs: Sequence[Path]) -> jinja2.Environment:
     return env
 
 
+# The certification matrix's job regenerates the part of this file between
+# the <!-- sevimg-matrix:start/end --> markers, on its own branch.
+MATRIX_FILE = "README.md"
+MATRIX_BRANCH = "sevimg/certification-matrix"
+
+
 def render(
     entries: Sequence[MatrixEntry],
     skipped: Sequence[tuple[str, int]] = (),
@@ -176,6 +182,8 @@ def render(
         setup_python=SETUP_PYTHON.uses(),
         upload_artifact=UPLOAD_ARTIFACT.uses(),
         download_artifact=DOWNLOAD_ARTIFACT.uses(),
+        matrix_file=MATRIX_FILE,
+        matrix_branch=MATRIX_BRANCH,
     )
 
 

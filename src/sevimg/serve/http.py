@@ -33,7 +33,7 @@ import io
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from sevimg.problems import SevimgError
@@ -43,9 +43,6 @@ from sevimg.serve.files import unchanged
 from sevimg.serve.jobs import MAX_REPORT, Job, Report, parse_report
 from sevimg.serve.listener import Event, Server, client_ip
 from sevimg.serve.ranges import byte_range
-
-if TYPE_CHECKING:  # httpx is loaded only with --github-issues
-    pass
 
 ALLOW = "GET, POST, HEAD, PUT"
 EFI = "application/efi"
@@ -131,14 +128,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_HEAD(self) -> None:
         """Assign, and describe the image without sending it."""
-        if self._kds(send=False):
+        if self._kds(send=False) or self._status_page(send=False):
             return
         if self._on_path():
             self._image(jobsm.assign, send=False)
 
     def do_GET(self) -> None:
         """Assign, Downloading, and send the image."""
-        if self._kds(send=True):
+        if self._kds(send=True) or self._status_page(send=True):
             return
         if self._on_path():
             self._image(jobsm.download, send=True)
@@ -160,6 +157,28 @@ class Handler(BaseHTTPRequestHandler):
             config.log(f"{self.client} KDS {split.path}: {answer.status} {answer.why}")
         self._event(answer.status, None)
         self.end_headers()
+        if send:
+            self.wfile.write(answer.body)
+        return True
+
+    def _status_page(self, *, send: bool) -> bool:
+        """A status page answered (True); False for the dispatch path and everything else."""
+        config = self.server.config
+        path = urlsplit(self.path).path
+        if config.status is None or path == config.path:
+            return False
+        answer = config.status.answer(path)
+        if answer is None:
+            return False
+        from sevimg.serve.status import HEADERS  # noqa: PLC0415
+
+        self._drain()
+        self.send_response(answer.status)
+        for key, value in (*HEADERS.items(), ("Content-Type", answer.content_type)):
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(answer.body)))
+        self.end_headers()
+        # Not an Event: a browser polls every two seconds, and the log is the hosts'.
         if send:
             self.wfile.write(answer.body)
         return True
@@ -320,7 +339,7 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(view[:n])
             left -= n
             if job is not None:
-                self.server.config.board.touch(self.client)
+                self.server.config.board.touch(self.client, n)
 
     # --- reports -----------------------------------------------------------------------
 

@@ -75,6 +75,7 @@ class Job:
     state: State = State.UNASSIGNED
     client: str | None = None
     active: float = 0.0  # when the holder last did something (idle re-assignment)
+    sent: int = 0  # bytes of the image sent so far, over every GET of it
     assigned_at: float | None = None
     booted_at: float | None = None
     reported_at: float | None = None
@@ -154,10 +155,12 @@ def settle(jobs: tuple[Job, ...], index: int, *, ok: bool, note: str) -> tuple[J
     return _set(jobs, index, state=State.FINISHED if ok else State.FAILED, note=note)
 
 
-def touch(jobs: tuple[Job, ...], client: str, now: float) -> tuple[Job, ...]:
-    """A download is still moving: the client's held job is not idle."""
+def touch(jobs: tuple[Job, ...], client: str, now: float, sent: int = 0) -> tuple[Job, ...]:
+    """A download is still moving (`sent` more bytes): the client's held job is not idle."""
     index = next((i for i, j in enumerate(jobs) if j.client == client and j.state in _HELD), None)
-    return jobs if index is None else _set(jobs, index, active=now)
+    if index is None:
+        return jobs
+    return _set(jobs, index, active=now, sent=jobs[index].sent + sent)
 
 
 def booting(jobs: tuple[Job, ...], client: str) -> Job | None:
@@ -363,10 +366,10 @@ class Board:
             self.jobs = settle(self.jobs, index, ok=ok, note=note)
         self._tell()
 
-    def touch(self, client: str) -> None:
-        """A download moved on (no listener is told: this is not a change worth showing)."""
+    def touch(self, client: str, sent: int = 0) -> None:
+        """A download moved on by `sent` bytes (no listener is told: not a change worth showing)."""
         with self._lock:
-            self.jobs = touch(self.jobs, client, self.clock())
+            self.jobs = touch(self.jobs, client, self.clock(), sent)
 
     def wait(self, timeout: float) -> None:
         """Wait up to `timeout` seconds for the next change."""
@@ -389,3 +392,23 @@ class Board:
 def ordered(jobs: Sequence[Job]) -> tuple[Job, ...]:
     """Jobs in name order, as dispatch hands them out."""
     return tuple(sorted(jobs, key=lambda j: j.name))
+
+
+def public(job: Job) -> dict[str, Any]:
+    """A job as the status page shows it: what anyone on the lab network may see.
+
+    No paths and no internals; times as seconds since the epoch (None: not yet).
+    """
+    return {
+        "job": job.name,
+        "image": job.image_id,
+        "state": job.state.value,
+        "icon": job.state.icon,
+        "client": job.client,
+        "size": job.size,
+        "sent": job.sent,
+        "assigned_at": job.assigned_at,
+        "booted_at": job.booted_at,
+        "reported_at": job.reported_at,
+        "note": job.note,
+    }

@@ -26,6 +26,7 @@ from sevimg.serve.results import Results
 if TYPE_CHECKING:  # httpx is loaded only with --github-issues
     from sevimg.serve.issues import Issues
     from sevimg.serve.kds import KdsCache
+    from sevimg.serve.status import StatusSite
 
 Log = Callable[[str], None]
 
@@ -64,6 +65,7 @@ class Config:
     filer: Issues | None
     log: Log
     kds: KdsCache | None = None
+    status: StatusSite | None = None  # the status page (GET / and below), when served
     events: list[Event] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     in_flight: int = 0

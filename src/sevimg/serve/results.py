@@ -99,6 +99,11 @@ class Results:
         with self._lock:
             self._issues[job.name] = issue
 
+    def saved_stems(self) -> dict[str, str]:
+        """Job name → the name (without .md/.json) of its latest saved report."""
+        with self._lock:
+            return {name: saved.markdown.stem for name, saved in self._saved.items()}
+
     def summary(self, jobs: tuple[Job, ...]) -> dict[str, Any]:
         """results.json's content."""
         with self._lock:

@@ -92,6 +92,7 @@ def serve(
     kds: KdsCache | None = None,
     gate: Gate | None = None,
     deadline: float = REQUEST_DEADLINE,
+    status_page: bool = True,
 ) -> Handle:
     """Start serving the jobs of `served` (:func:`sevimg.serve.files.load_jobs`) on `bind`.
 
@@ -99,7 +100,9 @@ def serve(
     `.stop()`. With `results`, reports are saved there and results.json is
     rewritten on every state change. With `kds`, the KDS paths (/kds/…) are
     answered from that cache. `gate` bounds connections (default
-    :class:`sevimg.serve.gate.Gate`), `deadline` each request. SevimgError when the address cannot be bound
+    :class:`sevimg.serve.gate.Gate`), `deadline` each request.
+    With `status_page`, GET / (and the paths of :mod:`sevimg.serve.status`)
+    answer the status page. SevimgError when the address cannot be bound
     (in use, not this machine's, no permission).
     """
     import time  # noqa: PLC0415 - the default clock only
@@ -115,6 +118,10 @@ def serve(
     config = Config(path, board, served.identities, poweroff, results, filer, say, kds=kds)
     config.gate = gate or Gate()
     config.deadline = deadline
+    if status_page:
+        from sevimg.serve.status import StatusSite  # noqa: PLC0415
+
+        config.status = StatusSite(board.snapshot, results, board.clock, dispatch_path=path)
     if results is not None:
 
         def summary(_: tuple[Job, ...]) -> None:
