@@ -150,8 +150,16 @@ CASES = {
         )
         for a in (0, 2, 0xFFFF)
     },
-    "signed-with-vlek": Case("report signature", "signed with VLEK", spec={"key_info": 1 << 2}),
+    "signed-with-vlek": Case(
+        "report signature",
+        "says its VLEK signed it, but the certificate given is SEV-VCEK",
+        spec={"key_info": 1 << 2},
+    ),
     "unsigned": Case("report signature", "signed with none", spec={"key_info": 7 << 2}),
+    "reserved-signing-key": Case(
+        "report signature", "signed with reserved(3)", spec={"key_info": 3 << 2}
+    ),
+    "mask-chip-key": Case("report signature", "MASK_CHIP_KEY", spec={"key_info": 1 << 1}),
     # the chain
     "vcek-by-rogue": Case(
         "VCEK", "SEV-VCEK is not signed by SEV-Genoa", chain=vcek(signer="rogue")
@@ -176,10 +184,23 @@ CASES = {
                 kit.CHIP_ID[:-1] + b"\x00",
                 kit.CHIP_ID[::-1],
                 kit.CHIP_ID[:8] + bytes(56),
-                kit.CHIP_ID[:63],
             ]
         )
     },
+    **{
+        f"hwid-{len(h)}-bytes": Case("VCEK hwID", f"hwID is {len(h)} bytes", chain=vcek(hwid=h))
+        for h in (kit.CHIP_ID[:63], kit.CHIP_ID[:8], kit.CHIP_ID + b"\0", b"")
+    },
+    # The DER-wrapped form KDS never issues is not unwrapped.
+    "hwid-wrapped": Case(
+        "VCEK hwID", "hwID is 66 bytes", chain=vcek(hwid=b"\x04\x40" + kit.CHIP_ID)
+    ),
+    "hwid-turin-64-bytes": Case(
+        "VCEK hwID",
+        "hwID is 64 bytes; a Turin chip's is 8",
+        product="Turin",
+        chain=vcek(product="Turin", hwid=kit.TURIN_CHIP_ID),
+    ),
     "hwid-turin-other-chip": Case(
         "VCEK hwID",
         "VCEK is for chip",
@@ -187,7 +208,12 @@ CASES = {
         chain=vcek(product="Turin", hwid=bytes.fromhex("0123456789abcdee")),
     ),
     "hwid-missing": Case("VCEK hwID", "has no hwID extension", chain=without_extension(".1.4")),
-    "chip-id-masked": Case("VCEK hwID", "masked", spec={"chip_id": bytes(64)}),
+    "chip-id-turin-tail": Case(
+        "VCEK hwID",
+        "VCEK is for chip",
+        product="Turin",
+        spec={"chip_id": kit.TURIN_CHIP_ID[:8] + b"\1" + bytes(55)},
+    ),
     **{
         f"tcb-{name}": Case("VCEK TCB", f"{name}: VCEK", chain=vcek(tcb=tcb))
         for name, tcb in [
@@ -217,7 +243,9 @@ CASES = {
         "VCEK TCB", "no fmcSPL", product="Turin", chain=without_extension(".3.9", "Turin")
     ),
     "tcb-turin-vcek-for-genoa-report": Case(
-        "VCEK TCB", "a Turin VCEK", chain=vcek(product="Turin", chip=kit.CHIP_ID, tcb=Tcb())
+        "VCEK TCB",
+        "a Turin VCEK",
+        chain=vcek(product="Turin", chip=kit.CHIP_ID, tcb=Tcb(), hwid=kit.CHIP_ID),
     ),
 }
 
@@ -265,7 +293,7 @@ def test_a_report_of_the_wrong_size_fails_structure_and_nothing_else_runs(size: 
     assert result.as_dict()["verified"] is False and result.report is None
 
 
-@pytest.mark.parametrize("version", [0, 1, 4, 6, 99, 2**32 - 1])
+@pytest.mark.parametrize("version", [0, 1, 6, 99, 2**32 - 1])
 def test_a_report_of_an_unknown_version_fails_structure(version: int) -> None:
     synth = kit.make_chain()
     data = kit.pack_report(ReportSpec())

@@ -5,10 +5,13 @@ Interface Specification", document 57230):
 
     {base}/vcek/v1/{Milan|Genoa|Turin}/{hwid}?blSPL=..&teeSPL=..&snpSPL=..&ucodeSPL=..
     {base}/vcek/v1/{product}/cert_chain        (PEM: the ASK, then the ARK)
+    {base}/vlek/v1/{product}/cert_chain        (PEM: the ASVK, then the ARK)
 
 `hwid` is the report's chip ID in hex (Turin: its first 8 bytes, and the URL
 also carries fmcSPL); the SPLs are the report's reported TCB. The VCEK comes
-as DER. KDS rate-limits with 429, so requests are retried with backoff on
+as DER. KDS serves no VLEK by chip (AMD hands VLEKs to cloud providers,
+whose hosts give them to guests in the extended report's certificate
+table), so a VLEK-signed report needs its VLEK in a folder. KDS rate-limits with 429, so requests are retried with backoff on
 429, 5xx and connection errors, honouring Retry-After. Only the standard
 library's urllib is used: this runs inside the host image.
 """
@@ -128,9 +131,9 @@ class Kds:
             hwid = report.chip_id.hex()
         return f"{self.base_url}/vcek/v1/{product.value}/{hwid}?{spl}"
 
-    def chain_url(self, product: Product) -> str:
-        """The URL of a product's ASK and ARK."""
-        return f"{self.base_url}/vcek/v1/{product.value}/cert_chain"
+    def chain_url(self, product: Product, key: str = "VCEK") -> str:
+        """The URL of a product's ASK and ARK (`key` VLEK: its ASVK and ARK)."""
+        return f"{self.base_url}/{key.lower()}/v1/{product.value}/cert_chain"
 
     def get(self, url: str) -> bytes:
         """GET `url`, retrying what is worth retrying; KdsError when it cannot be had."""
@@ -192,6 +195,12 @@ class Kds:
 
     def fetch(self, report: AttestationReport, product: Product | None = None) -> Chain:
         """VCEK, ASK and ARK for `report` (its own product unless `product` is given)."""
+        if report.signing_key == "VLEK":
+            raise KdsError(
+                "the report was signed with a VLEK, which KDS does not serve by chip; give the "
+                "VLEK (from the host's certificate table, e.g. `snpguest certificates`) as "
+                "vlek.pem in a certificate folder"
+            )
         product = product or report.product
         if product is None:
             raise KdsError(

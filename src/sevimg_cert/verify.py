@@ -1,14 +1,23 @@
 """Verify an SEV-SNP attestation report: each check a named verdict with its reason.
 
 A report is genuine when its signature (ECDSA P-384, SHA-384, over bytes
-[0, 0x2A0), r and s stored little-endian) verifies with the chip's VCEK, the
-VCEK is signed by the ASK and the ASK by the ARK (RSA-PSS, SHA-384, as AMD
+[0, 0x2A0), r and s stored little-endian) verifies with the key its
+SIGNING_KEY field names, and that key's chain ends in AMD's root for the
+report's processor:
+
+- VCEK-signed: the chip's VCEK, signed by the product's ASK; the VCEK
+  certifies this very chip (its hwID, 64 bytes, or 8 for Turin, equals the
+  report's chip ID, unless the host masked the chip ID with MASK_CHIP_KEY).
+- VLEK-signed (cloud providers): the provider's VLEK, signed by the
+  product's ASVK; a VLEK names no chip, so the chip ID is not compared.
+
+Either way the ASK or ASVK is signed by the ARK (RSA-PSS, SHA-384, as AMD
 signs them), the ARK is self-signed and is one of AMD's pinned roots (or one
-the caller trusts explicitly), and the VCEK certifies this very chip and TCB:
-its hwID extension equals the report's chip ID and its SPL extensions equal
-the report's reported TCB. It is the expected guest when its request data is
-the nonce, its measurement the expected one, debugging is off and it comes
-from the expected VMPL.
+the caller trusts explicitly), of the product the report's CPUID names, and
+the key's SPL extensions equal the report's reported TCB (Turin's with
+fmcSPL). It is the expected guest when its request data is the nonce, its
+measurement the expected one, debugging is off and it comes from the
+expected VMPL.
 
 Validity periods are not checked: a certificate's evidence is re-verified
 long after the run, and AMD's roots are valid until 2045 and later.
@@ -33,6 +42,7 @@ from sevimg_cert.certs import (
     CertError,
     Chain,
     common_name,
+    endorsement_kind,
     extension,
     rsa_pss_problem,
     spki,
@@ -138,6 +148,7 @@ class Result:
             }
         return {
             "verified": self.passed,
+            "signing_key": self.report.signing_key if self.report else None,
             "checks": [c.as_dict() for c in self.checks],
             "report": self.report.as_dict() if self.report else None,
             "certificates": certs,
@@ -205,18 +216,29 @@ def _check_report(report: AttestationReport, expected: Expected) -> list[Check]:
     return checks
 
 
-def _check_ark(ark: x509.Certificate, expected: Expected) -> Check:
+def _check_ark(
+    ark: x509.Certificate, expected: Expected, report: AttestationReport | None = None
+) -> Check:
     problem = rsa_pss_problem(ark, ark)
     if problem:
         return Check(ARK, Verdict.FAIL, f"{common_name(ark)} is not self-signed: {problem}")
     key = spki(ark)
     for pair in roots.pinned():
-        if spki(pair.ark) == key:
+        if spki(pair.ark) != key:
+            continue
+        made_by = report.product if report is not None else None
+        if made_by is not None and made_by is not pair.product:
             return Check(
                 ARK,
-                Verdict.PASS,
-                f"AMD's pinned {pair.product.value} root {common_name(ark)}, self-signed",
+                Verdict.FAIL,
+                f"the chain ends in AMD's {pair.product.value} root {common_name(ark)}, but the "
+                f"report is from a {made_by.value} processor ({report.product_source if report else ''})",
             )
+        return Check(
+            ARK,
+            Verdict.PASS,
+            f"AMD's pinned {pair.product.value} root {common_name(ark)}, self-signed",
+        )
     for trusted in expected.trusted_arks:
         if spki(trusted) == key:
             return Check(
@@ -244,22 +266,41 @@ def _check_signed(name: str, cert: x509.Certificate, issuer: x509.Certificate) -
 
 
 def _check_hwid(report: AttestationReport, vcek: x509.Certificate) -> Check:
+    """The VCEK names this chip; a VLEK names none (KDS spec 57230: VLEKs carry csp_id, no hwID)."""
+    if endorsement_kind(vcek) == "VLEK":
+        # Whether the report says VLEK is the signature check's to judge.
+        shown = "zeros" if report.chip_id_masked else report.chip_id.hex()
+        return Check(
+            HWID,
+            Verdict.PASS,
+            f"signed with a VLEK, which names no chip (the report's chip ID: {shown}); not compared",
+        )
     hwid = vcek_hwid(vcek)
     if hwid is None:
         return Check(HWID, Verdict.FAIL, "the VCEK has no hwID extension (1.3.6.1.4.1.3704.1.4)")
     if report.chip_id_masked:
         return Check(
             HWID,
-            Verdict.FAIL,
-            "the report's chip ID is masked (MASK_CHIP_ID): it cannot be matched",
+            Verdict.PASS,
+            "the report's chip ID is zeros (the host set MASK_CHIP_ID): not compared; "
+            f"the signature check binds the report to the VCEK of chip {hwid.hex()}",
         )
-    short = report.product is Product.TURIN and not any(report.chip_id[8:])
-    if hwid == report.chip_id or (short and hwid == report.chip_id[:8]):
-        return Check(HWID, Verdict.PASS, f"equals the report's chip ID {report.hwid.hex()}")
+    size = report.hwid_size
+    if size is not None and len(hwid) != size:
+        return Check(
+            HWID,
+            Verdict.FAIL,
+            f"the VCEK's hwID is {len(hwid)} bytes; a {report.product.value if report.product else ''} "
+            f"chip's is {size} (KDS puts the bare chip ID there)",
+        )
+    prefix, rest = report.chip_id[: len(hwid)], report.chip_id[len(hwid) :]
+    if len(hwid) in (8, 64) and hwid == prefix and not any(rest):
+        return Check(HWID, Verdict.PASS, f"equals the report's chip ID {hwid.hex()}")
     return Check(
         HWID,
         Verdict.FAIL,
-        f"VCEK is for chip {hwid.hex()}, the report's chip ID is {report.chip_id.hex()}",
+        f"VCEK is for chip {hwid.hex()}, the report's chip ID is "
+        f"{(report.chip_id if any(rest) else prefix).hex()}",
     )
 
 
@@ -296,11 +337,25 @@ def _check_signature(report: AttestationReport, vcek: x509.Certificate) -> Check
             Verdict.FAIL,
             f"signature algorithm {report.signature_algo} is not 1 (ECDSA P-384 with SHA-384)",
         )
-    if report.signing_key != "VCEK":
+    if report.signing_key not in ("VCEK", "VLEK"):
         return Check(
             SIGNATURE,
             Verdict.FAIL,
-            f"the report says it was signed with {report.signing_key}, not the VCEK",
+            f"the report says it was signed with {report.signing_key}, not a VCEK or VLEK",
+        )
+    if report.mask_chip_key:
+        return Check(
+            SIGNATURE,
+            Verdict.FAIL,
+            "the host set MASK_CHIP_KEY: the firmware wrote zeros instead of a signature",
+        )
+    kind = endorsement_kind(vcek)
+    if kind != report.signing_key:
+        return Check(
+            SIGNATURE,
+            Verdict.FAIL,
+            f"the report says its {report.signing_key} signed it, "
+            f"but the certificate given is {common_name(vcek)}",
         )
     key = vcek.public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP384R1):
@@ -318,7 +373,9 @@ def _check_signature(report: AttestationReport, vcek: x509.Certificate) -> Check
             f"the signature over bytes 0-0x29F does not verify with {common_name(vcek)}'s key",
         )
     return Check(
-        SIGNATURE, Verdict.PASS, f"ECDSA P-384 SHA-384 over bytes 0-0x29F, by {common_name(vcek)}"
+        SIGNATURE,
+        Verdict.PASS,
+        f"ECDSA P-384 SHA-384 over bytes 0-0x29F, by the {kind} ({common_name(vcek)})",
     )
 
 
@@ -332,7 +389,7 @@ def _guard(name: str, check: Callable[[], Check]) -> Check:
 
 def _check_chain(report: AttestationReport, chain: Chain, expected: Expected) -> list[Check]:
     return [
-        _guard(ARK, lambda: _check_ark(chain.ark, expected)),
+        _guard(ARK, lambda: _check_ark(chain.ark, expected, report)),
         _guard(ASK, lambda: _check_signed(ASK, chain.ask, chain.ark)),
         _guard(VCEK, lambda: _check_signed(VCEK, chain.vcek, chain.ask)),
         _guard(HWID, lambda: _check_hwid(report, chain.vcek)),

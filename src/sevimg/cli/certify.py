@@ -34,8 +34,9 @@ RESULT_SUFFIXES = (".json", ".md")
     "certs_dir",
     metavar="DIR",
     type=click.Path(path_type=Path),
-    help="Certificates from this folder: ark, ask and vcek as .pem or .der, or KDS's "
-    "cert_chain.pem with vcek.der/vcek.pem. A missing ASK or ARK is AMD's pinned one.",
+    help="Certificates from this folder: ark, ask (or asvk) and vcek (or vlek) as .pem or "
+    ".der, or KDS's cert_chain.pem with vcek.der/vcek.pem. A missing ASK, ASVK or ARK is "
+    "AMD's pinned one.",
 )
 @click.option(
     "--kds",
@@ -99,8 +100,11 @@ def verify_command(
 
     Checks the structure, the request data against --nonce, the measurement
     against --measurement, that debugging is off, the VMPL, the chain VCEK ->
-    ASK -> ARK up to AMD's pinned roots, that the VCEK certifies the report's
-    chip ID and reported TCB, and the report's signature. Exit status 0 only
+    ASK -> ARK (or, for a report a cloud provider's VLEK signed, VLEK -> ASVK
+    -> ARK) up to AMD's pinned root of the report's processor, that the VCEK
+    certifies the report's chip ID, that the key certifies the reported TCB,
+    and the report's signature. --product is needed only for a version 2
+    report fetched from KDS: later versions name their processor. Exit status 0 only
     when every check passes; a check that could not run (no --nonce, say)
     is not a pass.
     """
@@ -166,7 +170,8 @@ def verify_command(
         out.print(table)
     if result.passed:
         if not as_json:
-            out.print("verified: every check passed", style="bold green")
+            key = result.report.signing_key if result.report else "?"
+            out.print(f"verified: every check passed (signed by the {key})", style="bold green")
         sys.exit(0)
     failed = [c for c in result.checks if c.verdict is Verdict.FAIL]
     skipped = [c for c in result.checks if c.verdict is Verdict.SKIP]

@@ -1,4 +1,7 @@
-"""AMD's pinned ARK and ASK certificates for Milan, Genoa and Turin.
+"""AMD's pinned ARK, ASK and ASVK certificates for Milan, Genoa and Turin.
+
+The ASK signs the chips' VCEKs; the ASVK (AMD SEV VLEK key) signs the VLEKs
+AMD issues to cloud providers. Both are signed by the product's ARK.
 
 Where they come from and how to check them: README.md next to this file.
 Each file is checked against its SHA-256 fingerprint when loaded, so an
@@ -25,6 +28,9 @@ FINGERPRINTS: dict[tuple[Product, str], str] = {
     (Product.GENOA, "ask"): "5464738c1546aed5f2cecf1dc98c5c960a92e8913238a61711bc90ec6e828521",
     (Product.TURIN, "ark"): "1f084161a44bb6d93778a904877d4819cafa5d05ef4193b2ded9dd9c73dd3f6a",
     (Product.TURIN, "ask"): "5b77ef5fe7a7a004fd9032668fba9d0fda22f88c4442069a479636a6ae3b3185",
+    (Product.MILAN, "asvk"): "c5e081f59b7efab1fe2f8b505e159704e72f29cab7ef7cf628a05a42439082f5",
+    (Product.GENOA, "asvk"): "197e610743a917d6b9bb982a5a9226ccc0a15b611be0619e626aca9151457372",
+    (Product.TURIN, "asvk"): "104e10a8bd060a3c20a434261a57d0588fd65a88915b4f65b08bdecaf8df1a3c",
 }
 
 
@@ -34,11 +40,12 @@ class PinnedRootError(RuntimeError):
 
 @dataclass(frozen=True)
 class Pinned:
-    """One product's pinned pair."""
+    """One product's pinned root and intermediates."""
 
     product: Product
     ark: x509.Certificate
     ask: x509.Certificate
+    asvk: x509.Certificate
 
 
 def fingerprint(cert: x509.Certificate) -> str:
@@ -50,7 +57,7 @@ def _load(product: Product, kind: str) -> x509.Certificate:
     name = f"{product.value.lower()}/{kind}.pem"
     try:
         data = resources.files(__name__).joinpath(name).read_bytes()
-        cert = x509.load_pem_x509_certificate(data)
+        cert = x509.load_pem_x509_certificate(data)  # AMD roots have positive serials
     except (OSError, ValueError) as exc:
         raise PinnedRootError(f"pinned AMD certificate {name}: {exc}") from exc
     if fingerprint(cert) != FINGERPRINTS[product, kind]:
@@ -63,10 +70,10 @@ def _load(product: Product, kind: str) -> x509.Certificate:
 
 @functools.cache
 def pinned() -> tuple[Pinned, ...]:
-    """Every product's pinned ARK and ASK, checked against the fingerprints."""
-    return tuple(Pinned(p, _load(p, "ark"), _load(p, "ask")) for p in Product)
+    """Every product's pinned ARK, ASK and ASVK, checked against the fingerprints."""
+    return tuple(Pinned(p, _load(p, "ark"), _load(p, "ask"), _load(p, "asvk")) for p in Product)
 
 
 def for_product(product: Product) -> Pinned:
-    """The pinned pair of one product."""
+    """The pinned certificates of one product."""
     return next(p for p in pinned() if p.product is product)
