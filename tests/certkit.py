@@ -356,6 +356,46 @@ def make_vcek(
     )
 
 
+def make_asvk(product: str = "Genoa", signer: str = "ark") -> x509.Certificate:
+    """The intermediate AMD signs cloud providers' VLEKs with (SEV-VLEK-<product>)."""
+    return certificate(
+        amd_name(f"SEV-VLEK-{product}"),
+        amd_name(f"ARK-{product}"),
+        rsa_key("asvk").public_key(),
+        rsa_key(signer),
+        ca=True,
+    )
+
+
+def make_vlek(product: str = "Genoa", tcb: Tcb | None = None) -> x509.Certificate:
+    """A cloud provider's VLEK as KDS issues it: the SPLs and csp_id, no hwID, serial 0.
+
+    Its productName is the bare product line ("Milan"), as on the real VLEK
+    of tests/data/evidence/trustee-milan-v3-vlek.
+    """
+    if tcb is None:
+        tcb = TURIN_TCB if product == "Turin" else Tcb()
+    exts = [
+        e
+        for e in vcek_extensions(product, bytes(64), tcb)
+        if e.oid.dotted_string not in ("1.3.6.1.4.1.3704.1.4", "1.3.6.1.4.1.3704.1.2")
+    ]
+    base = "1.3.6.1.4.1.3704.1"
+    exts.insert(1, x509.UnrecognizedExtension(x509.ObjectIdentifier(f"{base}.2"), der_ia5(product)))
+    exts.append(
+        x509.UnrecognizedExtension(x509.ObjectIdentifier(f"{base}.5"), der_ia5("CN=cloud.test"))
+    )
+    return certificate(
+        amd_name("SEV-VLEK"),
+        amd_name(f"SEV-VLEK-{product}"),
+        ec_key("vlek").public_key(),
+        rsa_key("asvk"),
+        exts,
+        ca=False,
+        serial=0,
+    )
+
+
 def make_chain(
     product: str = "Genoa", chip_id: bytes | None = None, tcb: Tcb | None = None
 ) -> SynthChain:

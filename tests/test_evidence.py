@@ -32,6 +32,7 @@ from sevimg_cert.certs import Chain, endorsement_kind, load_folder, vcek_hwid
 from sevimg_cert.report import Product, parse_report
 from sevimg_cert.verify import CHECK_NAMES, Expected, Result, Verdict, verify
 from tests import certkit as kit
+from tests.conftest import CliFn
 
 EVIDENCE = Path(__file__).parent / "data" / "evidence"
 SETS = sorted(p.name for p in EVIDENCE.iterdir() if (p / "report.bin").is_file())
@@ -253,6 +254,31 @@ def test_a_report_read_as_another_product_fails(name: str) -> None:
     assert "report signature" not in problems  # the bytes are genuine; the reading is wrong
 
 
+@pytest.mark.parametrize("name", SETS)
+def test_sevimg_verify_takes_a_set_as_it_is(name: str, cli: CliFn) -> None:
+    evidence = load(name)
+    folder = EVIDENCE / name
+    args = ["verify", str(folder / "report.bin"), "--certs", str(folder), "--json"]
+    args += [
+        "--nonce",
+        evidence.raw[0x50:0x90].hex(),
+        "--measurement",
+        evidence.raw[0x90:0xC0].hex(),
+    ]
+    args += ["--vmpl", str(evidence.expect["vmpl"])]
+    if evidence.given is not None:
+        args += ["--product", evidence.given.value.lower()]
+    run = cli(*args)
+    result = json.loads(run.stdout)
+    assert result["signing_key"] == evidence.expect["signing_key"]
+    assert result["verified"] is not evidence.expect["debug"] and run.code == int(
+        evidence.expect["debug"]
+    )
+    assert result["certificates"]["ark"]["sha256"] == roots.fingerprint(
+        roots.for_product(evidence.product).ark
+    )
+
+
 # The test kit makes what KDS makes ----------------------------------------------------------
 
 
@@ -286,3 +312,28 @@ def test_the_kit_encodes_a_vcek_as_kds_does(name: str) -> None:
     assert amd(made) == amd(real)
     assert made.subject == real.subject and made.issuer == real.issuer
     assert made.signature_algorithm_oid == real.signature_algorithm_oid
+
+
+@pytest.mark.parametrize("name", [n for n in SETS if load(n).expect["signing_key"] == "VLEK"])
+def test_the_kit_encodes_a_vlek_as_kds_does(name: str) -> None:
+    evidence = load(name)
+    real = evidence.chain.vcek
+    tcb = parse_report(evidence.raw, product=evidence.given).reported_tcb
+    made = kit.make_vlek(
+        evidence.product.value, kit.Tcb(tcb.bootloader, tcb.tee, tcb.snp, tcb.microcode, tcb.fmc)
+    )
+
+    def amd(cert: x509.Certificate) -> list[tuple[str, bytes]]:
+        # csp_id (.1.5) names the cloud provider: the kit's is its own.
+        return [
+            (
+                e.oid.dotted_string,
+                b"" if e.oid.dotted_string.endswith(".1.5") else e.value.public_bytes(),
+            )
+            for e in cert.extensions
+            if e.oid.dotted_string.startswith("1.3.6.1.4.1.3704.")
+        ]
+
+    assert _serial(real) == _serial(made) == 0
+    assert amd(made) == amd(real)
+    assert made.subject == real.subject and made.issuer == real.issuer

@@ -53,6 +53,54 @@ def test_a_genuine_report_passes_every_check(version: int, product: str) -> None
     assert result.as_dict()["verified"] is True and result.as_dict()["report"]["version"] == version
 
 
+@pytest.mark.parametrize("product", ["Milan", "Genoa", "Turin"])
+@pytest.mark.parametrize("version", [3, 5])
+def test_a_report_a_vlek_signed_verifies_through_the_asvk(version: int, product: str) -> None:
+    ark = kit.make_ark(product)
+    chain = Chain(
+        kit.make_vlek(product), kit.make_asvk(product), ark, {"vcek": "t", "ask": "t", "ark": "t"}
+    )
+    spec = spec_for(product, version, key_info=1 << 2, chip_id=bytes(64))
+    result = verify(
+        kit.signed_report(spec, kit.ec_key("vlek")), chain, expected_for(None, trusted_arks=(ark,))
+    )
+    assert failing(result) == {} and result.passed
+    assert result.as_dict()["signing_key"] == "VLEK" and chain.endorser == "VLEK"
+    reasons = {c.name: c.reason for c in result.checks}
+    assert "names no chip" in reasons["VCEK hwID"] and "by the VLEK" in reasons["report signature"]
+    # The same report under a VCEK's chain: the report names its VLEK.
+    synth = kit.make_chain(product)
+    vcek_chain = as_chain(replace(synth, vcek_key=kit.ec_key("vlek")))
+    problems = failing(
+        verify(kit.signed_report(spec, kit.ec_key("vlek")), vcek_chain, expected_for(synth))
+    )
+    assert (
+        list(problems) == ["report signature"]
+        and "says its VLEK signed it" in problems["report signature"]
+    )
+
+
+def test_a_vcek_report_under_a_vlek_fails_the_signature() -> None:
+    ark = kit.make_ark()
+    chain = Chain(kit.make_vlek(), kit.make_asvk(), ark, {"vcek": "t", "ask": "t", "ark": "t"})
+    raw = kit.signed_report(ReportSpec(), kit.ec_key("vlek"))
+    problems = failing(verify(raw, chain, expected_for(None, trusted_arks=(ark,))))
+    assert list(problems) == ["report signature"]
+    assert (
+        "says its VCEK signed it, but the certificate given is SEV-VLEK"
+        in problems["report signature"]
+    )
+
+
+@pytest.mark.parametrize("product", ["Milan", "Genoa", "Turin"])
+def test_a_chip_id_the_host_masked_is_not_compared(product: str) -> None:
+    synth = kit.make_chain(product)
+    raw = kit.signed_report(spec_for(product, 5, chip_id=bytes(64)))
+    result = verify(raw, as_chain(synth), expected_for(synth))
+    assert failing(result) == {} and result.passed
+    assert "MASK_CHIP_ID" in next(c.reason for c in result.checks if c.name == "VCEK hwID")
+
+
 @dataclass(frozen=True)
 class Case:
     """A tampered report, chain or expectation, and the one check that must fail because of it."""

@@ -432,9 +432,8 @@ def verify(
         checks.append(Check(CERTIFICATES, Verdict.FAIL, str(exc)))
         checks += [Check(n, Verdict.SKIP, "no certificates to check with") for n in CHECK_NAMES[6:]]
         return Result(tuple(checks), report, None)
-    sources = ", ".join(
-        f"{kind.upper()} from {got.sources[kind]}" for kind in ("vcek", "ask", "ark")
-    )
+    labels = {"vcek": got.endorser or "VCEK", "ask": got.intermediate, "ark": "ARK"}
+    sources = ", ".join(f"{labels[kind]} from {got.sources[kind]}" for kind in labels)
     checks.append(Check(CERTIFICATES, Verdict.PASS, sources))
     checks += _check_chain(report, got, expected)
     return Result(tuple(checks), report, got)
