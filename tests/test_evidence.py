@@ -108,8 +108,8 @@ def test_the_corpus_covers_every_product_version_and_signing_key() -> None:
 def test_every_set_says_where_it_comes_from(name: str) -> None:
     source = (EVIDENCE / name / "SOURCE").read_text()
     assert re.search(r"^repository: https://github\.com/[\w.-]+/[\w.-]+$", source, re.M)
-    licence = re.search(r"^licence: (\S+)", source, re.M)
-    assert licence and (EVIDENCE / "LICENSES" / f"{licence[1]}.txt").is_file()
+    licence = re.search(r"^licence: \S+ \(see \.\./(LICENSES/[\w.-]+\.txt)\)$", source, re.M)
+    assert licence and (EVIDENCE / licence[1]).is_file()
     for file in (EVIDENCE / name).iterdir():
         if file.name not in ("SOURCE", "expect.json"):
             assert re.search(rf"^  {re.escape(file.name)}: \S+ @ [0-9a-f]{{40}}$", source, re.M)
