@@ -328,6 +328,28 @@ def test_a_pinned_file_that_is_not_the_documented_one_is_refused(
     assert len(roots.pinned()) == 3
 
 
+@pytest.mark.parametrize(
+    ("version", "refused"),
+    [("41.0.7", True), ("42.0.8", True), ("38.0.4", True), ("3.4.8", True), ("43.0.0", False),
+     ("51.0.1", False), ("60.0.0.dev1", False), ("unknown", False)],
+)  # fmt: skip
+def test_a_cryptography_too_old_for_amds_certificates_is_named(
+    version: str, refused: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cryptography
+
+    from sevimg_cert.certs import CertError, parse_certs
+
+    monkeypatch.setattr(cryptography, "__version__", version)
+    assert (roots.cryptography_too_old() is not None) == refused
+    if refused:
+        pem = (PACKAGE / "roots" / "milan" / "ark.pem").read_bytes()
+        with pytest.raises(
+            CertError, match=f"cryptography {version} cannot read AMD's certificates"
+        ):
+            parse_certs(pem, "ark.pem")
+
+
 # The import boundary -----------------------------------------------------------------------
 
 

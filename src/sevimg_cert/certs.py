@@ -96,6 +96,9 @@ def load_der(data: bytes) -> x509.Certificate:
 
 def parse_certs(data: bytes, name: str) -> list[x509.Certificate]:
     """Every certificate in `data`: one DER certificate, or one or more PEM blocks."""
+    too_old = roots.cryptography_too_old()
+    if too_old:
+        raise CertError(f"{name}: {too_old}")
     try:
         certs = load_pem_all(data) if b"-----BEGIN" in data else [load_der(data)]
     except ValueError as exc:

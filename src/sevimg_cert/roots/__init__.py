@@ -34,6 +34,31 @@ FINGERPRINTS: dict[tuple[Product, str], str] = {
 }
 
 
+# cryptography 41 and 42 refuse AMD's certificates (their RSA-PSS parameters
+# spell out the default trailer field: "EncodedDefault"); older ones lack
+# what the verifier uses. Inside a host image the distribution's
+# python3-cryptography is what runs, so the verdict says so plainly.
+MIN_CRYPTOGRAPHY = (43, 0)
+
+
+def cryptography_too_old() -> str | None:
+    """Why this `cryptography` cannot read AMD's certificates, or None when it can."""
+    import cryptography  # noqa: PLC0415  (only its version is wanted)
+
+    version = cryptography.__version__
+    try:
+        found = tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        return None  # a development build: let it try
+    if found >= MIN_CRYPTOGRAPHY:
+        return None
+    floor = ".".join(map(str, MIN_CRYPTOGRAPHY))
+    return (
+        f"cryptography {version} cannot read AMD's certificates (it refuses their RSA-PSS "
+        f"parameters); {floor} or later is needed"
+    )
+
+
 class PinnedRootError(RuntimeError):
     """A pinned certificate file is missing or not the one documented."""
 
@@ -59,7 +84,8 @@ def _load(product: Product, kind: str) -> x509.Certificate:
         data = resources.files(__name__).joinpath(name).read_bytes()
         cert = x509.load_pem_x509_certificate(data)  # AMD roots have positive serials
     except (OSError, ValueError) as exc:
-        raise PinnedRootError(f"pinned AMD certificate {name}: {exc}") from exc
+        hint = cryptography_too_old()
+        raise PinnedRootError(f"pinned AMD certificate {name}: {hint or exc}") from exc
     if fingerprint(cert) != FINGERPRINTS[product, kind]:
         raise PinnedRootError(
             f"pinned AMD certificate {name} has SHA-256 {fingerprint(cert)}, "
