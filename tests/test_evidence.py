@@ -337,3 +337,15 @@ def test_the_kit_encodes_a_vlek_as_kds_does(name: str) -> None:
     assert _serial(real) == _serial(made) == 0
     assert amd(made) == amd(real)
     assert made.subject == real.subject and made.issuer == real.issuer
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_a_set_with_its_whole_chain_in_one_file_loads_the_same(name: str, tmp_path: Path) -> None:
+    evidence = load(name)
+    kind = "vlek" if evidence.expect["signing_key"] == "VLEK" else "vcek"
+    chain = evidence.chain
+    whole = b"".join(kit.pem(c) for c in (chain.ark, chain.vcek, chain.ask))
+    (tmp_path / f"{kind}.pem").write_bytes(whole)
+    again = load_folder(tmp_path)
+    assert (again.vcek, again.ask, again.ark) == (chain.vcek, chain.ask, chain.ark)
+    assert failing(evidence.run(chain=again), evidence) == {}

@@ -433,6 +433,48 @@ def test_a_kds_chain_in_the_other_order_is_understood(tmp_path: Path) -> None:
     assert (chain.ask, chain.ark) == (synth.ask, synth.ark)
 
 
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"vcek.pem": ("vcek", "ask", "ark")},  # the whole chain in one file, as clouds hand it out
+        {"vcek.pem": ("ark", "vcek", "ask")},
+        {"cert_chain.pem": ("vcek", "ask", "ark")},
+        {"vcek.pem": ("vcek", "ask"), "ark.pem": ("ark",)},
+        {"vcek.der": ("vcek",), "cert_chain.pem": ("ask",), "ark.pem": ("ark",)},
+        {"vcek.crt": ("vcek",), "cert_chain.pem": ("ask", "ask", "ark")},
+    ],
+)
+def test_certificates_are_sorted_by_what_they_are(
+    files: dict[str, tuple[str, ...]], tmp_path: Path
+) -> None:
+    synth = kit.make_chain()
+    for name, kinds in files.items():
+        encode = kit.der if name.endswith((".der", ".crt")) else kit.pem
+        (tmp_path / name).write_bytes(b"".join(encode(getattr(synth, k)) for k in kinds))
+    chain = load_folder(tmp_path)
+    assert (chain.vcek, chain.ask, chain.ark) == (synth.vcek, synth.ask, synth.ark)
+
+
+def test_of_two_intermediates_the_one_that_issued_the_key_is_taken(tmp_path: Path) -> None:
+    synth = kit.make_chain()
+    (tmp_path / "vcek.pem").write_bytes(kit.pem(synth.vcek))
+    (tmp_path / "asvk.pem").write_bytes(kit.pem(kit.make_asvk()))
+    (tmp_path / "cert_chain.pem").write_bytes(kit.pem(synth.ask) + kit.pem(synth.ark))
+    chain = load_folder(tmp_path)
+    assert chain.ask == synth.ask and chain.intermediate == "ASK"
+
+
+def test_a_wrong_intermediate_in_the_folder_is_used_and_fails(tmp_path: Path) -> None:
+    # Another product's ASK and ARK: not silently replaced by the VCEK's pinned ones.
+    synth = kit.make_chain()
+    other = roots.for_product(Product.MILAN)
+    (tmp_path / "vcek.pem").write_bytes(kit.pem(synth.vcek))
+    (tmp_path / "cert_chain.pem").write_bytes(kit.pem(other.ask) + kit.pem(other.ark))
+    chain = load_folder(tmp_path)
+    assert (chain.ask, chain.ark) == (other.ask, other.ark)
+    assert "VCEK" in failing(verify(kit.signed_report(), chain, expected_for(None)))
+
+
 def _folder_defects(synth: SynthChain) -> dict[str, tuple[dict[str, bytes], str]]:
     pem, der = kit.pem, kit.der
     return {
@@ -451,17 +493,18 @@ def _folder_defects(synth: SynthChain) -> dict[str, tuple[dict[str, bytes], str]
             {"vcek.pem": pem(synth.vcek).replace(b"M", b"!", 3)},
             "vcek.pem: not an X.509 certificate",
         ),
-        "two-in-vcek": (
-            {"vcek.pem": pem(synth.vcek) + pem(synth.ask)},
-            "vcek.pem: holds 2 certificates",
+        "two-vceks": (
+            {"vcek.pem": pem(synth.vcek), "vcek.der": der(kit.make_vcek(chip_id=bytes(64)))},
+            "vcek.der are different VCEK",
         ),
-        "chain-of-one": (
-            {"vcek.der": der(synth.vcek), "cert_chain.pem": pem(synth.ask)},
-            "cert_chain.pem: holds 1 certificates",
-        ),
-        "chain-of-three": (
-            {"vcek.der": der(synth.vcek), "cert_chain.pem": pem(synth.ask) * 2 + pem(synth.ark)},
-            "holds 3 certificates",
+        "two-asks": (
+            {
+                "vcek.der": der(synth.vcek),
+                "cert_chain.pem": pem(synth.ask)
+                + pem(kit.make_ask(signer="rogue"))
+                + pem(synth.ark),
+            },
+            "are different ASK",
         ),
         "two-arks": (
             {
@@ -492,9 +535,8 @@ def _folder_defects(synth: SynthChain) -> dict[str, tuple[dict[str, bytes], str]
         "empty-vcek",
         "truncated-der",
         "broken-pem",
-        "two-in-vcek",
-        "chain-of-one",
-        "chain-of-three",
+        "two-vceks",
+        "two-asks",
         "two-arks",
         "unknown-issuer",
         "unknown-ark",

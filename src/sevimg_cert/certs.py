@@ -139,52 +139,75 @@ def load_cert_file(path: Path) -> x509.Certificate:
     return parse_cert(read_bytes(path), str(path))
 
 
+def _role(cert: x509.Certificate) -> str:
+    """vcek (a VCEK or VLEK), ark (self-issued) or ask (an intermediate), by content."""
+    if endorsement_kind(cert) is not None:
+        return "vcek"
+    return "ark" if cert.subject == cert.issuer else "ask"
+
+
 def _pick(
-    found: dict[str, list[tuple[str, x509.Certificate]]], kind: str
+    found: dict[str, list[tuple[str, x509.Certificate]]],
+    kind: str,
+    issuer_of: x509.Certificate | None = None,
 ) -> tuple[str, x509.Certificate] | None:
-    """The one certificate found for `kind`; two different ones are an error."""
-    options = found.get(kind, [])
-    if not options:
-        return None
-    first_name, first = options[0]
-    for name, other in options[1:]:
-        if other != first:
-            raise CertError(f"{first_name} and {name} are different {kind.upper()} certificates")
-    return first_name, first
+    """The one certificate found for `kind`.
+
+    Where several different ones were found, the one whose subject names the
+    issuer of the certificate below it (`issuer_of`) is taken; two candidates
+    left are an error. A single one is used as given, matching or not, so
+    that a wrong intermediate or root fails its check rather than being
+    replaced by a pinned one.
+    """
+    options: list[tuple[str, x509.Certificate]] = []
+    for name, cert in found.get(kind, []):
+        if all(cert != other for _, other in options):
+            options.append((name, cert))
+    if len(options) > 1 and issuer_of is not None:
+        matching = [o for o in options if o[1].subject == issuer_of.issuer]
+        options = matching or options
+    if len(options) > 1:
+        label = {"vcek": "VCEK (or VLEK)", "ask": "ASK (or ASVK)", "ark": "ARK"}[kind]
+        raise CertError(f"{options[0][0]} and {options[1][0]} are different {label} certificates")
+    return options[0] if options else None
 
 
 def load_folder(folder: Path) -> Chain:
-    """The chain in `folder`, completed with AMD's pinned ASK/ARK where they are missing."""
+    """The chain in `folder`, completed with AMD's pinned ASK/ASVK/ARK where they are missing.
+
+    A file holding one certificate gives it the role its name says (vcek or
+    vlek, ask or asvk, ark); a file holding several (KDS's cert_chain.pem, or
+    a vcek.pem with the whole chain, as some clouds hand it out) has each
+    sorted by what it is: the VCEK or VLEK by its name and extensions, the
+    self-issued root, and the intermediate.
+    """
     if not folder.is_dir():
         raise CertError(
             f"{folder}: no such folder" if not folder.exists() else f"{folder}: not a folder"
         )
     found: dict[str, list[tuple[str, x509.Certificate]]] = {}
-    for kind in KINDS:
-        for stem in FILE_STEMS[kind]:
-            for suffix in (".pem", ".der"):
-                path = folder / f"{stem}{suffix}"
-                if path.exists():
-                    found.setdefault(kind, []).append((str(path), load_cert_file(path)))
-    chain_file = folder / "cert_chain.pem"
-    if chain_file.exists():
-        certs = parse_certs(read_bytes(chain_file), str(chain_file))
-        if len(certs) != 2:
-            raise CertError(
-                f"{chain_file}: holds {len(certs)} certificates; KDS's cert_chain is the ASK (or ASVK), then the ARK"
-            )
-        ask, ark = certs
-        if ask.subject == ask.issuer and ark.subject != ark.issuer:
-            ask, ark = ark, ask  # the self-signed one is the root, whatever the order
-        found.setdefault("ask", []).append((f"{chain_file} (ASK)", ask))
-        found.setdefault("ark", []).append((f"{chain_file} (ARK)", ark))
+    stems = [(kind, stem) for kind in KINDS for stem in FILE_STEMS[kind]]
+    for kind, stem in [*stems, (None, "cert_chain")]:
+        for suffix in (".pem", ".der", ".crt", ".cer"):
+            path = folder / f"{stem}{suffix}"
+            if not path.exists():
+                continue
+            certs = parse_certs(read_bytes(path), str(path))
+            if len(certs) == 1 and kind is not None:
+                found.setdefault(kind, []).append((str(path), certs[0]))
+                continue
+            for at, cert in enumerate(certs, 1):
+                where = f"{path} (certificate {at}, {common_name(cert)})"
+                found.setdefault(_role(cert), []).append((where, cert))
     vcek = _pick(found, "vcek")
     if vcek is None:
         raise CertError(
             f"{folder}: no vcek.pem or vcek.der (the chip's VCEK, as AMD KDS serves it), "
             "nor vlek.pem or vlek.der (a cloud provider's VLEK)"
         )
-    return complete(vcek, _pick(found, "ask"), _pick(found, "ark"))
+    ask = _pick(found, "ask", vcek[1])
+    ark = _pick(found, "ark", ask[1] if ask else None)
+    return complete(vcek, ask, ark)
 
 
 def _pinned_by_subject(kind: str, subject: x509.Name) -> tuple[str, x509.Certificate] | None:

@@ -35,8 +35,8 @@ RESULT_SUFFIXES = (".json", ".md")
     metavar="DIR",
     type=click.Path(path_type=Path),
     help="Certificates from this folder: ark, ask (or asvk) and vcek (or vlek) as .pem or "
-    ".der, or KDS's cert_chain.pem with vcek.der/vcek.pem. A missing ASK, ASVK or ARK is "
-    "AMD's pinned one.",
+    ".der, or KDS's cert_chain.pem with vcek.der/vcek.pem; a file holding several is sorted "
+    "by what each is. A missing ASK, ASVK or ARK is AMD's pinned one.",
 )
 @click.option(
     "--kds",
