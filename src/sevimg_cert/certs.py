@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import SignatureAlgorithmOID
 
 from sevimg_cert import roots
+from sevimg_cert.report import Product
 
 MAX_CERT_FILE = 1 << 20  # certificates are a few KiB; refuse to read anything huge
 KINDS = ("vcek", "ask", "ark")
@@ -208,6 +209,12 @@ def load_folder(folder: Path) -> Chain:
     ask = _pick(found, "ask", vcek[1])
     ark = _pick(found, "ark", ask[1] if ask else None)
     return complete(vcek, ask, ark)
+
+
+def product_of_root(chain: Chain) -> Product | None:
+    """The product whose pinned ARK (by key) ends `chain`, or None."""
+    key = spki(chain.ark)
+    return next((p.product for p in roots.pinned() if spki(p.ark) == key), None)
 
 
 def _pinned_by_subject(kind: str, subject: x509.Name) -> tuple[str, x509.Certificate] | None:

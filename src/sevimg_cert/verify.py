@@ -25,6 +25,7 @@ long after the run, and AMD's roots are valid until 2045 and later.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -44,6 +45,7 @@ from sevimg_cert.certs import (
     common_name,
     endorsement_kind,
     extension,
+    product_of_root,
     rsa_pss_problem,
     spki,
     vcek_hwid,
@@ -432,6 +434,13 @@ def verify(
         checks.append(Check(CERTIFICATES, Verdict.FAIL, str(exc)))
         checks += [Check(n, Verdict.SKIP, "no certificates to check with") for n in CHECK_NAMES[6:]]
         return Result(tuple(checks), report, None)
+    made_by = product_of_root(got) if report.product is None else None
+    if made_by is not None:  # a version 2 report: AMD's root of the chain names the processor
+        source = f"AMD's {made_by.value} root ends the chain"
+        report = dataclasses.replace(parse_report(raw, product=made_by), product_source=source)
+        checks[0] = Check(
+            STRUCTURE, Verdict.PASS, f"version {report.version}, {made_by.value} ({source})"
+        )
     labels = {"vcek": got.endorser or "VCEK", "ask": got.intermediate, "ark": "ARK"}
     sources = ", ".join(f"{labels[kind]} from {got.sources[kind]}" for kind in labels)
     checks.append(Check(CERTIFICATES, Verdict.PASS, sources))
