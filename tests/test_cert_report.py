@@ -225,6 +225,11 @@ def test_product_names(name: str) -> None:
     assert Product.parse(name).value.lower() == name.strip().lower()
 
 
+@pytest.mark.parametrize("name", ["siena", "Bergamo", "GENOA-X"])
+def test_genoa_class_names_are_genoa(name: str) -> None:
+    assert Product.parse(name) is Product.GENOA
+
+
 @pytest.mark.parametrize("name", ["", "rome", "naples", "venice", "milan-b0", "9004"])
 def test_unknown_product_names(name: str) -> None:
     with pytest.raises(ValueError, match="unknown processor"):

@@ -58,12 +58,21 @@ class Product(StrEnum):
 
     @classmethod
     def parse(cls, name: str) -> Product:
-        """`milan`, `Genoa`, `TURIN` ... -> the product; ValueError otherwise."""
+        """`milan`, `Genoa`, `TURIN`, `siena` ... -> the product; ValueError otherwise.
+
+        Siena and Bergamo are Genoa-class parts: KDS serves them as Genoa.
+        """
+        wanted = ALIASES.get(name.strip().lower(), name.strip().lower())
         for product in cls:
-            if product.value.lower() == name.strip().lower():
+            if product.value.lower() == wanted:
                 return product
-        known = ", ".join(p.value.lower() for p in cls)
+        known = ", ".join(PRODUCT_NAMES)
         raise ValueError(f"unknown processor {name!r} (known: {known})")
+
+
+# Names a user may give for a product KDS knows by another (Genoa-class parts).
+ALIASES = {"siena": "genoa", "bergamo": "genoa", "genoa-x": "genoa"}
+PRODUCT_NAMES = ("milan", "genoa", "siena", "bergamo", "genoa-x", "turin")
 
 
 def product_from_cpuid(family: int, model: int) -> Product | None:

@@ -20,7 +20,7 @@ from sevimg.problems import SevimgError
 from sevimg.release import checksums, names
 from sevimg_cert import certs, kds
 from sevimg_cert import measure as cert_measure
-from sevimg_cert.report import AttestationReport, Product
+from sevimg_cert.report import PRODUCT_NAMES, AttestationReport, Product
 from sevimg_cert.verify import Expected, Verdict, pad_nonce, verify
 
 _STYLE = {Verdict.PASS: "green", Verdict.FAIL: "bold red", Verdict.SKIP: "yellow"}
@@ -75,8 +75,9 @@ RESULT_SUFFIXES = (".json", ".md")
 )
 @click.option(
     "--product",
-    type=click.Choice([p.value.lower() for p in Product], case_sensitive=False),
-    help="The processor, when the report does not say (version 2) or to override it.",
+    type=click.Choice(PRODUCT_NAMES, case_sensitive=False),
+    help="The processor, when the report does not say (version 2) or to override it; "
+    "Siena and Bergamo are Genoa-class (Genoa's roots).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
