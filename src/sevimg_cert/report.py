@@ -110,7 +110,10 @@ class TcbVersion:
     def decode(cls, raw: bytes, *, turin: bool) -> TcbVersion:
         """Milan/Genoa: BOOT_LOADER, TEE, 4 reserved, SNP, MICROCODE.
 
-        Turin: FMC, BOOT_LOADER, TEE, SNP, 3 reserved, MICROCODE.
+        Turin: FMC, BOOT_LOADER, TEE, SNP, 3 reserved, MICROCODE (virtee's
+        sev, src/firmware/host/types/snp.rs, TcbVersion::from_turin_bytes and
+        from_legacy_bytes; the real Turin reports of tests/data/evidence and
+        their VCEKs' fmcSPL agree).
         """
         if turin:
             return cls(raw, bootloader=raw[1], tee=raw[2], snp=raw[3], microcode=raw[7], fmc=raw[0])
