@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
+from cryptography.exceptions import UnsupportedAlgorithm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -582,3 +583,15 @@ def test_no_input_makes_the_verifier_raise_or_pass(data: bytes, at: int, value: 
             result = verify(raw, as_chain(synth), expected_for(synth))
             assert not result.passed or at >= 0x330  # the signature's reserved tail is not signed
             assert len(result.checks) == len(CHECK_NAMES)
+
+
+@pytest.mark.parametrize("error", [ValueError("bad name"), ValueError(), UnsupportedAlgorithm("x")])
+def test_a_certificate_cryptography_cannot_read_fails_the_certificates_check(
+    error: Exception,
+) -> None:
+    def source(_: object) -> Chain:
+        raise error
+
+    result = verify(kit.signed_report(), source, expected_for(None))
+    assert verdicts(result)["certificates"] is Verdict.FAIL and not result.passed
+    assert {verdicts(result)[n] for n in CHECK_NAMES[6:]} == {Verdict.SKIP}

@@ -213,7 +213,10 @@ def load_folder(folder: Path) -> Chain:
 
 def product_of_root(chain: Chain) -> Product | None:
     """The product whose pinned ARK (by key) ends `chain`, or None."""
-    key = spki(chain.ark)
+    try:
+        key = spki(chain.ark)
+    except (ValueError, UnsupportedAlgorithm):
+        return None  # the ARK check says why
     return next((p.product for p in roots.pinned() if spki(p.ark) == key), None)
 
 

@@ -1,33 +1,24 @@
 """Verify an SEV-SNP attestation report: each check a named verdict with its reason.
 
 A report is genuine when its signature (ECDSA P-384, SHA-384, over bytes
-[0, 0x2A0), r and s stored little-endian) verifies with the key its
-SIGNING_KEY field names, and that key's chain ends in AMD's root for the
-report's processor:
-
-- VCEK-signed: the chip's VCEK, signed by the product's ASK; the VCEK
-  certifies this very chip (its hwID, 64 bytes, or 8 for Turin, equals the
-  report's chip ID, unless the host masked the chip ID with MASK_CHIP_KEY).
-- VLEK-signed (cloud providers): the provider's VLEK, signed by the
-  product's ASVK; a VLEK names no chip, so the chip ID is not compared.
-
-Either way the ASK or ASVK is signed by the ARK (RSA-PSS, SHA-384, as AMD
-signs them), the ARK is self-signed and is one of AMD's pinned roots (or one
-the caller trusts explicitly), of the product the report's CPUID names, and
-the key's SPL extensions equal the report's reported TCB (Turin's with
-fmcSPL). It is the expected guest when its request data is the nonce, its
-measurement the expected one, debugging is off and it comes from the
-expected VMPL.
-
-Validity periods are not checked: a certificate's evidence is re-verified
-long after the run, and AMD's roots are valid until 2045 and later.
+[0, 0x2A0), r and s little-endian) verifies with the key its SIGNING_KEY
+field names, and that key's chain ends in AMD's root for its processor:
+the chip's VCEK under the product's ASK, the VCEK's hwID (64 bytes, 8 for
+Turin) equal to the report's chip ID unless the host masked it to zeros;
+or a cloud provider's VLEK under the product's ASVK (a VLEK names no chip).
+The ASK or ASVK is signed by the ARK (RSA-PSS, SHA-384), the ARK is
+self-signed, one of AMD's pinned roots (or one the caller trusts), of the
+product the report's CPUID names, and the key's SPLs equal the reported TCB
+(Turin's with fmcSPL). It is the expected guest when its request data is
+the nonce, its measurement the expected one, debugging is off and it comes
+from the expected VMPL. Validity periods are not checked: evidence is
+re-verified long after the run, and AMD's roots are valid until 2045 and later.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -430,14 +421,15 @@ def verify(
     checks += _check_report(report, expected)
     try:
         got = chain if isinstance(chain, Chain) else chain(report)
-    except (CertError, KdsError, roots.PinnedRootError) as exc:
-        checks.append(Check(CERTIFICATES, Verdict.FAIL, str(exc)))
+    except (CertError, KdsError, roots.PinnedRootError, ValueError, UnsupportedAlgorithm) as exc:
+        # CertError names the file; a bare ValueError is a certificate cryptography cannot read.
+        checks.append(Check(CERTIFICATES, Verdict.FAIL, str(exc) or type(exc).__name__))
         checks += [Check(n, Verdict.SKIP, "no certificates to check with") for n in CHECK_NAMES[6:]]
         return Result(tuple(checks), report, None)
     made_by = product_of_root(got) if report.product is None else None
     if made_by is not None:  # a version 2 report: AMD's root of the chain names the processor
         source = f"AMD's {made_by.value} root ends the chain"
-        report = dataclasses.replace(parse_report(raw, product=made_by), product_source=source)
+        report = replace(parse_report(raw, product=made_by), product_source=source)
         checks[0] = Check(
             STRUCTURE, Verdict.PASS, f"version {report.version}, {made_by.value} ({source})"
         )
