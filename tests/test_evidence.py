@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from sevimg_cert import roots
+from sevimg_cert import attest, roots
 from sevimg_cert.certs import Chain, endorsement_kind, load_folder, vcek_hwid
 from sevimg_cert.report import Product, parse_report
 from sevimg_cert.verify import CHECK_NAMES, Expected, Result, Verdict, verify
@@ -350,3 +350,29 @@ def test_a_set_with_its_whole_chain_in_one_file_loads_the_same(name: str, tmp_pa
     again = load_folder(tmp_path)
     assert (again.vcek, again.ask, again.ark) == (chain.vcek, chain.ask, chain.ark)
     assert failing(evidence.run(chain=again), evidence) == {}
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_the_in_image_verifier_takes_a_set_from_the_labs_folder(name: str, tmp_path: Path) -> None:
+    evidence = load(name)
+    folder = tmp_path / attest.CERTS_DIR
+    folder.mkdir(parents=True)
+    for file in (EVIDENCE / name).iterdir():
+        (folder / file.name).write_bytes(file.read_bytes())
+    log: list[str] = []
+    verified = attest.verify_report(
+        tmp_path,
+        evidence.raw,
+        evidence.raw[0x50:0x90],
+        evidence.raw[0x90:0xC0],
+        series=None,
+        kds_url=None,
+        kds_attempts=1,
+        trusted_arks=(),
+        log=log.append,
+    )
+    result = verified.result
+    expected_vmpl = {"VMPL"} if evidence.expect["vmpl"] else set()
+    assert set(failing(result, evidence)) == expected_vmpl  # the harness expects VMPL 0
+    assert verified.product == evidence.product.value and verified.vcek_pem is not None
+    assert log == [f"certificates from /{attest.CERTS_DIR}"]
