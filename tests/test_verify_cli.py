@@ -54,7 +54,8 @@ def test_a_genuine_report_verifies(cli: CliFn, case: Path) -> None:
     assert "verified: every check passed" in run.stdout
     for name in CHECK_NAMES:
         assert name in run.stdout
-    assert run.stdout.count(" pass ") == len(CHECK_NAMES) and " fail " not in run.stdout
+    assert run.stdout.count(" pass ") == len(CHECK_NAMES) - 1 and " fail " not in run.stdout
+    assert "not checked (optional): revocation" in run.stdout
     assert tree(case) == before  # verify writes nothing
 
 
@@ -64,7 +65,10 @@ def test_json_is_the_structured_result(cli: CliFn, case: Path) -> None:
     result = json.loads(run.stdout)
     assert result["verified"] is True and result["report_file"] == str(case / "report.bin")
     assert [c["name"] for c in result["checks"]] == list(CHECK_NAMES)
-    assert {c["verdict"] for c in result["checks"]} == {"pass"}
+    verdicts = {c["name"]: c["verdict"] for c in result["checks"]}
+    assert verdicts.pop("revocation") == "skip" and set(verdicts.values()) == {"pass"}
+    assert [c["name"] for c in result["not_checked"]] == ["revocation"]
+    assert result["failure"] is None and result["exit_code"] == 0
     assert result["report"]["version"] == 5 and result["report"]["measurement"] == MEASUREMENT.hex()
     assert result["certificates"]["vcek"]["source"] == str(case / "certs" / "vcek.der")
     assert result["certificates"]["ark"]["subject"].startswith("CN=ARK-Genoa")

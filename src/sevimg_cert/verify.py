@@ -8,17 +8,25 @@ the caller trusts explicitly), and the VCEK certifies this very chip and TCB:
 its hwID extension equals the report's chip ID and its SPL extensions equal
 the report's reported TCB. It is the expected guest when its request data is
 the nonce, its measurement the expected one, debugging is off and it comes
-from the expected VMPL.
+from the expected VMPL. Beyond that the report must meet the policy
+(sevimg_cert.policy: guest policy bits, minimum TCB, report version), and
+the chain's ASK (or ASVK) must not be on a current CRL that the ARK signed
+(sevimg_cert.crl).
+
+A check is required unless said otherwise: `verified` means every required
+check passed and none failed. Revocation is optional unless the policy
+requires it: without a CRL at hand it is skipped, and listed apart.
 
 Validity periods are not checked: a certificate's evidence is re-verified
-long after the run, and AMD's roots are valid until 2045 and later.
+long after the run, and AMD's roots are valid until 2045 and later. A CRL's
+are, at the time given by the injected clock.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import StrEnum
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
@@ -27,7 +35,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from sevimg_cert import roots
+from sevimg_cert import crl, policy, roots
 from sevimg_cert.certs import (
     OID_SPL,
     CertError,
@@ -39,7 +47,9 @@ from sevimg_cert.certs import (
     vcek_hwid,
     vcek_spl,
 )
+from sevimg_cert.checks import Check, Failure, Verdict, failure, passed
 from sevimg_cert.kds import KdsError
+from sevimg_cert.policy import Policy
 from sevimg_cert.report import (
     SIGNATURE_ALGO_ECDSA_P384_SHA384,
     AttestationReport,
@@ -63,51 +73,36 @@ VCEK = "VCEK"
 HWID = "VCEK hwID"
 TCB = "VCEK TCB"
 SIGNATURE = "report signature"
-CHECK_NAMES = (
-    STRUCTURE,
-    REQUEST_DATA,
-    MEASUREMENT,
-    DEBUG,
-    VMPL,
-    CERTIFICATES,
-    ARK,
-    ASK,
-    VCEK,
-    HWID,
-    TCB,
-    SIGNATURE,
-)
+REVOCATION = crl.REVOCATION
+REPORT_CHECKS = (REQUEST_DATA, MEASUREMENT, DEBUG, *policy.CHECK_NAMES, VMPL)
+CHAIN_CHECKS = (ARK, ASK, VCEK, HWID, TCB, SIGNATURE, REVOCATION)
+CHECK_NAMES = (STRUCTURE, *REPORT_CHECKS, CERTIFICATES, *CHAIN_CHECKS)
+__all__ = ["Check", "Failure", "Verdict"]  # re-exported: callers name them verify.Check ...
 
 
-class Verdict(StrEnum):
-    """A check passed, failed, or could not run (which is not a pass)."""
-
-    PASS = "pass"  # noqa: S105  (a verdict, not a password)
-    FAIL = "fail"
-    SKIP = "skip"
-
-
-@dataclass(frozen=True)
-class Check:
-    """One named check and why it came out as it did."""
-
-    name: str
-    verdict: Verdict
-    reason: str
-
-    def as_dict(self) -> dict[str, str]:
-        """A JSON-friendly form."""
-        return {"name": self.name, "verdict": self.verdict.value, "reason": self.reason}
+def utc_now() -> datetime:
+    """The wall clock in UTC: the default a CRL's currency is judged by."""
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
 class Expected:
-    """What the verifier expects: nonce (64 bytes), measurement (48), VMPL, extra trusted roots."""
+    """What the verifier expects and trusts.
+
+    nonce (64 bytes), measurement (48), VMPL, extra trusted roots; the
+    policy; the CRLs read from files, and a function fetching the chain's
+    CRL from KDS (given the report and chain); the clock a CRL's currency
+    is judged by (injected by tests).
+    """
 
     nonce: bytes | None = None
     measurement: bytes | None = None
     vmpl: int = 0
     trusted_arks: tuple[x509.Certificate, ...] = ()
+    policy: Policy = field(default_factory=Policy)
+    crls: tuple[crl.Crl, ...] = ()
+    fetch_crl: Callable[[AttestationReport, Chain], crl.Crl] | None = None
+    now: Callable[[], datetime] = utc_now
 
 
 @dataclass(frozen=True)
@@ -120,8 +115,18 @@ class Result:
 
     @property
     def passed(self) -> bool:
-        """True when there are checks and every one passed (a skip is not a pass)."""
-        return bool(self.checks) and all(c.verdict is Verdict.PASS for c in self.checks)
+        """True when every required check passed and none failed (a required skip is not a pass)."""
+        return passed(self.checks)
+
+    @property
+    def failure(self) -> Failure | None:
+        """The gravest kind of failure, INCOMPLETE when a required check only could not run."""
+        return failure(self.checks)
+
+    @property
+    def not_checked(self) -> tuple[Check, ...]:
+        """The optional checks that did not run, each with why."""
+        return tuple(c for c in self.checks if c.verdict is Verdict.SKIP and not c.required)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly form."""
@@ -136,9 +141,12 @@ class Result:
                 }
                 for kind in ("vcek", "ask", "ark")
             }
+        kind = self.failure
         return {
             "verified": self.passed,
+            "failure": kind.value if kind else None,
             "checks": [c.as_dict() for c in self.checks],
+            "not_checked": [{"name": c.name, "reason": c.reason} for c in self.not_checked],
             "report": self.report.as_dict() if self.report else None,
             "certificates": certs,
         }
@@ -202,7 +210,7 @@ def _check_report(report: AttestationReport, expected: Expected) -> list[Check]:
         checks.append(
             Check(VMPL, Verdict.FAIL, f"report is for VMPL {report.vmpl}, expected {expected.vmpl}")
         )
-    return checks
+    return checks[:3] + policy.check_all(report, expected.policy) + checks[3:]
 
 
 def _check_ark(ark: x509.Certificate, expected: Expected) -> Check:
@@ -327,11 +335,24 @@ def _guard(name: str, check: Callable[[], Check]) -> Check:
     try:
         return check()
     except (ValueError, UnsupportedAlgorithm) as exc:
-        return Check(name, Verdict.FAIL, f"unusable certificate: {exc}")
+        return Check(name, Verdict.FAIL, f"unusable certificate: {exc}", Failure.CHAIN)
+
+
+def _check_revocation(report: AttestationReport, chain: Chain, expected: Expected) -> Check:
+    fetch = expected.fetch_crl
+    intermediate = "ASVK" if report.signing_key == "VLEK" else "ASK"
+    return crl.check_revocation(
+        chain.ark,
+        (intermediate, chain.ask),
+        expected.crls,
+        None if fetch is None else lambda: fetch(report, chain),
+        expected.now(),
+        required=expected.policy.require_revocation_check,
+    )
 
 
 def _check_chain(report: AttestationReport, chain: Chain, expected: Expected) -> list[Check]:
-    return [
+    checks = [
         _guard(ARK, lambda: _check_ark(chain.ark, expected)),
         _guard(ASK, lambda: _check_signed(ASK, chain.ask, chain.ark)),
         _guard(VCEK, lambda: _check_signed(VCEK, chain.vcek, chain.ask)),
@@ -339,6 +360,14 @@ def _check_chain(report: AttestationReport, chain: Chain, expected: Expected) ->
         _guard(TCB, lambda: _check_tcb(report, chain.vcek)),
         _guard(SIGNATURE, lambda: _check_signature(report, chain.vcek)),
     ]
+    chained = [replace(c, failure=Failure.CHAIN) for c in checks]
+    return [*chained, _guard(REVOCATION, lambda: _check_revocation(report, chain, expected))]
+
+
+def _skipped(names: tuple[str, ...], why: str, expected: Expected) -> list[Check]:
+    """Checks that could not run; revocation is required only when the policy says so."""
+    optional = not expected.policy.require_revocation_check
+    return [Check(n, Verdict.SKIP, why, required=not (n == REVOCATION and optional)) for n in names]
 
 
 def verify(
@@ -358,7 +387,7 @@ def verify(
         report = parse_report(raw, product=product)
     except ReportError as exc:
         checks = [Check(STRUCTURE, Verdict.FAIL, str(exc))]
-        checks += [Check(n, Verdict.SKIP, "the report could not be read") for n in CHECK_NAMES[1:]]
+        checks += _skipped(CHECK_NAMES[1:], "the report could not be read", expected)
         return Result(tuple(checks), None, None)
     where = f", {report.product.value}" if report.product else ""
     checks = [
@@ -372,8 +401,9 @@ def verify(
     try:
         got = chain if isinstance(chain, Chain) else chain(report)
     except (CertError, KdsError, roots.PinnedRootError) as exc:
-        checks.append(Check(CERTIFICATES, Verdict.FAIL, str(exc)))
-        checks += [Check(n, Verdict.SKIP, "no certificates to check with") for n in CHECK_NAMES[6:]]
+        kind = Failure.FETCH if isinstance(exc, KdsError) else Failure.CHAIN
+        checks.append(Check(CERTIFICATES, Verdict.FAIL, str(exc), kind))
+        checks += _skipped(CHAIN_CHECKS, "no certificates to check with", expected)
         return Result(tuple(checks), report, None)
     sources = ", ".join(
         f"{kind.upper()} from {got.sources[kind]}" for kind in ("vcek", "ask", "ark")
