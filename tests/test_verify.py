@@ -13,7 +13,15 @@ from hypothesis import strategies as st
 from sevimg_cert import roots
 from sevimg_cert.certs import CertError, Chain, load_folder
 from sevimg_cert.report import Product
-from sevimg_cert.verify import CHAIN_CHECKS, CHECK_NAMES, Expected, Result, Verdict, pad_nonce, verify
+from sevimg_cert.verify import (
+    CHAIN_CHECKS,
+    CHECK_NAMES,
+    Expected,
+    Result,
+    Verdict,
+    pad_nonce,
+    verify,
+)
 from tests import certkit as kit
 from tests.certkit import MEASUREMENT, NONCE, ReportSpec, SynthChain, Tcb
 

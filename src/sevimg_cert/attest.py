@@ -68,7 +68,9 @@ class Verified:
             return f"checked: {check.reason}"
         if check.failure is verify.Failure.REVOKED and check.verdict is verify.Verdict.FAIL:
             return f"revoked: {check.reason}"
-        return check.reason  # "not checked: why", or "CRL refused: why"
+        if check.verdict is verify.Verdict.SKIP:
+            return f"not checked: {check.reason}"
+        return check.reason  # "CRL refused: why", "required, not checked: why"
 
 
 def folder_crls(folder: Path) -> tuple[crl.Crl, ...]:

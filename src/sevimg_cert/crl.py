@@ -188,7 +188,7 @@ def check_revocation(
         if required:
             failure = Failure.FETCH if fetch_problem else Failure.INCOMPLETE
             return Check(REVOCATION, Verdict.FAIL, f"required, not checked: {why}", failure)
-        return Check(REVOCATION, Verdict.SKIP, f"not checked: {why}", Failure.FETCH, required=False)
+        return Check(REVOCATION, Verdict.SKIP, why, Failure.FETCH, required=False)
     ours = [c for c in crls if c.crl.issuer == ark.subject]
     others = [
         f"{c.source}: issued by {c.crl.issuer.rfc4514_string()}, not this chain's ARK"
