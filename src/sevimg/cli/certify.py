@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from sevimg.release import checksums, names
 from sevimg_cert import attest, certs, crl, kds
 from sevimg_cert import measure as cert_measure
 from sevimg_cert.report import AttestationReport, Product
-from sevimg_cert.verify import Expected, pad_nonce, verify
+from sevimg_cert.verify import Expected, pad_nonce, utc_now, verify
 
 RESULT_SUFFIXES = (".json", ".md")
 
@@ -62,6 +63,13 @@ RESULT_SUFFIXES = (".json", ".md")
     type=click.Path(path_type=Path),
     help="AMD's certificate revocation list (DER or PEM; repeatable). It counts only when "
     "the chain's ARK signed it and it is current; a CRL of another product is ignored.",
+)
+@click.option(
+    "--at",
+    "at_time",
+    metavar="TIME",
+    help="Judge whether a CRL is current at this UTC time (ISO 8601, e.g. "
+    "2026-11-10T12:00:00Z; default now): to verify old evidence with the CRL of its day.",
 )
 @click.option(
     "--nonce",
@@ -182,6 +190,7 @@ def _prepare(
     kds_url: str | None,
     kds_attempts: int,
     crl_files: tuple[Path, ...],
+    at_time: str | None,
     nonce: str | None,
     measurement: str | None,
     expect_from: Path | None,
@@ -243,6 +252,10 @@ def _prepare(
             crls.append(crl.parse_crl(certs.read_bytes(path), str(path)))
         except (certs.CertError, crl.CrlError) as exc:
             raise SevimgError(f"--crl: {exc}") from None
+    now = utc_now
+    if at_time is not None:
+        when = _parse_time(at_time)
+        now = lambda: when  # noqa: E731  (a fixed clock)
     chosen = Product.parse(product) if product else None
     client = None
     if kds_url is not None or (certs_dir is None and (evidence is None or evidence.vcek is None)):
@@ -284,10 +297,22 @@ def _prepare(
         policy=policy,
         crls=tuple(crls),
         fetch_crl=fetch_crl,
+        now=now,
     )
     return _Setup(
         raw, source, expected, {"nonce": nonce_src, "measurement": measurement_src}, chosen
     )
+
+
+def _parse_time(text: str) -> datetime:
+    """An aware UTC time from ISO 8601 text (Z or an offset; none means UTC)."""
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise SevimgError(
+            f"--at: {text!r} is not an ISO 8601 time (e.g. 2026-11-10T12:00:00Z)"
+        ) from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 @main.command("measure")
