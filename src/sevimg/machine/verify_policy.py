@@ -54,8 +54,8 @@ def load_policy_file(path: Path) -> tuple[Policy, int | None]:
         raise SevimgError(f"--policy: {exc.problem}", [exc.problem]) from None
     problems = schemas_for(packaged("schema")).validate(doc, VERIFY_POLICY)
     if problems:
-        shown = "\n".join(str(p) for p in problems)
-        raise SevimgError(f"--policy: {path} is not a valid policy:\n{shown}", problems)
+        count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+        raise SevimgError(f"--policy: {path} is not a valid policy ({count}, above)", problems)
     data: dict[str, Any] = doc.data
     tcb = data.get("minimum_tcb", {})
     guest = data.get("guest_policy", {})
