@@ -178,10 +178,13 @@ class JsonAwareCommand(click.Command):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         """Parse as click does; with --json among the arguments, a usage error is a JSON object."""
+        wants_json = "--json" in args  # before click's parser consumes the list
         try:
             return super().parse_args(ctx, args)
         except click.UsageError as exc:
-            if "--json" not in args:
+            if not wants_json:
+                if isinstance(exc, click.BadParameter):
+                    exc.exit_code = EXIT_USAGE  # one code for bad usage, documented
                 raise
             out.print_json(json.dumps(usage_document(None, exc.format_message())))
             ctx.exit(EXIT_USAGE)
