@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,7 +38,7 @@ def CERTS(case: Path) -> list[str]:
     return ["--certs", str(case / "certs"), "--trusted-ark", str(case / "ark.pem")]
 
 
-def one_object(stdout: str) -> dict[str, object]:
+def one_object(stdout: str) -> dict[str, Any]:
     """stdout parsed as exactly one JSON object (json.loads refuses trailing text)."""
     doc = json.loads(stdout)
     assert isinstance(doc, dict)
@@ -88,7 +89,7 @@ def test_every_check_is_in_the_json_with_its_reason_and_kind(cli: CliFn, case: P
     run = cli("verify", str(case / "report.bin"), "--certs", str(case / "certs"), "--json")
     assert run.code == 3  # the synthetic root is not trusted: a chain failure
     doc = one_object(run.stdout)
-    for check in doc["checks"]:  # type: ignore[attr-defined]
+    for check in doc["checks"]:
         assert check["reason"] and check["verdict"] in ("pass", "fail", "skip")
         assert ("failure" in check) is (check["verdict"] == "fail")
     assert doc["failure"] == "chain"
@@ -103,16 +104,16 @@ def test_expectations_taken_from_the_evidence_are_said_to_be(cli: CliFn, case: P
     assert "the measurement was taken from the evidence itself" in text
     doc = one_object(cli(*args, "--json").stdout)
     expected = doc["expected"]
-    assert expected["nonce"]["from_evidence"] is True  # type: ignore[index]
-    assert expected["measurement"]["source"] == "evidence"  # type: ignore[index]
-    assert len(doc["notes"]) == 2  # type: ignore[arg-type]
+    assert expected["nonce"]["from_evidence"] is True
+    assert expected["measurement"]["source"] == "evidence"
+    assert len(doc["notes"]) == 2
     given = one_object(cli(*args, "--nonce", NONCE.hex(), "--json").stdout)
-    assert given["expected"]["nonce"] == {  # type: ignore[index]
+    assert given["expected"]["nonce"] == {
         "value": NONCE.hex(),
         "source": "--nonce",
         "from_evidence": False,
     }
-    assert len(given["notes"]) == 1  # type: ignore[arg-type]
+    assert len(given["notes"]) == 1
 
 
 def _manifest(case: Path, measurement: str | None) -> Path:
@@ -131,7 +132,7 @@ def test_expect_from_a_manifest(cli: CliFn, case: Path) -> None:
     assert doc["verified"] is True
     assert (
         doc["expected"]["measurement"]["source"] == f"--expect-from {manifest} (guest-debian-forky)"
-    )  # type: ignore[index]
+    )
     other = _manifest(case, MEASUREMENT[::-1].hex())
     run = cli(*base, "--expect-from", str(other))
     assert run.code == 1 and "measurement: is " in run.stderr

@@ -183,8 +183,8 @@ class JsonAwareCommand(click.Command):
             return super().parse_args(ctx, args)
         except click.UsageError as exc:
             if not wants_json:
-                if isinstance(exc, click.BadParameter):
-                    exc.exit_code = EXIT_USAGE  # one code for bad usage, documented
+                if isinstance(exc, click.BadParameter):  # sevimg's own exit 1: one code here
+                    raise click.UsageError(exc.format_message(), ctx=ctx) from None
                 raise
             out.print_json(json.dumps(usage_document(None, exc.format_message())))
             ctx.exit(EXIT_USAGE)
