@@ -407,11 +407,11 @@ def test_sevimg_verify_checks_a_result_again(tmp_path: Path, kds: FakeKds, cli: 
     # Without a folder, the evidence's own VCEK is used, completed only with AMD's pinned
     # ASK and ARK: a synthetic VCEK is refused.
     pinned_only = cli("verify", str(state / "result.md"))
-    assert pinned_only.code == 1 and "SEV-VCEK is not signed by SEV-Genoa" in pinned_only.stderr
+    assert pinned_only.code == 3 and "SEV-VCEK is not signed by SEV-Genoa" in pinned_only.stderr
     empty = tmp_path / "empty.md"
     empty.write_text("# Failed to Achieve a Certification Level\n")
     refused = cli("verify", str(empty))
-    assert refused.code == 1 and "neither a result JSON" in refused.stderr
+    assert refused.code == 2 and "neither a result JSON" in refused.stderr
     assert "Traceback" not in refused.output
 
 

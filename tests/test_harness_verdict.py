@@ -165,3 +165,24 @@ def test_a_test_passes_only_when_every_required_step_passed(
         ),
     )
     assert back.result is test.result  # the JSON keeps what decides the outcome
+
+
+def test_the_markdown_names_the_required_skip_and_lists_optional_ones_apart(
+    tmp_path: Path, kds: FakeKds
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> bytes:
+        raise ValueError("no OVMF metadata")
+
+    host = fake_host(tmp_path, sev_snp="Y", cmdline=f"sevimg.kds={kds.url}")
+    _, _, md = run_harness(
+        host,
+        trusted_arks=(SYNTH.ark,),
+        measure=broken,
+        ask_guest=answering,
+        clock=lambda: NOW,
+    )
+    assert "**First failure:** expected_measurement / measure: cannot compute" in md
+    assert (
+        "### Not Checked (optional)\n\n- attestation / revocation: the CRL could not be fetched"
+        in md
+    )

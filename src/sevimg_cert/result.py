@@ -229,9 +229,20 @@ class CertResult:
         return LEVEL if self.result is Outcome.PASS else None
 
     def failed_steps(self) -> list[tuple[Test, Step]]:
-        """Every failed or errored step, in order."""
+        """Every failed or errored step, in order; for a test failed only by required
+        steps that did not run, those steps (a check that could not run is not a pass)."""
+        found = []
+        for t in self.tests:
+            bad = [s for s in t.steps if s.result in (Outcome.FAIL, Outcome.ERROR)]
+            if not bad and t.result is Outcome.FAIL:
+                bad = [s for s in t.steps if s.result is Outcome.SKIP and not s.optional]
+            found += [(t, s) for s in bad]
+        return found
+
+    def not_checked(self) -> list[tuple[Test, Step]]:
+        """The optional steps that did not run, each with why."""
         return [
-            (t, s) for t in self.tests for s in t.steps if s.result in (Outcome.FAIL, Outcome.ERROR)
+            (t, s) for t in self.tests for s in t.steps if s.optional and s.result is Outcome.SKIP
         ]
 
 
