@@ -175,3 +175,19 @@ def test_a_bad_expect_from_is_bad_usage(cli: CliFn, case: Path, content: str, sa
     (case / "m.json").write_text(content)
     run = cli("verify", str(case / "result.json"), "--expect-from", str(case / "m.json"))
     assert run.code == 2 and says in run.stderr
+
+
+def test_help_documents_every_exit_code(cli: CliFn) -> None:
+    run = cli("verify", "--help")
+    assert run.code == 0
+    text = " ".join(run.stdout.split())
+    for code, words in [
+        (0, "verified"),
+        (1, "the evidence does not match"),
+        (2, "bad usage"),
+        (3, "the chain or the report's signature does not hold"),
+        (4, "revoked"),
+        (5, "could not fetch"),
+        (6, "a required check could not run"),
+    ]:
+        assert f"{code} {words}" in text, (code, text)

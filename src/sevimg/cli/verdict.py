@@ -41,8 +41,8 @@ EXIT_HELP = (
     "debug, guest policy, minimum TCB, report version, VMPL, or not a report); 2 bad usage "
     "(a missing or unreadable file, a bad option, a result with no report, an invalid "
     "policy file); 3 the chain or the report's signature does not hold (or a CRL not "
-    "signed by the ARK, or not current); 4 revoked; 5 a certificate or a required CRL "
-    "could not be fetched; 6 a required check could not run and none failed (no --nonce, "
+    "signed by the ARK, or not current); 4 revoked; 5 could not fetch a certificate, or "
+    "a CRL --require-crl requires; 6 a required check could not run and none failed (no --nonce, "
     "say). When several apply: 4, then 3, 1, 5, 6."
 )
 _STYLE = {Verdict.PASS: "green", Verdict.FAIL: "bold red", Verdict.SKIP: "yellow"}
