@@ -314,3 +314,17 @@ def test_verify_with_certs_and_kds_fetches_only_the_crl(cli: CliFn, case: Path) 
         run_ = cli(*args(case, "--kds", state.url, *AT))
     assert run_.code == 4, run_.output
     assert state.seen("crl-vcek") == 1 and state.seen("vcek") == 0 and state.seen("chain") == 0
+
+
+def test_a_kds_answering_garbage_or_too_much_is_refused_or_not_checked() -> None:
+    state = _kds(vcek=b"<html>cache error</html>")
+    with serve(state):
+        garbage = _fetching(Kds(state.url, attempts=1))
+    verdict, reason, failure, _ = revocation(garbage)
+    assert verdict is Verdict.FAIL and failure is Failure.CHAIN
+    assert "CRL refused:" in reason and "not a certificate revocation list" in reason
+    state = _kds(vcek=bytes((1 << 20) + 1))
+    with serve(state):
+        huge = _fetching(Kds(state.url, attempts=1))
+    verdict, reason, _, required = revocation(huge)
+    assert verdict is Verdict.SKIP and not required and "larger than" in reason

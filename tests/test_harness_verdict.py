@@ -186,3 +186,20 @@ def test_the_markdown_names_the_required_skip_and_lists_optional_ones_apart(
         "### Not Checked (optional)\n\n- attestation / revocation: the CRL could not be fetched"
         in md
     )
+
+
+def test_an_unreadable_crl_in_the_lab_folder_fails_rather_than_being_ignored(
+    tmp_path: Path,
+) -> None:
+    folder = {
+        "cert_chain.pem": certkit.pem(SYNTH.ask) + certkit.pem(SYNTH.ark),
+        "vcek.der": certkit.der(SYNTH.vcek),
+        "crl.pem": b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+    }
+    doc = harness_with(tmp_path, None, folder=folder)
+    assert doc["result"] == "fail"
+    detail = steps(doc, "attestation")["revocation"]["detail"]
+    assert (
+        detail.startswith("CRL refused: ")
+        and "crl.pem: not a certificate revocation list" in detail
+    )

@@ -169,14 +169,17 @@ def check_revocation(
     section 5), so the intermediate is what is looked up; the VCEK is the
     ASK's and no CRL of AMD's lists VCEKs. `given` are the CRLs the caller
     read from files; `fetch` gets the product's from KDS (or a cache) and
-    raises OSError/ValueError/RuntimeError when it cannot. Without any CRL
-    the check is skipped, and optional unless `required`.
+    raises OSError/ValueError/RuntimeError when it cannot (then, without
+    another CRL, the check is skipped, and optional unless `required`), or
+    CrlError when what it got is not a CRL (refused: the check fails).
     """
     crls = list(given)
     fetch_problem = None
     if fetch is not None:
         try:
             crls.append(fetch())
+        except CrlError as exc:  # an answer that is not a CRL: refused, like a forged one
+            return Check(REVOCATION, Verdict.FAIL, f"CRL refused: {exc}", Failure.CHAIN)
         except (OSError, ValueError, RuntimeError) as exc:
             fetch_problem = str(exc)
     if not crls:

@@ -112,6 +112,9 @@ def usage_document(
         "not_checked": [],
         "report": None,
         "certificates": None,
+        "expected": None,
+        "policy": None,
+        "notes": [],
         "error": message,
         "problems": [p.as_dict() for p in problems],
     }
