@@ -71,6 +71,13 @@ def test_an_empty_current_crl_of_the_ark_passes(encode: object) -> None:
     assert "not revoked by crl0" in reason and result.passed and not result.not_checked
 
 
+def test_a_crl_revoking_the_vcek_by_its_serial_fails_with_revoked() -> None:
+    result = run(crlkit.der(make_crl((SYNTH.vcek.serial_number,))))
+    verdict, reason, failure, _ = revocation(result)
+    assert verdict is Verdict.FAIL and failure is Failure.REVOKED
+    assert f"VCEK (serial {SYNTH.vcek.serial_number:#x}) revoked" in reason
+
+
 def test_a_crl_revoking_other_serials_passes() -> None:
     result = run(crlkit.der(make_crl((1, 2, ask_serial() + 1))))
     assert revocation(result)[0] is Verdict.PASS and result.passed

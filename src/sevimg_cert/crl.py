@@ -157,6 +157,7 @@ Fetch = Callable[[str, str], tuple[str, bytes]]
 def check_revocation(
     ark: x509.Certificate,
     intermediate: tuple[str, x509.Certificate],
+    leaf: tuple[str, x509.Certificate],
     given: Sequence[Crl],
     fetch: Callable[[], Crl] | None,
     now: datetime,
@@ -165,9 +166,11 @@ def check_revocation(
 ) -> Check:
     """Whether the chain's intermediate (the ASK, or the ASVK) is revoked by a CRL that counts.
 
-    Only certificates the ARK issued can be on the ARK's CRL (RFC 5280
-    section 5), so the intermediate is what is looked up; the VCEK is the
-    ASK's and no CRL of AMD's lists VCEKs. `given` are the CRLs the caller
+    AMD's CRL is the ARK's and lists the intermediates it revokes (as
+    go-sev-guest's verify.VcekNotRevoked reads it, by the ASK's serial). The
+    VCEK (or VLEK) is looked up too, by its serial, when it has one: KDS
+    issues VCEKs with serial 0, which names no certificate, so such a leaf is
+    not looked up (an entry for serial 0 would otherwise revoke every chip). `given` are the CRLs the caller
     read from files; `fetch` gets the product's from KDS (or a cache) and
     raises OSError/ValueError/RuntimeError when it cannot (then, without
     another CRL, the check is skipped, and optional unless `required`), or
@@ -198,19 +201,20 @@ def check_revocation(
         for c in crls
         if c not in ours
     ]
-    finding = check(ours, ark, [intermediate], now)
+    looked_up = [intermediate] + ([leaf] if leaf[1].serial_number else [])
+    finding = check(ours, ark, looked_up, now)
     if finding.revoked:
         return Check(REVOCATION, Verdict.FAIL, "; ".join(finding.revoked), Failure.REVOKED)
     refused = list(finding.refused) + ([] if finding.used else others)
     if refused:
         return Check(REVOCATION, Verdict.FAIL, "CRL refused: " + "; ".join(refused), Failure.CHAIN)
-    name, cert = intermediate
     note = f"; ignored {'; '.join(others)}" if others else ""
     fetched = f" (fetching another failed: {fetch_problem})" if fetch_problem else ""
     return Check(
         REVOCATION,
         Verdict.PASS,
-        f"{name} (serial {cert.serial_number:#x}) is not revoked by {', '.join(finding.used)}, "
+        f"{' and '.join(f'{n} (serial {c.serial_number:#x})' for n, c in looked_up)} "
+        f"not revoked by {', '.join(finding.used)}, "
         f"signed by the ARK and current{fetched}{note}",
         Failure.CHAIN,
     )

@@ -210,6 +210,7 @@ def _check_report(report: AttestationReport, expected: Expected) -> list[Check]:
         checks.append(
             Check(VMPL, Verdict.FAIL, f"report is for VMPL {report.vmpl}, expected {expected.vmpl}")
         )
+    # The policy's checks stand beside the debug bit's, before the VMPL's.
     return checks[:3] + policy.check_all(report, expected.policy) + checks[3:]
 
 
@@ -340,10 +341,11 @@ def _guard(name: str, check: Callable[[], Check]) -> Check:
 
 def _check_revocation(report: AttestationReport, chain: Chain, expected: Expected) -> Check:
     fetch = expected.fetch_crl
-    intermediate = "ASVK" if report.signing_key == "VLEK" else "ASK"
+    vlek = report.signing_key == "VLEK"
     return crl.check_revocation(
         chain.ark,
-        (intermediate, chain.ask),
+        ("ASVK" if vlek else "ASK", chain.ask),
+        ("VLEK" if vlek else "VCEK", chain.vcek),
         expected.crls,
         None if fetch is None else lambda: fetch(report, chain),
         expected.now(),
