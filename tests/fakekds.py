@@ -1,8 +1,9 @@
 """A fake AMD KDS: a real HTTP server on 127.0.0.1 serving a synthetic chain.
 
-It answers the two KDS routes (`/vcek/v1/{product}/{hwid}?...SPL=..` with the
-VCEK as DER, `/vcek/v1/{product}/cert_chain` with ASK and ARK as PEM) and 404
-for anything else, the way kdsintf.amd.com does. Tests queue faults per
+It answers the KDS routes (`/vcek/v1/{product}/{hwid}?...SPL=..` with the
+VCEK as DER, `/vcek/v1/{product}/cert_chain` with ASK and ARK as PEM,
+`/vcek/v1/{product}/crl` and `/vlek/v1/{product}/crl` with `crls[key]` as DER
+when set) and 404 for anything else, the way kdsintf.amd.com does. Tests queue faults per
 route kind (`faults["vcek"] = [429, 503]`) that are answered first, with a
 Retry-After header when `retry_after` is set, and read `requests` afterwards.
 """
@@ -31,10 +32,13 @@ class FakeKds:
     bodies: dict[str, bytes] = field(default_factory=dict)  # replaces what a route answers
     requests: list[tuple[str, str, dict[str, list[str]]]] = field(default_factory=list)
     authorizations: list[str | None] = field(default_factory=list)
+    crls: dict[str, bytes] = field(default_factory=dict)  # "vcek"/"vlek" -> the CRL served
     url: str = ""
 
     def kind(self, path: str) -> str:
         parts = path.strip("/").split("/")
+        if len(parts) == 4 and parts[1:] == ["v1", self.product, "crl"] and parts[0] in self.crls:
+            return f"crl-{parts[0]}"
         if len(parts) != 4 or parts[:2] != ["vcek", "v1"] or parts[2] != self.product:
             return "unknown"
         if parts[3] == "cert_chain":
@@ -79,6 +83,8 @@ def _handler(state: FakeKds) -> type[BaseHTTPRequestHandler]:
                 )
             elif kind in state.bodies:
                 self._send(200, state.bodies[kind], "application/octet-stream")
+            elif kind.startswith("crl-"):
+                self._send(200, state.crls[kind[4:]], "application/pkix-crl")
             elif kind == "vcek":
                 self._send(200, der(state.chain.vcek), "application/x-x509-ca-cert")
             elif kind == "chain":

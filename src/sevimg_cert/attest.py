@@ -9,17 +9,45 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from sevimg_cert import certs, kds, verify
+from sevimg_cert import certs, crl, kds, verify
 from sevimg_cert.report import AttestationReport, Product
 
 CERTS_DIR = "etc/sevimg/certs"  # below the root: a lab's own certificate folder
 # The series whose VCEKs KDS serves, by the name KDS spells them with.
 PRODUCTS = {"7003": "milan", "9004": "genoa", "8004": "genoa", "9005": "turin"}
+
+
+CRL_DEADLINE = 60.0  # seconds for the CRL, all attempts together: revocation is optional
+
+
+def crl_fetcher(
+    client: kds.Kds, product: Product | None = None
+) -> Callable[[AttestationReport, certs.Chain], crl.Crl]:
+    """A function fetching the CRL for a report's chain from `client`'s KDS (or a KDS cache).
+
+    VLEK-signed reports take the `vlek` CRL, the others the `vcek` one, of
+    the report's product (or `product` when given). Errors are KdsError,
+    crl.CrlError or ValueError: the revocation check reports them.
+    """
+
+    def fetch(report: AttestationReport, chain: certs.Chain) -> crl.Crl:
+        chosen = product or report.product
+        if chosen is None:
+            raise ValueError(
+                f"the report does not say which processor made it ({report.product_source}), "
+                "so its CRL cannot be named"
+            )
+        key = "VLEK" if report.signing_key == "VLEK" else "VCEK"
+        source, data = client.fetch_crl(chosen, key)
+        return crl.parse_crl(data, source)
+
+    return fetch
 
 
 @dataclass(frozen=True)
@@ -29,6 +57,32 @@ class Verified:
     result: verify.Result
     vcek_pem: str | None
     product: str | None
+
+    @property
+    def revocation(self) -> str | None:
+        """What the result records about the CRL: checked, revoked, or why it was not."""
+        check = next((c for c in self.result.checks if c.name == verify.REVOCATION), None)
+        if check is None:
+            return None
+        if check.verdict is verify.Verdict.PASS:
+            return f"checked: {check.reason}"
+        if check.failure is verify.Failure.REVOKED and check.verdict is verify.Verdict.FAIL:
+            return f"revoked: {check.reason}"
+        if check.verdict is verify.Verdict.SKIP:
+            return f"not checked: {check.reason}"
+        return check.reason  # "CRL refused: why", "required, not checked: why"
+
+
+def folder_crls(folder: Path) -> tuple[crl.Crl, ...]:
+    """The CRLs a lab put in its certificate folder (crl.der, crl.pem, *.crl); CrlError when unreadable."""
+    found = []
+    for path in sorted({*folder.glob("crl.der"), *folder.glob("crl.pem"), *folder.glob("*.crl")}):
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise crl.CrlError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        found.append(crl.parse_crl(data, str(path)))
+    return tuple(found)
 
 
 def verify_report(
@@ -42,11 +96,36 @@ def verify_report(
     kds_attempts: int,
     trusted_arks: tuple[x509.Certificate, ...],
     log: Callable[[str], None],
+    now: Callable[[], datetime] = verify.utc_now,
 ) -> Verified:
-    """Verify `report`: certificates from <root>/etc/sevimg/certs when present, else KDS."""
+    """Verify `report`: certificates from <root>/etc/sevimg/certs when present, else KDS.
+
+    Revocation: the CRLs in the certificate folder, and the product's CRL from
+    the KDS (`sevimg.kds=`, a lab's cache; AMD's when no folder is used).
+    Without either the check is skipped, and recorded as not done.
+    """
     folder = root / CERTS_DIR
     product = Product.parse(PRODUCTS[series]) if series in PRODUCTS else None
     source: Callable[[AttestationReport], certs.Chain]
+    crls: tuple[crl.Crl, ...] = ()
+    fetch_crl = None
+    crl_url = kds_url if folder.is_dir() else kds_url or kds.DEFAULT_URL
+    if crl_url:
+        try:
+            client = kds.Kds(crl_url, attempts=kds_attempts, deadline=CRL_DEADLINE)
+            fetch_crl = crl_fetcher(client, product)
+        except ValueError as exc:
+            log(f"no CRL from sevimg.kds={kds.redact(crl_url)}: {exc}")
+    if folder.is_dir():
+        try:
+            crls = folder_crls(folder)
+        except crl.CrlError as exc:
+            bad = str(exc)
+
+            def unreadable(parsed: AttestationReport, chain: certs.Chain) -> crl.Crl:
+                raise crl.CrlError(bad)
+
+            fetch_crl = unreadable  # the unreadable file is the check's reason, not a crash
     if folder.is_dir():
         log(f"certificates from /{CERTS_DIR}")
 
@@ -63,7 +142,9 @@ def verify_report(
                 raise kds.KdsError(f"sevimg.kds={kds.redact(url)}: {exc}") from None
             return client.fetch(parsed, product)
 
-    expected = verify.Expected(nonce, measurement, 0, trusted_arks)
+    expected = verify.Expected(
+        nonce, measurement, 0, trusted_arks, crls=crls, fetch_crl=fetch_crl, now=now
+    )
     outcome = verify.verify(report, source, expected)
     vcek = outcome.chain.vcek.public_bytes(Encoding.PEM).decode() if outcome.chain else None
     made_by = outcome.report.product.value if outcome.report and outcome.report.product else None

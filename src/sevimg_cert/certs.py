@@ -11,7 +11,8 @@ so a chain is never completed with anything but AMD's real keys.
 
 Every real VCEK and VLEK has serial number 0, which RFC 5280 disallows and
 `cryptography` warns about on loading; the warning is silenced around the
-loading only (see `_quietly`), so nothing reaches the user.
+loading and reading the serial only (see `_quietly`), so nothing reaches
+the user.
 """
 
 from __future__ import annotations
@@ -87,6 +88,12 @@ def load_pem_all(data: bytes) -> list[x509.Certificate]:
     """Every PEM certificate in `data`, without the serial-0 warning (ValueError if bad)."""
     with _quietly():
         return x509.load_pem_x509_certificates(data)
+
+
+def serial(cert: x509.Certificate) -> int:
+    """The certificate's serial number, without the serial-0 warning (cryptography reads it lazily)."""
+    with _quietly():
+        return cert.serial_number
 
 
 def load_der(data: bytes) -> x509.Certificate:

@@ -28,6 +28,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +69,7 @@ class Config:
     measure: Callable[..., Any] | None = None  # default: sevimg_cert.measure.expected
     ask_guest: Callable[..., Any] | None = None  # default: sevimg_cert.channel.request
     dispatch: bool = True
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))  # judges a CRL's dates
 
     @property
     def state(self) -> Path:
@@ -253,10 +255,25 @@ def _run_checks(state: _Run) -> None:
         kds_attempts=config.kds_attempts,
         trusted_arks=config.trusted_arks,
         log=state.log,
+        now=config.clock,
     )
-    state.evidence = replace(state.evidence, vcek_pem=verified.vcek_pem, product=verified.product)
-    checks = verified.result.checks
-    steps = [Step(_slug(c.name), Outcome(c.verdict.value), c.reason) for c in checks]
+    parsed = verified.result.report
+    state.evidence = replace(
+        state.evidence,
+        vcek_pem=verified.vcek_pem,
+        product=verified.product,
+        reported_tcb=parsed.reported_tcb.as_dict() if parsed else None,
+        revocation=verified.revocation,
+    )
+    if parsed:
+        log(f"platform's reported TCB: {parsed.reported_tcb}")
+    if verified.revocation:
+        log(f"revocation: {verified.revocation}")
+    # The verifier's rule, step for step: a required check that did not run fails the test.
+    steps = [
+        Step(_slug(c.name), Outcome(c.verdict.value), c.reason, optional=not c.required)
+        for c in verified.result.checks
+    ]
     state.test("attestation", ATTESTATION, "guest", started, steps)
 
 

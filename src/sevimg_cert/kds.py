@@ -6,14 +6,16 @@ Interface Specification", document 57230):
     {base}/vcek/v1/{Milan|Genoa|Turin}/{hwid}?blSPL=..&teeSPL=..&snpSPL=..&ucodeSPL=..
     {base}/vcek/v1/{product}/cert_chain        (PEM: the ASK, then the ARK)
     {base}/vlek/v1/{product}/cert_chain        (PEM: the ASVK, then the ARK)
+    {base}/vcek/v1/{product}/crl               (DER: the ARK's CRL; /vlek/v1/... for VLEKs)
 
 `hwid` is the report's chip ID in hex (Turin: its first 8 bytes, and the URL
 also carries fmcSPL); the SPLs are the report's reported TCB. The VCEK comes
 as DER. KDS serves no VLEK by chip (AMD hands VLEKs to cloud providers,
 whose hosts give them to guests in the extended report's certificate
-table), so a VLEK-signed report needs its VLEK in a folder. KDS rate-limits with 429, so requests are retried with backoff on
-429, 5xx and connection errors, honouring Retry-After. Only the standard
-library's urllib is used: this runs inside the host image.
+table), so a VLEK-signed report needs its VLEK in a folder. KDS
+rate-limits with 429, so requests are retried with backoff on 429, 5xx and
+connection errors, honouring Retry-After. Only the standard library's
+urllib is used: this runs inside the host image.
 """
 
 from __future__ import annotations
@@ -111,6 +113,8 @@ class Kds:
     max_wait: float = 60.0  # cap on any one wait, Retry-After included
     timeout: float = 30.0
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+    deadline: float | None = None  # seconds for all attempts of one request together
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "base_url", check_base_url(self.base_url))
@@ -135,16 +139,37 @@ class Kds:
         """The URL of a product's ASK and ARK (`key` VLEK: its ASVK and ARK)."""
         return f"{self.base_url}/{key.lower()}/v1/{product.value}/cert_chain"
 
+    def crl_url(self, product: Product, key: str = "VCEK") -> str:
+        """The URL of a product's CRL for VCEK chains (`key` VLEK: for VLEK chains)."""
+        return f"{self.base_url}/{key.lower()}/v1/{product.value}/crl"
+
+    def fetch_crl(self, product: Product, key: str = "VCEK") -> tuple[str, bytes]:
+        """The (redacted) URL and DER bytes of the product's CRL (`key` as in crl_url)."""
+        url = self.crl_url(product, key)
+        return redact(url), self.get(url)
+
     def get(self, url: str) -> bytes:
-        """GET `url`, retrying what is worth retrying; KdsError when it cannot be had."""
+        """GET `url`, retrying what is worth retrying; KdsError when it cannot be had.
+
+        With a `deadline`, no attempt starts, and no wait runs, past it.
+        """
         wait = self.backoff
         last = ""
         target, headers = _split_credentials(url)
+        end = None if self.deadline is None else self.clock() + self.deadline
         for attempt in range(1, self.attempts + 1):
             delay: float | None = None
+            timeout = self.timeout
+            if end is not None:
+                timeout = min(timeout, end - self.clock())
+                if timeout <= 0:
+                    raise KdsError(
+                        f"{redact(url)}: no answer within {self.deadline:g} s "
+                        f"({attempt - 1} attempts{': ' + last if last else ''})"
+                    )
             try:
                 request = urllib.request.Request(target, headers=headers)  # noqa: S310
-                with urllib.request.urlopen(request, timeout=self.timeout) as answer:  # noqa: S310
+                with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
                     body: bytes = answer.read(MAX_RESPONSE + 1)
                 if len(body) > MAX_RESPONSE:
                     raise KdsError(f"{redact(url)}: the answer is larger than {MAX_RESPONSE} bytes")
@@ -163,7 +188,10 @@ class Kds:
             except (OSError, http.client.HTTPException) as exc:  # timeouts, resets, TLS errors
                 last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             if attempt < self.attempts:
-                self.sleep(min(self.max_wait, wait if delay is None else delay))
+                pause = min(self.max_wait, wait if delay is None else delay)
+                if end is not None:
+                    pause = min(pause, max(0.0, end - self.clock()))
+                self.sleep(pause)
                 wait *= 2
         raise KdsError(
             f"AMD KDS at {redact(self.base_url)} could not be reached after {self.attempts} "
