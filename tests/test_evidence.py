@@ -20,6 +20,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,11 @@ class Evidence:
     @property
     def product(self) -> Product:
         return Product.parse(self.expect["product"])
+
+    @property
+    def crl_time(self) -> datetime:
+        """When the set's CRL is current (its expect.json says), else any fixed time."""
+        return datetime.fromisoformat(self.expect.get("crl_current_at", "2026-07-01T00:00:00Z"))
 
     @property
     def given(self) -> Product | None:
@@ -380,9 +386,16 @@ def test_the_in_image_verifier_takes_a_set_from_the_labs_folder(name: str, tmp_p
         kds_attempts=1,
         trusted_arks=(),
         log=log.append,
+        now=lambda: evidence.crl_time,
     )
     result = verified.result
     expected_vmpl = {"VMPL"} if evidence.expect["vmpl"] else set()
     assert set(failing(result, evidence)) == expected_vmpl  # the harness expects VMPL 0
     assert verified.product == evidence.product.value and verified.vcek_pem is not None
     assert log == [f"certificates from /{attest.CERTS_DIR}"]
+    # A set with AMD's CRL (crl.der) has it read from the lab's folder and checked.
+    recorded = verified.revocation or ""
+    if (EVIDENCE / name / "crl.der").is_file():
+        assert recorded.startswith("checked: ASK (serial"), recorded
+    else:
+        assert recorded.startswith("not checked: no CRL given"), recorded
