@@ -27,13 +27,17 @@ def make_crl(
     *,
     signer: str = "ark",
     issuer_cn: str = "ARK-Genoa",
+    issuer: x509.Name | None = None,
     this_update: datetime = THIS_UPDATE,
     next_update: datetime | None = NEXT_UPDATE,
 ) -> x509.CertificateRevocationList:
-    """A CRL revoking the serials `revoked` (0 too), signed by the key named `signer`."""
+    """A CRL revoking the serials `revoked` (0 too), signed by the key named `signer`.
+
+    Its issuer is AMD's name with `issuer_cn`, or `issuer` as given (a real ARK's subject).
+    """
     builder = (
         x509.CertificateRevocationListBuilder()
-        .issuer_name(amd_name(issuer_cn))
+        .issuer_name(issuer or amd_name(issuer_cn))
         .last_update(this_update)
     )
     if next_update is not None:
