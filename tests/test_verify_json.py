@@ -189,5 +189,30 @@ def test_help_documents_every_exit_code(cli: CliFn) -> None:
         (4, "revoked"),
         (5, "could not fetch"),
         (6, "a required check could not run"),
+        (70, "an internal error"),
     ]:
         assert f"{code} {words}" in text, (code, text)
+
+
+def _crash(*_: object, **__: object) -> None:
+    # Stands in for a bug: nothing in the verifier raises on bad input, so one is injected.
+    raise RuntimeError("boom at https://user:hunter2@kds.example/x")
+
+
+@pytest.mark.parametrize("where", ["sevimg.cli.certify.verify", "sevimg.cli.certify.read_report"])
+def test_an_internal_error_still_prints_one_json_object_exit_70(
+    cli: CliFn, case: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    monkeypatch.setattr(where, _crash)
+    run = cli("verify", str(case / "report.bin"), *CERTS(case), "--json")
+    assert run.code == 70, run.output
+    doc = one_object(run.stdout)
+    assert doc["failure"] == "internal" and doc["exit_code"] == 70 and doc["verified"] is False
+    assert doc["error"].startswith("internal error: RuntimeError: boom")
+    assert doc["report_file"] == str(case / "report.bin") and doc["checks"] == []
+    assert "hunter2" not in run.output  # credentials in the message are redacted
+    assert "This is a bug in sevimg" in run.stderr and "Traceback" not in run.output
+    plain = cli("verify", str(case / "report.bin"), *CERTS(case))
+    assert (
+        plain.code == 70 and plain.stdout == "" and "internal error: RuntimeError" in plain.stderr
+    )

@@ -16,7 +16,14 @@ from sevimg.catalog.index import machine_families
 from sevimg.cli.base import artifact_folder_option, handle_errors, out
 from sevimg.cli.group import Context, main, pass_ctx
 from sevimg.cli.params import ImageName, Number
-from sevimg.cli.verdict import EXIT_HELP, JsonAwareCommand, Source, cannot_start, show
+from sevimg.cli.verdict import (
+    EXIT_HELP,
+    JsonAwareCommand,
+    Source,
+    cannot_start,
+    json_on_crash,
+    show,
+)
 from sevimg.machine import run, verify_policy
 from sevimg.machine.evidence import expected_from, parse_hex, read_evidence, read_report
 from sevimg.problems import SevimgError
@@ -171,12 +178,13 @@ def verify_command(report: Path, as_json: bool, **options: Any) -> None:
     Every required check must pass; a check that could not run is not a pass.
     Revocation without a CRL is optional unless --require-crl.
     """
-    try:
-        setup = _prepare(report, **options)
-    except SevimgError as exc:
-        cannot_start(exc, str(report), as_json)
-    result = verify(setup.raw, setup.source, setup.expected, product=setup.product)
-    show(str(report), result, setup.sources, as_json, setup.expected.policy.as_dict())
+    with json_on_crash(str(report), as_json):
+        try:
+            setup = _prepare(report, **options)
+        except SevimgError as exc:
+            cannot_start(exc, str(report), as_json)
+        result = verify(setup.raw, setup.source, setup.expected, product=setup.product)
+        show(str(report), result, setup.sources, as_json, setup.expected.policy.as_dict())
 
 
 @dataclass(frozen=True)

@@ -2,21 +2,31 @@
 
 With --json, stdout carries exactly one JSON object on every path: a
 verdict, or (when verification cannot start: a missing file, a result with
-no report, a bad option) an object saying why, with `failure: "usage"`.
+no report, a bad option) an object saying why, with `failure: "usage"`, or
+(a bug in sevimg) one with `failure: "internal"` and exit status 70.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import click
 from rich.table import Table
 
-from sevimg.cli.base import err, out, print_problems, styled
+from sevimg.cli.base import (
+    EXIT_INTERNAL,
+    err,
+    internal_message,
+    out,
+    print_problems,
+    report_internal,
+    styled,
+)
 from sevimg.problems import SevimgError
 from sevimg_cert.checks import Failure, Verdict
 from sevimg_cert.verify import Result
@@ -43,7 +53,7 @@ EXIT_HELP = (
     "policy file); 3 the chain or the report's signature does not hold (or a CRL not "
     "signed by the ARK, or not current); 4 revoked; 5 could not fetch a certificate, or "
     "a CRL --require-crl requires; 6 a required check could not run and none failed (no --nonce, "
-    "say). When several apply: 4, then 3, 1, 5, 6."
+    "say); 70 an internal error (a bug in sevimg). When several apply: 4, then 3, 1, 5, 6."
 )
 _STYLE = {Verdict.PASS: "green", Verdict.FAIL: "bold red", Verdict.SKIP: "yellow"}
 
@@ -100,14 +110,19 @@ def document(
 
 
 def usage_document(
-    report_file: str | None, message: str, problems: Sequence[Any] = ()
+    report_file: str | None,
+    message: str,
+    problems: Sequence[Any] = (),
+    *,
+    failure: str = "usage",
+    code: int = EXIT_USAGE,
 ) -> dict[str, Any]:
-    """The JSON object when verification could not start."""
+    """The JSON object when verification could not start (or, `failure` internal, crashed)."""
     return {
         "report_file": report_file,
         "verified": False,
-        "failure": "usage",
-        "exit_code": EXIT_USAGE,
+        "failure": failure,
+        "exit_code": code,
         "checks": [],
         "not_checked": [],
         "report": None,
@@ -132,6 +147,28 @@ def cannot_start(exc: SevimgError, report_file: str | None, as_json: bool) -> No
     sys.exit(EXIT_USAGE)
 
 
+@contextmanager
+def json_on_crash(report_file: str, as_json: bool) -> Iterator[None]:
+    """With --json, a bug in sevimg still prints one JSON object (failure "internal"), exit 70.
+
+    Without --json the exception goes on to the command's handler, which says
+    the same on stderr. Exits (SystemExit) and interrupts pass through.
+    """
+    try:
+        yield
+    except (click.exceptions.Exit, click.ClickException):
+        raise
+    except Exception as exc:
+        if not as_json:
+            raise
+        doc = usage_document(
+            report_file, internal_message(exc), failure="internal", code=EXIT_INTERNAL
+        )
+        out.print_json(json.dumps(doc))
+        report_internal(exc)
+        sys.exit(EXIT_INTERNAL)
+
+
 def show(
     report_file: str,
     result: Result,
@@ -142,7 +179,8 @@ def show(
     """Print the verdict (a table, or the JSON object) and exit with its code."""
     code = exit_code(result)
     if as_json:
-        out.print_json(json.dumps(document(report_file, result, expected, policy)))
+        text = json.dumps(document(report_file, result, expected, policy))  # whole, then printed
+        out.print_json(text)
         sys.exit(code)
     table = Table(title=styled(f"sevimg verify {report_file}"))
     for column in ("check", "verdict", "reason"):
