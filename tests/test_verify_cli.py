@@ -335,20 +335,37 @@ def test_an_unreachable_kds_is_a_clean_error(cli: CliFn, case: Path) -> None:
     assert "could not be reached after 2 attempts" in run.stderr and "hunter2" not in run.output
 
 
-@pytest.mark.parametrize("product", [None, "milan", "MILAN"])
-def test_a_version_2_report_takes_its_product_from_the_option(
-    cli: CliFn, case: Path, product: str | None
+@pytest.mark.parametrize(
+    ("made_by", "product"),
+    [("Milan", None), ("Genoa", None), ("Milan", "milan"), ("Milan", "MILAN")],
+)
+def test_a_version_2_report_takes_its_product_from_the_option_or_kds(
+    cli: CliFn, case: Path, made_by: str, product: str | None
 ) -> None:
-    state = _kds("Milan")
-    _write_report(case, ReportSpec(version=2, product="Milan"))
+    state = _kds(made_by)
+    _write_report(case, ReportSpec(version=2, product=made_by))
     (case / "ark.pem").write_bytes(kit.pem(state.chain.ark))
     args = [a for a in good_args(case) if a not in ("--certs", str(case / "certs"))]
     with serve(state):
         run = cli(*args, "--kds", state.url, *(["--product", product] if product else []))
-    if product is None:
-        assert run.code == 5 and "does not say which processor made it" in run.stderr
-    else:
-        assert run.code == 0, run.output
+    assert run.code == 0, run.output
+    vcek_asks = [p for k, p, _ in state.requests if k in ("vcek", "unknown") and "/crl" not in p]
+    # Named, KDS is asked once; unnamed, under Milan and then Genoa until it knows the chip.
+    assert len(vcek_asks) == (2 if made_by == "Genoa" and product is None else 1)
+
+
+def test_a_version_2_report_kds_does_not_know_asks_for_the_product(cli: CliFn, case: Path) -> None:
+    state = _kds("Milan")
+    state.hwid = "ab" * 64  # another chip
+    _write_report(case, ReportSpec(version=2, product="Milan"))
+    args = [a for a in good_args(case) if a not in ("--certs", str(case / "certs"))]
+    with serve(state):
+        run = cli(*args, "--kds", state.url, "--json")
+    doc = json.loads(run.stdout)
+    reason = next(c["reason"] for c in doc["checks"] if c["name"] == "certificates")
+    assert run.code == 5 and doc["failure"] == "fetch"
+    assert "knows its chip under no product (as Milan: HTTP 404; as Genoa: HTTP 404)" in reason
+    assert "name it with --product milan or genoa" in reason
 
 
 def test_values_are_shown_literally_not_as_markup(cli: CliFn, case: Path) -> None:

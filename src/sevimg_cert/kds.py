@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from cryptography import x509
 
 from sevimg_cert.certs import CertError, Chain, complete, parse_cert, parse_certs
-from sevimg_cert.report import AttestationReport, Product
+from sevimg_cert.report import VERSION_2_PRODUCTS, AttestationReport, Product
 
 DEFAULT_URL = "https://kdsintf.amd.com"
 MAX_RESPONSE = 1 << 20
@@ -43,6 +43,14 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 class KdsError(RuntimeError):
     """KDS could not serve a certificate; the message says why and what to do instead."""
+
+
+class KdsRefused(KdsError):
+    """KDS answered, and the answer is no (HTTP 4xx but 429): no retry changes it."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def redact(url: str) -> str:
@@ -178,7 +186,10 @@ class Kds:
                 exc.close()
                 if exc.code not in RETRY_STATUSES:
                     hint = " (KDS knows no such chip, product or TCB)" if exc.code == 404 else ""
-                    raise KdsError(f"{redact(url)}: HTTP {exc.code} {exc.reason}{hint}") from None
+                    message = f"{redact(url)}: HTTP {exc.code} {exc.reason}{hint}"
+                    if 400 <= exc.code < 500:
+                        raise KdsRefused(message, exc.code) from None
+                    raise KdsError(message) from None
                 last = f"HTTP {exc.code} {exc.reason}"
                 delay = retry_after(exc.headers.get("Retry-After") if exc.headers else None)
             except urllib.error.URLError as exc:
@@ -231,11 +242,34 @@ class Kds:
             )
         product = product or report.product
         if product is None:
-            raise KdsError(
-                f"the report does not say which processor made it ({report.product_source}); "
-                "name it (milan, genoa or turin)"
-            )
-        vcek = self.fetch_vcek(report, product)
+            product, vcek = self._fetch_unnamed(report)
+        else:
+            vcek = self.fetch_vcek(report, product)
         ask, ark = self.fetch_chain(product)
         chain_url = redact(self.chain_url(product))
         return complete(vcek, (f"{chain_url} (ASK)", ask), (f"{chain_url} (ARK)", ark))
+
+    def _fetch_unnamed(
+        self, report: AttestationReport
+    ) -> tuple[Product, tuple[str, x509.Certificate]]:
+        """The product and VCEK of a report that names no processor (version 2).
+
+        KDS is asked for the chip under each product that writes such reports
+        (VERSION_2_PRODUCTS); the one that knows it is the product. A chip ID
+        is unique across products, so at most one answers; the chain check
+        then confirms the product by its root.
+        """
+        refused = []
+        for candidate in VERSION_2_PRODUCTS:
+            try:
+                return candidate, self.fetch_vcek(report, candidate)
+            except KdsRefused as exc:  # not this product's chip; another error is not a no
+                refused.append(f"as {candidate.value}: HTTP {exc.status}")
+        names = " or ".join(p.value for p in VERSION_2_PRODUCTS)
+        raise KdsRefused(
+            f"the report does not say which processor made it ({report.product_source}), and "
+            f"KDS at {redact(self.base_url)} knows its chip under no product "
+            f"({'; '.join(refused)}); name it with --product {names.lower()}, or give its "
+            "certificates in a folder",
+            404,
+        )

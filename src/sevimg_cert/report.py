@@ -267,6 +267,11 @@ class AttestationReport:
         }
 
 
+# The processors whose firmware writes version 2 reports (no CPUID fields):
+# Milan and Genoa (the CPUID fields came with version 3, which Turin writes from the start).
+VERSION_2_PRODUCTS = (Product.MILAN, Product.GENOA)
+
+
 def _decide_product(
     data: bytes, version: int, given: Product | None
 ) -> tuple[Product | None, bool, str]:

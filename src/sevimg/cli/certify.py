@@ -173,8 +173,9 @@ def verify_command(report: Path, as_json: bool, **options: Any) -> None:
     a report a cloud provider's VLEK signed, VLEK -> ASVK -> ARK) up to AMD's
     pinned root of the report's processor, that the VCEK certifies the
     report's chip ID and the key the reported TCB, the report's signature,
-    and revocation (--crl, or KDS's CRL). --product is needed only for a
-    version 2 report fetched from KDS: later versions name their processor.
+    and revocation (--crl, or KDS's CRL). Versions 3 and later name their
+    processor; for a version 2 report KDS is asked under Milan, then Genoa
+    (--product names it outright).
     Every required check must pass; a check that could not run is not a pass.
     Revocation without a CRL is optional unless --require-crl.
     """
