@@ -151,8 +151,6 @@ def check(
 
 
 REVOCATION = "revocation"
-# Fetches the CRL for (key type "vcek" or "vlek", product); returns (source, bytes).
-Fetch = Callable[[str, str], tuple[str, bytes]]
 
 
 def check_revocation(
@@ -171,9 +169,10 @@ def check_revocation(
     go-sev-guest's verify.VcekNotRevoked reads it, by the ASK's serial). The
     VCEK (or VLEK) is looked up too, by its serial, when it has one: KDS
     issues VCEKs with serial 0, which names no certificate, so such a leaf is
-    not looked up (an entry for serial 0 would otherwise revoke every chip). `given` are the CRLs the caller
-    read from files; `fetch` gets the product's from KDS (or a cache) and
-    raises OSError/ValueError/RuntimeError when it cannot (then, without
+    not looked up (an entry for serial 0 would otherwise revoke every chip).
+    `given` are the CRLs the caller read from files; `fetch` gets the
+    product's from KDS (or a cache) and raises OSError/ValueError/RuntimeError
+    when it cannot (then, without
     another CRL, the check is skipped, and optional unless `required`), or
     CrlError when what it got is not a CRL (refused: the check fails).
     """
