@@ -172,9 +172,9 @@ def check_revocation(
     not looked up (an entry for serial 0 would otherwise revoke every chip).
     `given` are the CRLs the caller read from files; `fetch` gets the
     product's from KDS (or a cache) and raises OSError/ValueError/RuntimeError
-    when it cannot (then, without
-    another CRL, the check is skipped, and optional unless `required`), or
-    CrlError when what it got is not a CRL (refused: the check fails).
+    when it cannot (then, without another CRL, the check is skipped, and
+    optional unless `required`), or CrlError when what it got is not a CRL
+    (refused: the check fails).
     """
     crls = list(given)
     fetch_problem = None
