@@ -8,6 +8,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
 
 from sevimg_cert import crl
 from sevimg_cert.attest import crl_fetcher
@@ -23,6 +26,7 @@ from tests.conftest import CliFn
 from tests.crlkit import NEXT_UPDATE, NOW, THIS_UPDATE, make_crl
 from tests.fakekds import FakeKds, serve
 
+EVIDENCE_CRL = Path(__file__).parent / "data" / "evidence" / "atakit-gcp-milan-v5" / "crl.der"
 SYNTH = kit.make_chain()  # one chain: each make_chain() gives the ASK a new random serial
 
 
@@ -373,3 +377,17 @@ def test_a_kds_answering_garbage_or_too_much_is_refused_or_not_checked() -> None
         huge = _fetching(Kds(state.url, attempts=1))
     verdict, reason, _, required = revocation(huge)
     assert verdict is Verdict.SKIP and not required and "larger than" in reason
+
+
+def test_the_pss_parameters_are_read_from_the_der_where_cryptography_does_not() -> None:
+    # cryptography 43 gives no hash for an RSA-PSS CRL; the parameters are then read from
+    # the DER, and only AMD's (SHA-384, MGF1 SHA-384, salt 48) are taken.
+    real = EVIDENCE_CRL.read_bytes()
+    assert crl._pss_sha384(crl.parse_crl(real, "amd").crl)
+    assert crl._pss_sha384(make_crl())
+    sha256 = x509.CertificateRevocationListBuilder().issuer_name(kit.amd_name("ARK-Genoa"))
+    sha256 = sha256.last_update(THIS_UPDATE).next_update(NEXT_UPDATE)
+    pss256 = padding.PSS(padding.MGF1(hashes.SHA256()), 32)
+    other = sha256.sign(kit.rsa_key("ark"), hashes.SHA256(), rsa_padding=pss256)
+    assert not crl._pss_sha384(other)
+    assert not crl._pss_sha384(sha256.sign(kit.rsa_key("ark"), hashes.SHA384()))  # PKCS#1 v1.5

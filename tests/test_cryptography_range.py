@@ -26,8 +26,9 @@ PROGRAM = """
 import json, sys, warnings
 from pathlib import Path
 warnings.simplefilter("error")
+from datetime import datetime
 import cryptography
-from sevimg_cert import certs, verify
+from sevimg_cert import certs, crl, verify
 from sevimg_cert.report import Product
 out = {"version": cryptography.__version__, "sets": {}}
 for folder in sorted(Path(sys.argv[1]).iterdir()):
@@ -36,12 +37,19 @@ for folder in sorted(Path(sys.argv[1]).iterdir()):
     expect = json.loads((folder / "expect.json").read_text())
     raw = (folder / "report.bin").read_bytes()
     given = Product.parse(expect["product"]) if expect["version"] == 2 else None
-    expected = verify.Expected(raw[0x50:0x90], raw[0x90:0xC0], expect["vmpl"])
+    amd = folder / "crl.der"  # AMD's CRL, read and checked at a time it is current
+    crls = (crl.parse_crl(amd.read_bytes(), str(amd)),) if amd.is_file() else ()
+    at = datetime.fromisoformat(expect.get("crl_current_at", "2026-07-01T00:00:00Z"))
+    expected = verify.Expected(
+        raw[0x50:0x90], raw[0x90:0xC0], expect["vmpl"], crls=crls, now=lambda: at
+    )
     result = verify.verify(raw, lambda _, f=folder: certs.load_folder(f), expected, product=given)
     out["sets"][folder.name] = {
         c.name: c.reason for c in result.checks
-        if c.verdict != "pass" and not (c.name == "debug policy" and expect["debug"])
+        if c.verdict != "pass" and c.required and not (c.name == "debug policy" and expect["debug"])
     }
+    if crls and result.checks[-1].verdict != "pass":
+        out["sets"][folder.name]["revocation"] = result.checks[-1].reason
 print(json.dumps(out))
 """
 

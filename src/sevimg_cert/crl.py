@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import SignatureAlgorithmOID
 
 from sevimg_cert.certs import serial
@@ -84,6 +85,8 @@ def signature_problem(crl: x509.CertificateRevocationList, ark: x509.Certificate
         digest = crl.signature_hash_algorithm
     except UnsupportedAlgorithm:
         digest = None
+    if digest is None and _pss_sha384(crl):  # cryptography 43 names no hash for a PSS CRL
+        digest = hashes.SHA384()
     if not isinstance(digest, hashes.SHA384):
         return f"signature hash is {digest.name if digest else 'unknown'}, not SHA-384"
     key = ark.public_key()
@@ -100,6 +103,52 @@ def signature_problem(crl: x509.CertificateRevocationList, ark: x509.Certificate
     except InvalidSignature:
         return "its signature does not verify with the ARK's key: another key signed it"
     return None
+
+
+_SHA384_OID = bytes.fromhex("608648016503040202")  # 2.16.840.1.101.3.4.2.2
+_MGF1_OID = bytes.fromhex("2a864886f70d010108")  # 1.2.840.113549.1.1.8
+
+
+def _tlvs(data: bytes) -> list[tuple[int, bytes]]:
+    """The (tag, contents) of each DER TLV in `data`; IndexError/ValueError when malformed."""
+    out, at = [], 0
+    while at < len(data):
+        tag, length, head = data[at], data[at + 1], 2
+        if length & 0x80:
+            count = length & 0x7F
+            length, head = int.from_bytes(data[at + 2 : at + 2 + count], "big"), 2 + count
+        if at + head + length > len(data):
+            raise ValueError("a DER length runs past its data")
+        out.append((tag, data[at + head : at + head + length]))
+        at += head + length
+    return out
+
+
+def _pss_sha384(crl: x509.CertificateRevocationList) -> bool:
+    """Whether the CRL's RSASSA-PSS parameters (RFC 4055) are SHA-384, MGF1 with SHA-384, salt 48.
+
+    Read from the DER for the cryptography versions that do not tell: the
+    CertificateList's signatureAlgorithm is SEQUENCE { rsassaPss OID,
+    SEQUENCE { [0] hashAlgorithm, [1] maskGenAlgorithm, [2] saltLength,
+    [3] trailerField (1) } }, as AMD encodes it.
+    """
+    try:
+        algorithm = _tlvs(_tlvs(crl.public_bytes(Encoding.DER))[0][1])[1][1]
+        params = dict(_tlvs(_tlvs(algorithm)[1][1]))
+        hash_oid = _tlvs(_tlvs(params[0xA0])[0][1])[0][1]
+        mgf = _tlvs(_tlvs(params[0xA1])[0][1])
+        mgf_hash = _tlvs(mgf[1][1])[0][1]
+        salt = _tlvs(params[0xA2])[0]
+        trailer = _tlvs(params[0xA3])[0] if 0xA3 in params else (0x02, b"\x01")
+    except (IndexError, KeyError, ValueError):
+        return False
+    return (
+        hash_oid == _SHA384_OID
+        and mgf[0][1] == _MGF1_OID
+        and mgf_hash == _SHA384_OID
+        and salt == (0x02, b"\x30")
+        and trailer == (0x02, b"\x01")
+    )
 
 
 def currency_problem(crl: x509.CertificateRevocationList, now: datetime) -> str | None:
