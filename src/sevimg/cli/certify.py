@@ -153,8 +153,9 @@ RESULT_SUFFIXES = (".json", ".md")
 @click.option(
     "--product",
     type=click.Choice(PRODUCT_NAMES, case_sensitive=False),
-    help="The processor, when the report does not say (version 2) or to override it; "
-    "Siena and Bergamo are Genoa-class (Genoa's roots).",
+    help="The processor, when the report does not say (version 2: otherwise its chain's root "
+    "says, or KDS is asked under Milan, then Genoa) or to override it; Siena and Bergamo are "
+    "Genoa-class (Genoa's roots).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @handle_errors
