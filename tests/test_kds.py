@@ -293,3 +293,14 @@ def test_a_host_name_that_cannot_be_encoded_is_a_clean_error() -> None:
     client = Kds("http://" + "a" * 70 + ".example", backoff=0.01)
     with pytest.raises(KdsError, match="aaaa"):
         client.fetch(parse_report(kit.signed_report()))
+
+
+def test_a_version_2_lookup_refused_for_want_of_credentials_is_not_taken_as_a_no() -> None:
+    state = fake("Genoa")
+    state.faults["unknown"] = [403]
+    with serve(state):
+        report = parse_report(kit.signed_report(ReportSpec(version=2, product="Genoa")))
+        with pytest.raises(KdsRefused) as info:
+            Kds(state.url, attempts=1).fetch(report)
+    assert info.value.status == 403 and "/vcek/v1/Milan/" in str(info.value)
+    assert state.seen("vcek") == 0  # Genoa was not asked: a 403 says nothing about the chip

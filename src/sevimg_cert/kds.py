@@ -263,7 +263,9 @@ class Kds:
         for candidate in VERSION_2_PRODUCTS:
             try:
                 return candidate, self.fetch_vcek(report, candidate)
-            except KdsRefused as exc:  # not this product's chip; another error is not a no
+            except KdsRefused as exc:
+                if exc.status not in (400, 404):  # 401, 403 ...: not a no about the chip
+                    raise
                 refused.append(f"as {candidate.value}: HTTP {exc.status}")
         names = " or ".join(p.value for p in VERSION_2_PRODUCTS)
         raise KdsRefused(
