@@ -7,12 +7,18 @@ document 57230 encoded by hand, and nothing here imports sevimg_cert.
 
 Keys: ARK and ASK are RSA 4096 and sign with RSA-PSS SHA-384 (salt 48) as AMD
 does; the VCEK is ECDSA P-384 and signs reports over bytes [0, 0x2A0).
+
+The VCEK is encoded as AMD's KDS issues it (test_evidence compares it with
+the real ones): serial number 0, the extensions in KDS's order, the hwID as
+the bare chip ID (64 bytes; Turin: its first 8) with no OCTET STRING around
+it, and Turin's fmcSPL (1.3.6.1.4.1.3704.1.3.9) first among the SPLs.
 """
 
 from __future__ import annotations
 
 import functools
 import struct
+import warnings
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -175,9 +181,14 @@ def der_integer(value: int) -> bytes:
     return bytes([0x02, len(body)]) + body
 
 
-def der_octets(value: bytes) -> bytes:
-    """DER OCTET STRING (short form length; the hwID is 64 bytes)."""
-    return bytes([0x04, len(value)]) + value
+def der_ia5(value: str) -> bytes:
+    """DER IA5String (short form length), as productName is."""
+    return bytes([0x16, len(value)]) + value.encode("ascii")
+
+
+def hwid_of(product: str, chip_id: bytes) -> bytes:
+    """The hwID KDS puts in a VCEK: the chip ID, Turin's first 8 bytes of it."""
+    return chip_id[:8] if product == "Turin" else chip_id
 
 
 def certificate(
@@ -188,6 +199,7 @@ def certificate(
     extensions: list[x509.ExtensionType] = (),  # type: ignore[assignment]
     *,
     ca: bool,
+    serial: int | None = None,
 ) -> x509.Certificate:
     builder = (
         x509.CertificateBuilder()
@@ -204,31 +216,82 @@ def certificate(
         )
     for ext in extensions:
         builder = builder.add_extension(ext, critical=False)
-    return builder.sign(signer, hashes.SHA384(), rsa_padding=PSS)
+    cert = builder.sign(signer, hashes.SHA384(), rsa_padding=PSS)
+    return cert if serial is None else with_serial(cert, serial, signer)
+
+
+def _tlv(tag: int, body: bytes) -> bytes:
+    """One DER TLV."""
+    if len(body) < 0x80:
+        return bytes([tag, len(body)]) + body
+    size = len(body).to_bytes((len(body).bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(size)]) + size + body
+
+
+def _split(data: bytes) -> list[bytes]:
+    """The TLVs one after another in `data`, each whole."""
+    out, at = [], 0
+    while at < len(data):
+        length, head = data[at + 1], 2
+        if length & 0x80:
+            count = length & 0x7F
+            length, head = int.from_bytes(data[at + 2 : at + 2 + count], "big"), 2 + count
+        out.append(data[at : at + head + length])
+        at += head + length
+    return out
+
+
+def _contents(tlv: bytes) -> bytes:
+    """The value of one TLV (its header skipped)."""
+    return tlv[2 + (tlv[1] & 0x7F if tlv[1] & 0x80 else 0) :]
+
+
+def with_serial(cert: x509.Certificate, serial: int, signer: rsa.RSAPrivateKey) -> x509.Certificate:
+    """`cert` with another serial number (0, say, which CertificateBuilder refuses), re-signed.
+
+    The TBSCertificate is [0] version, serial, ...: the serial INTEGER is
+    swapped and the TBS signed again with RSA-PSS SHA-384 as AMD signs.
+    """
+    outer = _split(_contents(cert.public_bytes(serialization.Encoding.DER)))
+    tbs_parts = _split(_contents(outer[0]))
+    tbs_parts[1] = _tlv(0x02, serial.to_bytes(max(1, (serial.bit_length() + 8) // 8), "big"))
+    tbs = _tlv(0x30, b"".join(tbs_parts))
+    signature = signer.sign(tbs, PSS, hashes.SHA384())
+    der_cert = _tlv(0x30, tbs + outer[1] + _tlv(0x03, b"\0" + signature))
+    with warnings.catch_warnings():  # cryptography warns about serial 0, as with AMD's own
+        warnings.filterwarnings("ignore", message="Parsed a serial number which wasn't positive")
+        return x509.load_der_x509_certificate(der_cert)
 
 
 def vcek_extensions(
     product: str, chip_id: bytes, tcb: Tcb, *, hwid: bytes | None = None
 ) -> list[x509.ExtensionType]:
-    """The VCEK's AMD extensions: structVersion, productName, the SPLs and hwID."""
+    """The VCEK's AMD extensions in KDS's order: structVersion, productName, the SPLs, hwID.
+
+    Milan and Genoa: structVersion 0, productName "Milan-B0" / "Genoa", SPLs
+    .3.1, .3.2, .3.4-.3.7 (zero), .3.3, .3.8. Turin: structVersion 1,
+    productName "Turin", SPLs .3.9 (fmcSPL), .3.1, .3.2, .3.3, .3.5-.3.7, .3.8.
+    """
     base = "1.3.6.1.4.1.3704.1"
-    spl = {"3.1": tcb.bl, "3.2": tcb.tee, "3.3": tcb.snp, "3.8": tcb.ucode}
-    if product == "Turin":
-        spl["3.9"] = tcb.fmc or 0
-    name = f"{product}-B0".encode()
+    turin = product == "Turin"
+    if turin:
+        spl = [("3.9", tcb.fmc or 0), ("3.1", tcb.bl), ("3.2", tcb.tee), ("3.3", tcb.snp)]
+        spl += [("3.5", 0), ("3.6", 0), ("3.7", 0), ("3.8", tcb.ucode)]
+    else:
+        spl = [("3.1", tcb.bl), ("3.2", tcb.tee), ("3.4", 0), ("3.5", 0), ("3.6", 0)]
+        spl += [("3.7", 0), ("3.3", tcb.snp), ("3.8", tcb.ucode)]
+    name = {"Milan": "Milan-B0"}.get(product, product)
     exts: list[x509.ExtensionType] = [
-        x509.UnrecognizedExtension(x509.ObjectIdentifier(f"{base}.1"), der_integer(1)),
-        x509.UnrecognizedExtension(
-            x509.ObjectIdentifier(f"{base}.2"), bytes([0x16, len(name)]) + name
-        ),
+        x509.UnrecognizedExtension(x509.ObjectIdentifier(f"{base}.1"), der_integer(int(turin))),
+        x509.UnrecognizedExtension(x509.ObjectIdentifier(f"{base}.2"), der_ia5(name)),
     ]
     exts += [
         x509.UnrecognizedExtension(x509.ObjectIdentifier(f"{base}.{k}"), der_integer(v))
-        for k, v in spl.items()
+        for k, v in spl
     ]
     exts.append(
         x509.UnrecognizedExtension(
-            x509.ObjectIdentifier(f"{base}.4"), der_octets(chip_id if hwid is None else hwid)
+            x509.ObjectIdentifier(f"{base}.4"), hwid_of(product, chip_id) if hwid is None else hwid
         )
     )
     return exts
@@ -289,6 +352,47 @@ def make_vcek(
         rsa_key(signer),
         exts,
         ca=False,
+        serial=0,  # every VCEK KDS issues has serial 0
+    )
+
+
+def make_asvk(product: str = "Genoa", signer: str = "ark") -> x509.Certificate:
+    """The intermediate AMD signs cloud providers' VLEKs with (SEV-VLEK-<product>)."""
+    return certificate(
+        amd_name(f"SEV-VLEK-{product}"),
+        amd_name(f"ARK-{product}"),
+        rsa_key("asvk").public_key(),
+        rsa_key(signer),
+        ca=True,
+    )
+
+
+def make_vlek(product: str = "Genoa", tcb: Tcb | None = None) -> x509.Certificate:
+    """A cloud provider's VLEK as KDS issues it: the SPLs and csp_id, no hwID, serial 0.
+
+    Its productName is the bare product line ("Milan"), as on the real VLEK
+    of tests/data/evidence/trustee-milan-v3-vlek.
+    """
+    if tcb is None:
+        tcb = TURIN_TCB if product == "Turin" else Tcb()
+    exts = [
+        e
+        for e in vcek_extensions(product, bytes(64), tcb)
+        if e.oid.dotted_string not in ("1.3.6.1.4.1.3704.1.4", "1.3.6.1.4.1.3704.1.2")
+    ]
+    base = "1.3.6.1.4.1.3704.1"
+    exts.insert(1, x509.UnrecognizedExtension(x509.ObjectIdentifier(f"{base}.2"), der_ia5(product)))
+    exts.append(
+        x509.UnrecognizedExtension(x509.ObjectIdentifier(f"{base}.5"), der_ia5("CN=cloud.test"))
+    )
+    return certificate(
+        amd_name("SEV-VLEK"),
+        amd_name(f"SEV-VLEK-{product}"),
+        ec_key("vlek").public_key(),
+        rsa_key("asvk"),
+        exts,
+        ca=False,
+        serial=0,
     )
 
 

@@ -4,7 +4,8 @@ It answers KDS's routes (`/vcek/v1/{product}/{hwid}?...SPL=..` with the
 VCEK as DER, `/vcek/v1/{product}/cert_chain` with ASK and ARK as PEM,
 `/vcek/v1/{product}/crl` with a CRL signed by the ARK as DER, and the
 `/vlek/v1/{product}/` chain and CRL) and 404 for anything else, the way
-kdsintf.amd.com does. Tests queue faults per route kind
+kdsintf.amd.com does. A CRL set in `crls[key]` ("vcek"/"vlek") is served
+instead, as route kind `crl-<key>`. Tests queue faults per route kind
 (`faults["vcek"] = [429, 503]`) that are answered first, with a
 Retry-After header when `retry_after` is set, and read `requests` (counted
 per kind with `seen`) afterwards. `hold` makes every request wait (after it
@@ -25,7 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from tests.certkit import SynthChain, der, pem, rsa_key
+from tests.certkit import PSS, SynthChain, der, pem, rsa_key
 
 NOT_BEFORE = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -38,7 +39,7 @@ def make_crl(chain: SynthChain, next_update: datetime | None = None) -> bytes:
         .last_update(NOT_BEFORE)
         .next_update(next_update or NOT_BEFORE + timedelta(days=365 * 30))
     )
-    crl = builder.sign(rsa_key("ark"), hashes.SHA384())
+    crl = builder.sign(rsa_key("ark"), hashes.SHA384(), rsa_padding=PSS)  # as AMD signs
     return crl.public_bytes(serialization.Encoding.DER)
 
 
@@ -54,6 +55,7 @@ class FakeKds:
     bodies: dict[str, bytes] = field(default_factory=dict)  # replaces what a route answers
     requests: list[tuple[str, str, dict[str, list[str]]]] = field(default_factory=list)
     authorizations: list[str | None] = field(default_factory=list)
+    crls: dict[str, bytes] = field(default_factory=dict)  # "vcek"/"vlek" -> the CRL served
     url: str = ""
     hold: threading.Event | None = None
     arrived: threading.Event = field(default_factory=threading.Event)
@@ -62,6 +64,8 @@ class FakeKds:
     def kind(self, path: str) -> str:
         """vcek, chain, crl, vlek_chain, vlek_crl, or unknown."""
         parts = path.strip("/").split("/")
+        if len(parts) == 4 and parts[1:] == ["v1", self.product, "crl"] and parts[0] in self.crls:
+            return f"crl-{parts[0]}"
         if len(parts) != 4 or parts[1] != "v1" or parts[2] != self.product:
             return "unknown"
         if parts[0] == "vlek" and parts[3] in ("cert_chain", "crl"):
@@ -115,6 +119,8 @@ def _handler(state: FakeKds) -> type[BaseHTTPRequestHandler]:
                 )
             elif kind in state.bodies:
                 self._send(200, state.bodies[kind], "application/octet-stream")
+            elif kind.startswith("crl-"):
+                self._send(200, state.crls[kind[4:]], "application/pkix-crl")
             elif kind == "vcek":
                 self._send(200, der(state.chain.vcek), "application/x-x509-ca-cert")
             elif kind in ("chain", "vlek_chain"):

@@ -141,14 +141,22 @@ def test_wrong_sizes_are_named(size: int) -> None:
     assert ("truncated" in str(info.value)) == (size < 1184)
 
 
-@pytest.mark.parametrize("version", [0, 1, 4, 6, 7, 42, 255, 0x100, 0x02000000, 2**31, 2**32 - 1])
+@pytest.mark.parametrize("version", [0, 1, 6, 7, 42, 255, 0x100, 0x02000000, 2**31, 2**32 - 1])
 def test_unknown_versions_are_refused(version: int) -> None:
     data = bytearray(pack_report(ReportSpec()))
     data[0:4] = version.to_bytes(4, "little")
     with pytest.raises(
-        ReportError, match=rf"report version {version} is not one this verifier knows \(2, 3, 5\)"
+        ReportError,
+        match=rf"report version {version} is not one this verifier knows \(2, 3, 4, 5\)",
     ):
         parse_report(bytes(data))
+
+
+def test_version_4_reads_as_version_3() -> None:
+    # go-sev-guest (abi.ReportVersion4) and virtee (ReportVariant::V3 for 3 | 4) both read it.
+    report = parse_report(bytes(pack_report(ReportSpec(version=4, product="Genoa"))))
+    assert report.product is Product.GENOA and report.cpuid_model == 0x11
+    assert report.launch_mit_vector is None and report.current_mit_vector is None
 
 
 @pytest.mark.parametrize(
@@ -217,6 +225,11 @@ def test_product_names(name: str) -> None:
     assert Product.parse(name).value.lower() == name.strip().lower()
 
 
+@pytest.mark.parametrize("name", ["siena", "Bergamo", "GENOA-X"])
+def test_genoa_class_names_are_genoa(name: str) -> None:
+    assert Product.parse(name) is Product.GENOA
+
+
 @pytest.mark.parametrize("name", ["", "rome", "naples", "venice", "milan-b0", "9004"])
 def test_unknown_product_names(name: str) -> None:
     with pytest.raises(ValueError, match="unknown processor"):
@@ -224,7 +237,7 @@ def test_unknown_product_names(name: str) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.binary(min_size=0x4A0, max_size=0x4A0), st.sampled_from([2, 3, 5]))
+@given(st.binary(min_size=0x4A0, max_size=0x4A0), st.sampled_from([2, 3, 4, 5]))
 def test_any_bytes_of_a_known_version_parse(data: bytes, version: int) -> None:
     report = parse_report(version.to_bytes(4, "little") + data[4:])
     assert report.raw[4:] == data[4:] and len(report.chip_id) == 64
@@ -252,7 +265,7 @@ def test_pinned_roots_are_amds_real_chain(product: Product) -> None:
     pair = roots.for_product(product)
     folder = PACKAGE / "roots" / product.value.lower()
     documented = _readme_fingerprints()
-    for kind, cert in (("ark", pair.ark), ("ask", pair.ask)):
+    for kind, cert in (("ark", pair.ark), ("ask", pair.ask), ("asvk", pair.asvk)):
         der = subprocess.run(
             ["openssl", "x509", "-in", str(folder / f"{kind}.pem"), "-outform", "DER"],
             capture_output=True,
@@ -267,30 +280,37 @@ def test_pinned_roots_are_amds_real_chain(product: Product) -> None:
     assert pair.ask.subject.rfc4514_string().startswith(
         f"CN=SEV-{product.value},O=Advanced Micro Devices"
     )
+    assert pair.asvk.subject.rfc4514_string().startswith(
+        f"CN=SEV-VLEK-{product.value},O=Advanced Micro Devices"
+    )
     assert pair.ark.issuer == pair.ark.subject and pair.ask.issuer == pair.ark.subject
+    assert pair.asvk.issuer == pair.ark.subject
     assert rsa_pss_problem(pair.ark, pair.ark) is None  # self-signed
     assert rsa_pss_problem(pair.ask, pair.ark) is None  # ASK signed by its ARK
-    verdict = subprocess.run(
-        ["openssl", "verify", "-CAfile", str(folder / "ark.pem"), str(folder / "ask.pem")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert verdict.returncode == 0 and verdict.stdout.strip().endswith(": OK"), (
-        verdict.stdout + verdict.stderr
-    )
+    assert rsa_pss_problem(pair.asvk, pair.ark) is None  # ASVK signed by its ARK
+    for kind in ("ask", "asvk"):
+        verdict = subprocess.run(
+            ["openssl", "verify", "-CAfile", str(folder / "ark.pem"), str(folder / f"{kind}.pem")],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert verdict.returncode == 0 and verdict.stdout.strip().endswith(": OK"), (
+            verdict.stdout + verdict.stderr
+        )
 
 
 @pytest.mark.parametrize(
     ("ask_of", "ark_of"), [(a, b) for a in Product for b in Product if a is not b]
 )
 def test_no_pinned_ask_is_signed_by_another_products_ark(ask_of: Product, ark_of: Product) -> None:
-    problem = rsa_pss_problem(roots.for_product(ask_of).ask, roots.for_product(ark_of).ark)
-    assert problem is not None and "does not verify" in problem
+    for cert in (roots.for_product(ask_of).ask, roots.for_product(ask_of).asvk):
+        problem = rsa_pss_problem(cert, roots.for_product(ark_of).ark)
+        assert problem is not None and "does not verify" in problem
 
 
 def test_readme_documents_every_pinned_file() -> None:
-    assert len(_readme_fingerprints()) == 6
+    assert len(_readme_fingerprints()) == 9
     assert sorted(
         p.relative_to(PACKAGE / "roots").as_posix() for p in (PACKAGE / "roots").rglob("*.pem")
     ) == sorted(_readme_fingerprints())
@@ -311,6 +331,28 @@ def test_a_pinned_file_that_is_not_the_documented_one_is_refused(
         monkeypatch.undo()
         roots.pinned.cache_clear()
     assert len(roots.pinned()) == 3
+
+
+@pytest.mark.parametrize(
+    ("version", "refused"),
+    [("41.0.7", True), ("42.0.8", True), ("38.0.4", True), ("3.4.8", True), ("43.0.0", False),
+     ("51.0.1", False), ("60.0.0.dev1", False), ("unknown", False)],
+)  # fmt: skip
+def test_a_cryptography_too_old_for_amds_certificates_is_named(
+    version: str, refused: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cryptography
+
+    from sevimg_cert.certs import CertError, parse_certs
+
+    monkeypatch.setattr(cryptography, "__version__", version)
+    assert (roots.cryptography_too_old() is not None) == refused
+    if refused:
+        pem = (PACKAGE / "roots" / "milan" / "ark.pem").read_bytes()
+        with pytest.raises(
+            CertError, match=f"cryptography {version} cannot read AMD's certificates"
+        ):
+            parse_certs(pem, "ark.pem")
 
 
 # The import boundary -----------------------------------------------------------------------

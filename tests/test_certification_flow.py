@@ -157,7 +157,7 @@ def _run_host(host: FakeHost, ark: Any) -> tuple[dict[str, Any], list[str]]:
         trusted_arks=(ark,),
         measure=lambda *a, **k: certkit.MEASUREMENT,
         ask_guest=_signing_guest([]),
-        kds_mirrors=harness.kds_mirrors(reporter.servers),
+        kds_mirrors=reporter.kds_mirrors(),
     )
     outcome, run_log = harness.run(config, lines.append)
     written = write_results(config.state, outcome, run_log)

@@ -180,7 +180,12 @@ def test_pass_path_gives_the_milestone(tmp_path: Path, kds: FakeKds) -> None:
     )
     assert "virtio-serial-pci,id=sevimg-serial,iommu_platform=on,disable-legacy=on" in argv
     attestation = steps(doc, "attestation")
-    assert all(s["result"] == "pass" for s in attestation.values())
+    # The fake KDS serves the ARK's CRL (revoking nothing): revocation is checked, and passes.
+    revocation = attestation.pop("revocation")
+    assert revocation["result"] == "pass" and "not revoked" in revocation["detail"]
+    assert all(s["result"] == "pass" and "optional" not in s for s in attestation.values())
+    assert doc["evidence"]["revocation"].startswith("checked"), doc["evidence"]["revocation"]
+    assert doc["evidence"]["reported_tcb"]["snp"] == 23
     assert doc["evidence"]["nonce"] == outcome.evidence.nonce.hex()  # type: ignore[union-attr]
     assert doc["evidence"]["expected_measurement"] == MEASUREMENT.hex()
     assert doc["evidence"]["vcek"].startswith("-----BEGIN CERTIFICATE-----")
@@ -403,11 +408,11 @@ def test_sevimg_verify_checks_a_result_again(tmp_path: Path, kds: FakeKds, cli: 
     # Without a folder, the evidence's own VCEK is used, completed only with AMD's pinned
     # ASK and ARK: a synthetic VCEK is refused.
     pinned_only = cli("verify", str(state / "result.md"))
-    assert pinned_only.code == 1 and "SEV-VCEK is not signed by SEV-Genoa" in pinned_only.stderr
+    assert pinned_only.code == 3 and "SEV-VCEK is not signed by SEV-Genoa" in pinned_only.stderr
     empty = tmp_path / "empty.md"
     empty.write_text("# Failed to Achieve a Certification Level\n")
     refused = cli("verify", str(empty))
-    assert refused.code == 1 and "neither a result JSON" in refused.stderr
+    assert refused.code == 2 and "neither a result JSON" in refused.stderr
     assert "Traceback" not in refused.output
 
 

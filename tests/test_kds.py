@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from urllib.parse import urlsplit
 
 import pytest
 
-from sevimg_cert.kds import Kds, KdsError, check_base_url, retry_after
+from sevimg_cert.kds import Kds, KdsError, KdsRefused, check_base_url, retry_after
 from sevimg_cert.redact import redact
 from sevimg_cert.report import Product, parse_report
 from sevimg_cert.verify import Expected, verify
@@ -195,14 +196,50 @@ def test_a_masked_chip_id_cannot_be_fetched() -> None:
         Kds("http://127.0.0.1:9").fetch(report)
 
 
-def test_a_version_2_report_needs_its_product_named() -> None:
+@pytest.mark.parametrize("product", ["Milan", "Genoa"])
+def test_a_version_2_report_is_looked_up_under_each_product_that_writes_one(product: str) -> None:
+    state = fake(product)
+    with serve(state):
+        report = parse_report(kit.signed_report(ReportSpec(version=2, product=product)))
+        assert report.product is None
+        chain = Kds(state.url).fetch(report)
+    assert chain.vcek == state.chain.vcek
+    asked = [
+        urlsplit(path).path.split("/")[3] for kind, path, _ in state.requests if kind != "chain"
+    ]
+    # Milan first; a 404 there is KDS not knowing the chip as Milan, then Genoa.
+    assert asked == (["Milan"] if product == "Milan" else ["Milan", "Genoa"])
+    assert state.seen("chain") == 1
+
+
+def test_a_version_2_report_kds_knows_under_no_product_asks_for_it() -> None:
     state = fake("Milan")
+    state.hwid = "00" * 63 + "01"  # KDS knows another chip only
     with serve(state):
         report = parse_report(kit.signed_report(ReportSpec(version=2, product="Milan")))
-        with pytest.raises(KdsError, match="does not say which processor"):
+        with pytest.raises(KdsRefused) as info:
             Kds(state.url).fetch(report)
-        chain = Kds(state.url).fetch(report, Product.MILAN)
-    assert chain.vcek == state.chain.vcek and state.seen("unknown") == 0
+        named = Kds(state.url).fetch
+        with pytest.raises(KdsRefused, match="HTTP 404"):
+            named(report, Product.MILAN)
+    message = str(info.value)
+    assert "does not say which processor made it" in message
+    assert "as Milan: HTTP 404; as Genoa: HTTP 404" in message
+    assert "--product milan or genoa" in message and state.seen("chain") == 0
+
+
+def test_a_version_2_lookup_stops_at_an_error_that_is_not_a_no() -> None:
+    # A KDS that fails (503 to the end) has not said the chip is not Milan: no other product is tried.
+    state = fake("Genoa")
+    state.faults["unknown"] = [503, 503]
+    state.retry_after = None
+    with serve(state):
+        report = parse_report(kit.signed_report(ReportSpec(version=2, product="Genoa")))
+        with pytest.raises(KdsError) as info:
+            Kds(state.url, attempts=2, sleep=lambda _: None).fetch(report)
+    assert not isinstance(info.value, KdsRefused)
+    assert "could not be reached after 2 attempts" in str(info.value)
+    assert state.seen("vcek") == 0 and state.seen("unknown") == 2
 
 
 @pytest.mark.parametrize(
@@ -257,3 +294,14 @@ def test_a_host_name_that_cannot_be_encoded_is_a_clean_error() -> None:
     client = Kds("http://" + "a" * 70 + ".example", backoff=0.01)
     with pytest.raises(KdsError, match="aaaa"):
         client.fetch(parse_report(kit.signed_report()))
+
+
+def test_a_version_2_lookup_refused_for_want_of_credentials_is_not_taken_as_a_no() -> None:
+    state = fake("Genoa")
+    state.faults["unknown"] = [403]
+    with serve(state):
+        report = parse_report(kit.signed_report(ReportSpec(version=2, product="Genoa")))
+        with pytest.raises(KdsRefused) as info:
+            Kds(state.url, attempts=1).fetch(report)
+    assert info.value.status == 403 and "/vcek/v1/Milan/" in str(info.value)
+    assert state.seen("vcek") == 0  # Genoa was not asked: a 403 says nothing about the chip

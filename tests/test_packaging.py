@@ -50,6 +50,7 @@ def test_wheel_ships_sevimg_cert_with_its_pinned_roots(wheel: Path, tmp_path: Pa
         assert {
             f"sevimg_cert/roots/{product}/ark.pem",
             f"sevimg_cert/roots/{product}/ask.pem",
+            f"sevimg_cert/roots/{product}/asvk.pem",
         } <= names
     assert "sevimg_cert/roots/README.md" in names
     site = tmp_path / "site"

@@ -7,13 +7,22 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
+from cryptography.exceptions import UnsupportedAlgorithm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sevimg_cert import roots
 from sevimg_cert.certs import CertError, Chain, load_folder
 from sevimg_cert.report import Product
-from sevimg_cert.verify import CHECK_NAMES, Expected, Result, Verdict, pad_nonce, verify
+from sevimg_cert.verify import (
+    CHAIN_CHECKS,
+    CHECK_NAMES,
+    Expected,
+    Result,
+    Verdict,
+    pad_nonce,
+    verify,
+)
 from tests import certkit as kit
 from tests.certkit import MEASUREMENT, NONCE, ReportSpec, SynthChain, Tcb
 
@@ -32,7 +41,12 @@ def verdicts(result: Result) -> dict[str, Verdict]:
 
 
 def failing(result: Result) -> dict[str, str]:
-    return {c.name: c.reason for c in result.checks if c.verdict is not Verdict.PASS}
+    """Checks that failed, or required ones that did not run (optional skips are listed apart)."""
+    return {
+        c.name: c.reason
+        for c in result.checks
+        if c.verdict is Verdict.FAIL or (c.verdict is Verdict.SKIP and c.required)
+    }
 
 
 def spec_for(product: str, version: int = 5, **changes: object) -> ReportSpec:
@@ -51,6 +65,54 @@ def test_a_genuine_report_passes_every_check(version: int, product: str) -> None
     assert [c.name for c in result.checks] == list(CHECK_NAMES)
     assert failing(result) == {} and result.passed
     assert result.as_dict()["verified"] is True and result.as_dict()["report"]["version"] == version
+
+
+@pytest.mark.parametrize("product", ["Milan", "Genoa", "Turin"])
+@pytest.mark.parametrize("version", [3, 5])
+def test_a_report_a_vlek_signed_verifies_through_the_asvk(version: int, product: str) -> None:
+    ark = kit.make_ark(product)
+    chain = Chain(
+        kit.make_vlek(product), kit.make_asvk(product), ark, {"vcek": "t", "ask": "t", "ark": "t"}
+    )
+    spec = spec_for(product, version, key_info=1 << 2, chip_id=bytes(64))
+    result = verify(
+        kit.signed_report(spec, kit.ec_key("vlek")), chain, expected_for(None, trusted_arks=(ark,))
+    )
+    assert failing(result) == {} and result.passed
+    assert result.as_dict()["signing_key"] == "VLEK" and chain.endorser == "VLEK"
+    reasons = {c.name: c.reason for c in result.checks}
+    assert "names no chip" in reasons["VCEK hwID"] and "by the VLEK" in reasons["report signature"]
+    # The same report under a VCEK's chain: the report names its VLEK.
+    synth = kit.make_chain(product)
+    vcek_chain = as_chain(replace(synth, vcek_key=kit.ec_key("vlek")))
+    problems = failing(
+        verify(kit.signed_report(spec, kit.ec_key("vlek")), vcek_chain, expected_for(synth))
+    )
+    assert (
+        list(problems) == ["report signature"]
+        and "says its VLEK signed it" in problems["report signature"]
+    )
+
+
+def test_a_vcek_report_under_a_vlek_fails_the_signature() -> None:
+    ark = kit.make_ark()
+    chain = Chain(kit.make_vlek(), kit.make_asvk(), ark, {"vcek": "t", "ask": "t", "ark": "t"})
+    raw = kit.signed_report(ReportSpec(), kit.ec_key("vlek"))
+    problems = failing(verify(raw, chain, expected_for(None, trusted_arks=(ark,))))
+    assert list(problems) == ["report signature"]
+    assert (
+        "says its VCEK signed it, but the certificate given is SEV-VLEK"
+        in problems["report signature"]
+    )
+
+
+@pytest.mark.parametrize("product", ["Milan", "Genoa", "Turin"])
+def test_a_chip_id_the_host_masked_is_not_compared(product: str) -> None:
+    synth = kit.make_chain(product)
+    raw = kit.signed_report(spec_for(product, 5, chip_id=bytes(64)))
+    result = verify(raw, as_chain(synth), expected_for(synth))
+    assert failing(result) == {} and result.passed
+    assert "MASK_CHIP_ID" in next(c.reason for c in result.checks if c.name == "VCEK hwID")
 
 
 @dataclass(frozen=True)
@@ -121,7 +183,7 @@ CASES = {
     # debug
     **{
         f"debug-{p:#x}": Case("debug policy", "allows debugging", spec={"policy": p})
-        for p in [1 << 19, 0x30000 | 1 << 19, 2**64 - 1, 0xB0000]
+        for p in [1 << 19, 0x30000 | 1 << 19, (2**64 - 1) & ~(1 << 18), 0xB0000]
     },
     # VMPL
     **{
@@ -150,8 +212,16 @@ CASES = {
         )
         for a in (0, 2, 0xFFFF)
     },
-    "signed-with-vlek": Case("report signature", "signed with VLEK", spec={"key_info": 1 << 2}),
+    "signed-with-vlek": Case(
+        "report signature",
+        "says its VLEK signed it, but the certificate given is SEV-VCEK",
+        spec={"key_info": 1 << 2},
+    ),
     "unsigned": Case("report signature", "signed with none", spec={"key_info": 7 << 2}),
+    "reserved-signing-key": Case(
+        "report signature", "signed with reserved(3)", spec={"key_info": 3 << 2}
+    ),
+    "mask-chip-key": Case("report signature", "MASK_CHIP_KEY", spec={"key_info": 1 << 1}),
     # the chain
     "vcek-by-rogue": Case(
         "VCEK", "SEV-VCEK is not signed by SEV-Genoa", chain=vcek(signer="rogue")
@@ -176,10 +246,23 @@ CASES = {
                 kit.CHIP_ID[:-1] + b"\x00",
                 kit.CHIP_ID[::-1],
                 kit.CHIP_ID[:8] + bytes(56),
-                kit.CHIP_ID[:63],
             ]
         )
     },
+    **{
+        f"hwid-{len(h)}-bytes": Case("VCEK hwID", f"hwID is {len(h)} bytes", chain=vcek(hwid=h))
+        for h in (kit.CHIP_ID[:63], kit.CHIP_ID[:8], kit.CHIP_ID + b"\0", b"")
+    },
+    # The DER-wrapped form KDS never issues is not unwrapped.
+    "hwid-wrapped": Case(
+        "VCEK hwID", "hwID is 66 bytes", chain=vcek(hwid=b"\x04\x40" + kit.CHIP_ID)
+    ),
+    "hwid-turin-64-bytes": Case(
+        "VCEK hwID",
+        "hwID is 64 bytes; a Turin chip's is 8",
+        product="Turin",
+        chain=vcek(product="Turin", hwid=kit.TURIN_CHIP_ID),
+    ),
     "hwid-turin-other-chip": Case(
         "VCEK hwID",
         "VCEK is for chip",
@@ -187,7 +270,12 @@ CASES = {
         chain=vcek(product="Turin", hwid=bytes.fromhex("0123456789abcdee")),
     ),
     "hwid-missing": Case("VCEK hwID", "has no hwID extension", chain=without_extension(".1.4")),
-    "chip-id-masked": Case("VCEK hwID", "masked", spec={"chip_id": bytes(64)}),
+    "chip-id-turin-tail": Case(
+        "VCEK hwID",
+        "VCEK is for chip",
+        product="Turin",
+        spec={"chip_id": kit.TURIN_CHIP_ID[:8] + b"\1" + bytes(55)},
+    ),
     **{
         f"tcb-{name}": Case("VCEK TCB", f"{name}: VCEK", chain=vcek(tcb=tcb))
         for name, tcb in [
@@ -217,7 +305,9 @@ CASES = {
         "VCEK TCB", "no fmcSPL", product="Turin", chain=without_extension(".3.9", "Turin")
     ),
     "tcb-turin-vcek-for-genoa-report": Case(
-        "VCEK TCB", "a Turin VCEK", chain=vcek(product="Turin", chip=kit.CHIP_ID, tcb=Tcb())
+        "VCEK TCB",
+        "a Turin VCEK",
+        chain=vcek(product="Turin", chip=kit.CHIP_ID, tcb=Tcb(), hwid=kit.CHIP_ID),
     ),
 }
 
@@ -265,7 +355,7 @@ def test_a_report_of_the_wrong_size_fails_structure_and_nothing_else_runs(size: 
     assert result.as_dict()["verified"] is False and result.report is None
 
 
-@pytest.mark.parametrize("version", [0, 1, 4, 6, 99, 2**32 - 1])
+@pytest.mark.parametrize("version", [0, 1, 6, 99, 2**32 - 1])
 def test_a_report_of_an_unknown_version_fails_structure(version: int) -> None:
     synth = kit.make_chain()
     data = kit.pack_report(ReportSpec())
@@ -357,6 +447,48 @@ def test_a_kds_chain_in_the_other_order_is_understood(tmp_path: Path) -> None:
     assert (chain.ask, chain.ark) == (synth.ask, synth.ark)
 
 
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"vcek.pem": ("vcek", "ask", "ark")},  # the whole chain in one file, as clouds hand it out
+        {"vcek.pem": ("ark", "vcek", "ask")},
+        {"cert_chain.pem": ("vcek", "ask", "ark")},
+        {"vcek.pem": ("vcek", "ask"), "ark.pem": ("ark",)},
+        {"vcek.der": ("vcek",), "cert_chain.pem": ("ask",), "ark.pem": ("ark",)},
+        {"vcek.crt": ("vcek",), "cert_chain.pem": ("ask", "ask", "ark")},
+    ],
+)
+def test_certificates_are_sorted_by_what_they_are(
+    files: dict[str, tuple[str, ...]], tmp_path: Path
+) -> None:
+    synth = kit.make_chain()
+    for name, kinds in files.items():
+        encode = kit.der if name.endswith((".der", ".crt")) else kit.pem
+        (tmp_path / name).write_bytes(b"".join(encode(getattr(synth, k)) for k in kinds))
+    chain = load_folder(tmp_path)
+    assert (chain.vcek, chain.ask, chain.ark) == (synth.vcek, synth.ask, synth.ark)
+
+
+def test_of_two_intermediates_the_one_that_issued_the_key_is_taken(tmp_path: Path) -> None:
+    synth = kit.make_chain()
+    (tmp_path / "vcek.pem").write_bytes(kit.pem(synth.vcek))
+    (tmp_path / "asvk.pem").write_bytes(kit.pem(kit.make_asvk()))
+    (tmp_path / "cert_chain.pem").write_bytes(kit.pem(synth.ask) + kit.pem(synth.ark))
+    chain = load_folder(tmp_path)
+    assert chain.ask == synth.ask and chain.intermediate == "ASK"
+
+
+def test_a_wrong_intermediate_in_the_folder_is_used_and_fails(tmp_path: Path) -> None:
+    # Another product's ASK and ARK: not silently replaced by the VCEK's pinned ones.
+    synth = kit.make_chain()
+    other = roots.for_product(Product.MILAN)
+    (tmp_path / "vcek.pem").write_bytes(kit.pem(synth.vcek))
+    (tmp_path / "cert_chain.pem").write_bytes(kit.pem(other.ask) + kit.pem(other.ark))
+    chain = load_folder(tmp_path)
+    assert (chain.ask, chain.ark) == (other.ask, other.ark)
+    assert "VCEK" in failing(verify(kit.signed_report(), chain, expected_for(None)))
+
+
 def _folder_defects(synth: SynthChain) -> dict[str, tuple[dict[str, bytes], str]]:
     pem, der = kit.pem, kit.der
     return {
@@ -375,17 +507,18 @@ def _folder_defects(synth: SynthChain) -> dict[str, tuple[dict[str, bytes], str]
             {"vcek.pem": pem(synth.vcek).replace(b"M", b"!", 3)},
             "vcek.pem: not an X.509 certificate",
         ),
-        "two-in-vcek": (
-            {"vcek.pem": pem(synth.vcek) + pem(synth.ask)},
-            "vcek.pem: holds 2 certificates",
+        "two-vceks": (
+            {"vcek.pem": pem(synth.vcek), "vcek.der": der(kit.make_vcek(chip_id=bytes(64)))},
+            "vcek.der are different VCEK",
         ),
-        "chain-of-one": (
-            {"vcek.der": der(synth.vcek), "cert_chain.pem": pem(synth.ask)},
-            "cert_chain.pem: holds 1 certificates",
-        ),
-        "chain-of-three": (
-            {"vcek.der": der(synth.vcek), "cert_chain.pem": pem(synth.ask) * 2 + pem(synth.ark)},
-            "holds 3 certificates",
+        "two-asks": (
+            {
+                "vcek.der": der(synth.vcek),
+                "cert_chain.pem": pem(synth.ask)
+                + pem(kit.make_ask(signer="rogue"))
+                + pem(synth.ark),
+            },
+            "are different ASK",
         ),
         "two-arks": (
             {
@@ -416,9 +549,8 @@ def _folder_defects(synth: SynthChain) -> dict[str, tuple[dict[str, bytes], str]
         "empty-vcek",
         "truncated-der",
         "broken-pem",
-        "two-in-vcek",
-        "chain-of-one",
-        "chain-of-three",
+        "two-vceks",
+        "two-asks",
         "two-arks",
         "unknown-issuer",
         "unknown-ark",
@@ -433,7 +565,7 @@ def test_a_bad_certificate_folder_fails_the_certificates_check(name: str, tmp_pa
         load_folder(tmp_path)
     result = verify(kit.signed_report(), lambda _: load_folder(tmp_path), expected_for(synth))
     assert reason in failing(result)["certificates"]
-    assert {verdicts(result)[n] for n in CHECK_NAMES[6:]} == {Verdict.SKIP} and not result.passed
+    assert {verdicts(result)[n] for n in CHAIN_CHECKS} == {Verdict.SKIP} and not result.passed
 
 
 @pytest.mark.parametrize("what", ["missing", "file", "fifo"])
@@ -464,3 +596,15 @@ def test_no_input_makes_the_verifier_raise_or_pass(data: bytes, at: int, value: 
             result = verify(raw, as_chain(synth), expected_for(synth))
             assert not result.passed or at >= 0x330  # the signature's reserved tail is not signed
             assert len(result.checks) == len(CHECK_NAMES)
+
+
+@pytest.mark.parametrize("error", [ValueError("bad name"), ValueError(), UnsupportedAlgorithm("x")])
+def test_a_certificate_cryptography_cannot_read_fails_the_certificates_check(
+    error: Exception,
+) -> None:
+    def source(_: object) -> Chain:
+        raise error
+
+    result = verify(kit.signed_report(), source, expected_for(None))
+    assert verdicts(result)["certificates"] is Verdict.FAIL and not result.passed
+    assert {verdicts(result)[n] for n in CHAIN_CHECKS} == {Verdict.SKIP}

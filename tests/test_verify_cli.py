@@ -51,10 +51,11 @@ def test_a_genuine_report_verifies(cli: CliFn, case: Path) -> None:
     before = tree(case)
     run = cli(*good_args(case))
     assert run.code == 0, run.output
-    assert "verified: every check passed" in run.stdout
+    assert "verified: every required check passed" in run.stdout
     for name in CHECK_NAMES:
         assert name in run.stdout
-    assert run.stdout.count(" pass ") == len(CHECK_NAMES) and " fail " not in run.stdout
+    assert run.stdout.count(" pass ") == len(CHECK_NAMES) - 1 and " fail " not in run.stdout
+    assert "not checked (optional): revocation" in run.stdout
     assert tree(case) == before  # verify writes nothing
 
 
@@ -64,7 +65,10 @@ def test_json_is_the_structured_result(cli: CliFn, case: Path) -> None:
     result = json.loads(run.stdout)
     assert result["verified"] is True and result["report_file"] == str(case / "report.bin")
     assert [c["name"] for c in result["checks"]] == list(CHECK_NAMES)
-    assert {c["verdict"] for c in result["checks"]} == {"pass"}
+    verdicts = {c["name"]: c["verdict"] for c in result["checks"]}
+    assert verdicts.pop("revocation") == "skip" and set(verdicts.values()) == {"pass"}
+    assert [c["name"] for c in result["not_checked"]] == ["revocation"]
+    assert result["failure"] is None and result["exit_code"] == 0
     assert result["report"]["version"] == 5 and result["report"]["measurement"] == MEASUREMENT.hex()
     assert result["certificates"]["vcek"]["source"] == str(case / "certs" / "vcek.der")
     assert result["certificates"]["ark"]["subject"].startswith("CN=ARK-Genoa")
@@ -84,25 +88,28 @@ def _write_report(case: Path, spec: ReportSpec) -> None:
     (case / "report.bin").write_bytes(kit.signed_report(spec))
 
 
-DEFECTS: dict[str, tuple[str, str]] = {
-    # name: (failing check, reason shown on stderr)
-    "wrong-nonce": ("request data", "not the nonce"),
-    "short-nonce": ("request data", "not the nonce"),
-    "wrong-measurement": ("measurement", "expected " + MEASUREMENT[::-1].hex()),
-    "untrusted-root": ("ARK", "is not one of AMD's pinned roots"),
-    "debug": ("debug policy", "allows debugging"),
-    "vmpl": ("VMPL", "report is for VMPL 0, expected 1"),
-    "truncated": ("report structure", "truncated: 1000 bytes"),
-    "unknown-version": ("report structure", "report version 9"),
-    "hwid": ("VCEK hwID", "VCEK is for chip"),
-    "tcb": ("VCEK TCB", "ucodeSPL: VCEK 1, report 213"),
-    "vcek-by-rogue": ("VCEK", "SEV-VCEK is not signed by SEV-Genoa"),
-    "garbage-vcek": ("certificates", "vcek.der: not an X.509 certificate"),
+DEFECTS: dict[str, tuple[str, str, int]] = {
+    # name: (failing check, reason shown on stderr, exit status: 1 evidence, 3 chain)
+    "wrong-nonce": ("request data", "not the nonce", 1),
+    "short-nonce": ("request data", "not the nonce", 1),
+    "wrong-measurement": ("measurement", "expected " + MEASUREMENT[::-1].hex(), 1),
+    "untrusted-root": ("ARK", "is not one of AMD's pinned roots", 3),
+    "debug": ("debug policy", "allows debugging", 1),
+    "vmpl": ("VMPL", "report is for VMPL 0, expected 1", 1),
+    "truncated": ("report structure", "truncated: 1000 bytes", 1),
+    "unknown-version": ("report structure", "report version 9", 1),
+    "hwid": ("VCEK hwID", "VCEK is for chip", 3),
+    "tcb": ("VCEK TCB", "ucodeSPL: VCEK 1, report 213", 3),
+    "vcek-by-rogue": ("VCEK", "SEV-VCEK is not signed by SEV-Genoa", 3),
+    "garbage-vcek": ("certificates", "vcek.der: not an X.509 certificate", 3),
 }
+KINDS = {1: "evidence", 3: "chain"}
 
 
 @pytest.mark.parametrize("name", DEFECTS)
-def test_each_defect_exits_1_naming_the_failed_check(cli: CliFn, case: Path, name: str) -> None:
+def test_each_defect_exits_with_its_class_naming_the_failed_check(
+    cli: CliFn, case: Path, name: str
+) -> None:
     args = good_args(case)
     if name == "wrong-nonce":
         args[args.index("--nonce") + 1] = bytes(64).hex()
@@ -131,14 +138,20 @@ def test_each_defect_exits_1_naming_the_failed_check(cli: CliFn, case: Path, nam
         (case / "certs" / "vcek.der").write_bytes(kit.der(kit.make_vcek(**change)))  # type: ignore[arg-type]
     elif name == "garbage-vcek":
         (case / "certs" / "vcek.der").write_bytes(b"\x30\x82garbage")
-    check, reason = DEFECTS[name]
+    check, reason, code = DEFECTS[name]
     run = cli(*args)
-    assert run.code == 1, run.output
+    assert run.code == code, run.output
     assert "Traceback" not in run.output
-    assert f"sevimg: error: {case / 'report.bin'}: not verified: {check}: " in run.stderr
+    kind = KINDS[code]
+    assert (
+        f"sevimg: error: {case / 'report.bin'}: not verified ({kind}, exit {code}): {check}: "
+        in run.stderr
+    )
     assert reason in run.stderr
-    as_json = json.loads(cli(*args, "--json").stdout)
-    assert as_json["verified"] is False
+    json_run = cli(*args, "--json")
+    as_json = json.loads(json_run.stdout)
+    assert json_run.code == code and as_json["exit_code"] == code
+    assert as_json["verified"] is False and as_json["failure"] == kind
     assert [c["name"] for c in as_json["checks"] if c["verdict"] == "fail"] == [check]
 
 
@@ -151,9 +164,9 @@ def test_missing_expectations_are_reported_as_not_checked(cli: CliFn, case: Path
         "--trusted-ark",
         str(case / "ark.pem"),
     )
-    assert run.code == 1
-    assert "not verified: no check failed" in run.stderr
-    assert "not checked (not a pass): request data, measurement" in run.stderr
+    assert run.code == 6
+    assert "not verified (incomplete, exit 6): no check failed" in run.stderr
+    assert "not checked (required, so not a pass): request data, measurement" in run.stderr
 
 
 def _bad_inputs(case: Path) -> dict[str, tuple[list[str], str]]:
@@ -220,9 +233,9 @@ def _bad_inputs(case: Path) -> dict[str, tuple[list[str], str]]:
             ["verify", report, "--certs", ark],
             "--certs: " + ark + ": not a folder",
         ),
-        "certs-and-kds": (
-            ["verify", report, "--certs", certs, "--kds", "https://kds.example"],
-            "give --certs DIR or --kds URL, not both",
+        "measurement-and-expect-from": (
+            ["verify", report, "--certs", certs, "--measurement", "ab" * 48, "--expect-from", ark],
+            "give --measurement HEX or --expect-from FILE, not both",
         ),
         "kds-ftp": (
             ["verify", report, "--kds", "ftp://kds.example"],
@@ -262,7 +275,7 @@ def _bad_inputs(case: Path) -> dict[str, tuple[list[str], str]]:
 BAD_INPUTS = [
     "missing-report", "report-is-a-folder", "huge-report", "nonce-not-hex", "nonce-odd", "nonce-empty", "nonce-0x-only",
     "nonce-spaces", "nonce-too-long", "measurement-short", "measurement-long", "measurement-not-hex", "certs-missing",
-    "certs-is-a-file", "certs-and-kds", "kds-ftp", "kds-empty", "kds-no-scheme", "kds-bad-port", "kds-secret-bad-port",
+    "certs-is-a-file", "measurement-and-expect-from", "kds-ftp", "kds-empty", "kds-no-scheme", "kds-bad-port", "kds-secret-bad-port",
     "trusted-ark-missing", "trusted-ark-garbage", "trusted-ark-folder",
 ]  # fmt: skip
 
@@ -272,11 +285,18 @@ def test_bad_input_is_a_clean_error(cli: CliFn, case: Path, name: str) -> None:
     args, message = _bad_inputs(case)[name]
     before = tree(case)
     run = cli(*args)
-    assert run.code == 1, run.output
+    assert run.code == 2, run.output
     assert message in run.stderr, run.stderr
     assert "Traceback" not in run.output and "internal error" not in run.output
     assert "hunter2" not in run.output
     assert run.stdout == ""  # nothing verified, nothing half-printed
+    # With --json, stdout is still exactly one JSON object, saying why.
+    json_run = cli(*args, "--json")
+    assert json_run.code == 2 and json_run.stderr == ""
+    doc = json.loads(json_run.stdout)
+    assert doc["verified"] is False and doc["failure"] == "usage" and doc["exit_code"] == 2
+    assert message in doc["error"] and doc["checks"] == []
+    assert "hunter2" not in json_run.output
     assert tree(case) == before
 
 
@@ -310,25 +330,42 @@ def test_an_unreachable_kds_is_a_clean_error(cli: CliFn, case: Path) -> None:
         "--nonce",
         NONCE.hex(),
     )
-    assert run.code == 1 and "Traceback" not in run.output
-    assert "not verified: certificates: AMD KDS at http://127.0.0.1:" in run.stderr
+    assert run.code == 5 and "Traceback" not in run.output
+    assert "not verified (fetch, exit 5): certificates: AMD KDS at http://127.0.0.1:" in run.stderr
     assert "could not be reached after 2 attempts" in run.stderr and "hunter2" not in run.output
 
 
-@pytest.mark.parametrize("product", [None, "milan", "MILAN"])
-def test_a_version_2_report_takes_its_product_from_the_option(
-    cli: CliFn, case: Path, product: str | None
+@pytest.mark.parametrize(
+    ("made_by", "product"),
+    [("Milan", None), ("Genoa", None), ("Milan", "milan"), ("Milan", "MILAN")],
+)
+def test_a_version_2_report_takes_its_product_from_the_option_or_kds(
+    cli: CliFn, case: Path, made_by: str, product: str | None
 ) -> None:
-    state = _kds("Milan")
-    _write_report(case, ReportSpec(version=2, product="Milan"))
+    state = _kds(made_by)
+    _write_report(case, ReportSpec(version=2, product=made_by))
     (case / "ark.pem").write_bytes(kit.pem(state.chain.ark))
     args = [a for a in good_args(case) if a not in ("--certs", str(case / "certs"))]
     with serve(state):
         run = cli(*args, "--kds", state.url, *(["--product", product] if product else []))
-    if product is None:
-        assert run.code == 1 and "does not say which processor made it" in run.stderr
-    else:
-        assert run.code == 0, run.output
+    assert run.code == 0, run.output
+    vcek_asks = [p for k, p, _ in state.requests if k in ("vcek", "unknown") and "/crl" not in p]
+    # Named, KDS is asked once; unnamed, under Milan and then Genoa until it knows the chip.
+    assert len(vcek_asks) == (2 if made_by == "Genoa" and product is None else 1)
+
+
+def test_a_version_2_report_kds_does_not_know_asks_for_the_product(cli: CliFn, case: Path) -> None:
+    state = _kds("Milan")
+    state.hwid = "ab" * 64  # another chip
+    _write_report(case, ReportSpec(version=2, product="Milan"))
+    args = [a for a in good_args(case) if a not in ("--certs", str(case / "certs"))]
+    with serve(state):
+        run = cli(*args, "--kds", state.url, "--json")
+    doc = json.loads(run.stdout)
+    reason = next(c["reason"] for c in doc["checks"] if c["name"] == "certificates")
+    assert run.code == 5 and doc["failure"] == "fetch"
+    assert "knows its chip under no product (as Milan: HTTP 404; as Genoa: HTTP 404)" in reason
+    assert "name it with --product milan or genoa" in reason
 
 
 def test_values_are_shown_literally_not_as_markup(cli: CliFn, case: Path) -> None:

@@ -139,6 +139,12 @@ class Child:
         _tb: TracebackType | None,
     ) -> None:
         self.stop()
+        # The group is gone, so the pipes are at EOF: close them rather than leave
+        # them to the garbage collector (a ResourceWarning, an error in the tests).
+        for pipe in (self.popen.stdout, self.popen.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
 
 def start(

@@ -5,10 +5,11 @@ python3-cryptography), so it imports only the standard library and
 `cryptography`, never the rest of sevimg; a test enforces that. The build
 machine's `sevimg verify` reuses it.
 
-Attestation: report (parsing a report), verify (checking it), certs and roots
-(AMD's chain and the pinned roots), kds (fetching certificates), attest (the
-harness's verification of a guest's report), measure (the expected launch
-measurement). The host's run (`python3 -m sevimg_cert.harness`): harness (its
+Attestation: report (parsing a report), verify (checking it, as named checks:
+checks, report_checks, policy, chain_checks, and crl for AMD's revocation
+lists), certs and roots (AMD's chain and the pinned roots), kds (fetching
+certificates and CRLs), attest (the harness's verification of a guest's
+report), measure (the expected launch measurement). The host's run (`python3 -m sevimg_cert.harness`): harness (its
 flow), hostinfo (the machine and its processor), prereqs (the prerequisite
 checks), guestrun (launching and asking the embedded guest), channel (the
 guest channel's host side), outputs (the log, result files, summary and the
@@ -23,7 +24,10 @@ __all__ = [
     "after",
     "attest",
     "certs",
+    "chain_checks",
     "channel",
+    "checks",
+    "crl",
     "dispatch",
     "efi",
     "framing",
@@ -37,8 +41,10 @@ __all__ = [
     "measure",
     "outputs",
     "peerhttp",
+    "policy",
     "prereqs",
     "report",
+    "report_checks",
     "result",
     "roots",
     "verify",

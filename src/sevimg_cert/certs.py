@@ -1,14 +1,25 @@
-"""The certificates a report is verified with: VCEK, ASK and ARK, from files or a folder.
+"""The certificates a report is verified with, from files or a folder.
 
-A folder holds `ark`, `ask` and `vcek` as `.pem` or `.der`, or AMD KDS's own
-shapes: `cert_chain.pem` (the ASK, then the ARK) next to `vcek.der` or
-`vcek.pem`. Only the VCEK is required: a missing ASK or ARK is taken from
+A chain is the key that signed the report (a chip's VCEK, or a cloud
+provider's VLEK), the intermediate that signed it (the ASK for VCEKs, the
+ASVK for VLEKs) and the product's root (ARK). A folder holds `ark`, `ask` or
+`asvk`, and `vcek` or `vlek` as `.pem` or `.der`, or AMD KDS's own shapes:
+`cert_chain.pem` (the ASK or ASVK, then the ARK) next to `vcek.der`. Only
+the VCEK or VLEK is required: a missing intermediate or root is taken from
 AMD's pinned certificates (by the issuer name of the certificate below it),
 so a chain is never completed with anything but AMD's real keys.
+
+Every real VCEK and VLEK has serial number 0, which RFC 5280 disallows and
+`cryptography` warns about on loading; the warning is silenced around the
+loading and reading the serial only (see `_quietly`), so nothing reaches
+the user.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +31,17 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import SignatureAlgorithmOID
 
 from sevimg_cert import roots
+from sevimg_cert.report import Product
 
 MAX_CERT_FILE = 1 << 20  # certificates are a few KiB; refuse to read anything huge
 KINDS = ("vcek", "ask", "ark")
+# File stems a folder may hold for each slot of the chain (snpguest's names).
+FILE_STEMS = {"vcek": ("vcek", "vlek"), "ask": ("ask", "asvk"), "ark": ("ark",)}
+# The subject CNs AMD's KDS gives the keys that sign reports (KDS spec 57230).
+ENDORSEMENT_CNS = {"SEV-VCEK": "VCEK", "SEV-VLEK": "VLEK"}
+# cryptography's warning for AMD's serial 0 ("Parsed a serial number which
+# wasn't positive ..."), matched by its start so that no other warning is hidden.
+_SERIAL_WARNING = r"Parsed a serial number which wasn't positive"
 
 
 class CertError(ValueError):
@@ -31,7 +50,11 @@ class CertError(ValueError):
 
 @dataclass(frozen=True)
 class Chain:
-    """The three certificates, and where each came from (for messages and JSON)."""
+    """The three certificates, and where each came from (for messages and JSON).
+
+    `vcek` is the key that signed the report and `ask` its intermediate,
+    whatever their kind: for a VLEK-signed report they hold the VLEK and the ASVK.
+    """
 
     vcek: x509.Certificate
     ask: x509.Certificate
@@ -42,14 +65,50 @@ class Chain:
         """The certificate of `kind` (vcek, ask or ark)."""
         return {"vcek": self.vcek, "ask": self.ask, "ark": self.ark}[kind]
 
+    @property
+    def endorser(self) -> str | None:
+        """VCEK or VLEK: which kind of key the chain's signing certificate is."""
+        return endorsement_kind(self.vcek)
+
+    @property
+    def intermediate(self) -> str:
+        """ASVK for a VLEK's chain, ASK otherwise (for messages)."""
+        return "ASVK" if self.endorser == "VLEK" else "ASK"
+
+
+@contextmanager
+def _quietly() -> Iterator[None]:
+    """Silence cryptography's serial-0 deprecation warning, and only it, while loading."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_SERIAL_WARNING)
+        yield
+
+
+def load_pem_all(data: bytes) -> list[x509.Certificate]:
+    """Every PEM certificate in `data`, without the serial-0 warning (ValueError if bad)."""
+    with _quietly():
+        return x509.load_pem_x509_certificates(data)
+
+
+def serial(cert: x509.Certificate) -> int:
+    """The certificate's serial number, without the serial-0 warning (cryptography reads it lazily)."""
+    with _quietly():
+        return cert.serial_number
+
+
+def load_der(data: bytes) -> x509.Certificate:
+    """One DER certificate, without the serial-0 warning (ValueError if bad)."""
+    with _quietly():
+        return x509.load_der_x509_certificate(data)
+
 
 def parse_certs(data: bytes, name: str) -> list[x509.Certificate]:
     """Every certificate in `data`: one DER certificate, or one or more PEM blocks."""
+    too_old = roots.cryptography_too_old()
+    if too_old:
+        raise CertError(f"{name}: {too_old}")
     try:
-        if b"-----BEGIN" in data:
-            certs = x509.load_pem_x509_certificates(data)
-        else:
-            certs = [x509.load_der_x509_certificate(data)]
+        certs = load_pem_all(data) if b"-----BEGIN" in data else [load_der(data)]
     except ValueError as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CertError(f"{name}: not an X.509 certificate (PEM or DER): {detail}") from None
@@ -100,57 +159,94 @@ def load_cert_file(path: Path) -> x509.Certificate:
     return parse_cert(read_bytes(path), str(path))
 
 
+def _role(cert: x509.Certificate) -> str:
+    """vcek (a VCEK or VLEK), ark (self-issued) or ask (an intermediate), by content."""
+    if endorsement_kind(cert) is not None:
+        return "vcek"
+    return "ark" if cert.subject == cert.issuer else "ask"
+
+
 def _pick(
-    found: dict[str, list[tuple[str, x509.Certificate]]], kind: str
+    found: dict[str, list[tuple[str, x509.Certificate]]],
+    kind: str,
+    issuer_of: x509.Certificate | None = None,
 ) -> tuple[str, x509.Certificate] | None:
-    """The one certificate found for `kind`; two different ones are an error."""
-    options = found.get(kind, [])
-    if not options:
-        return None
-    first_name, first = options[0]
-    for name, other in options[1:]:
-        if other != first:
-            raise CertError(f"{first_name} and {name} are different {kind.upper()} certificates")
-    return first_name, first
+    """The one certificate found for `kind`.
+
+    Where several different ones were found, the one whose subject names the
+    issuer of the certificate below it (`issuer_of`) is taken; two candidates
+    left are an error. A single one is used as given, matching or not, so
+    that a wrong intermediate or root fails its check rather than being
+    replaced by a pinned one.
+    """
+    options: list[tuple[str, x509.Certificate]] = []
+    for name, cert in found.get(kind, []):
+        if all(cert != other for _, other in options):
+            options.append((name, cert))
+    if len(options) > 1 and issuer_of is not None:
+        matching = [o for o in options if o[1].subject == issuer_of.issuer]
+        options = matching or options
+    if len(options) > 1:
+        label = {"vcek": "VCEK (or VLEK)", "ask": "ASK (or ASVK)", "ark": "ARK"}[kind]
+        raise CertError(f"{options[0][0]} and {options[1][0]} are different {label} certificates")
+    return options[0] if options else None
 
 
 def load_folder(folder: Path) -> Chain:
-    """The chain in `folder`, completed with AMD's pinned ASK/ARK where they are missing."""
+    """The chain in `folder`, completed with AMD's pinned ASK/ASVK/ARK where they are missing.
+
+    A file holding one certificate gives it the role its name says (vcek or
+    vlek, ask or asvk, ark); a file holding several (KDS's cert_chain.pem, or
+    a vcek.pem with the whole chain, as some clouds hand it out) has each
+    sorted by what it is: the VCEK or VLEK by its name and extensions, the
+    self-issued root, and the intermediate.
+    """
     if not folder.is_dir():
         raise CertError(
             f"{folder}: no such folder" if not folder.exists() else f"{folder}: not a folder"
         )
     found: dict[str, list[tuple[str, x509.Certificate]]] = {}
-    for kind in KINDS:
-        for suffix in (".pem", ".der"):
-            path = folder / f"{kind}{suffix}"
-            if path.exists():
-                found.setdefault(kind, []).append((str(path), load_cert_file(path)))
-    chain_file = folder / "cert_chain.pem"
-    if chain_file.exists():
-        certs = parse_certs(read_bytes(chain_file), str(chain_file))
-        if len(certs) != 2:
-            raise CertError(
-                f"{chain_file}: holds {len(certs)} certificates; KDS's cert_chain is the ASK, then the ARK"
-            )
-        ask, ark = certs
-        if ask.subject == ask.issuer and ark.subject != ark.issuer:
-            ask, ark = ark, ask  # the self-signed one is the root, whatever the order
-        found.setdefault("ask", []).append((f"{chain_file} (ASK)", ask))
-        found.setdefault("ark", []).append((f"{chain_file} (ARK)", ark))
+    stems = [(kind, stem) for kind in KINDS for stem in FILE_STEMS[kind]]
+    for kind, stem in [*stems, (None, "cert_chain")]:
+        for suffix in (".pem", ".der", ".crt", ".cer"):
+            path = folder / f"{stem}{suffix}"
+            if not path.exists():
+                continue
+            certs = parse_certs(read_bytes(path), str(path))
+            if len(certs) == 1 and kind is not None:
+                found.setdefault(kind, []).append((str(path), certs[0]))
+                continue
+            for at, cert in enumerate(certs, 1):
+                where = f"{path} (certificate {at}, {common_name(cert)})"
+                found.setdefault(_role(cert), []).append((where, cert))
     vcek = _pick(found, "vcek")
     if vcek is None:
         raise CertError(
-            f"{folder}: no vcek.pem or vcek.der (the chip's VCEK, as AMD KDS serves it)"
+            f"{folder}: no vcek.pem or vcek.der (the chip's VCEK, as AMD KDS serves it), "
+            "nor vlek.pem or vlek.der (a cloud provider's VLEK)"
         )
-    return complete(vcek, _pick(found, "ask"), _pick(found, "ark"))
+    ask = _pick(found, "ask", vcek[1])
+    ark = _pick(found, "ark", ask[1] if ask else None)
+    return complete(vcek, ask, ark)
+
+
+def product_of_root(chain: Chain) -> Product | None:
+    """The product whose pinned ARK (by key) ends `chain`, or None."""
+    try:
+        key = spki(chain.ark)
+    except (ValueError, UnsupportedAlgorithm):
+        return None  # the ARK check says why
+    return next((p.product for p in roots.pinned() if spki(p.ark) == key), None)
 
 
 def _pinned_by_subject(kind: str, subject: x509.Name) -> tuple[str, x509.Certificate] | None:
     for pair in roots.pinned():
-        cert = pair.ask if kind == "ask" else pair.ark
-        if cert.subject == subject:
-            return f"pinned AMD {pair.product.value} {kind.upper()}", cert
+        options = (
+            (("ASK", pair.ask), ("ASVK", pair.asvk)) if kind == "ask" else (("ARK", pair.ark),)
+        )
+        for name, cert in options:
+            if cert.subject == subject:
+                return f"pinned AMD {pair.product.value} {name}", cert
     return None
 
 
@@ -164,8 +260,8 @@ def complete(
         ask = _pinned_by_subject("ask", vcek[1].issuer)
         if ask is None:
             raise CertError(
-                f"no ASK given, and the VCEK's issuer ({vcek[1].issuer.rfc4514_string()}) "
-                "is none of AMD's pinned ASKs"
+                f"no ASK given, and the {endorsement_kind(vcek[1]) or 'VCEK'}'s issuer "
+                f"({vcek[1].issuer.rfc4514_string()}) is none of AMD's pinned ASKs or ASVKs"
             )
     if ark is None:
         ark = _pinned_by_subject("ark", ask[1].issuer)
@@ -185,8 +281,14 @@ def complete(
 # The VCEK's extensions: AMD document 57230, "Versioned Chip Endorsement Key
 # (VCEK) Certificate and KDS Interface Specification", chapter "VCEK
 # Certificate", table "VCEK Certificate Extensions" (structVersion, productName,
-# the SPLs under .3, hwID).
+# the SPLs under .3, hwID); the VLEK carries the same SPLs and, instead of the
+# hwID, the cloud provider's csp_id. go-sev-guest transcribes them in
+# kds/kds.go (OidBlSpl .. OidUcodeSpl, OidHwid, OidCspID); Turin's fmcSPL
+# (.3.9) is in virtee's sev (src/certs/snp, and the real Turin VCEKs of
+# tests/data/evidence carry it).
+OID_PRODUCT_NAME = x509.ObjectIdentifier("1.3.6.1.4.1.3704.1.2")
 OID_HWID = x509.ObjectIdentifier("1.3.6.1.4.1.3704.1.4")
+OID_CSP_ID = x509.ObjectIdentifier("1.3.6.1.4.1.3704.1.5")
 OID_SPL = {
     "blSPL": x509.ObjectIdentifier("1.3.6.1.4.1.3704.1.3.1"),
     "teeSPL": x509.ObjectIdentifier("1.3.6.1.4.1.3704.1.3.2"),
@@ -249,6 +351,21 @@ def _der_value(data: bytes) -> tuple[int, bytes] | None:
     return (tag, data[at:]) if len(data) - at == length else None
 
 
+def endorsement_kind(cert: x509.Certificate) -> str | None:
+    """VCEK or VLEK: by the subject CN KDS gives them (SEV-VCEK, SEV-VLEK), else by
+    the extension only that kind carries (hwID, csp_id); None when neither says."""
+    try:
+        names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    except ValueError:
+        names = []
+    if names and str(names[0].value) in ENDORSEMENT_CNS:
+        return ENDORSEMENT_CNS[str(names[0].value)]
+    hwid, csp = extension(cert, OID_HWID), extension(cert, OID_CSP_ID)
+    if (hwid is None) == (csp is None):
+        return None
+    return "VCEK" if hwid is not None else "VLEK"
+
+
 def extension(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> bytes | None:
     """The raw value of a non-standard extension, or None."""
     try:
@@ -268,11 +385,22 @@ def vcek_spl(cert: x509.Certificate, name: str) -> int | None:
 
 
 def vcek_hwid(cert: x509.Certificate) -> bytes | None:
-    """The VCEK's hwID extension (the chip ID it certifies), or None."""
-    raw = extension(cert, OID_HWID)
-    if raw is None:
+    """The VCEK's hwID extension (the chip ID it certifies) as KDS issues it, or None.
+
+    KDS puts the chip ID in as the bare extension value (64 bytes for Milan
+    and Genoa, 8 for Turin), not wrapped in an OCTET STRING (go-sev-guest,
+    kds/kds.go asn1OctetString: "the KDS doesn't add [a type tag] for the
+    HWID"; the real VCEKs under tests/data/evidence agree). It is never
+    DER-unwrapped: a real chip ID may start like a DER header, and a wrapped
+    value is not what KDS issues.
+    """
+    return extension(cert, OID_HWID)
+
+
+def product_name(cert: x509.Certificate) -> str | None:
+    """The productName extension (an IA5String such as "Milan-B0"), or None."""
+    raw = extension(cert, OID_PRODUCT_NAME)
+    tlv = _der_value(raw) if raw is not None else None
+    if tlv is None or tlv[0] != 0x16:
         return None
-    tlv = _der_value(raw)
-    if tlv is not None and tlv[0] == 0x04:  # an OCTET STRING
-        return tlv[1]
-    return raw if len(raw) == 64 else None  # early VCEKs carried the bare bytes
+    return tlv[1].decode("ascii", "replace")

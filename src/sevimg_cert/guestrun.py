@@ -198,6 +198,8 @@ def _launch_and_ask_in(
         ]
     finally:
         stop(child)
+        if child.stdout is not None:
+            child.stdout.close()  # QEMU's output pipe: read above when it matters
     seconds = time.monotonic() - started
     echoed = answer_field(answer, "nonce")
     if echoed != nonce:

@@ -23,7 +23,6 @@ sevimg_cert.outputs'.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import os
 import sys
@@ -32,6 +31,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +42,6 @@ from sevimg_cert.result import (
     CertResult,
     Environment,
     Evidence,
-    Identity,
     Outcome,
     Step,
     Test,
@@ -77,6 +76,7 @@ class Config:
     deadline: float = guard.DEADLINE  # the whole run, the report included
     mdns_timeout: float = 2.0  # 0: no mDNS browse for dispatch
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))  # judges a CRL's dates
 
     @property
     def state(self) -> Path:
@@ -270,23 +270,26 @@ def _run_checks(state: _Run) -> None:
         kds_mirrors=config.kds_mirrors,
         # KDS gives up a little before the run does, so its failure is the step's detail.
         deadline=state.deadline.within(state.deadline.remaining() * 0.9),
+        now=config.now,
     )
-    state.evidence = replace(state.evidence, vcek_pem=verified.vcek_pem, product=verified.product)
-    checks = verified.result.checks
-    steps = [Step(_slug(c.name), Outcome(c.verdict.value), c.reason) for c in checks]
+    parsed = verified.result.report
+    state.evidence = replace(
+        state.evidence,
+        vcek_pem=verified.vcek_pem,
+        product=verified.product,
+        reported_tcb=parsed.reported_tcb.as_dict() if parsed else None,
+        revocation=verified.revocation,
+    )
+    if parsed:
+        log(f"platform's reported TCB: {parsed.reported_tcb}")
+    if verified.revocation:
+        log(f"revocation: {verified.revocation}")
+    # The verifier's rule, step for step: a required check that did not run fails the test.
+    steps = [
+        Step(_slug(c.name), Outcome(c.verdict.value), c.reason, optional=not c.required)
+        for c in verified.result.checks
+    ]
     state.test("attestation", ATTESTATION, "guest", started, steps)
-
-
-def _identity(root: Path) -> Identity:
-    release = hostinfo.os_release(root)
-    cpu = None
-    with contextlib.suppress(Exception):  # an identity without a processor is still a result
-        cpu = hostinfo.cpu(root)
-    return Identity(
-        release.get("ID"),
-        release.get("VERSION_ID") or release.get("VERSION_CODENAME"),
-        cpu.series if cpu else None,
-    )
 
 
 def run(
@@ -341,21 +344,11 @@ def run(
         now_utc(),
         tuple(state.tests),
         state.environment,
-        _identity(config.root),
+        hostinfo.identity(config.root),
         state.evidence,
         error,
     )
     return outcome, log
-
-
-def kds_mirrors(servers: Sequence[Any]) -> tuple[str, ...]:
-    """The KDS caches of the dispatch servers found (`sevimg serve` keeps one at /kds)."""
-    try:
-        from sevimg_cert.dispatch import kds_cache_url  # noqa: PLC0415 - may be left out
-    except ImportError:
-        return ()
-    found = (kds_cache_url(str(getattr(s, "url", ""))) for s in servers)
-    return tuple(dict.fromkeys(url for url in found if url))
 
 
 # The exit status of each result. The unit (sevimg-host-check.service) counts the
@@ -407,9 +400,9 @@ def certify(config: Config, echo: Callable[[str], None]) -> int:
         outcome: CertResult | None = None
         reporter: Dispatch | None = None
         try:
-            guard.provisional(config.state, started, _identity(config.root), log)
+            guard.provisional(config.state, started, hostinfo.identity(config.root), log)
             reporter = Dispatch(config.root, log, config.dispatch, config.mdns_timeout)
-            config = replace(config, kds_mirrors=kds_mirrors(reporter.servers))
+            config = replace(config, kds_mirrors=reporter.kds_mirrors())
             reporter.booted(deadline.within(guard.boot_budget(config.deadline)))
             reserve = guard.report_budget(config.deadline)
             checks = deadline.within(max(deadline.remaining() - reserve, 0.0))
@@ -420,7 +413,7 @@ def certify(config: Config, echo: Callable[[str], None]) -> int:
             log(f"harness error: {type(exc).__name__}: {exc}")
         if outcome is None:
             why = "stopped by SIGTERM" if stop.came.is_set() else "the run failed to start"
-            outcome = guard.bare(started, why, _identity(config.root))
+            outcome = guard.bare(started, why, hostinfo.identity(config.root))
         stop.armed = False  # the result is written and framed whatever comes now
         outcome, _ = guard.finish(config.state, outcome, log, echo, _frame)
         stop.armed = not stop.came.is_set()

@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sevimg_cert.result import Identity
+
 DEFAULT_CBITPOS = 51
 CPUID_FEATURES = 0x80000001
 CPUID_SEV = 0x8000001F
@@ -211,3 +213,16 @@ def cbit_position(root: Path) -> tuple[int, str]:
     if position == 0:
         return DEFAULT_CBITPOS, f"default {DEFAULT_CBITPOS} (CPUID reports no SEV C-bit)"
     return position, "CPUID 0x8000001F"
+
+
+def identity(root: Path) -> Identity:
+    """Who ran: the OS (ID, version) and the processor series, as far as they can be read."""
+    release = os_release(root)
+    found = None
+    with contextlib.suppress(Exception):  # an identity without a processor is still a result
+        found = cpu(root)
+    return Identity(
+        release.get("ID"),
+        release.get("VERSION_ID") or release.get("VERSION_CODENAME"),
+        found.series if found else None,
+    )

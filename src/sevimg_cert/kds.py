@@ -5,13 +5,18 @@ Interface Specification", document 57230):
 
     {base}/vcek/v1/{Milan|Genoa|Turin}/{hwid}?blSPL=..&teeSPL=..&snpSPL=..&ucodeSPL=..
     {base}/vcek/v1/{product}/cert_chain        (PEM: the ASK, then the ARK)
+    {base}/vlek/v1/{product}/cert_chain        (PEM: the ASVK, then the ARK)
+    {base}/vcek/v1/{product}/crl               (DER: the ARK's CRL; /vlek/v1/... for VLEKs)
 
 `hwid` is the report's chip ID in hex (Turin: its first 8 bytes, and the URL
 also carries fmcSPL); the SPLs are the report's reported TCB. The VCEK comes
-as DER. KDS rate-limits with 429, so requests are retried with backoff on
-429, 5xx and connection errors, honouring Retry-After, all within one
-deadline (sevimg_cert.peerhttp: a KDS that drips its answer cannot hold the
-caller). Only the standard library is used: this runs inside the host image.
+as DER. KDS serves no VLEK by chip (AMD hands VLEKs to cloud providers,
+whose hosts give them to guests in the extended report's certificate
+table), so a VLEK-signed report needs its VLEK in a folder. KDS
+rate-limits with 429, so requests are retried with backoff on 429, 5xx and
+connection errors, honouring Retry-After, all within one deadline
+(sevimg_cert.peerhttp: a KDS that drips its answer cannot hold the caller).
+Only the standard library is used: this runs inside the host image.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from sevimg_cert import peerhttp
 from sevimg_cert.certs import CertError, Chain, complete, parse_cert, parse_certs
 from sevimg_cert.peerhttp import Deadline, PeerError, PeerRefused, PeerTimeout
 from sevimg_cert.redact import redact
-from sevimg_cert.report import AttestationReport, Product
+from sevimg_cert.report import VERSION_2_PRODUCTS, AttestationReport, Product
 from sevimg_cert.retry import Retry
 
 DEFAULT_URL = "https://kdsintf.amd.com"
@@ -43,6 +48,14 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 class KdsError(RuntimeError):
     """KDS could not serve a certificate; the message says why and what to do instead."""
+
+
+class KdsRefused(KdsError):
+    """KDS answered, and the answer is no (HTTP 4xx but 429): no retry changes it."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def check_base_url(url: str) -> str:
@@ -115,9 +128,18 @@ class Kds:
             hwid = report.chip_id.hex()
         return f"{self.base_url}/vcek/v1/{product.value}/{hwid}?{spl}"
 
-    def chain_url(self, product: Product) -> str:
-        """The URL of a product's ASK and ARK."""
-        return f"{self.base_url}/vcek/v1/{product.value}/cert_chain"
+    def chain_url(self, product: Product, key: str = "VCEK") -> str:
+        """The URL of a product's ASK and ARK (`key` VLEK: its ASVK and ARK)."""
+        return f"{self.base_url}/{key.lower()}/v1/{product.value}/cert_chain"
+
+    def crl_url(self, product: Product, key: str = "VCEK") -> str:
+        """The URL of a product's CRL for VCEK chains (`key` VLEK: for VLEK chains)."""
+        return f"{self.base_url}/{key.lower()}/v1/{product.value}/crl"
+
+    def fetch_crl(self, product: Product, key: str = "VCEK") -> tuple[str, bytes]:
+        """The (redacted) URL and DER bytes of the product's CRL (`key` as in crl_url)."""
+        url = self.crl_url(product, key)
+        return redact(url), self.get(url)
 
     def get(self, url: str) -> bytes:
         """GET `url`, retrying what is worth retrying; KdsError when it cannot be had.
@@ -160,7 +182,10 @@ class Kds:
                     hint = (
                         " (KDS knows no such chip, product or TCB)" if answer.status == 404 else ""
                     )
-                    raise KdsError(f"{redact(url)}: HTTP {answer.status} {answer.reason}{hint}")
+                    message = f"{redact(url)}: HTTP {answer.status} {answer.reason}{hint}"
+                    if 400 <= answer.status < 500:  # a no about the request: no retry changes it
+                        raise KdsRefused(message, answer.status)
+                    raise KdsError(message)
                 last = f"HTTP {answer.status} {answer.reason}"
                 delay = retry_after(answer.headers.get("retry-after"))
             if attempt < self.attempts:
@@ -199,13 +224,44 @@ class Kds:
 
     def fetch(self, report: AttestationReport, product: Product | None = None) -> Chain:
         """VCEK, ASK and ARK for `report` (its own product unless `product` is given)."""
+        if report.signing_key == "VLEK":
+            raise KdsError(
+                "the report was signed with a VLEK, which KDS does not serve by chip; give the "
+                "VLEK (from the host's certificate table, e.g. `snpguest certificates`) as "
+                "vlek.pem in a certificate folder"
+            )
         product = product or report.product
         if product is None:
-            raise KdsError(
-                f"the report does not say which processor made it ({report.product_source}); "
-                "name it (milan, genoa or turin)"
-            )
-        vcek = self.fetch_vcek(report, product)
+            product, vcek = self._fetch_unnamed(report)
+        else:
+            vcek = self.fetch_vcek(report, product)
         ask, ark = self.fetch_chain(product)
         chain_url = redact(self.chain_url(product))
         return complete(vcek, (f"{chain_url} (ASK)", ask), (f"{chain_url} (ARK)", ark))
+
+    def _fetch_unnamed(
+        self, report: AttestationReport
+    ) -> tuple[Product, tuple[str, x509.Certificate]]:
+        """The product and VCEK of a report that names no processor (version 2).
+
+        KDS is asked for the chip under each product that writes such reports
+        (VERSION_2_PRODUCTS); the one that knows it is the product. A chip ID
+        is unique across products, so at most one answers; the chain check
+        then confirms the product by its root.
+        """
+        refused = []
+        for candidate in VERSION_2_PRODUCTS:
+            try:
+                return candidate, self.fetch_vcek(report, candidate)
+            except KdsRefused as exc:
+                if exc.status not in (400, 404):  # 401, 403 ...: not a no about the chip
+                    raise
+                refused.append(f"as {candidate.value}: HTTP {exc.status}")
+        names = " or ".join(p.value for p in VERSION_2_PRODUCTS)
+        raise KdsRefused(
+            f"the report does not say which processor made it ({report.product_source}), and "
+            f"KDS at {redact(self.base_url)} knows its chip under no product "
+            f"({'; '.join(refused)}); name it with --product {names.lower()}, or give its "
+            "certificates in a folder",
+            404,
+        )

@@ -129,6 +129,13 @@ def to_markdown(result: CertResult) -> str:
                     w("")
             w("</details>")
             w("")
+    optional = result.not_checked()
+    if optional:
+        w("### Not Checked (optional)")
+        w("")
+        for t, s in optional:
+            w(f"- {_cell(t.name)} / {_cell(s.name)}: {_cell(s.detail)}")
+        w("")
     w("## Evidence")
     w("")
     w(

@@ -121,6 +121,13 @@ class Dispatch:
             log(f"dispatch: cannot find a server: {exc}")
             self.module = None
 
+    def kds_mirrors(self) -> tuple[str, ...]:
+        """The KDS caches of the dispatch servers found (`sevimg serve` keeps one at /kds)."""
+        if self.module is None:
+            return ()
+        found = (self.module.kds_cache_url(str(getattr(s, "url", ""))) for s in self.servers)
+        return tuple(dict.fromkeys(url for url in found if url))
+
     def booted(self, deadline: Any = None) -> None:
         """Tell dispatch the image booted, by `deadline` (a peerhttp.Deadline)."""
         if self.module is not None and self.servers:

@@ -5,13 +5,22 @@ Layout: AMD's "SEV Secure Nested Paging Firmware ABI Specification" (document
 (src/firmware/guest/types/snp.rs) is a readable version of it. A report is
 1184 (0x4A0) bytes, little-endian; the signature covers bytes [0, 0x2A0).
 
-Versions 2, 3 and 5 are understood. Version 3 added the CPUID family, model
-and stepping of the chip (0x188..0x18A); version 5 added the launch and
-current mitigation vectors (0x1F8, 0x200). Turin and later chips lay out a
-TCB_VERSION differently (an FMC field first), so the processor generation
-must be known before the TCB fields can be read: from the CPUID bytes (v3
-and later), from the shape of the chip ID (v2: Turin's is 8 bytes, zero
-padded), or from the caller.
+Versions 2 to 5 are understood (go-sev-guest's abi.go accepts the same
+range, MinSupportedReportVersion..MaxSupportedReportVersion). Version 3
+added the CPUID family, model and stepping of the chip (0x188..0x18A);
+version 4 changed no field this reader uses (virtee reads it as version 3);
+version 5 added the launch and current mitigation vectors (0x1F8, 0x200).
+Turin and later chips lay out a TCB_VERSION differently (an FMC field
+first), so the processor generation must be known before the TCB fields can
+be read: from the CPUID bytes (v3 and later), from the shape of the chip ID
+(v2: Turin's is 8 bytes, zero padded, as virtee's chip_id_is_turin_like
+decides), or from the caller.
+
+KEY_INFO (0x48; go-sev-guest abi.ParseSignerInfo): bit 0 AUTHOR_KEY_EN,
+bit 1 MASK_CHIP_KEY (the firmware wrote zeros instead of a signature;
+virtee's KeyInfo), bits 4:2 SIGNING_KEY (0 VCEK, 1 VLEK, 7 none; 2-6
+reserved), bits 31:5 zero. A host that set MASK_CHIP_ID in SNP_CONFIG gets
+reports whose CHIP_ID is zeros; no field says so but the zeros.
 """
 
 from __future__ import annotations
@@ -23,12 +32,17 @@ from typing import Any
 
 REPORT_SIZE = 0x4A0
 SIGNED_SIZE = 0x2A0
-SUPPORTED_VERSIONS = (2, 3, 5)
+SUPPORTED_VERSIONS = (2, 3, 4, 5)
 SIGNATURE_ALGO_ECDSA_P384_SHA384 = 1
 POLICY_DEBUG_BIT = 19
 POLICY_MIGRATE_MA_BIT = 18
 # KEY_INFO (0x48) bits 4:2: which key signed the report.
 SIGNING_KEYS = {0: "VCEK", 1: "VLEK", 7: "none"}
+KEY_INFO_MASK_CHIP_KEY = 1 << 1
+# The chip ID as KDS's hwID names it (KDS spec 57230, "hwID"; virtee's
+# sev, src/certs/snp: Turin and later use the first 8 bytes of CHIP_ID).
+HWID_SIZE_TURIN = 8
+HWID_SIZE = 64
 
 
 class ReportError(ValueError):
@@ -44,17 +58,33 @@ class Product(StrEnum):
 
     @classmethod
     def parse(cls, name: str) -> Product:
-        """`milan`, `Genoa`, `TURIN` ... -> the product; ValueError otherwise."""
+        """`milan`, `Genoa`, `TURIN`, `siena` ... -> the product; ValueError otherwise.
+
+        Siena and Bergamo are Genoa-class parts: KDS serves them as Genoa.
+        """
+        wanted = ALIASES.get(name.strip().lower(), name.strip().lower())
         for product in cls:
-            if product.value.lower() == name.strip().lower():
+            if product.value.lower() == wanted:
                 return product
-        known = ", ".join(p.value.lower() for p in cls)
+        known = ", ".join(PRODUCT_NAMES)
         raise ValueError(f"unknown processor {name!r} (known: {known})")
 
 
+# Names a user may give for a product KDS knows by another (Genoa-class parts).
+ALIASES = {"siena": "genoa", "bergamo": "genoa", "genoa-x": "genoa"}
+PRODUCT_NAMES = ("milan", "genoa", "siena", "bergamo", "genoa-x", "turin")
+
+
 def product_from_cpuid(family: int, model: int) -> Product | None:
-    """The product of a CPUID family/model pair (as the report's v3 fields hold them)."""
-    # The ranges are the ones virtee's sev crate (Generation::identify_cpu) uses.
+    """The product of a CPUID family/model pair (as the report's v3 fields hold them).
+
+    The KDS names only three product lines, and every SEV-SNP part chains to
+    one of their roots: family 19h models 00h-0Fh are Milan; 10h-1Fh (Genoa)
+    and A0h-AFh (Bergamo, Siena) are Genoa; family 1Ah models 00h-11h
+    (Turin, Turin dense) are Turin. These are the ranges of virtee's sev
+    crate (src/lib.rs, Generation::identify_cpu); go-sev-guest's
+    abi.SevProductFromCpuid1Eax lists the first model of each line only.
+    """
     if family == 0x19:
         if model <= 0x0F:
             return Product.MILAN
@@ -80,7 +110,10 @@ class TcbVersion:
     def decode(cls, raw: bytes, *, turin: bool) -> TcbVersion:
         """Milan/Genoa: BOOT_LOADER, TEE, 4 reserved, SNP, MICROCODE.
 
-        Turin: FMC, BOOT_LOADER, TEE, SNP, 3 reserved, MICROCODE.
+        Turin: FMC, BOOT_LOADER, TEE, SNP, 3 reserved, MICROCODE (virtee's
+        sev, src/firmware/host/types/snp.rs, TcbVersion::from_turin_bytes and
+        from_legacy_bytes; the real Turin reports of tests/data/evidence and
+        their VCEKs' fmcSPL agree).
         """
         if turin:
             return cls(raw, bootloader=raw[1], tee=raw[2], snp=raw[3], microcode=raw[7], fmc=raw[0])
@@ -171,14 +204,28 @@ class AttestationReport:
         return SIGNING_KEYS.get(code, f"reserved({code})")
 
     @property
+    def mask_chip_key(self) -> bool:
+        """KEY_INFO's MASK_CHIP_KEY bit: the firmware wrote zeros instead of signing."""
+        return bool(self.key_info & KEY_INFO_MASK_CHIP_KEY)
+
+    @property
     def chip_id_masked(self) -> bool:
-        """MASK_CHIP_ID was set at launch: the chip ID is all zeros."""
+        """The chip ID is all zeros (the host set MASK_CHIP_ID, or a VLEK signed it)."""
         return not any(self.chip_id)
+
+    @property
+    def hwid_size(self) -> int | None:
+        """How many bytes of the chip ID KDS's hwID holds (8 for Turin, 64 before), if known."""
+        if self.product is Product.TURIN:
+            return HWID_SIZE_TURIN
+        if self.product in (Product.MILAN, Product.GENOA):
+            return HWID_SIZE
+        return None
 
     @property
     def hwid(self) -> bytes:
         """The chip ID as AMD's KDS names the chip: Turin uses the first 8 bytes."""
-        return self.chip_id[:8] if self.product is Product.TURIN else self.chip_id
+        return self.chip_id[:HWID_SIZE_TURIN] if self.product is Product.TURIN else self.chip_id
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly form (byte fields as lowercase hex)."""
@@ -196,6 +243,7 @@ class AttestationReport:
             "platform_info": f"{self.platform_info:#x}",
             "key_info": f"{self.key_info:#x}",
             "signing_key": self.signing_key,
+            "mask_chip_key": self.mask_chip_key,
             "report_data": self.report_data.hex(),
             "measurement": self.measurement.hex(),
             "host_data": self.host_data.hex(),
@@ -219,21 +267,33 @@ class AttestationReport:
         }
 
 
+# The processors whose firmware writes version 2 reports (no CPUID fields):
+# Milan and Genoa (the CPUID fields came with version 3, which Turin writes from the start).
+VERSION_2_PRODUCTS = (Product.MILAN, Product.GENOA)
+
+
 def _decide_product(
     data: bytes, version: int, given: Product | None
 ) -> tuple[Product | None, bool, str]:
     """(product, Turin TCB layout?, how it was decided)."""
     family, model = data[0x188], data[0x189]
     if given is not None:
+        said = product_from_cpuid(family, model) if version >= 3 and family else None
+        if said is not None and said is not given:
+            return given, given is Product.TURIN, f"given; the report's CPUID says {said.value}"
         return given, given is Product.TURIN, "given"
     if version >= 3 and family:
         product = product_from_cpuid(family, model)
         where = f"CPUID family {family:#x} model {model:#x}"
+        if product is None:
+            where += " is no product AMD's KDS serves (Milan, Genoa, Turin)"
         # An unknown newer family still uses the Turin TCB layout (Venice does).
         return product, product is Product.TURIN or family >= 0x1A, where
     chip_id = data[0x1A0:0x1E0]
     if any(chip_id[:8]) and not any(chip_id[8:]):
         return Product.TURIN, True, "chip ID of 8 bytes"
+    if version >= 3:
+        return None, False, "CPUID fields are zero"
     return None, False, "not recorded in a version 2 report (Milan or Genoa)"
 
 

@@ -50,11 +50,7 @@ class Outcome(StrEnum):
 
 
 def combine(outcomes: list[Outcome]) -> Outcome:
-    """A test's outcome from its steps: error beats fail beats pass; all skipped is skip.
-
-    A skipped step (e.g. information that could not be read) does not fail a
-    test that has passing steps; a failed one does.
-    """
+    """Outcomes combined: error beats fail beats pass; all skipped is skip."""
     if Outcome.ERROR in outcomes:
         return Outcome.ERROR
     if Outcome.FAIL in outcomes:
@@ -62,6 +58,22 @@ def combine(outcomes: list[Outcome]) -> Outcome:
     if Outcome.PASS in outcomes:
         return Outcome.PASS
     return Outcome.SKIP
+
+
+def combine_steps(steps: Sequence[Step]) -> Outcome:
+    """A test's outcome from its steps: a step that could not run is never a pass.
+
+    Error beats fail; the test passes only when every required step passed
+    (optional ones, e.g. the OVMF floor when its version cannot be read, or
+    revocation without a CRL, may be skipped); all skipped is skip; a
+    required step skipped beside passing ones fails the test.
+    """
+    outcome = combine([s.result for s in steps])
+    if outcome is not Outcome.PASS:
+        return outcome
+    if any(s.result is Outcome.SKIP and not s.optional for s in steps):
+        return Outcome.FAIL
+    return Outcome.PASS
 
 
 @dataclass(frozen=True)
@@ -76,6 +88,7 @@ class Step:
     # A passed step can carry a warning (a version below the guide's floor):
     # recorded in the result, never failing it.
     warning: str = ""
+    optional: bool = False  # may be skipped without failing its test
 
     def as_dict(self) -> dict[str, Any]:
         """The step in the result JSON."""
@@ -90,6 +103,8 @@ class Step:
             out["output"] = self.output
         if self.warning:
             out["warning"] = self.warning
+        if self.optional:
+            out["optional"] = True
         return out
 
 
@@ -114,8 +129,8 @@ class Test:
 
     @property
     def result(self) -> Outcome:
-        """The steps' combined outcome."""
-        return combine([s.result for s in self.steps])
+        """The steps' combined outcome (see combine_steps)."""
+        return combine_steps(self.steps)
 
     def as_dict(self) -> dict[str, Any]:
         """The test in the result JSON."""
@@ -165,9 +180,19 @@ class Evidence:
     expected_measurement: bytes | None = None
     vcek_pem: str | None = None
     product: str | None = None
+    reported_tcb: dict[str, Any] | None = None  # the platform's, as the report states it
+    revocation: str | None = None  # "checked", or why the CRL was not
 
-    def as_dict(self) -> dict[str, str | None]:
-        """JSON form: the report in base64, nonce and measurement in hex."""
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form: the report in base64, nonce and measurement in hex.
+
+        `reported_tcb` and `revocation` appear once a report was verified.
+        """
+        extra: dict[str, Any] = {}
+        if self.reported_tcb is not None:
+            extra["reported_tcb"] = self.reported_tcb
+        if self.revocation is not None:
+            extra["revocation"] = self.revocation
         return {
             "report": base64.b64encode(self.report).decode() if self.report else None,
             "nonce": self.nonce.hex() if self.nonce else None,
@@ -176,6 +201,7 @@ class Evidence:
             ),
             "vcek": self.vcek_pem,
             "product": self.product,
+            **extra,
         }
 
 
@@ -216,9 +242,20 @@ class CertResult:
         return LEVEL if self.result is Outcome.PASS else None
 
     def failed_steps(self) -> list[tuple[Test, Step]]:
-        """Every failed or errored step, in order."""
+        """Every failed or errored step, in order; for a test failed only by required
+        steps that did not run, those steps (a check that could not run is not a pass)."""
+        found = []
+        for t in self.tests:
+            bad = [s for s in t.steps if s.result in (Outcome.FAIL, Outcome.ERROR)]
+            if not bad and t.result is Outcome.FAIL:
+                bad = [s for s in t.steps if s.result is Outcome.SKIP and not s.optional]
+            found += [(t, s) for s in bad]
+        return found
+
+    def not_checked(self) -> list[tuple[Test, Step]]:
+        """The optional steps that did not run, each with why."""
         return [
-            (t, s) for t in self.tests for s in t.steps if s.result in (Outcome.FAIL, Outcome.ERROR)
+            (t, s) for t in self.tests for s in t.steps if s.optional and s.result is Outcome.SKIP
         ]
 
 
@@ -327,6 +364,8 @@ def from_dict(doc: dict[str, Any]) -> CertResult:
                     s["detail"],
                     s.get("duration_ms"),
                     s.get("output", ""),
+                    warning=s.get("warning", ""),
+                    optional=bool(s.get("optional", False)),
                 )
                 for s in t["steps"]
             ),
@@ -342,6 +381,8 @@ def from_dict(doc: dict[str, Any]) -> CertResult:
         bytes.fromhex(ev["expected_measurement"]) if ev.get("expected_measurement") else None,
         ev.get("vcek"),
         ev.get("product"),
+        ev.get("reported_tcb"),
+        ev.get("revocation"),
     )
     title_words = str(doc["title"]).split()
     series = next(

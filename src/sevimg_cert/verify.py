@@ -1,118 +1,118 @@
 """Verify an SEV-SNP attestation report: each check a named verdict with its reason.
 
 A report is genuine when its signature (ECDSA P-384, SHA-384, over bytes
-[0, 0x2A0), r and s stored little-endian) verifies with the chip's VCEK, the
-VCEK is signed by the ASK and the ASK by the ARK (RSA-PSS, SHA-384, as AMD
-signs them), the ARK is self-signed and is one of AMD's pinned roots (or one
-the caller trusts explicitly), and the VCEK certifies this very chip and TCB:
-its hwID extension equals the report's chip ID and its SPL extensions equal
-the report's reported TCB. It is the expected guest when its request data is
-the nonce, its measurement the expected one, debugging is off and it comes
-from the expected VMPL.
+[0, 0x2A0), r and s little-endian) verifies with the key its SIGNING_KEY
+field names, and that key's chain ends in AMD's root for its processor:
+the chip's VCEK under the product's ASK, the VCEK's hwID (64 bytes, 8 for
+Turin) equal to the report's chip ID unless the host masked it to zeros;
+or a cloud provider's VLEK under the product's ASVK (a VLEK names no chip).
+The ASK or ASVK is signed by the ARK (RSA-PSS, SHA-384), the ARK is
+self-signed, one of AMD's pinned roots (or one the caller trusts), of the
+product the report's CPUID names, and the key's SPLs equal the reported TCB
+(Turin's with fmcSPL). Those are sevimg_cert.chain_checks.
+
+It is the expected guest when its request data is the nonce, its
+measurement the expected one, debugging is off, it meets the policy (guest
+policy bits, minimum TCB, report version) and it comes from the expected
+VMPL: sevimg_cert.report_checks. Last, the chain's ASK or ASVK (and a
+leaf with a serial) must not be on a current CRL that the ARK signed
+(sevimg_cert.crl).
+
+A check is required unless said otherwise: `verified` means every required
+check passed and none failed. Revocation is optional unless the policy
+requires it: without a CRL at hand it is skipped, and listed apart.
 
 Validity periods are not checked: a certificate's evidence is re-verified
-long after the run, and AMD's roots are valid until 2045 and later.
+long after the run, and AMD's roots are valid until 2045 and later. A CRL's
+are, at the time given by the injected clock.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import StrEnum
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.exceptions import UnsupportedAlgorithm
 
-from sevimg_cert import roots
-from sevimg_cert.certs import (
-    OID_SPL,
-    CertError,
-    Chain,
-    common_name,
-    extension,
-    rsa_pss_problem,
-    spki,
-    vcek_hwid,
-    vcek_spl,
-)
+from sevimg_cert import chain_checks, crl, report_checks, roots
+from sevimg_cert.certs import CertError, Chain, product_of_root
+from sevimg_cert.chain_checks import ARK, ASK, HWID, SIGNATURE, TCB, VCEK, guard
+from sevimg_cert.checks import Check, Failure, Verdict, failure, passed
 from sevimg_cert.kds import KdsError
-from sevimg_cert.report import (
-    SIGNATURE_ALGO_ECDSA_P384_SHA384,
-    AttestationReport,
-    Product,
-    ReportError,
-    parse_report,
+from sevimg_cert.policy import Policy
+from sevimg_cert.report import AttestationReport, Product, ReportError, parse_report
+from sevimg_cert.report_checks import (
+    DEBUG,
+    MEASUREMENT,
+    MEASUREMENT_SIZE,
+    NONCE_SIZE,
+    REQUEST_DATA,
+    VMPL,
+    pad_nonce,
 )
-
-NONCE_SIZE = 64
-MEASUREMENT_SIZE = 48
 
 STRUCTURE = "report structure"
-REQUEST_DATA = "request data"
-MEASUREMENT = "measurement"
-DEBUG = "debug policy"
-VMPL = "VMPL"
 CERTIFICATES = "certificates"
-ARK = "ARK"
-ASK = "ASK"
-VCEK = "VCEK"
-HWID = "VCEK hwID"
-TCB = "VCEK TCB"
-SIGNATURE = "report signature"
-CHECK_NAMES = (
-    STRUCTURE,
-    REQUEST_DATA,
-    MEASUREMENT,
-    DEBUG,
-    VMPL,
-    CERTIFICATES,
-    ARK,
-    ASK,
-    VCEK,
-    HWID,
-    TCB,
-    SIGNATURE,
-)
+REVOCATION = crl.REVOCATION
+REPORT_CHECKS = report_checks.CHECK_NAMES
+CHAIN_CHECKS = (*chain_checks.CHECK_NAMES, REVOCATION)
+CHECK_NAMES = (STRUCTURE, *REPORT_CHECKS, CERTIFICATES, *CHAIN_CHECKS)
+# Re-exported: callers name them verify.Check, verify.ARK ...
+__all__ = [
+    "ARK",
+    "ASK",
+    "DEBUG",
+    "HWID",
+    "MEASUREMENT",
+    "MEASUREMENT_SIZE",
+    "NONCE_SIZE",
+    "REQUEST_DATA",
+    "SIGNATURE",
+    "TCB",
+    "VCEK",
+    "VMPL",
+    "Check",
+    "Expected",
+    "Failure",
+    "Result",
+    "Verdict",
+    "pad_nonce",
+    "utc_now",
+    "verify",
+]
 
 
-class Verdict(StrEnum):
-    """A check passed, failed, or could not run (which is not a pass)."""
-
-    PASS = "pass"  # noqa: S105  (a verdict, not a password)
-    FAIL = "fail"
-    SKIP = "skip"
-
-
-@dataclass(frozen=True)
-class Check:
-    """One named check and why it came out as it did."""
-
-    name: str
-    verdict: Verdict
-    reason: str
-
-    def as_dict(self) -> dict[str, str]:
-        """A JSON-friendly form."""
-        return {"name": self.name, "verdict": self.verdict.value, "reason": self.reason}
+def utc_now() -> datetime:
+    """The wall clock in UTC: the default a CRL's currency is judged by."""
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
 class Expected:
-    """What the verifier expects: nonce (64 bytes), measurement (48), VMPL, extra trusted roots."""
+    """What the verifier expects and trusts.
+
+    nonce (64 bytes), measurement (48), VMPL, extra trusted roots; the
+    policy; the CRLs read from files, and a function fetching the chain's
+    CRL from KDS (given the report and chain); the clock a CRL's currency
+    is judged by (injected by tests).
+    """
 
     nonce: bytes | None = None
     measurement: bytes | None = None
     vmpl: int = 0
     trusted_arks: tuple[x509.Certificate, ...] = ()
+    policy: Policy = field(default_factory=Policy)
+    crls: tuple[crl.Crl, ...] = ()
+    fetch_crl: Callable[[AttestationReport, Chain], crl.Crl] | None = None
+    now: Callable[[], datetime] = utc_now
 
 
 @dataclass(frozen=True)
 class Result:
-    """Every check's outcome; `passed` only when each one passed."""
+    """Every check's outcome; `passed` only when each required one passed and none failed."""
 
     checks: tuple[Check, ...]
     report: AttestationReport | None
@@ -120,8 +120,18 @@ class Result:
 
     @property
     def passed(self) -> bool:
-        """True when there are checks and every one passed (a skip is not a pass)."""
-        return bool(self.checks) and all(c.verdict is Verdict.PASS for c in self.checks)
+        """True when every required check passed and none failed (a required skip is not a pass)."""
+        return passed(self.checks)
+
+    @property
+    def failure(self) -> Failure | None:
+        """The gravest kind of failure, INCOMPLETE when a required check only could not run."""
+        return failure(self.checks)
+
+    @property
+    def not_checked(self) -> tuple[Check, ...]:
+        """The optional checks that did not run, each with why."""
+        return tuple(c for c in self.checks if c.verdict is Verdict.SKIP and not c.required)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly form."""
@@ -136,209 +146,42 @@ class Result:
                 }
                 for kind in ("vcek", "ask", "ark")
             }
+        kind = self.failure
         return {
             "verified": self.passed,
+            "failure": kind.value if kind else None,
+            "signing_key": self.report.signing_key if self.report else None,
             "checks": [c.as_dict() for c in self.checks],
+            "not_checked": [{"name": c.name, "reason": c.reason} for c in self.not_checked],
             "report": self.report.as_dict() if self.report else None,
             "certificates": certs,
         }
 
 
-def pad_nonce(nonce: bytes) -> bytes:
-    """The report's 64-byte REPORT_DATA for a nonce: shorter nonces are zero-padded at the end.
-
-    That is what the guest side does with a short nonce (configfs-tsm's
-    inblob and snpguest both take 64 bytes), so a 32-byte nonce is checked
-    as those 32 bytes followed by 32 zero bytes.
-    """
-    if len(nonce) > NONCE_SIZE:
-        raise ValueError(
-            f"{len(nonce)} bytes; the report's request data holds at most {NONCE_SIZE}"
-        )
-    return nonce.ljust(NONCE_SIZE, b"\0")
-
-
-def _check_report(report: AttestationReport, expected: Expected) -> list[Check]:
-    checks = []
-    if expected.nonce is None:
-        checks.append(Check(REQUEST_DATA, Verdict.SKIP, "no nonce given to compare with"))
-    elif report.report_data == pad_nonce(expected.nonce):
-        checks.append(Check(REQUEST_DATA, Verdict.PASS, "equals the nonce"))
-    else:
-        checks.append(
-            Check(
-                REQUEST_DATA,
-                Verdict.FAIL,
-                f"is {report.report_data.hex()}, not the nonce {pad_nonce(expected.nonce).hex()}",
-            )
-        )
-    if expected.measurement is None:
-        checks.append(Check(MEASUREMENT, Verdict.SKIP, "no expected measurement given"))
-    elif report.measurement == expected.measurement:
-        checks.append(Check(MEASUREMENT, Verdict.PASS, f"{report.measurement.hex()} as expected"))
-    else:
-        checks.append(
-            Check(
-                MEASUREMENT,
-                Verdict.FAIL,
-                f"is {report.measurement.hex()}, expected {expected.measurement.hex()}",
-            )
-        )
-    if report.debug_allowed:
-        checks.append(
-            Check(
-                DEBUG,
-                Verdict.FAIL,
-                f"policy {report.policy:#x} allows debugging (bit 19): the host can read the guest",
-            )
-        )
-    else:
-        checks.append(
-            Check(DEBUG, Verdict.PASS, f"policy {report.policy:#x}: debugging disallowed")
-        )
-    if report.vmpl == expected.vmpl:
-        checks.append(Check(VMPL, Verdict.PASS, f"{report.vmpl}"))
-    else:
-        checks.append(
-            Check(VMPL, Verdict.FAIL, f"report is for VMPL {report.vmpl}, expected {expected.vmpl}")
-        )
-    return checks
-
-
-def _check_ark(ark: x509.Certificate, expected: Expected) -> Check:
-    problem = rsa_pss_problem(ark, ark)
-    if problem:
-        return Check(ARK, Verdict.FAIL, f"{common_name(ark)} is not self-signed: {problem}")
-    key = spki(ark)
-    for pair in roots.pinned():
-        if spki(pair.ark) == key:
-            return Check(
-                ARK,
-                Verdict.PASS,
-                f"AMD's pinned {pair.product.value} root {common_name(ark)}, self-signed",
-            )
-    for trusted in expected.trusted_arks:
-        if spki(trusted) == key:
-            return Check(
-                ARK,
-                Verdict.PASS,
-                f"{common_name(ark)}, self-signed, explicitly trusted (not an AMD root)",
-            )
-    return Check(
-        ARK,
-        Verdict.FAIL,
-        f"{common_name(ark)} (SHA-256 {roots.fingerprint(ark)}) is not one of AMD's pinned roots "
-        "(Milan, Genoa, Turin) nor an explicitly trusted one",
+def _check_revocation(report: AttestationReport, chain: Chain, expected: Expected) -> Check:
+    fetch = expected.fetch_crl
+    vlek = report.signing_key == "VLEK"
+    return crl.check_revocation(
+        chain.ark,
+        ("ASVK" if vlek else "ASK", chain.ask),
+        ("VLEK" if vlek else "VCEK", chain.vcek),
+        expected.crls,
+        None if fetch is None else lambda: fetch(report, chain),
+        expected.now(),
+        required=expected.policy.require_revocation_check,
     )
 
 
-def _check_signed(name: str, cert: x509.Certificate, issuer: x509.Certificate) -> Check:
-    problem = rsa_pss_problem(cert, issuer)
-    if problem:
-        return Check(
-            name,
-            Verdict.FAIL,
-            f"{common_name(cert)} is not signed by {common_name(issuer)}: {problem}",
-        )
-    return Check(name, Verdict.PASS, f"{common_name(cert)} signed by {common_name(issuer)}")
+def _skipped(names: tuple[str, ...], why: str, expected: Expected) -> list[Check]:
+    """Checks that could not run; revocation is required only when the policy says so."""
+    optional = not expected.policy.require_revocation_check
+    return [Check(n, Verdict.SKIP, why, required=not (n == REVOCATION and optional)) for n in names]
 
 
-def _check_hwid(report: AttestationReport, vcek: x509.Certificate) -> Check:
-    hwid = vcek_hwid(vcek)
-    if hwid is None:
-        return Check(HWID, Verdict.FAIL, "the VCEK has no hwID extension (1.3.6.1.4.1.3704.1.4)")
-    if report.chip_id_masked:
-        return Check(
-            HWID,
-            Verdict.FAIL,
-            "the report's chip ID is masked (MASK_CHIP_ID): it cannot be matched",
-        )
-    short = report.product is Product.TURIN and not any(report.chip_id[8:])
-    if hwid == report.chip_id or (short and hwid == report.chip_id[:8]):
-        return Check(HWID, Verdict.PASS, f"equals the report's chip ID {report.hwid.hex()}")
-    return Check(
-        HWID,
-        Verdict.FAIL,
-        f"VCEK is for chip {hwid.hex()}, the report's chip ID is {report.chip_id.hex()}",
+def _report_checks(report: AttestationReport, expected: Expected) -> list[Check]:
+    return report_checks.check_report(
+        report, expected.nonce, expected.measurement, expected.vmpl, expected.policy
     )
-
-
-def _check_tcb(report: AttestationReport, vcek: x509.Certificate) -> Check:
-    tcb = report.reported_tcb
-    wanted: dict[str, int | None] = {
-        "blSPL": tcb.bootloader,
-        "teeSPL": tcb.tee,
-        "snpSPL": tcb.snp,
-        "ucodeSPL": tcb.microcode,
-    }
-    if tcb.fmc is not None or extension(vcek, OID_SPL["fmcSPL"]) is not None:
-        wanted["fmcSPL"] = tcb.fmc
-    problems = []
-    for name, value in wanted.items():
-        got = vcek_spl(vcek, name)
-        if got is None:
-            problems.append(f"the VCEK has no {name} (or not an integer)")
-        elif value is None:
-            problems.append(
-                f"the VCEK certifies {name}={got} (a Turin VCEK) but the report was read as {report.product or 'Milan/Genoa'}"
-            )
-        elif got != value:
-            problems.append(f"{name}: VCEK {got}, report {value}")
-    if problems:
-        return Check(TCB, Verdict.FAIL, "; ".join(problems))
-    return Check(TCB, Verdict.PASS, f"equals the reported TCB ({tcb})")
-
-
-def _check_signature(report: AttestationReport, vcek: x509.Certificate) -> Check:
-    if report.signature_algo != SIGNATURE_ALGO_ECDSA_P384_SHA384:
-        return Check(
-            SIGNATURE,
-            Verdict.FAIL,
-            f"signature algorithm {report.signature_algo} is not 1 (ECDSA P-384 with SHA-384)",
-        )
-    if report.signing_key != "VCEK":
-        return Check(
-            SIGNATURE,
-            Verdict.FAIL,
-            f"the report says it was signed with {report.signing_key}, not the VCEK",
-        )
-    key = vcek.public_key()
-    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP384R1):
-        return Check(
-            SIGNATURE, Verdict.FAIL, f"{common_name(vcek)}'s key is not an ECDSA P-384 key"
-        )
-    r = int.from_bytes(report.signature_r, "little")
-    s = int.from_bytes(report.signature_s, "little")
-    try:
-        key.verify(encode_dss_signature(r, s), report.signed_bytes, ec.ECDSA(hashes.SHA384()))
-    except (InvalidSignature, ValueError):
-        return Check(
-            SIGNATURE,
-            Verdict.FAIL,
-            f"the signature over bytes 0-0x29F does not verify with {common_name(vcek)}'s key",
-        )
-    return Check(
-        SIGNATURE, Verdict.PASS, f"ECDSA P-384 SHA-384 over bytes 0-0x29F, by {common_name(vcek)}"
-    )
-
-
-def _guard(name: str, check: Callable[[], Check]) -> Check:
-    """Run one check; a certificate cryptography cannot read fails it rather than raising."""
-    try:
-        return check()
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        return Check(name, Verdict.FAIL, f"unusable certificate: {exc}")
-
-
-def _check_chain(report: AttestationReport, chain: Chain, expected: Expected) -> list[Check]:
-    return [
-        _guard(ARK, lambda: _check_ark(chain.ark, expected)),
-        _guard(ASK, lambda: _check_signed(ASK, chain.ask, chain.ark)),
-        _guard(VCEK, lambda: _check_signed(VCEK, chain.vcek, chain.ask)),
-        _guard(HWID, lambda: _check_hwid(report, chain.vcek)),
-        _guard(TCB, lambda: _check_tcb(report, chain.vcek)),
-        _guard(SIGNATURE, lambda: _check_signature(report, chain.vcek)),
-    ]
 
 
 def verify(
@@ -350,34 +193,44 @@ def verify(
 ) -> Result:
     """Verify the report in `raw` with `chain` (or a function getting it for the parsed report).
 
-    Never raises for bad input: a report that cannot be parsed fails
-    `report structure`, certificates that cannot be had fail `certificates`,
-    and the checks that depend on them are skipped.
+    The checks, in CHECK_NAMES order: the report's structure; the report's
+    own (report_checks); whether the certificates could be had; the chain's
+    (chain_checks); revocation. Never raises for bad input: a report that
+    cannot be parsed fails `report structure`, certificates that cannot be
+    had fail `certificates`, and the checks that depend on them are skipped.
     """
     try:
         report = parse_report(raw, product=product)
     except ReportError as exc:
         checks = [Check(STRUCTURE, Verdict.FAIL, str(exc))]
-        checks += [Check(n, Verdict.SKIP, "the report could not be read") for n in CHECK_NAMES[1:]]
+        checks += _skipped(CHECK_NAMES[1:], "the report could not be read", expected)
         return Result(tuple(checks), None, None)
     where = f", {report.product.value}" if report.product else ""
-    checks = [
-        Check(
-            STRUCTURE,
-            Verdict.PASS,
-            f"version {report.version}, {len(raw)} bytes{where} ({report.product_source})",
-        )
-    ]
-    checks += _check_report(report, expected)
+    structure = Check(
+        STRUCTURE,
+        Verdict.PASS,
+        f"version {report.version}, {len(raw)} bytes{where} ({report.product_source})",
+    )
     try:
         got = chain if isinstance(chain, Chain) else chain(report)
-    except (CertError, KdsError, roots.PinnedRootError) as exc:
-        checks.append(Check(CERTIFICATES, Verdict.FAIL, str(exc)))
-        checks += [Check(n, Verdict.SKIP, "no certificates to check with") for n in CHECK_NAMES[6:]]
+    except (CertError, KdsError, roots.PinnedRootError, ValueError, UnsupportedAlgorithm) as exc:
+        # CertError names the file; a bare ValueError is a certificate cryptography cannot read.
+        kind = Failure.FETCH if isinstance(exc, KdsError) else Failure.CHAIN
+        checks = [structure, *_report_checks(report, expected)]
+        checks.append(Check(CERTIFICATES, Verdict.FAIL, str(exc) or type(exc).__name__, kind))
+        checks += _skipped(CHAIN_CHECKS, "no certificates to check with", expected)
         return Result(tuple(checks), report, None)
-    sources = ", ".join(
-        f"{kind.upper()} from {got.sources[kind]}" for kind in ("vcek", "ask", "ark")
-    )
+    made_by = product_of_root(got) if report.product is None else None
+    if made_by is not None:  # a version 2 report: AMD's root of the chain names the processor
+        source = f"AMD's {made_by.value} root ends the chain"
+        report = replace(parse_report(raw, product=made_by), product_source=source)
+        structure = Check(
+            STRUCTURE, Verdict.PASS, f"version {report.version}, {made_by.value} ({source})"
+        )
+    labels = {"vcek": got.endorser or "VCEK", "ask": got.intermediate, "ark": "ARK"}
+    sources = ", ".join(f"{labels[kind]} from {got.sources[kind]}" for kind in labels)
+    checks = [structure, *_report_checks(report, expected)]
     checks.append(Check(CERTIFICATES, Verdict.PASS, sources))
-    checks += _check_chain(report, got, expected)
+    checks += chain_checks.check_chain(report, got, expected.trusted_arks)
+    checks.append(guard(REVOCATION, lambda: _check_revocation(report, got, expected)))
     return Result(tuple(checks), report, got)

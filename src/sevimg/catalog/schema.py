@@ -36,7 +36,17 @@ FAMILY = "family.schema.json"
 PROJECT = "project.schema.json"
 LOCAL = "local.schema.json"
 MANIFEST = "manifest.schema.json"  # not the catalog's: an artifact's, read by release/
-SCHEMA_FILES = ("common.schema.json", DISTRO, RELEASE, FAMILY, PROJECT, LOCAL, MANIFEST)
+VERIFY_POLICY = "verify-policy.schema.json"  # `sevimg verify --policy FILE`
+SCHEMA_FILES = (
+    "common.schema.json",
+    DISTRO,
+    RELEASE,
+    FAMILY,
+    PROJECT,
+    LOCAL,
+    MANIFEST,
+    VERIFY_POLICY,
+)
 
 _TYPE_NAMES = {
     "object": "a mapping (key: value)",

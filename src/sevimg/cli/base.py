@@ -81,17 +81,30 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
             raise
         except Exception as exc:  # a bug in sevimg, not bad input: say so plainly
             _after_signal()
-            if os.environ.get("SEVIMG_DEBUG"):
-                err.print(_without_secrets(traceback.format_exc()), markup=False, end="")
-            err.print(
-                f"sevimg: internal error: {type(exc).__name__}: {_without_secrets(str(exc))}\n"
-                "This is a bug in sevimg; please report it (set SEVIMG_DEBUG=1 for a traceback).",
-                style="bold red",
-                markup=False,
-            )
-            sys.exit(70)
+            report_internal(exc)
+            sys.exit(EXIT_INTERNAL)
 
     return wrapper
+
+
+EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in sevimg
+
+
+def internal_message(exc: BaseException) -> str:
+    """One line naming an unexpected exception, without secrets."""
+    return f"internal error: {type(exc).__name__}: {_without_secrets(str(exc))}"
+
+
+def report_internal(exc: BaseException) -> None:
+    """Say on stderr that `exc` is a bug in sevimg (its traceback with SEVIMG_DEBUG=1)."""
+    if os.environ.get("SEVIMG_DEBUG"):
+        err.print(_without_secrets(traceback.format_exc()), markup=False, end="")
+    err.print(
+        f"sevimg: {internal_message(exc)}\n"
+        "This is a bug in sevimg; please report it (set SEVIMG_DEBUG=1 for a traceback).",
+        style="bold red",
+        markup=False,
+    )
 
 
 def _without_secrets(text: str) -> str:

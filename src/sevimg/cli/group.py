@@ -75,7 +75,7 @@ COMMANDS: dict[str, Listed] = {
         "Write the certification matrix from serve's results folders and/or certificate issues.",
     ),
     "measure": Listed(
-        "certify", "Print the expected SEV-SNP launch measurement of the built guest of IMAGE."
+        "measure", "Print the expected SEV-SNP launch measurement of the built guest of IMAGE."
     ),
     "render": Listed(
         "render", "Render mkosi trees for IMAGES (or --all) into OUTPUT/<role>-<image>/."

@@ -12,10 +12,11 @@ import binascii
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
-from sevimg.problems import SevimgError
+from sevimg.problems import SevimgError, parse_json
 from sevimg_cert import certs
 from sevimg_cert import markdown as cert_markdown
 from sevimg_cert.report import REPORT_SIZE
@@ -124,3 +125,78 @@ def read_report(path: Path) -> bytes:
         if len(decoded) == REPORT_SIZE:
             return decoded
     return data
+
+
+MAX_MANIFEST_FILE = 4 * 1024 * 1024
+
+
+def _entry_measurement(entry: Any) -> Any:
+    """The hex measurement an entry names: `expected_measurement` (hex, or {measurement}) or `measurement`."""
+    if not isinstance(entry, dict):
+        return None
+    found = entry.get("expected_measurement", entry.get("measurement"))
+    if isinstance(found, dict):
+        found = found.get("measurement")
+    return found
+
+
+def _image_entry(data: Any, image: str) -> Any:
+    """The entry for `image` in a measurements.json: {images: {name: ..}}, {name: ..} or a list."""
+    table = data.get("images", data) if isinstance(data, dict) else data
+    if isinstance(table, dict):
+        return table.get(image)
+    if isinstance(table, list):
+        for entry in table:
+            if isinstance(entry, dict) and image in (
+                entry.get("image"),
+                entry.get("image_id"),
+                entry.get("name"),
+            ):
+                return entry
+    return None
+
+
+def expected_from(path: Path, image: str | None) -> tuple[bytes, str]:
+    """The expected measurement in an image's manifest, or in a measurements.json's entry for `image`.
+
+    A manifest (`<image>.manifest.json`, as `sevimg build` writes it) holds
+    `expected_measurement.measurement`; a measurements.json holds one entry
+    per image (under `images`, keyed by image id, or as a list of entries with
+    `image`), each naming `expected_measurement`. Returns the 48 bytes and a
+    description of where they came from.
+    """
+    option = "--expect-from"
+    try:
+        if not path.is_file():
+            raise SevimgError(
+                f"{option}: {path}: {'not a regular file' if path.exists() else 'no such file'}"
+            )
+        if path.stat().st_size > MAX_MANIFEST_FILE:
+            raise SevimgError(f"{option}: {path}: larger than {MAX_MANIFEST_FILE} bytes")
+        text = path.read_bytes()
+    except OSError as exc:
+        raise SevimgError(f"{option}: {path}: cannot read: {exc.strerror or exc}") from None
+    data = parse_json(text, str(path))
+    is_manifest = isinstance(data, dict) and "image_id" in data
+    if is_manifest:
+        if image is not None and image != data.get("image_id"):
+            raise SevimgError(
+                f"{option}: {path} is the manifest of {data.get('image_id')!r}, not of {image!r}"
+            )
+        found, where = _entry_measurement(data), f"{path} ({data.get('image_id')})"
+    elif image is None:
+        raise SevimgError(
+            f"{option}: {path} is not an image's manifest; for a measurements.json name the "
+            "image with --expect-image NAME"
+        )
+    else:
+        entry = _image_entry(data, image)
+        if entry is None:
+            raise SevimgError(f"{option}: {path} has no entry for image {image!r}")
+        found, where = _entry_measurement(entry), f"{path} ({image})"
+    if not isinstance(found, str):
+        raise SevimgError(
+            f"{option}: {where} names no expected measurement "
+            "(expected_measurement.measurement; manifests from before it existed have none)"
+        )
+    return parse_hex(f"{option}: {where}", found, size=48, exact=True), where

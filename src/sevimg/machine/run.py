@@ -9,6 +9,7 @@ for the guest's readiness marker, and reports how long it took.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import dataclasses
 import math
 import os
@@ -319,7 +320,12 @@ def _boot_once(
             raise SevimgError(f"cannot run {qemu}: {exc.strerror or exc}") from None
         with child:  # QEMU's process group is stopped however this ends (marker, timeout, signal)
             qemu_output: deque[str] = deque(maxlen=50)
-            reader = threading.Thread(target=lambda: qemu_output.extend(child.stdout), daemon=True)
+
+            def drain() -> None:
+                with contextlib.suppress(OSError, ValueError):  # closed once QEMU is stopped
+                    qemu_output.extend(child.stdout)
+
+            reader = threading.Thread(target=drain, daemon=True)
             reader.start()
             seen = 0
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")

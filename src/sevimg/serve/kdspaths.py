@@ -24,6 +24,8 @@ from urllib.parse import parse_qsl
 
 from cryptography import x509
 
+from sevimg_cert.certs import load_der, load_pem_all
+
 PRODUCTS = ("Milan", "Genoa", "Turin")
 SPLS = ("blSPL", "teeSPL", "snpSPL", "ucodeSPL")
 TURIN_SPLS = ("fmcSPL", *SPLS)
@@ -130,9 +132,9 @@ def check_answer(key: Key, data: bytes) -> None:
         raise ValueError(f"larger than {MAX_ANSWER} bytes")
     try:
         if key.kind == "vcek":
-            x509.load_der_x509_certificate(data)
+            load_der(data)  # a VCEK has serial 0: loaded without the library's warning
         elif key.kind == "cert_chain":
-            certs = x509.load_pem_x509_certificates(data)
+            certs = load_pem_all(data)
             if len(certs) != 2:
                 raise ValueError(f"{len(certs)} certificates; a chain is two (ASK or ASVK, ARK)")
         elif data.lstrip().startswith(b"-----BEGIN"):
