@@ -122,8 +122,9 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
     _saved_env.clear()
     seen = Path(log).read_text().split("\n") if log and Path(log).is_file() else []
     if any(seen):
+        done = "; ".join(dict.fromkeys(s for s in seen if s))  # each once, in order
         pytest.fail(
-            f"{item.nodeid} has no marker for what it did: {'; '.join(s for s in seen if s)}. "
+            f"{item.nodeid} has no marker for what it did: {done}. "
             "Mark it @pytest.mark.mkosi / qemu / network / browser (it then runs in `nox -s full`).",
             pytrace=False,
         )
