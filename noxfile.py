@@ -1,8 +1,12 @@
 """Sessions: `nox` runs lint, typecheck and tests; the others are named explicitly.
 
-nox                     lint + typecheck + tests (what CI and the README run)
+nox                     lint + typecheck + tests: the fast run (no mkosi, QEMU, network, browser)
 nox -s tests -- -k render   pass pytest arguments after --
+nox -s full             every test but e2e (markers mkosi, qemu, network, browser), full hypothesis counts
+nox -s full -- -m qemu  one marker alone
+nox -s e2e              real builds from the Debian archive and a real boot
 nox -s golden           re-render the golden trees in tests/golden after an intended change
+nox -s bench            speed and size numbers, and the fast run's wall time and test count
 """
 
 from __future__ import annotations
@@ -51,12 +55,25 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy", "--strict")
 
 
+# Line coverage of src/, printed as a summary (files at 100% left out).
+COVERAGE = ("--cov=src", "--cov-report=term:skip-covered")
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite, against the real mkosi 25.3 and 27.1."""
+    """The fast run: pyproject's addopts deselect mkosi, qemu, network, browser and e2e."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *COVERAGE, *session.posargs)
+
+
+@nox.session
+def full(session: nox.Session) -> None:
+    """Every test but e2e: real mkosi 25.3 and 27.1, QEMU, downloads; full hypothesis counts."""
     session.install("-e", ".[test]")
     _install_mkosi(session)
-    session.run("pytest", *session.posargs)
+    session.run(
+        "pytest", "-m", "not e2e", *COVERAGE, *session.posargs, env={"SEVIMG_HYPOTHESIS": "full"}
+    )
 
 
 @nox.session
@@ -83,14 +100,15 @@ def browser(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """CPU seconds of --help and validate; serve's peak RSS under 200 hostile connections;
-    cold, no-op and warm builds, image sizes, boot time.
+    """The fast run's wall time and test count; CPU seconds of --help and validate; serve's
+    peak RSS under 200 hostile connections; cold, no-op and warm builds, image sizes, boot time.
 
     `nox -s bench -- --cli-only` measures the command line alone (no root, no mkosi),
     `-- --serve-only` serve under hostile connections alone,
-    `-- --parsers-only` the parsers of peer data at their caps.
+    `-- --parsers-only` the parsers of peer data at their caps,
+    `-- --tests-only` the fast test run alone.
     """
     session.install("-e", ".[test]")
-    if not {"--cli-only", "--parsers-only", "--serve-only"} & set(session.posargs):
+    if not {"--cli-only", "--parsers-only", "--serve-only", "--tests-only"} & set(session.posargs):
         _install_mkosi(session)
     session.run("python", "-m", "tests.bench", *session.posargs)

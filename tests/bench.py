@@ -9,6 +9,8 @@
 
     cli       CPU seconds (user + sys, best of --runs) of `sevimg --help` and of
               `sevimg validate` over the whole catalog, beside a bare `python -c pass`
+    tests     wall seconds and test count of the fast run (plain pytest: what
+              `nox`'s tests session runs, without coverage), and the machine's load
     serve     `sevimg serve`'s peak RSS and threads under 200 concurrent hostile
               connections on loopback (tests/bench_serve.py)
     parsers   every parser of peer data (evidence blocks, console frames, EFI
@@ -19,7 +21,8 @@ Results go to stdout and to out/bench.json in the checkout. Pass --keep-cache
 to measure "cold" with the existing tools tree and package cache,
 --cli-only for the CLI numbers alone (a few seconds, no root, nothing saved),
 --serve-only for serve's numbers alone (about a minute, nothing saved),
---parsers-only for the parsers alone.
+--parsers-only for the parsers alone,
+--tests-only for the fast run's numbers alone (no root, nothing saved).
 """
 
 from __future__ import annotations
@@ -90,6 +93,32 @@ def cli_numbers(runs: int) -> dict[str, float]:
     }
 
 
+def fast_run_numbers() -> dict[str, float | str]:
+    """Wall seconds and outcome counts of the fast test run (pyproject's default selection)."""
+    load = os.getloadavg()[0]
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    seconds = time.monotonic() - started
+    last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    counts = {word: int(n) for n, word in re.findall(r"(\d+) (\w+)", last)}
+    if proc.returncode != 0:
+        sys.exit(f"bench: the fast run failed ({last}):\n{proc.stdout[-4000:]}\n{proc.stderr}")
+    outcomes = ("passed", "failed", "skipped", "xfailed", "xpassed", "error", "errors")
+    ran = sum(n for word, n in counts.items() if word in outcomes)
+    return {
+        "fast_run_wall_s": round(seconds, 1),
+        "fast_run_tests": ran,
+        "fast_run_summary": last.strip("= "),
+        "load_average_at_start": round(load, 2),
+    }
+
+
 def show(results: dict[str, float | str]) -> None:
     width = max(map(len, results))
     for key, value in results.items():
@@ -112,6 +141,9 @@ def main() -> None:
         help="only the parsers of peer data at their caps (tests/bench_parsers.py)",
     )
     parser.add_argument(
+        "--tests-only", action="store_true", help="only the fast test run's wall time and count"
+    )
+    parser.add_argument(
         "--runs", type=int, default=7, metavar="N", help="CLI timings: the best of N (default 7)"
     )
     parser.add_argument(
@@ -124,6 +156,14 @@ def main() -> None:
         print("bench: sevimg serve under hostile connections", flush=True)
         show(serve_numbers())
         return
+
+    tests: dict[str, float | str] = {}
+    if not options.cli_only and not options.parsers_only:
+        print("bench: the fast test run (plain pytest, as `nox -s tests` without coverage)")
+        tests = fast_run_numbers()
+        show(tests)
+        if options.tests_only:
+            return
 
     parsers: dict[str, str] = {}
     if not options.cli_only:
@@ -154,7 +194,7 @@ def main() -> None:
     )
     out = work / "out"
     build = ["build", "-o", str(out), "--mkosi-version", MKOSI_VERSION]
-    results: dict[str, float | str] = {**cli, **serve, **parsers, "mkosi": MKOSI_VERSION}
+    results: dict[str, float | str] = {**tests, **cli, **serve, **parsers, "mkosi": MKOSI_VERSION}
     print(f"bench: workspace {work}, cache {cache}, mkosi {MKOSI_VERSION}", flush=True)
 
     results["cold_build_guest_debian_13_s"] = sevimg(work, *build, "debian-13", "--role", "guest")

@@ -316,6 +316,85 @@ class FakeGitHub:
             "uploader": {"login": "github-actions[bot]", "id": 41898282, "type": "Bot"},
         }
 
+    def _user(self) -> dict[str, Any]:
+        return {
+            "login": "github-actions[bot]",
+            "id": 41898282,
+            "node_id": "MDM6Qm90NDE4OTgyODI=",
+            "type": "Bot",
+            "url": f"{self.api_url}/users/github-actions%5Bbot%5D",
+            "html_url": "https://github.com/apps/github-actions",
+            "site_admin": False,
+        }
+
+    def milestone_json(self, milestone: dict[str, Any]) -> dict[str, Any]:
+        """A milestone as GitHub answers it (the fake keeps number, title and state)."""
+        number = milestone["number"]
+        base = f"{self.api_url}/repos/{self.owner}/{self.repo}/milestones/{number}"
+        return {
+            "url": base,
+            "html_url": f"https://github.com/{self.owner}/{self.repo}/milestone/{number}",
+            "labels_url": f"{base}/labels",
+            "id": 9000 + number,
+            "node_id": f"MI_{number}",
+            "number": number,
+            "state": milestone["state"],
+            "title": milestone["title"],
+            "description": None,
+            "creator": self._user(),
+            "open_issues": 0,
+            "closed_issues": 0,
+            "created_at": "2026-05-09T07:35:25Z",
+            "updated_at": "2026-05-09T07:35:25Z",
+            "closed_at": None if milestone["state"] == "open" else "2026-05-09T07:35:25Z",
+            "due_on": None,
+        }
+
+    def issue_json(self, number: int, posted: dict[str, Any]) -> dict[str, Any]:
+        """An issue as GitHub answers its creation: labels and milestone as objects."""
+        base = f"{self.api_url}/repos/{self.owner}/{self.repo}"
+        milestone = next(
+            (m for m in self.milestones if m["number"] == posted.get("milestone")), None
+        )
+        return {
+            "id": 70000 + number,
+            "node_id": f"I_{number}",
+            "url": f"{base}/issues/{number}",
+            "repository_url": base,
+            "labels_url": f"{base}/issues/{number}/labels{{/name}}",
+            "comments_url": f"{base}/issues/{number}/comments",
+            "events_url": f"{base}/issues/{number}/events",
+            "html_url": f"https://github.com/{self.owner}/{self.repo}/issues/{number}",
+            "number": number,
+            "state": "open",
+            "state_reason": None,
+            "title": posted["title"],
+            "body": posted.get("body"),
+            "user": self._user(),
+            "labels": [
+                {
+                    "id": 5000 + i,
+                    "node_id": f"LA_{i}",
+                    "url": f"{base}/labels/{quote(name)}",
+                    "name": name,
+                    "color": "ededed",
+                    "default": False,
+                    "description": None,
+                }
+                for i, name in enumerate(posted.get("labels") or [])
+            ],
+            "assignee": None,
+            "assignees": [],
+            "milestone": self.milestone_json(milestone) if milestone else None,
+            "locked": False,
+            "active_lock_reason": None,
+            "comments": 0,
+            "created_at": "2026-05-09T07:35:25Z",
+            "updated_at": "2026-05-09T07:35:25Z",
+            "closed_at": None,
+            "author_association": "NONE",
+        }
+
     def release_json(self, release: FakeRelease) -> dict[str, Any]:
         base = f"{self.api_url}/repos/{self.owner}/{self.repo}/releases/{release.id}"
         shown_tag = release.tag_name if not release.draft else f"untagged-{release.id:x}"
@@ -673,7 +752,11 @@ def _handler(fake: FakeGitHub, role: str) -> type[BaseHTTPRequestHandler]:
         def _list_milestones(self, query: dict[str, list[str]], **_: Any) -> None:
             state = (query.get("state") or ["open"])[0]
             with fake.lock:
-                items = [m for m in fake.milestones if state == "all" or m["state"] == state]
+                items = [
+                    fake.milestone_json(m)
+                    for m in fake.milestones
+                    if state == "all" or m["state"] == state
+                ]
             try:
                 self._paged(items, query, "/milestones")
             except _Reply as reply:
@@ -763,7 +846,8 @@ def _handler(fake: FakeGitHub, role: str) -> type[BaseHTTPRequestHandler]:
                     "created_at": _iso(fake.now()),
                 }
                 fake.issues.append(issue)
-            raise _Reply(201, issue)
+                answer = {**fake.issue_json(number, data), "created_at": issue["created_at"]}
+            raise _Reply(201, answer)
 
         def _get_release(self, release_id: str, access: str | None, **_: Any) -> None:
             raise _Reply(200, fake.release_json(self._find_release(int(release_id), access)))

@@ -43,6 +43,8 @@ case "$mode" in
     [ "$mode" = ignore-term ] && trap '' TERM
     sleep 1000 >/dev/null 2>&1 &
     echo "$!" > "$FAKE_PIDS/grandchild-$here.pid"
+    # ignore-term: survive SIGTERM, but say it came (the grandchild above ignores it silently)
+    [ "$mode" = ignore-term ] && trap 'echo TERM >> "$FAKE_PIDS/term-$here"' TERM
     echo "$$" > "$FAKE_PIDS/mkosi-$here.pid"
     while :; do sleep 1; done ;;
   fail) echo "something broke"; exit 3 ;;
@@ -237,8 +239,8 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def wait_for_file(path: Path, timeout: float = 60) -> int:
-    """The pid written to `path` once it appears."""
+def wait_for_text(path: Path, timeout: float = 60) -> str:
+    """What a fake wrote to `path`, once it appears (the fake's readiness signal)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -246,9 +248,14 @@ def wait_for_file(path: Path, timeout: float = 60) -> int:
         except FileNotFoundError:
             text = ""
         if text:
-            return int(text)
+            return text
         time.sleep(0.05)
     raise AssertionError(f"{path} did not appear within {timeout} s")
+
+
+def wait_for_file(path: Path, timeout: float = 60) -> int:
+    """The pid written to `path` once it appears."""
+    return int(wait_for_text(path, timeout))
 
 
 def children_of(pid: int) -> list[int]:

@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
-import time
-from collections.abc import Iterator
+import select
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from sevimg_cert.after import DEFAULT_GRACE, After, after_action, after_report, open_consoles
+from sevimg_cert.after import (
+    DEFAULT_GRACE,
+    After,
+    Clock,
+    after_action,
+    after_report,
+    open_consoles,
+)
 from tests.dispatchkit import FakeRoot
 
 
@@ -72,20 +78,45 @@ def pipe() -> Iterator[tuple[int, int]]:
             os.close(fd)
 
 
+class FakeClock(Clock):
+    """Time moves only as the countdown waits; what is already readable is returned at once.
+
+    `press` runs at the first wait: a key pressed during the countdown.
+    """
+
+    def __init__(self, press: Callable[[], object] | None = None) -> None:
+        self.t = 0.0
+        self.press = press
+
+    def now(self) -> float:
+        return self.t
+
+    def wait(self, fds: Sequence[int], seconds: float) -> list[int]:
+        press, self.press = self.press, None
+        if press is not None:
+            press()
+            # The key is on its way through the terminal: a readiness wait, not a countdown.
+            ready, _, _ = select.select(list(fds), [], [], 30)
+            return ready
+        ready, _, _ = select.select(list(fds), [], [], 0)
+        if not ready:
+            self.t += seconds
+        return ready
+
+
 def test_no_key_reboots_after_the_countdown(tmp_path: Path, pipe: tuple[int, int]) -> None:
-    run, lines = Recorder(), list[str]()
-    start = time.monotonic()
+    run, lines, clock = Recorder(), list[str](), FakeClock()
     done = after_report(
         After("reboot", 1.5, "the default"),
         root=tmp_path,
         console=pipe[0],
         run=run,
         say=lines.append,
+        clock=clock,
     )
-    elapsed = time.monotonic() - start
     assert done == "reboot"
     assert run.calls == [["systemctl", "reboot"]]
-    assert 1.4 < elapsed < 5
+    assert clock.t == 1.5  # the whole countdown, no more
     assert lines[0] == "after the report: reboot (the default)"
     assert lines[1].startswith("reboot in 2 s: press Enter (or any key) on the console")
     assert lines[2:] == ["reboot in 1 s"]
@@ -93,13 +124,16 @@ def test_no_key_reboots_after_the_countdown(tmp_path: Path, pipe: tuple[int, int
 
 def test_a_key_on_the_console_keeps_the_machine_up(tmp_path: Path, pipe: tuple[int, int]) -> None:
     run, lines = Recorder(), list[str]()
-    threading.Timer(0.3, os.write, (pipe[1], b"\n")).start()
-    start = time.monotonic()
+    clock = FakeClock(press=lambda: os.write(pipe[1], b"\n"))
     done = after_report(
-        After("poweroff", 30, "sevimg.after=poweroff"), console=pipe[0], run=run, say=lines.append
+        After("poweroff", 30, "sevimg.after=poweroff"),
+        console=pipe[0],
+        run=run,
+        say=lines.append,
+        clock=clock,
     )
     assert done == "kept"
-    assert time.monotonic() - start < 10
+    assert clock.t < 30
     assert run.calls == []
     assert lines[-1].startswith("key pressed: staying up for inspection")
 
@@ -108,10 +142,13 @@ def test_a_single_key_on_a_real_terminal_counts_without_enter(tmp_path: Path) ->
     controller, terminal = os.openpty()
     try:
         run = Recorder()
-        threading.Timer(0.3, os.write, (controller, b"x")).start()
         os.write(controller, b"typed before the prompt\n")  # flushed: does not count
-        time.sleep(0.1)
-        done = after_report(After("reboot", 20, "t"), console=terminal, run=run, say=lambda _: None)
+        # The line reached the terminal's input (readable) before the countdown flushes it.
+        assert select.select([terminal], [], [], 30)[0] == [terminal]
+        clock = FakeClock(press=lambda: os.write(controller, b"x"))
+        done = after_report(
+            After("reboot", 20, "t"), console=terminal, run=run, say=lambda _: None, clock=clock
+        )
         assert done == "kept"
         assert run.calls == []
         # The terminal's mode is restored afterwards (canonical input again).
@@ -125,12 +162,11 @@ def test_a_single_key_on_a_real_terminal_counts_without_enter(tmp_path: Path) ->
 
 def test_a_console_at_end_of_file_still_counts_down(tmp_path: Path, pipe: tuple[int, int]) -> None:
     os.close(pipe[1])
-    run = Recorder()
-    start = time.monotonic()
-    assert after_report(After("reboot", 1, "t"), console=pipe[0], run=run, say=lambda _: None) == (
-        "reboot"
-    )
-    assert time.monotonic() - start > 0.9
+    run, clock = Recorder(), FakeClock()
+    assert after_report(
+        After("reboot", 1, "t"), console=pipe[0], run=run, say=lambda _: None, clock=clock
+    ) == ("reboot")
+    assert clock.t == 1  # counted down, though the console can send no key
     assert run.calls == [["systemctl", "reboot"]]
 
 
@@ -185,9 +221,11 @@ def test_every_active_console_is_watched(tmp_path: Path) -> None:
         for fd in fds:
             os.close(fd)
         run = Recorder()
-        threading.Timer(0.3, os.write, (controller, b"q")).start()
+        clock = FakeClock(press=lambda: os.write(controller, b"q"))
         after = After("reboot", 20, "t")
-        assert after_report(after, root=tmp_path, run=run, say=lambda _: None) == "kept"
+        assert (
+            after_report(after, root=tmp_path, run=run, say=lambda _: None, clock=clock) == "kept"
+        )
         assert run.calls == []
     finally:
         os.close(controller)

@@ -18,6 +18,7 @@ from sevimg_cert import roots
 from sevimg_cert.certs import rsa_pss_problem
 from sevimg_cert.report import Product, ReportError, parse_report, product_from_cpuid
 from tests.certkit import CPUID, ReportSpec, Tcb, pack_report, turin_spec
+from tests.conftest import examples
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "src" / "sevimg_cert"
@@ -236,14 +237,14 @@ def test_unknown_product_names(name: str) -> None:
         Product.parse(name)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.binary(min_size=0x4A0, max_size=0x4A0), st.sampled_from([2, 3, 4, 5]))
 def test_any_bytes_of_a_known_version_parse(data: bytes, version: int) -> None:
     report = parse_report(version.to_bytes(4, "little") + data[4:])
     assert report.raw[4:] == data[4:] and len(report.chip_id) == 64
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.binary(max_size=2000))
 def test_arbitrary_bytes_parse_or_fail_cleanly(data: bytes) -> None:
     try:

@@ -24,7 +24,7 @@ from sevimg_cert.result import (
     Step,
     Test,
 )
-from tests.conftest import REPO
+from tests.conftest import REPO, examples
 
 SCHEMA = json.loads((REPO / "schema/cert-result.schema.json").read_text())
 GOLDEN = REPO / "tests/golden-results"
@@ -221,7 +221,7 @@ NOISE = st.sampled_from(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     data=st.binary(max_size=3000),
     noise=st.lists(st.tuples(st.integers(min_value=0, max_value=400), NOISE), max_size=8),

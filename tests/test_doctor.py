@@ -167,6 +167,7 @@ def test_doctor_on_a_simulated_ubuntu_as_json(cli: CliFn, tmp_path: Path) -> Non
     assert run.code == (0 if data["ok"] else 1)
 
 
+@pytest.mark.network  # asks Debian's archive (and the other mirrors) over the network
 def test_doctor_tells_the_truth_here(cli: CliFn) -> None:
     run = cli("doctor", "--json", "--timeout", "5")
     checks = {c["check"]: c for c in json.loads(run.stdout)["checks"]}

@@ -30,17 +30,6 @@ DISPATCH_EFI = "application/vnd.dispatch+efi"
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def fake(clock: FakeClock) -> Iterator[FakeGitHub]:
-    with FakeGitHub(tokens={TOKEN: "write", READ_TOKEN: "read"}, now=clock.time) as server:
-        yield server
-
-
-@pytest.fixture
 def logs() -> list[str]:
     return []
 

@@ -28,6 +28,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built
 
 
+@pytest.mark.network  # pip fetches the build backend (hatchling) from PyPI
 def test_wheel_ships_templates_and_schemas(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for template in (REPO / "templates").rglob("*.j2"):
@@ -44,6 +45,7 @@ def test_wheel_ships_templates_and_schemas(wheel: Path) -> None:
         assert f"sevimg/lab/{path.relative_to(lab).as_posix()}" in names
 
 
+@pytest.mark.network  # pip fetches the build backend (hatchling) from PyPI
 def test_wheel_ships_sevimg_cert_with_its_pinned_roots(wheel: Path, tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for product in ("milan", "genoa", "turin"):
@@ -64,6 +66,7 @@ def test_wheel_ships_sevimg_cert_with_its_pinned_roots(wheel: Path, tmp_path: Pa
     assert run.stdout.split() == ["True", "3"]
 
 
+@pytest.mark.network  # pip fetches the build backend (hatchling) from PyPI
 def test_installed_wheel_renders_a_folder_with_only_images(
     wheel: Path, workspace: Path, tmp_path: Path
 ) -> None:

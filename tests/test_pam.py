@@ -17,7 +17,7 @@ from sevimg.catalog.index import Catalog
 from sevimg.render import guard
 from sevimg.render.trees import EXTRA
 from tests.fakes import FILE
-from tests.test_security import assert_guest_way_in_fails
+from tests.waysinkit import assert_guest_way_in_fails
 
 # Debian 13 / forky's libpam-runtime and login, as the built images carry them.
 DEBIAN_COMMON_AUTH = b"""\

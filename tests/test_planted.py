@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from tests import fakes
 from tests.artifactkit import make_folder
 from tests.conftest import CliFn
 
@@ -28,15 +27,10 @@ PLANTED = [
 ]
 
 
-@pytest.fixture
-def fake_mkosi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    fakes.use_fake_mkosi(tmp_path, monkeypatch.setenv)
-
-
 @pytest.mark.parametrize("dangling", [False, True], ids=["to a file", "dangling"])
 @pytest.mark.parametrize("planted", PLANTED)
 def test_a_planted_symlink_is_replaced_not_followed(
-    cli: CliFn, tmp_path: Path, fake_mkosi: None, planted: str, dangling: bool
+    cli: CliFn, tmp_path: Path, fake_mkosi: Path, planted: str, dangling: bool
 ) -> None:
     victim = tmp_path / "victim" / "shadow"
     victim.parent.mkdir()

@@ -17,12 +17,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sevimg.cli import main
-from tests.conftest import IMAGES
+from tests.conftest import IMAGES, examples
 
 SETTINGS = settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(60),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
-FEWER = settings(SETTINGS, max_examples=30)  # narrow strategies: fewer examples cover them
+FEWER = settings(
+    SETTINGS, max_examples=examples(30)
+)  # narrow strategies: fewer examples cover them
 
 KNOWN_SECTIONS = {"[Distribution]", "[Output]", "[Content]", "[Build]"}
 SETTING = re.compile(r"^[A-Z][A-Za-z]+=(.*)$")

@@ -59,17 +59,6 @@ HOSTS = sorted(f"host-{image}.efi" for image in IMAGES)
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def fake(clock: FakeClock) -> Iterator[FakeGitHub]:
-    with FakeGitHub(tokens={TOKEN: "write", READ_TOKEN: "read"}, now=clock.time) as server:
-        yield server
-
-
-@pytest.fixture
 def reporter() -> SilentReporter:
     return SilentReporter()
 

@@ -21,13 +21,6 @@ from tests.artifactkit import make_folder
 from tests.conftest import CliFn, Run
 from tests.fakegithub import TOKEN, FakeGitHub
 
-
-@pytest.fixture
-def fake_mkosi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fake mkosi that writes a real (tiny) guest UKI; a private build cache."""
-    return fakes.use_fake_mkosi(tmp_path, monkeypatch.setenv)
-
-
 # --- markup and emoji ------------------------------------------------------------------------
 
 MARKUP = [
@@ -84,17 +77,32 @@ def _literal(run: Run, value: str, as_json: bool) -> bool:
     return value in run.output
 
 
+# One of each way Rich would misread a value: a closing tag (MarkupError), a
+# style (swallowed), an emoji code (replaced), a link (hidden).
+REPRESENTATIVES = ["[/]", "[bold]b[/bold]", ":smile:", "[link=http://x]y"]
+
 # Every command for a bad status value; the text outputs also for an unknown key.
+# Each with one representative of each class of markup; the whole table through
+# the text and the JSON output of one command (the printing is shared).
 PLACED = [
-    pytest.param(place, command, id=f"{place}-{' '.join(command)}")
+    pytest.param(value, place, command, id=f"{value}-{place}-{' '.join(command)}")
     for place in PLACES
     for command in COMMANDS
     if place == "status" or "--json" not in command
+    for value in REPRESENTATIVES
+] + [
+    pytest.param(value, place, command, id=f"{value}-{place}-{' '.join(command)}")
+    for place, command in (
+        ("status", ("validate",)),
+        ("status", ("validate", "--json")),
+        ("unknown key", ("validate",)),
+    )
+    for value in MARKUP
+    if value not in REPRESENTATIVES
 ]
 
 
-@pytest.mark.parametrize(("place", "command"), PLACED)
-@pytest.mark.parametrize("value", MARKUP)
+@pytest.mark.parametrize(("value", "place", "command"), PLACED)
 def test_markup_in_the_catalog_is_printed_literally(
     cli: CliFn, workspace: Path, fake_mkosi: Path, value: str, place: str, command: tuple[str, ...]
 ) -> None:

@@ -24,7 +24,6 @@ from rich.table import Table
 from rich.text import Text
 
 from sevimg.display import UNSAFE, SafeConsole, printable
-from tests import fakes
 from tests.conftest import CliFn
 
 HOSTILE = {
@@ -116,14 +115,6 @@ COMMANDS = [
 ]
 
 
-@pytest.fixture
-def fake_mkosi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    tools = tmp_path / "fake-tools"
-    fakes.install(tools, "mkosi", fakes.FAKE_MKOSI)
-    monkeypatch.setenv("SEVIMG_MKOSI", str(tools / "mkosi"))
-    monkeypatch.setenv("SEVIMG_CACHE", str(tmp_path / "cache"))
-
-
 # Each kind once (the console test above takes them all).
 SOME = {
     k: HOSTILE[k]
@@ -134,7 +125,7 @@ SOME = {
 @pytest.mark.parametrize("place", PLACES)
 @pytest.mark.parametrize("value", SOME.values(), ids=SOME.keys())
 def test_catalog_values_never_reach_the_terminal_raw(
-    cli: CliFn, workspace: Path, fake_mkosi: None, place: str, value: str
+    cli: CliFn, workspace: Path, fake_mkosi: Path, place: str, value: str
 ) -> None:
     PLACES[place](workspace, value)
     for command in COMMANDS:

@@ -25,6 +25,7 @@ from sevimg_cert.verify import (
 )
 from tests import certkit as kit
 from tests.certkit import MEASUREMENT, NONCE, ReportSpec, SynthChain, Tcb
+from tests.conftest import examples
 
 
 def as_chain(synth: SynthChain) -> Chain:
@@ -585,7 +586,7 @@ def test_a_folder_that_is_not_one_is_a_clean_error(what: str, tmp_path: Path) ->
 # Fuzz --------------------------------------------------------------------------------------
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.binary(max_size=1300), st.integers(min_value=0, max_value=0x49F), st.integers(0, 255))
 def test_no_input_makes_the_verifier_raise_or_pass(data: bytes, at: int, value: int) -> None:
     synth = kit.make_chain()

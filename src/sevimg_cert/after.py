@@ -34,6 +34,25 @@ Say = Callable[[str], None]
 Run = Callable[[list[str]], int]
 
 
+class Clock:
+    """The countdown's time: now, and waiting for a key on `fds` (tests pass a fake one)."""
+
+    def now(self) -> float:
+        """Seconds on a monotonic clock."""
+        return time.monotonic()
+
+    def wait(self, fds: Sequence[int], seconds: float) -> list[int]:
+        """The fds readable within `seconds` (a plain sleep when there are none)."""
+        if not fds:
+            time.sleep(seconds)
+            return []
+        ready, _, _ = select.select(list(fds), [], [], seconds)
+        return ready
+
+
+SYSTEM_CLOCK = Clock()
+
+
 def say_console(line: str) -> None:
     """One line for the console (the harness's unit sends stderr to journal+console)."""
     print(f"sevimg: {line}", file=sys.stderr, flush=True)
@@ -83,30 +102,28 @@ def after_action(root: Path = Path("/"), *, reported: bool = True) -> After:
     return After(action, grace, why)
 
 
-def wait_for_key(fds: Sequence[int], seconds: float, action: str, say: Say) -> bool:
+def wait_for_key(
+    fds: Sequence[int], seconds: float, action: str, say: Say, clock: Clock = SYSTEM_CLOCK
+) -> bool:
     """Count `seconds` down on the console; True as soon as a key arrives on one of `fds`."""
     shown = math.ceil(seconds)
     say(
         f"{action} in {shown} s: press Enter (or any key) on the console "
         "to keep this machine up for inspection"
     )
-    deadline = time.monotonic() + seconds
+    deadline = clock.now() + seconds
     live = list(fds)
-    while (left := deadline - time.monotonic()) > 0:
-        if not live:
-            time.sleep(min(left, 1.0))
-        else:
-            ready, _, _ = select.select(live, [], [], min(left, 1.0))
-            for fd in ready:
-                try:
-                    if os.read(fd, 64):
-                        return True
-                    live.remove(fd)  # end of file: no key can come from it any more
-                except BlockingIOError:
-                    pass
-                except OSError:
-                    live.remove(fd)
-        remaining = math.ceil(deadline - time.monotonic())
+    while (left := deadline - clock.now()) > 0:
+        for fd in clock.wait(live, min(left, 1.0)):
+            try:
+                if os.read(fd, 64):
+                    return True
+                live.remove(fd)  # end of file: no key can come from it any more
+            except BlockingIOError:
+                pass
+            except OSError:
+                live.remove(fd)
+        remaining = math.ceil(deadline - clock.now())
         if remaining < shown and (remaining % 10 == 0 or remaining <= 5) and remaining > 0:
             say(f"{action} in {remaining} s")
             shown = remaining
@@ -145,6 +162,7 @@ def after_report(
     console: int | None = -1,
     run: Run = _systemctl,
     say: Say = say_console,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> str:
     """Do `action` (None: read it from <root>/proc/cmdline); the action taken, or "kept".
 
@@ -170,7 +188,7 @@ def after_report(
                 saved[fd] = termios.tcgetattr(fd)
                 tty.setcbreak(fd)  # a single key counts, not only a whole line
                 termios.tcflush(fd, termios.TCIFLUSH)  # keys typed before the prompt do not count
-        if wait_for_key(fds, action.grace, action.action, say):
+        if wait_for_key(fds, action.grace, action.action, say, clock):
             say("key pressed: staying up for inspection; the result is in /run/sevimg/")
             return "kept"
     finally:
