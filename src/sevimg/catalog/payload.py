@@ -151,7 +151,10 @@ _HOST_REMOVES: tuple[str, ...] = (
     "/usr/bin/perl*",
     "/usr/bin/qemu-system-i386",
     "/usr/bin/qemu-system-x86_64-microvm",
-    "/usr/lib/python3*/__pycache__",
+    # Bytecode compiled at package install is not reproducible (marshal's
+    # reference flags follow reference counts): Python compiles on import.
+    "/usr/lib/python3*/**/__pycache__",
+    "/var/cache/ldconfig",
     "/usr/lib/udev/hwdb.d",
     "/usr/share/locale",
     "/usr/share/perl5",
@@ -164,6 +167,11 @@ _HOST_REMOVES: tuple[str, ...] = (
     "/usr/share/qemu/slof.bin",
     "/usr/share/qemu/u-boot*",
 )
+# SourceDateEpoch= when the catalog records none (2025-01-01T00:00:00Z): mkosi
+# clamps every file's modification time to it, so two builds of the same inputs
+# give the same initrd. A release or its distribution file may set its own.
+DEFAULT_SOURCE_DATE_EPOCH = 1735689600
+
 REMOVE_FILES: Mapping[Role, tuple[str, ...]] = {
     "guest": (*EVERY_IMAGE_REMOVES, *_GUEST_REMOVES),
     "host": (*EVERY_IMAGE_REMOVES, *_HOST_REMOVES),

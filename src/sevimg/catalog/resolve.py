@@ -7,6 +7,7 @@ located problems. Nothing here reads files or looks at the machine.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import cast
 
@@ -36,6 +37,11 @@ COMPONENT_KEYS: Mapping[Role, tuple[str, ...]] = {
     "guest": ("kernel",),
     "host": ("kernel", "qemu", "ovmf"),
 }
+
+
+# Seed= is a UUID derived from the image id in this namespace: the same image
+# gets the same seed on every machine, two images never share one.
+SEED_NAMESPACE = uuid.UUID("5e71a9c0-19d4-4b0e-9a52-5e7139c0ffee")
 
 
 class ResolveError(SevimgError):
@@ -168,7 +174,24 @@ class _Resolver:
             payload=self.payload(image, components, debug=debug),
             versions=self.r.versions,
             debug=debug,
+            source_date_epoch=self.source_date_epoch(),
+            seed=str(uuid.uuid5(SEED_NAMESPACE, image_id)),
+            size_budget_mb=self.size_budget(),
         )
+
+    def source_date_epoch(self) -> int:
+        """The release's recorded epoch, else its distribution's, else sevimg's default."""
+        for recorded in (self.r.source_date_epoch, self.d.source_date_epoch):
+            if recorded is not None:
+                return recorded
+        return payload.DEFAULT_SOURCE_DATE_EPOCH
+
+    def size_budget(self) -> float | None:
+        """The role's size budget: the release's, else the distribution's, else the family's."""
+        for layer in self.layers(self.role):
+            if layer.size_budget_mb is not None:
+                return layer.size_budget_mb
+        return None
 
     def check_roles(self) -> None:
         roles = self.r.roles
