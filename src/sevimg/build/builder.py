@@ -16,7 +16,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from sevimg import __version__, interrupt, lock
@@ -53,6 +53,9 @@ class BuildSettings:
     with_tools: bool = True
     tools_dir: Path | None = None
     force: bool = False
+    strict: bool = False  # an image over its size budget fails instead of warning
+    # image id → `name=version` packages apt must install exactly (sevimg reproduce)
+    pinned_packages: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # mkosi distribution → family: which take apt sources, with what keyring and pockets.
     families: Mapping[str, FamilyFacts] = field(default_factory=dict)
 
@@ -325,6 +328,7 @@ class Builder:
             )
         if staged:
             args.append(f"--extra-tree={self.s.cache_dir / 'staged-tools' / spec.image_id}")
+        args += [f"--package={p}" for p in self.s.pinned_packages.get(spec.image_id, ())]
         args.append("build")
         log = self.logs / f"{spec.image_id}.log"
         self.report(f"{spec.image_id}: building with mkosi {self.s.mkosi.version} (log: {log})")
@@ -339,6 +343,11 @@ class Builder:
             guest_sha = checksums.sha256_file(tree / GUEST_TREE / "guest.efi")
         self.stage(f"{spec.image_id}: checking the built image")
         findings = examine.check(spec, uki.read_uki(built), packages, guest_sha)
+        over = over_budget(spec, built.stat().st_size)
+        if over and self.s.strict:
+            findings = replace(findings, errors=(*findings.errors, over))
+        elif over:
+            findings = replace(findings, warnings=(*findings.warnings, over))
         if findings.errors:
             rejected = self.s.cache_dir / "rejected" / built.name
             rejected.parent.mkdir(parents=True, exist_ok=True)
@@ -429,6 +438,17 @@ class Builder:
             proxy=self.s.local.proxy,
             stage=self.stage,
         )
+
+
+def over_budget(spec: ImageSpec, size: int) -> str | None:
+    """A message when an artifact of `size` bytes is over its catalog size budget, else None."""
+    budget = spec.size_budget_mb
+    if budget is None or size <= budget * 1e6:
+        return None
+    return (
+        f"{size / 1e6:.1f} MB is over its size budget of {budget:g} MB "
+        f"(size_budget_mb in {spec.sources[1]} or {spec.sources[0]})"
+    )
 
 
 def _with_file(tree: Tree, path: str, content: bytes) -> Tree:

@@ -128,6 +128,8 @@ EVERY_IMAGE_REMOVES: tuple[str, ...] = (
     "/usr/share/doc",
     "/usr/share/info",
     "/usr/share/man",
+    # Package scripts' logs (update-alternatives, dpkg) carry the build time.
+    "/var/log/*.log",
 )
 _GUEST_REMOVES: tuple[str, ...] = (
     "/boot/*",
