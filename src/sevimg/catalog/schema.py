@@ -36,7 +36,17 @@ FAMILY = "family.schema.json"
 PROJECT = "project.schema.json"
 LOCAL = "local.schema.json"
 MANIFEST = "manifest.schema.json"  # not the catalog's: an artifact's, read by release/
-SCHEMA_FILES = ("common.schema.json", DISTRO, RELEASE, FAMILY, PROJECT, LOCAL, MANIFEST)
+MEASUREMENTS = "measurements.schema.json"  # a release's measurements.json, read by verifiers
+SCHEMA_FILES = (
+    "common.schema.json",
+    DISTRO,
+    RELEASE,
+    FAMILY,
+    PROJECT,
+    LOCAL,
+    MANIFEST,
+    MEASUREMENTS,
+)
 
 _TYPE_NAMES = {
     "object": "a mapping (key: value)",

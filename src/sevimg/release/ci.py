@@ -59,7 +59,10 @@ UPLOAD_ARTIFACT = PinnedAction(
 DOWNLOAD_ARTIFACT = PinnedAction(
     "actions/download-artifact", "d3f86a106a0bac45b974a628896c90dbdf5c8093", "v4.3.0"
 )
-ACTIONS = (CHECKOUT, SETUP_PYTHON, UPLOAD_ARTIFACT, DOWNLOAD_ARTIFACT)
+ATTEST_BUILD_PROVENANCE = PinnedAction(
+    "actions/attest-build-provenance", "a2bbfa25375fe432b6a289bc6b6cd05ecd0c4c32", "v4.1.0"
+)
+ACTIONS = (CHECKOUT, SETUP_PYTHON, UPLOAD_ARTIFACT, DOWNLOAD_ARTIFACT, ATTEST_BUILD_PROVENANCE)
 
 
 @dataclass(frozen=True)
@@ -257,6 +260,8 @@ def render(entries: Sequence[MatrixEntry], skipped: Sequence[tuple[str, int]] = 
     add("    timeout-minutes: 60")
     add("    permissions:")
     add("      contents: write  # create the release, upload and replace assets")
+    add("      id-token: write  # sign the artifact attestations (Sigstore, through GitHub's OIDC)")
+    add("      attestations: write  # store them with the repository")
     add("    concurrency:")
     add("      group: publish-${{ github.ref }}")
     add("      cancel-in-progress: false")
@@ -269,6 +274,14 @@ def render(entries: Sequence[MatrixEntry], skipped: Sequence[tuple[str, int]] = 
     add("          path: artifacts")
     add("      - name: Merge them into one folder with one SHA256SUMS")
     add(f"        run: .venv/bin/sevimg merge-artifacts artifacts/{ARTIFACT_PREFIX}* -o out")
+    add("      - name: Attest the images, their manifests and SHA256SUMS")
+    add("        # A verifier checks a download with `gh attestation verify FILE -R OWNER/REPO`.")
+    add(f"        uses: {ATTEST_BUILD_PROVENANCE.uses()}")
+    add("        with:")
+    add("          subject-path: |")
+    add("            out/*.efi")
+    add("            out/*.manifest.json")
+    add("            out/SHA256SUMS")
     add("      - name: Publish")
     add("        env:")
     add("          GITHUB_TOKEN: ${{ secrets.GITHUB_TOKEN }}")
