@@ -94,21 +94,44 @@ GUEST_MODULES = KernelModules(
 # large families a headless SEV host never loads.
 HOST_MODULES = KernelModules(
     keep_all=True,
+    # The host runs from memory (HTTP boot): no local disks, RAID or server
+    # file systems; what an included module needs comes back as a dependency.
     exclude=(
+        "drivers/accel/",
         "drivers/bluetooth/",
+        "drivers/comedi/",
         "drivers/gpu/",
+        "drivers/hwmon/",
         "drivers/iio/",
         "drivers/infiniband/",
         "drivers/input/joystick/",
         "drivers/input/touchscreen/",
         "drivers/isdn/",
+        "drivers/md/",
         "drivers/media/",
+        "drivers/mmc/",
+        "drivers/mtd/",
         "drivers/net/can/",
         "drivers/net/hamradio/",
         "drivers/net/wireless/",
+        "drivers/nvme/target/",
+        "drivers/scsi/",
         "drivers/staging/",
+        "drivers/target/",
+        "drivers/usb/gadget/",
+        "drivers/usb/serial/",
+        "fs/btrfs/",
+        "fs/ceph/",
+        "fs/f2fs/",
+        "fs/gfs2/",
+        "fs/nfs/",
+        "fs/nfsd/",
+        "fs/ocfs2/",
+        "fs/smb/",
+        "fs/xfs/",
         "net/bluetooth/",
         "net/can/",
+        "net/ceph/",
         "net/mac80211/",
         "net/wireless/",
         "sound/",
@@ -144,6 +167,12 @@ _GUEST_REMOVES: tuple[str, ...] = (
     "/usr/share/zoneinfo",
     "/var/cache/ldconfig",
     "/var/lib/systemd/catalog",
+    # The kernel package's initramfs generator (the UKI's initrd is mkosi's)
+    # and the text copies of the module indexes (kmod reads the .bin ones).
+    "/usr/lib/klibc",
+    "/usr/lib/modules/*/modules.alias",
+    "/usr/lib/modules/*/modules.symbols",
+    "/usr/share/initramfs-tools",
 )
 # A host keeps the hardware database (bare metal) and character sets, and
 # drops the other architectures' emulators and firmware that QEMU's x86
@@ -169,6 +198,12 @@ _HOST_REMOVES: tuple[str, ...] = (
     "/usr/share/qemu/slof.bin",
     "/usr/share/qemu/u-boot*",
 )
+# zstd level of the UKI's initrd (mkosi's CompressLevel=; it defaults to 3).
+# A guest's initrd is small and compresses well: 19 takes a fifth off it and
+# decompresses as fast. A host's is mostly compressed already (xz modules,
+# the guest UKI): a higher level would cost minutes and save little.
+COMPRESS_LEVEL: Mapping[Role, int] = {"guest": 19, "host": 3}
+
 # SourceDateEpoch= when the catalog records none (2025-01-01T00:00:00Z): mkosi
 # clamps every file's modification time to it, so two builds of the same inputs
 # give the same initrd. A release or its distribution file may set its own.

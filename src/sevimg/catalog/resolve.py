@@ -177,6 +177,7 @@ class _Resolver:
             source_date_epoch=self.source_date_epoch(),
             seed=str(uuid.uuid5(SEED_NAMESPACE, image_id)),
             size_budget_mb=self.size_budget(),
+            compress_level=payload.COMPRESS_LEVEL[self.role],
         )
 
     def source_date_epoch(self) -> int:

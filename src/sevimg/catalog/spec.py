@@ -191,6 +191,7 @@ class ImageSpec:
     seed: str = ""
     # The artifact's size budget in MB (10**6 bytes), from the catalog; None: none.
     size_budget_mb: float | None = None
+    compress_level: int = 3  # zstd level of the UKI's initrd (mkosi's CompressLevel=)
 
     def component(self, kind: str) -> str | None:
         """The package providing `kind` (kernel, qemu, ovmf, systemd_boot), if any."""
