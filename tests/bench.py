@@ -53,6 +53,7 @@ def budgets_mb(root: Path) -> dict[str, float]:
             found[key] = budget
     return found
 
+
 # mkosi as tools/install-mkosi put it in this checkout's cache.
 ENV = {**os.environ, "SEVIMG_CACHE": str(REPO / ".cache")}
 
