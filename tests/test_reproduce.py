@@ -124,6 +124,9 @@ def test_inputs_that_differ_are_named(catalog: Catalog, tmp_path: Path) -> None:
     changed = replace(same, sources=(SourceFile(spec.sources[0], "0" * 64), same.sources[1]))
     (found,) = reproduce.input_differences(changed, spec, ())
     assert found.startswith(f"{spec.sources[0]}: sha256 0000000000000000... in the manifest, ")
+    older = replace(same, sevimg_version="0.0.1")
+    (found,) = reproduce.input_differences(older, spec, ())
+    assert found.startswith("sevimg 0.0.1 built it, this is sevimg ")
     pin = ToolPin("snphost", "0.7.1", "https://example.invalid/snphost", "b" * 64, ("host",))
     assert reproduce.input_differences(recorded, spec, (pin,))[-2:] == [
         "tool beacon: 1.2.0 in the manifest, not pinned in sevimg.yaml",

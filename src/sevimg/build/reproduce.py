@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sevimg import __version__
 from sevimg.build.compare import UkiDiff, compare_files
 from sevimg.build.settings import ToolPin
 from sevimg.catalog.spec import ImageSpec
@@ -74,6 +75,11 @@ def input_differences(manifest: Manifest, spec: ImageSpec, pins: Sequence[ToolPi
                 f"{path}: sha256 {recorded[path][:16]}... in the manifest, "
                 f"{here[path][:16]}... in this workspace"
             )
+    if manifest.sevimg_version != __version__:
+        found.append(
+            f"sevimg {manifest.sevimg_version} built it, this is sevimg {__version__} "
+            "(its templates and payload may differ)"
+        )
     by_name = {p.name: p for p in pins if spec.role in p.roles}
     for name, tool in manifest.tools:
         pin = by_name.get(name)
