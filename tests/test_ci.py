@@ -109,7 +109,11 @@ def test_jobs_do_what_the_release_process_needs(catalog: Catalog) -> None:
 
     publish = jobs["publish"]
     assert publish["needs"] == ["check", "build"]
-    assert publish["permissions"] == {"contents": "write"}
+    assert publish["permissions"] == {
+        "contents": "write",
+        "id-token": "write",
+        "attestations": "write",
+    }
     condition = publish["if"]
     assert "github.event_name == 'push'" in condition
     assert "github.ref == 'refs/heads/main'" in condition
@@ -119,6 +123,15 @@ def test_jobs_do_what_the_release_process_needs(catalog: Catalog) -> None:
     script = runs(publish)
     assert ".venv/bin/sevimg merge-artifacts artifacts/out-* -o out" in script
     assert '.venv/bin/sevimg publish --repo "$GITHUB_REPOSITORY" --tag "$TAG" --from out' in script
+    # Attested after the merge, before publishing: what is published is what was attested.
+    names = [s.get("name") or s.get("uses") for s in steps(publish)]
+    attest = next(s for s in steps(publish) if "attest-build-provenance" in str(s.get("uses")))
+    assert names.index(attest["name"]) < names.index("Publish")
+    assert attest["with"]["subject-path"].split() == [
+        "out/*.efi",
+        "out/*.manifest.json",
+        "out/SHA256SUMS",
+    ]
     publish_step = next(s for s in steps(publish) if s.get("name") == "Publish")
     assert publish_step["env"] == {
         "GITHUB_TOKEN": "${{ secrets.GITHUB_TOKEN }}",
@@ -280,8 +293,8 @@ def test_the_workflow_never_publishes_debug_images(catalog: Catalog) -> None:
     [
         ('--tag "$TAG" --from out', '--tag "$TAG" --from out --allow-debug', "--allow-debug"),
         (
-            "-o out\n      - name: Publish",
-            "-o out --allow-debug\n      - name: Publish",
+            "-o out\n      - name: Attest",
+            "-o out --allow-debug\n      - name: Attest",
             "--allow-debug",
         ),
         ("$BUILD_ARGS -o out", "$BUILD_ARGS --debug-image -o out", "--debug-image"),

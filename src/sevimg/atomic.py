@@ -66,7 +66,7 @@ def write_tree(tree: Tree, dest: Path) -> Path:
             staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.new-", dir=dest.parent))
         for f in tree.files:
             target = staging.joinpath(*f.path.parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
+            _make_folders(staging, target.parent)
             target.write_bytes(f.content)
             target.chmod(f.mode)
         staging.chmod(0o755)
@@ -78,6 +78,17 @@ def write_tree(tree: Tree, dest: Path) -> Path:
                 shutil.rmtree(staging, ignore_errors=True)
         raise
     return dest
+
+
+def _make_folders(root: Path, folder: Path) -> None:
+    """Create `folder` below `root` with mode 0755 whatever the umask: mkosi copies
+    these trees into images, whose bytes must not depend on who rendered them."""
+    path = root
+    for part in folder.relative_to(root).parts:
+        path = path / part
+        if not path.is_dir():
+            path.mkdir()
+            path.chmod(0o755)
 
 
 def _swap(new: Path, dest: Path) -> None:

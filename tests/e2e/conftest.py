@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,3 +95,20 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
     )
     os.environ.setdefault("SEVIMG_CACHE", str(REPO / ".cache"))
     yield E2E(root=root, out=root / "out", mirror=mirror)
+
+
+# What the end-to-end session builds: the debian-13 guest, and the
+# debian-forky host with its guest (tests/e2e/test_reproducible.py builds them again).
+BUILDS = (("debian-13", "--role", "guest"), ("debian-forky",))
+
+
+@pytest.fixture(scope="session")
+def built(e2e: E2E) -> E2E:
+    """The images of BUILDS in e2e.out, built once per session."""
+    for args in BUILDS:
+        started = time.monotonic()
+        proc = e2e.sevimg("build", *args, "-o", str(e2e.out), "--mkosi-version", MKOSI_VERSION)
+        print(f"sevimg build {' '.join(args)}: {time.monotonic() - started:.0f} s\n{proc.stdout}")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "Traceback" not in proc.stderr
+    return e2e

@@ -37,17 +37,6 @@ GUEST_LIMIT = 36 * 1000**2
 HOST_LIMIT = 200 * 1000**2  # host-debian-forky, its guest embedded
 
 
-@pytest.fixture(scope="module")
-def built(e2e: E2E) -> E2E:
-    for args in (["debian-13", "--role", "guest"], ["debian-forky"]):
-        started = time.monotonic()
-        proc = e2e.sevimg("build", *args, "-o", str(e2e.out), "--mkosi-version", MKOSI_VERSION)
-        print(f"sevimg build {' '.join(args)}: {time.monotonic() - started:.0f} s\n{proc.stdout}")
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert "Traceback" not in proc.stderr
-    return e2e
-
-
 def test_artifacts_and_sizes(built: E2E) -> None:
     names = sorted(p.name for p in built.out.iterdir() if p.is_file())
     assert names == [

@@ -8,6 +8,7 @@ rendered.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 
 from sevimg.catalog.spec import KernelModules, Role
@@ -94,21 +95,44 @@ GUEST_MODULES = KernelModules(
 # large families a headless SEV host never loads.
 HOST_MODULES = KernelModules(
     keep_all=True,
+    # The host runs from memory (HTTP boot): no local disks, RAID or server
+    # file systems; what an included module needs comes back as a dependency.
     exclude=(
+        "drivers/accel/",
         "drivers/bluetooth/",
+        "drivers/comedi/",
         "drivers/gpu/",
+        "drivers/hwmon/",
         "drivers/iio/",
         "drivers/infiniband/",
         "drivers/input/joystick/",
         "drivers/input/touchscreen/",
         "drivers/isdn/",
+        "drivers/md/",
         "drivers/media/",
+        "drivers/mmc/",
+        "drivers/mtd/",
         "drivers/net/can/",
         "drivers/net/hamradio/",
         "drivers/net/wireless/",
+        "drivers/nvme/target/",
+        "drivers/scsi/",
         "drivers/staging/",
+        "drivers/target/",
+        "drivers/usb/gadget/",
+        "drivers/usb/serial/",
+        "fs/btrfs/",
+        "fs/ceph/",
+        "fs/f2fs/",
+        "fs/gfs2/",
+        "fs/nfs/",
+        "fs/nfsd/",
+        "fs/ocfs2/",
+        "fs/smb/",
+        "fs/xfs/",
         "net/bluetooth/",
         "net/can/",
+        "net/ceph/",
         "net/mac80211/",
         "net/wireless/",
         "sound/",
@@ -128,6 +152,8 @@ EVERY_IMAGE_REMOVES: tuple[str, ...] = (
     "/usr/share/doc",
     "/usr/share/info",
     "/usr/share/man",
+    # Package scripts' logs (update-alternatives, dpkg) carry the build time.
+    "/var/log/*.log",
 )
 _GUEST_REMOVES: tuple[str, ...] = (
     "/boot/*",
@@ -142,6 +168,12 @@ _GUEST_REMOVES: tuple[str, ...] = (
     "/usr/share/zoneinfo",
     "/var/cache/ldconfig",
     "/var/lib/systemd/catalog",
+    # The kernel package's initramfs generator (the UKI's initrd is mkosi's)
+    # and the text copies of the module indexes (kmod reads the .bin ones).
+    "/usr/lib/klibc",
+    "/usr/lib/modules/*/modules.alias",
+    "/usr/lib/modules/*/modules.symbols",
+    "/usr/share/initramfs-tools",
 )
 # A host keeps the hardware database (bare metal) and character sets, and
 # drops the other architectures' emulators and firmware that QEMU's x86
@@ -151,7 +183,10 @@ _HOST_REMOVES: tuple[str, ...] = (
     "/usr/bin/perl*",
     "/usr/bin/qemu-system-i386",
     "/usr/bin/qemu-system-x86_64-microvm",
-    "/usr/lib/python3*/__pycache__",
+    # Bytecode compiled at package install is not reproducible (marshal's
+    # reference flags follow reference counts): Python compiles on import.
+    "/usr/lib/python3*/**/__pycache__",
+    "/var/cache/ldconfig",
     "/usr/lib/udev/hwdb.d",
     "/usr/share/locale",
     "/usr/share/perl5",
@@ -164,6 +199,32 @@ _HOST_REMOVES: tuple[str, ...] = (
     "/usr/share/qemu/slof.bin",
     "/usr/share/qemu/u-boot*",
 )
+# zstd level of the UKI's initrd (mkosi's CompressLevel=; it defaults to 3).
+# A guest's initrd is small and compresses well: 19 takes a fifth off it and
+# decompresses as fast. A host's is mostly compressed already (xz modules,
+# the guest UKI): a higher level would cost minutes and save little.
+COMPRESS_LEVEL: Mapping[Role, int] = {"guest": 19, "host": 3}
+
+# SourceDateEpoch= when the catalog records none (2025-01-01T00:00:00Z): mkosi
+# clamps every file's modification time to it, so two builds of the same inputs
+# give the same initrd. A release or its distribution file may set its own.
+DEFAULT_SOURCE_DATE_EPOCH = 1735689600
+
+# Seed= is a UUID derived from the image id in this namespace: the same image
+# gets the same seed on every machine, two images never share one.
+SEED_NAMESPACE = uuid.UUID("5e71a9c0-19d4-4b0e-9a52-5e7139c0ffee")
+
+
+def source_date_epoch(*recorded: int | None) -> int:
+    """The first recorded epoch (the release's, then its distribution's), else sevimg's default."""
+    return next((r for r in recorded if r is not None), DEFAULT_SOURCE_DATE_EPOCH)
+
+
+def seed(image_id: str) -> str:
+    """mkosi's Seed= for an image: the same on every machine, never shared by two images."""
+    return str(uuid.uuid5(SEED_NAMESPACE, image_id))
+
+
 REMOVE_FILES: Mapping[Role, tuple[str, ...]] = {
     "guest": (*EVERY_IMAGE_REMOVES, *_GUEST_REMOVES),
     "host": (*EVERY_IMAGE_REMOVES, *_HOST_REMOVES),

@@ -67,6 +67,7 @@ class Section:
     systemd_boot: str | None = None
     qemu_binary: str | None = None
     sev_firmware: str | None = None
+    size_budget_mb: float | None = None
 
     def setting(self, key: str) -> str | None:
         """A component or path setting by name (kernel, qemu, sev_firmware...)."""
@@ -124,6 +125,7 @@ class DistroRecord:
     repository: Archive | None
     kernel_command_line: tuple[str, ...]
     sections: Sections
+    source_date_epoch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,7 @@ class ReleaseRecord:
     sections: Sections
     debug: Section
     extra_repositories: tuple[ExtraRepository, ...]
+    source_date_epoch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,7 @@ def _section(doc: Document, data: Mapping[str, Any], name: str) -> Section:
             if modules
             else None
         ),
+        size_budget_mb=raw.get("size_budget_mb"),
         **{key: raw.get(key) for key in _SETTINGS},
     )
 
@@ -235,6 +239,7 @@ def distro_record(doc: Document) -> DistroRecord:
         repository=Archive(archive["url"], archive.get("keyring") or None) if archive else None,
         kernel_command_line=_strings(data.get("kernel_command_line")),
         sections=_sections(doc, data),
+        source_date_epoch=data.get("source_date_epoch"),
     )
 
 
@@ -275,6 +280,7 @@ def release_record(doc: Document) -> ReleaseRecord:
             _extra_repository(doc, i, raw)
             for i, raw in enumerate(data.get("extra_repositories") or ())
         ),
+        source_date_epoch=data.get("source_date_epoch"),
     )
 
 

@@ -177,7 +177,18 @@ class _Resolver:
             payload=self.payload(image, components, debug=debug),
             versions=self.r.versions,
             debug=debug,
+            source_date_epoch=payload.source_date_epoch(
+                self.r.source_date_epoch, self.d.source_date_epoch
+            ),
+            seed=payload.seed(image_id),
+            size_budget_mb=self.size_budget(),
+            compress_level=payload.COMPRESS_LEVEL[self.role],
         )
+
+    def size_budget(self) -> float | None:
+        """The role's size budget: the release's, else the distribution's, else the family's."""
+        budgets = (layer.size_budget_mb for layer in self.layers(self.role))
+        return next((b for b in budgets if b is not None), None)
 
     def check_roles(self) -> None:
         roles = self.r.roles

@@ -37,6 +37,7 @@ PROJECT = "project.schema.json"
 LOCAL = "local.schema.json"
 MANIFEST = "manifest.schema.json"  # not the catalog's: an artifact's, read by release/
 VERIFY_POLICY = "verify-policy.schema.json"  # `sevimg verify --policy FILE`
+MEASUREMENTS = "measurements.schema.json"  # a release's measurements.json, read by verifiers
 SCHEMA_FILES = (
     "common.schema.json",
     DISTRO,
@@ -46,6 +47,7 @@ SCHEMA_FILES = (
     LOCAL,
     MANIFEST,
     VERIFY_POLICY,
+    MEASUREMENTS,
 )
 
 _TYPE_NAMES = {

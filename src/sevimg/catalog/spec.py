@@ -188,6 +188,13 @@ class ImageSpec:
     payload: Payload
     versions: Versions = field(default_factory=Versions)
     debug: bool = False
+    # Reproducibility: mkosi's SourceDateEpoch= (file times are clamped to it)
+    # and Seed= (the UUIDs it derives), both functions of the catalog.
+    source_date_epoch: int = 0
+    seed: str = ""
+    # The artifact's size budget in MB (10**6 bytes), from the catalog; None: none.
+    size_budget_mb: float | None = None
+    compress_level: int = 3  # zstd level of the UKI's initrd (mkosi's CompressLevel=)
 
     def component(self, kind: str) -> str | None:
         """The package providing `kind` (kernel, qemu, ovmf, systemd_boot), if any."""

@@ -62,6 +62,12 @@ from sevimg.progress import Board, shown
     is_flag=True,
     help="Build debug variants (console autologin, ids ending in -debug).",
 )
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Fail an image that is over its size budget (size_budget_mb in the catalog) "
+    "instead of warning.",
+)
 @mkosi_version_option
 @pass_ctx
 @handle_errors
@@ -75,6 +81,7 @@ def build(
     tools_dir: Path | None,
     without_tools: bool,
     debug: bool,
+    strict: bool,
     mkosi_version: str | None,
 ) -> None:
     """Build IMAGES (or --all) with mkosi: out/<role>-<image>.efi, manifests, SHA256SUMS.
@@ -84,7 +91,8 @@ def build(
     last successful build is skipped. Full mkosi output goes to
     out/logs/<image>.log. Each artifact is checked before it reaches out/:
     installed kernel/QEMU/OVMF against the SEV floors, the host's SEV firmware,
-    QEMU binary and guest, the guest's modules, no root password.
+    QEMU binary and guest, the guest's modules, no root password, and its
+    size against the catalog's budget (a warning; an error with --strict).
 
     Machine-specific settings (mirrors, tools tree, proxy, caches) come from
     sevimg.local.yaml; pinned payload tools from sevimg.yaml.
@@ -120,6 +128,7 @@ def build(
         with_tools=not without_tools,
         tools_dir=tools_dir or local.tools_dir,
         force=force,
+        strict=strict,
         families=families,
     )
     if local.source:

@@ -80,6 +80,10 @@ COMMANDS: dict[str, Listed] = {
     "render": Listed(
         "render", "Render mkosi trees for IMAGES (or --all) into OUTPUT/<role>-<image>/."
     ),
+    "reproduce": Listed(
+        "reproduce",
+        "Rebuild the images of an artifact FOLDER from their manifests and compare them.",
+    ),
     "run": Listed(
         "run",
         "Launch the guest UKI of IMAGE (debian-13, or a path to a .efi) as an SEV-SNP guest.",

@@ -24,7 +24,7 @@ from sevimg.cli.group import Context, main, pass_ctx
 from sevimg.problems import SevimgError
 from sevimg.redact import redact_text
 from sevimg.release import ci as ci_module
-from sevimg.release import github
+from sevimg.release import github, measurements
 from sevimg.release.folder import merge_artifact_folders
 from sevimg.release.plan import Plan, check_tag
 from sevimg.release.publish import human_size
@@ -158,6 +158,9 @@ def publish(
     draft until every asset is up; a changed asset is uploaded under a
     temporary name, checked against GitHub's digest, and only then takes
     the old one's place. Debug images are refused unless --allow-debug.
+    Beside them goes measurements.json: each image's UKI SHA-256, the expected
+    SNP measurement of its guest with the OVMF and vCPUs it assumes, and the
+    source commit (GITHUB_SHA, else the checkout's HEAD).
     """
     if not repo:
         raise SevimgError("name the repository with --repo OWNER/NAME (or set GITHUB_REPOSITORY)")
@@ -191,6 +194,7 @@ def publish(
                 dry_run=dry_run,
                 on_plan=print_plan if dry_run else None,
                 allow_debug=allow_debug,
+                commit=measurements.source_commit(ctx.ws.root),
             )
     except SevimgError:
         raise

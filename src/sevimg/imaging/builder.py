@@ -16,8 +16,8 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from sevimg import interrupt, lock
 from sevimg.artifacts import checksums, names
@@ -29,7 +29,7 @@ from sevimg.catalog.spec import FamilyFacts, ImageSpec
 from sevimg.imaging import collect, examine, measurement, mkosilog, pins, sandbox, state, uki
 from sevimg.imaging.mkosi import Mkosi
 from sevimg.problems import SevimgError
-from sevimg.render.trees import GUEST_TREE, File, Renderer, Tree
+from sevimg.render.trees import GUEST_TREE, Renderer, with_file
 from sevimg.settings import LocalConfig, ToolPin
 
 # mkosi's own default tools tree (ToolsTreeDistribution= on a Debian host).
@@ -55,6 +55,9 @@ class BuildSettings:
     with_tools: bool = True
     tools_dir: Path | None = None
     force: bool = False
+    strict: bool = False  # an image over its size budget fails instead of warning
+    # image id → `name=version` packages apt must install exactly (sevimg reproduce)
+    pinned_packages: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # mkosi distribution → family: which take apt sources, with what keyring and pockets.
     families: Mapping[str, FamilyFacts] = field(default_factory=dict)
 
@@ -168,7 +171,7 @@ class Builder:
                     f"{spec.image_id} embeds {guest_id}, which has not been built",
                     hint=f"sevimg build {spec.image}",
                 )
-            tree = _with_file(tree, f"{GUEST_TREE}/guest.efi", guest.read_bytes())
+            tree = with_file(tree, f"{GUEST_TREE}/guest.efi", guest.read_bytes())
         return write_tree(tree, self.s.build_dir / spec.image_id)
 
     def stage_pins(self, spec: ImageSpec) -> dict[str, ToolPin]:
@@ -318,6 +321,7 @@ class Builder:
             )
         if staged:
             args.append(f"--extra-tree={self.s.cache_dir / 'staged-tools' / spec.image_id}")
+        args += [f"--package={p}" for p in self.s.pinned_packages.get(spec.image_id, ())]
         args.append("build")
         log = self.logs / f"{spec.image_id}.log"
         self.report(f"{spec.image_id}: building with mkosi {self.s.mkosi.version} (log: {log})")
@@ -335,6 +339,11 @@ class Builder:
             guest_sha = checksums.sha256_file(tree / GUEST_TREE / "guest.efi")
         self.stage(spec.image_id, "post-build checks: the UKI, packages, SEV floors")
         findings = examine.check(spec, uki.read_uki(built), packages, guest_sha)
+        over = examine.over_budget(spec, built.stat().st_size)
+        if over and self.s.strict:
+            findings = replace(findings, errors=(*findings.errors, over))
+        elif over:
+            findings = replace(findings, warnings=(*findings.warnings, over))
         if findings.errors:
             rejected = self.s.cache_dir / "rejected" / built.name
             rejected.parent.mkdir(parents=True, exist_ok=True)
@@ -435,9 +444,3 @@ class Builder:
             stage=lambda line: self.stage(task or what, line),
             mirrors=mirrors,
         )
-
-
-def _with_file(tree: Tree, path: str, content: bytes) -> Tree:
-    """`tree` with one more file (the guest UKI a host embeds)."""
-    files = (*tree.files, File(PurePosixPath(path), content, 0o644))
-    return Tree(tree.image_id, tuple(sorted(files, key=lambda f: f.path)))

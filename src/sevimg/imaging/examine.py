@@ -251,3 +251,14 @@ def _missing_modules(spec: ImageSpec, members: Mapping[str, Member]) -> tuple[li
         )
         return errors, []
     return errors, nics
+
+
+def over_budget(spec: ImageSpec, size: int) -> str | None:
+    """A message when an artifact of `size` bytes is over its catalog size budget, else None."""
+    budget = spec.size_budget_mb
+    if budget is None or size <= budget * 1e6:
+        return None
+    return (
+        f"{size / 1e6:.1f} MB is over its size budget of {budget:g} MB "
+        f"(size_budget_mb in {spec.sources[1]} or {spec.sources[0]})"
+    )

@@ -36,6 +36,9 @@ class Member:
     mode: int
     size: int
     data: bytes
+    uid: int = 0
+    gid: int = 0
+    mtime: int = 0
 
     @property
     def is_dir(self) -> bool:
@@ -98,6 +101,11 @@ def read_uki(path: Path, data: bytes | None = None) -> Uki:
     )
 
 
+def initrd_members(initrd: bytes) -> Iterator[Member]:
+    """Every member of an initrd's (concatenated, possibly compressed) cpio archives, in order."""
+    return _cpio_members(initrd)
+
+
 def _decompress(blob: bytes) -> bytes:
     """Compressed streams (concatenated, with zero padding between or after them) to bytes."""
     out = io.BytesIO()
@@ -152,7 +160,8 @@ def _newc(blob: bytes, offset: int) -> Generator[Member, None, int]:
             fields = [int(header[6 + 8 * i : 14 + 8 * i], 16) for i in range(13)]
         except ValueError:
             raise SevimgError(f"corrupt cpio archive in the initrd at byte {offset}") from None
-        mode, filesize, namesize = fields[1], fields[6], fields[11]
+        mode, uid, gid, mtime = fields[1], fields[2], fields[3], fields[5]
+        filesize, namesize = fields[6], fields[11]
         name_start = offset + 110
         name = blob[name_start : name_start + namesize - 1].decode("utf-8", "surrogateescape")
         data_start = (name_start + namesize + 3) & ~3
@@ -162,4 +171,4 @@ def _newc(blob: bytes, offset: int) -> Generator[Member, None, int]:
             return offset
         path = name.lstrip("./").lstrip("/")
         if path:
-            yield Member(path=path, mode=mode, size=filesize, data=data)
+            yield Member(path, mode, filesize, data, uid, gid, mtime)

@@ -61,7 +61,10 @@ UPLOAD_ARTIFACT = PinnedAction(
 DOWNLOAD_ARTIFACT = PinnedAction(
     "actions/download-artifact", "d3f86a106a0bac45b974a628896c90dbdf5c8093", "v4.3.0"
 )
-ACTIONS = (CHECKOUT, SETUP_PYTHON, UPLOAD_ARTIFACT, DOWNLOAD_ARTIFACT)
+ATTEST_BUILD_PROVENANCE = PinnedAction(
+    "actions/attest-build-provenance", "a2bbfa25375fe432b6a289bc6b6cd05ecd0c4c32", "v4.1.0"
+)
+ACTIONS = (CHECKOUT, SETUP_PYTHON, UPLOAD_ARTIFACT, DOWNLOAD_ARTIFACT, ATTEST_BUILD_PROVENANCE)
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,7 @@ def render(
         setup_python=SETUP_PYTHON.uses(),
         upload_artifact=UPLOAD_ARTIFACT.uses(),
         download_artifact=DOWNLOAD_ARTIFACT.uses(),
+        attest_build_provenance=ATTEST_BUILD_PROVENANCE.uses(),
         matrix_file=MATRIX_FILE,
         matrix_branch=MATRIX_BRANCH,
     )

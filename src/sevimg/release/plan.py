@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Literal
 
 from sevimg.artifacts.checksums import SHA256SUMS, format_sha256sums
+from sevimg.artifacts.manifest import load_manifest
 from sevimg.artifacts.names import ARTIFACT_SUFFIX, MANIFEST_SUFFIX, looks_debug, parse_image_id
 from sevimg.display import UNSAFE
 from sevimg.problems import SevimgError
+from sevimg.release import measurements
 from sevimg.release.folder import LocalArtifact, load_artifact_folder, refuse_debug
 from sevimg.release.github import Asset, GitHub, Release
 
@@ -56,6 +58,8 @@ def content_type_for(name: str, *, debug: bool = False) -> str:
         return MANIFEST_TYPE
     if name == SHA256SUMS:
         return SUMS_TYPE
+    if name == measurements.MEASUREMENTS:
+        return MANIFEST_TYPE
     return OTHER_TYPE
 
 
@@ -190,8 +194,13 @@ def _is_leftover(asset: Asset) -> bool:
     return asset.state != "uploaded" or asset.name.startswith(TMP_PREFIX)
 
 
-def make_plan(gh: GitHub, selection: Selection, tag: str) -> Plan:
-    """Read the release of `tag` and decide what to do with each asset; writes nothing."""
+def make_plan(gh: GitHub, selection: Selection, tag: str, commit: str | None = None) -> Plan:
+    """Read the release of `tag` and decide what to do with each asset; writes nothing.
+
+    Besides the images, manifests and SHA256SUMS: measurements.json of the
+    published images, built from `commit`, when any of them carries an
+    expected measurement.
+    """
     check_tag(tag)
     release = gh.release_by_tag(tag)
     if release is None:
@@ -235,6 +244,21 @@ def make_plan(gh: GitHub, selection: Selection, tag: str) -> Plan:
             content=content,
         )
     )
+
+    # Only a build with sev-snp-measure pinned (CI's) has measurements to publish.
+    published = [load_manifest(f.path) for f in selection.files if f.kind == "manifest"]
+    if any(m.expected_measurement for m in published):
+        table = measurements.document(published, commit)
+        items.append(
+            _decide(
+                measurements.MEASUREMENTS,
+                _sha256(table),
+                len(table),
+                current.get(measurements.MEASUREMENTS),
+                content_type_for(measurements.MEASUREMENTS),
+                content=table,
+            )
+        )
 
     planned = {i.name: i.content_type for i in items}
     for name, asset in sorted(current.items()):

@@ -229,6 +229,7 @@ def publish(
     dry_run: bool = False,
     on_plan: Callable[[Plan], None] | None = None,
     allow_debug: bool = False,
+    commit: str | None = None,
 ) -> tuple[Plan, Outcome | None]:
     """Verify, plan and (unless `dry_run`) execute; returns the plan and what was done.
 
@@ -238,7 +239,7 @@ def publish(
     reporter = reporter or SilentReporter()
     check_tag(tag)
     selection = select(folder, images, allow_debug=allow_debug)
-    plan = make_plan(gh, selection, tag)
+    plan = make_plan(gh, selection, tag, commit)
     for message in plan.warnings:
         reporter.warn(message)
     if on_plan is not None:

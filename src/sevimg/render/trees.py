@@ -290,3 +290,9 @@ def _regex(entry: str) -> str:
 def _glob(entry: str) -> str:
     """mkosi 26+ glob: folders anchored below kernel/, names matched on the basename."""
     return "/" + entry if entry.endswith("/") else entry
+
+
+def with_file(tree: Tree, path: str, content: bytes) -> Tree:
+    """`tree` with one more file (the guest UKI a host embeds)."""
+    files = (*tree.files, File(PurePosixPath(path), content, 0o644))
+    return Tree(tree.image_id, tuple(sorted(files, key=lambda f: f.path)))
