@@ -3,7 +3,7 @@
 nox                     lint + typecheck + tests: the fast run (no mkosi, QEMU, network, browser)
 nox -s tests -- -k render   pass pytest arguments after --
 nox -s full             every test but e2e (markers mkosi, qemu, network, browser), full hypothesis counts
-nox -s full -- -m qemu  one marker alone
+nox -s full -- -m qemu  one marker alone (a later -m wins)
 nox -s e2e              real builds from the Debian archive and a real boot
 nox -s golden           re-render the golden trees in tests/golden after an intended change
 nox -s bench            speed and size numbers, and the fast run's wall time and test count
@@ -17,11 +17,20 @@ from pathlib import Path
 import nox
 
 nox.options.sessions = ["lint", "typecheck", "tests"]
-nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
 
+HERE = Path(__file__).parent
+# Every session runs in the checkout's .venv, which tools/setup made with sevimg
+# (editable) and its dev tools: no virtualenv per session to create and fill,
+# which is most of a first run's time. Another Python (a system nox) falls back
+# to the one nox runs with.
+_VENV_PYTHON = HERE / ".venv" / "bin" / "python"
+PYTHON = str(_VENV_PYTHON) if _VENV_PYTHON.exists() else sys.executable
+# pytest-xdist: one worker per core (this machine and CI have two).
+PARALLEL = ("-n", "auto")
+
 # The one home of the supported versions is the package; nox runs from the checkout.
-sys.path.insert(0, str(Path(__file__).parent / "src"))
+sys.path.insert(0, str(HERE / "src"))
 from sevimg.mkosi_versions import MKOSI_VERSIONS  # noqa: E402
 
 
@@ -31,12 +40,13 @@ def _install_mkosi(session: nox.Session) -> None:
         session.run("tools/install-mkosi", version, external=True, silent=True)
 
 
-@nox.session
+@nox.session(python=False)
 def lint(session: nox.Session) -> None:
     """ruff (lint and format) and shellcheck on the shell tools."""
-    session.install("ruff>=0.5")
-    session.run("ruff", "check", "src", "tests", "noxfile.py")
-    session.run("ruff", "format", "--check", "src", "tests", "noxfile.py")
+    session.run(PYTHON, "-m", "ruff", "check", "src", "tests", "noxfile.py", external=True)
+    session.run(
+        PYTHON, "-m", "ruff", "format", "--check", "src", "tests", "noxfile.py", external=True
+    )
     session.run(
         "shellcheck",
         "tools/install-mkosi",
@@ -48,57 +58,86 @@ def lint(session: nox.Session) -> None:
     )
 
 
-@nox.session
+@nox.session(python=False)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package, the tests and this file."""
-    session.install("-e", ".[dev]")
-    session.run("mypy", "--strict")
+    session.run(PYTHON, "-m", "mypy", "--strict", external=True)
 
 
 # Line coverage of src/, printed as a summary (files at 100% left out).
 COVERAGE = ("--cov=src", "--cov-report=term:skip-covered")
 
 
-@nox.session
+@nox.session(python=False)
 def tests(session: nox.Session) -> None:
     """The fast run: pyproject's addopts deselect mkosi, qemu, network, browser and e2e."""
-    session.install("-e", ".[test]")
-    session.run("pytest", *COVERAGE, *session.posargs)
+    session.run(PYTHON, "-m", "pytest", *PARALLEL, *COVERAGE, *session.posargs, external=True)
 
 
-@nox.session
+@nox.session(python=False)
 def full(session: nox.Session) -> None:
     """Every test but e2e: real mkosi 25.3 and 27.1, QEMU, downloads; full hypothesis counts."""
-    session.install("-e", ".[test]")
     _install_mkosi(session)
+    full_counts = {"SEVIMG_HYPOTHESIS": "full"}
     session.run(
-        "pytest", "-m", "not e2e", *COVERAGE, *session.posargs, env={"SEVIMG_HYPOTHESIS": "full"}
+        PYTHON,
+        "-m",
+        "pytest",
+        *PARALLEL,
+        "-m",
+        "not e2e and not serial",
+        "--cov=src",
+        "--cov-report=",
+        *session.posargs,
+        env=full_counts,
+        external=True,
+    )
+    # The races of signals against a process, alone: a busy second worker would decide them.
+    session.run(
+        PYTHON,
+        "-m",
+        "pytest",
+        "-m",
+        "serial",
+        "--cov=src",
+        "--cov-append",
+        "--cov-report=term:skip-covered",
+        *session.posargs,
+        env=full_counts,
+        external=True,
     )
 
 
-@nox.session
+@nox.session(python=False)
 def golden(session: nox.Session) -> None:
     """Re-render tests/golden/ from the catalog (review the diff, then commit it)."""
-    session.install("-e", ".[test]")
-    session.run("pytest", "tests/test_golden.py", "--update-golden", *session.posargs)
+    session.run(
+        PYTHON,
+        "-m",
+        "pytest",
+        "tests/test_golden.py",
+        "--update-golden",
+        *session.posargs,
+        external=True,
+    )
 
 
-@nox.session
+@nox.session(python=False)
 def e2e(session: nox.Session) -> None:
     """Real builds from the Debian archive and a real boot; fails loudly without the archive."""
-    session.install("-e", ".[test]")
     _install_mkosi(session)
-    session.run("pytest", "-m", "e2e", "tests/e2e", "-s", *session.posargs)
+    session.run(
+        PYTHON, "-m", "pytest", "-m", "e2e", "tests/e2e", "-s", *session.posargs, external=True
+    )
 
 
-@nox.session
+@nox.session(python=False)
 def browser(session: nox.Session) -> None:
     """serve's status page in Debian's headless Chromium (fails when chromium is missing)."""
-    session.install("-e", ".[test]")
-    session.run("pytest", "-m", "browser", *session.posargs)
+    session.run(PYTHON, "-m", "pytest", "-m", "browser", *session.posargs, external=True)
 
 
-@nox.session
+@nox.session(python=False)
 def bench(session: nox.Session) -> None:
     """The fast run's wall time and test count; CPU seconds of --help and validate; serve's
     peak RSS under 200 hostile connections; cold, no-op and warm builds, image sizes, boot time.
@@ -108,7 +147,6 @@ def bench(session: nox.Session) -> None:
     `-- --parsers-only` the parsers of peer data at their caps,
     `-- --tests-only` the fast test run alone.
     """
-    session.install("-e", ".[test]")
     if not {"--cli-only", "--parsers-only", "--serve-only", "--tests-only"} & set(session.posargs):
         _install_mkosi(session)
-    session.run("python", "-m", "tests.bench", *session.posargs)
+    session.run(PYTHON, "-m", "tests.bench", *session.posargs, external=True)

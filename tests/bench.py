@@ -9,7 +9,7 @@
 
     cli       CPU seconds (user + sys, best of --runs) of `sevimg --help` and of
               `sevimg validate` over the whole catalog, beside a bare `python -c pass`
-    tests     wall seconds and test count of the fast run (plain pytest: what
+    tests     wall seconds and test count of the fast run (pytest -n auto: what
               `nox`'s tests session runs, without coverage), and the machine's load
     serve     `sevimg serve`'s peak RSS and threads under 200 concurrent hostile
               connections on loopback (tests/bench_serve.py)
@@ -118,7 +118,7 @@ def fast_run_numbers() -> dict[str, float | str]:
     load = os.getloadavg()[0]
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        [sys.executable, "-m", "pytest", "-q", "-n", "auto", "-p", "no:cacheprovider"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -27,6 +27,10 @@ from sevimg.imaging.mkosilog import MKOSI_GRACE
 from sevimg.machine import run
 from tests import fakes
 
+# Signals raced against starting and writing processes: run alone (nox -s full),
+# where no second worker decides the race.
+pytestmark = pytest.mark.serial
+
 # QEMU and firmware search paths from the catalog's family files, as `sevimg run` uses them.
 PATHS = run.search_paths(machine_families(None))
 
@@ -526,6 +530,7 @@ def test_lock_holder_is_named_for_any_process(sandbox: Sandbox) -> None:
 THREADS = r"""
 import os, signal, sys, threading, time
 from sevimg import interrupt
+
 
 interrupt.install()
 interrupt.running()
