@@ -111,6 +111,8 @@ def served(tmp_path: Path) -> Iterator[Served]:
     yield from serve(root)
 
 
+# doctor probes every release of the catalog; only Ubuntu's mirrors are pointed at loopback.
+@pytest.mark.network
 def test_doctor_probes_each_release_and_the_archive_mirror_of_an_eol_one(
     cli: CliFn, workspace: Path, served: Served
 ) -> None:

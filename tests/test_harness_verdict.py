@@ -173,6 +173,7 @@ def test_the_markdown_names_the_required_skip_and_lists_optional_ones_apart(
     def broken(*args: Any, **kwargs: Any) -> bytes:
         raise ValueError("no OVMF metadata")
 
+    kds.faults["crl"] = [404]  # this KDS has no CRL for the product: revocation cannot run
     host = fake_host(tmp_path, sev_snp="Y", cmdline=f"sevimg.kds={kds.url}")
     _, _, md = run_harness(
         host,

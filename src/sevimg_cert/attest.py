@@ -52,6 +52,23 @@ def crl_fetcher(
     return fetch
 
 
+def _first_answer(
+    fetchers: list[Callable[[AttestationReport, certs.Chain], crl.Crl]],
+) -> Callable[[AttestationReport, certs.Chain], crl.Crl]:
+    """Ask each in turn (a lab's cache, then AMD's KDS); the first CRL wins, else every error."""
+
+    def fetch(report: AttestationReport, chain: certs.Chain) -> crl.Crl:
+        problems = []
+        for one in fetchers:
+            try:
+                return one(report, chain)
+            except (kds.KdsError, crl.CrlError, ValueError) as exc:
+                problems.append(str(exc))
+        raise kds.KdsError("; ".join(problems))
+
+    return fetch
+
+
 @dataclass(frozen=True)
 class Verified:
     """The verifier's result, and the evidence it adds."""
@@ -118,13 +135,25 @@ def verify_report(
     source: Callable[[AttestationReport], certs.Chain]
     crls: tuple[crl.Crl, ...] = ()
     fetch_crl = None
-    crl_url = kds_url if folder.is_dir() else kds_url or kds.DEFAULT_URL
-    if crl_url:
+    # The CRL from where the certificates come: sevimg.kds= alone when given, else the
+    # lab's KDS caches, then (only without a certificate folder) AMD's KDS.
+    mirrors = [*dict.fromkeys(kds_mirrors)]
+    crl_urls = [kds_url] if kds_url else [*mirrors, *([] if folder.is_dir() else [kds.DEFAULT_URL])]
+    fetchers = []
+    for url in crl_urls:
         try:
-            client = kds.Kds(crl_url, attempts=kds_attempts, budget=CRL_DEADLINE, deadline=deadline)
-            fetch_crl = crl_fetcher(client, product)
+            client = kds.Kds(
+                url,
+                attempts=min(kds_attempts, 3) if url in mirrors else kds_attempts,
+                budget=CRL_DEADLINE,
+                deadline=deadline,
+            )
         except ValueError as exc:
-            log(f"no CRL from sevimg.kds={redact(crl_url)}: {exc}")
+            log(f"no CRL from sevimg.kds={redact(url)}: {exc}")
+            continue
+        fetchers.append(crl_fetcher(client, product))
+    if fetchers:
+        fetch_crl = _first_answer(fetchers)
     if folder.is_dir():
         try:
             crls = folder_crls(folder)
