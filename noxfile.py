@@ -64,19 +64,20 @@ def typecheck(session: nox.Session) -> None:
     session.run(PYTHON, "-m", "mypy", "--strict", external=True)
 
 
-# Line coverage of src/, printed as a summary (files at 100% left out).
-COVERAGE = ("--cov=src", "--cov-report=term:skip-covered")
-
-
 @nox.session(python=False)
 def tests(session: nox.Session) -> None:
-    """The fast run: pyproject's addopts deselect mkosi, qemu, network, browser and e2e."""
-    session.run(PYTHON, "-m", "pytest", *PARALLEL, *COVERAGE, *session.posargs, external=True)
+    """The fast run: pyproject's addopts deselect mkosi, qemu, network, browser, serial, e2e.
+
+    No coverage here (it costs a quarter more time): `nox -s full` reports it,
+    and `nox -s tests -- --cov=src` gives the fast run's own.
+    """
+    session.run(PYTHON, "-m", "pytest", *PARALLEL, *session.posargs, external=True)
 
 
 @nox.session(python=False)
 def full(session: nox.Session) -> None:
-    """Every test but e2e: real mkosi 25.3 and 27.1, QEMU, downloads; full hypothesis counts."""
+    """Every test but e2e: real mkosi 25.3 and 27.1, QEMU, downloads, Chromium, the signal
+    races; full hypothesis counts; line coverage of src/ (files at 100% left out)."""
     _install_mkosi(session)
     full_counts = {"SEVIMG_HYPOTHESIS": "full"}
     session.run(
