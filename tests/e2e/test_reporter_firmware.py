@@ -56,7 +56,7 @@ def test_ovmf_http_boot_options_parse_and_have_an_empty_uri(tmp_path: Path) -> N
             time.sleep(2)  # let the firmware finish writing its variables
         finally:
             qemu.terminate()
-            qemu.wait(timeout=30)
+            qemu.communicate(timeout=30)  # reaps it and closes its stderr pipe
     assert server.requests, "OVMF never asked the server for its boot file"
     print(f"firmware's first request after {time.monotonic() - started:.0f} s")
     assert server.requests[0].path == "/dispatch"
