@@ -118,7 +118,16 @@ def fast_run_numbers() -> dict[str, float | str]:
     load = os.getloadavg()[0]
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-n", "auto", "-p", "no:cacheprovider"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-n",
+            "auto",
+            "-p",
+            "no:cacheprovider",
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,

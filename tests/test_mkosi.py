@@ -342,6 +342,12 @@ HANGS = {
 }
 
 
+# These look for their fake mkosi's `sleep 317x` among every process: run alone
+# (serial), so that another worker's hung fake is not taken for a leftover of theirs.
+HUNG = pytest.mark.serial
+
+
+@HUNG
 @pytest.mark.parametrize("body", HANGS.values(), ids=HANGS.keys())
 def test_a_hung_mkosi_times_out_and_leaves_nothing_running(tmp_path: Path, body: str) -> None:
     path = fake_mkosi(tmp_path / "bin", body)
@@ -432,6 +438,7 @@ COMMANDS = [["validate", "--mkosi", "debian-13"], ["build", "debian-13"], ["rend
     ("command", "kind"),
     [(COMMANDS[0], "hangs")] + [(c, k) for c in COMMANDS for k in ("garbage", "missing")],
 )
+@HUNG
 def test_commands_fail_cleanly_with_a_bad_mkosi(
     sevimg_process: CliFn,
     workspace: Path,
@@ -453,6 +460,7 @@ def test_commands_fail_cleanly_with_a_bad_mkosi(
     assert running("3171") == []
 
 
+@HUNG
 def test_doctor_reports_a_hung_mkosi(
     sevimg_process: CliFn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
