@@ -440,3 +440,29 @@ def write_folder(folder: Path, chain: SynthChain, layout: str = "pem") -> Path:
         for kind in ("ark", "ask", "vcek"):
             (folder / f"{kind}.{layout}").write_bytes(encode(getattr(chain, kind)))
     return folder
+
+
+def verify_case(folder: Path, chain: SynthChain | None = None) -> Path:
+    """A folder for `sevimg verify`: report.bin, certs/ (KDS layout) and ark.pem (the root)."""
+    synth = chain or make_chain()
+    (folder / "report.bin").write_bytes(signed_report())
+    write_folder(folder / "certs", synth, "kds")
+    (folder / "ark.pem").write_bytes(pem(synth.ark))
+    return folder
+
+
+def verify_args(case: Path, *more: str, report: str = "report.bin") -> list[str]:
+    """`sevimg verify` of a :func:`verify_case` folder, expecting its nonce and measurement."""
+    return [
+        "verify",
+        str(case / report),
+        "--certs",
+        str(case / "certs"),
+        "--trusted-ark",
+        str(case / "ark.pem"),
+        "--nonce",
+        NONCE.hex(),
+        "--measurement",
+        MEASUREMENT.hex(),
+        *more,
+    ]

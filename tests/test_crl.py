@@ -260,27 +260,11 @@ def test_the_crl_fetch_stops_at_its_deadline() -> None:
 
 @pytest.fixture
 def case(tmp_path: Path) -> Path:
-    synth = SYNTH
-    (tmp_path / "report.bin").write_bytes(kit.signed_report())
-    kit.write_folder(tmp_path / "certs", synth, "kds")
-    (tmp_path / "ark.pem").write_bytes(kit.pem(synth.ark))
-    return tmp_path
+    return kit.verify_case(tmp_path, SYNTH)
 
 
 def args(case: Path, *more: str) -> list[str]:
-    return [
-        "verify",
-        str(case / "report.bin"),
-        "--certs",
-        str(case / "certs"),
-        "--trusted-ark",
-        str(case / "ark.pem"),
-        "--nonce",
-        NONCE.hex(),
-        "--measurement",
-        MEASUREMENT.hex(),
-        *more,
-    ]
+    return kit.verify_args(case, *more)
 
 
 AT = ["--at", NOW.isoformat()]

@@ -25,26 +25,11 @@ def tree(folder: Path) -> dict[str, bytes]:
 @pytest.fixture
 def case(tmp_path: Path) -> Path:
     """A folder with report.bin, certs/ (KDS layout) and ark.pem (the synthetic root)."""
-    synth = kit.make_chain()
-    (tmp_path / "report.bin").write_bytes(kit.signed_report())
-    kit.write_folder(tmp_path / "certs", synth, "kds")
-    (tmp_path / "ark.pem").write_bytes(kit.pem(synth.ark))
-    return tmp_path
+    return kit.verify_case(tmp_path)
 
 
 def good_args(case: Path, report: str = "report.bin") -> list[str]:
-    return [
-        "verify",
-        str(case / report),
-        "--certs",
-        str(case / "certs"),
-        "--trusted-ark",
-        str(case / "ark.pem"),
-        "--nonce",
-        NONCE.hex(),
-        "--measurement",
-        MEASUREMENT.hex(),
-    ]
+    return kit.verify_args(case, report=report)
 
 
 def test_a_genuine_report_verifies(cli: CliFn, case: Path) -> None:

@@ -21,7 +21,7 @@ from sevimg_cert.policy import (
 )
 from sevimg_cert.report import parse_report
 from tests import certkit as kit
-from tests.certkit import MEASUREMENT, NONCE, ReportSpec
+from tests.certkit import ReportSpec
 from tests.conftest import CliFn
 
 SMT, MA, DEBUG, SINGLE = 1 << 16, 1 << 18, 1 << 19, 1 << 20
@@ -164,27 +164,11 @@ def test_a_bad_min_tcb_flag_is_refused(value: str) -> None:
 
 @pytest.fixture
 def case(tmp_path: Path) -> Path:
-    synth = kit.make_chain()
-    (tmp_path / "report.bin").write_bytes(kit.signed_report())
-    kit.write_folder(tmp_path / "certs", synth, "kds")
-    (tmp_path / "ark.pem").write_bytes(kit.pem(synth.ark))
-    return tmp_path
+    return kit.verify_case(tmp_path)
 
 
 def args(case: Path, *more: str) -> list[str]:
-    return [
-        "verify",
-        str(case / "report.bin"),
-        "--certs",
-        str(case / "certs"),
-        "--trusted-ark",
-        str(case / "ark.pem"),
-        "--nonce",
-        NONCE.hex(),
-        "--measurement",
-        MEASUREMENT.hex(),
-        *more,
-    ]
+    return kit.verify_args(case, *more)
 
 
 def test_verify_applies_a_policy_file_and_flags_over_it(cli: CliFn, case: Path) -> None:
