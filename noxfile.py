@@ -2,7 +2,10 @@
 
 nox                     lint + typecheck + tests: the fast run (no mkosi, QEMU, network, browser)
 nox -s tests -- -k render   pass pytest arguments after --
-nox -s full             every test but e2e (markers mkosi, qemu, network, browser), full hypothesis counts
+nox -s full             what the fast run leaves out (mkosi, qemu, network, browser, serial) and
+                        the property tests at full hypothesis counts; coverage
+SEVIMG_COVERAGE=1 nox && nox -s full
+                        the whole suite once, with its coverage (what .ci/run does)
 nox -s full -- -m qemu  one marker alone (a later -m wins)
 nox -s e2e              real builds from the Debian archive and a real boot
 nox -s golden           re-render the golden trees in tests/golden after an intended change
@@ -11,6 +14,7 @@ nox -s bench            speed and size numbers, and the fast run's wall time and
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -64,20 +68,34 @@ def typecheck(session: nox.Session) -> None:
     session.run(PYTHON, "-m", "mypy", "--strict", external=True)
 
 
+# Coverage data (.coverage) the fast run writes when SEVIMG_COVERAGE=1, which `nox -s
+# full` then adds to: `.ci/run` measures the whole suite's coverage that way without
+# running the fast tests twice.
+COVERAGE_ENV = "SEVIMG_COVERAGE"
+# What the fast run leaves out, and the property tests again at their full counts.
+REST = "(mkosi or qemu or network or browser or property) and not e2e and not serial"
+
+
 @nox.session(python=False)
 def tests(session: nox.Session) -> None:
     """The fast run: pyproject's addopts deselect mkosi, qemu, network, browser, serial, e2e.
 
-    No coverage here (it costs a quarter more time): `nox -s full` reports it,
-    and `nox -s tests -- --cov=src` gives the fast run's own.
+    No coverage by default (it costs a quarter more time); with SEVIMG_COVERAGE=1 it
+    writes .coverage for `nox -s full` to add to (what `.ci/run` does).
     """
-    session.run(PYTHON, "-m", "pytest", *PARALLEL, *session.posargs, external=True)
+    cover = ("--cov=src", "--cov-report=") if os.environ.get(COVERAGE_ENV) == "1" else ()
+    session.run(PYTHON, "-m", "pytest", *PARALLEL, *cover, *session.posargs, external=True)
 
 
 @nox.session(python=False)
 def full(session: nox.Session) -> None:
-    """Every test but e2e: real mkosi 25.3 and 27.1, QEMU, downloads, Chromium, the signal
-    races; full hypothesis counts; line coverage of src/ (files at 100% left out)."""
+    """What the fast run leaves out: real mkosi 25.3 and 27.1, QEMU, downloads, Chromium, the
+    property tests at full hypothesis counts, then the signal races alone; line coverage of src/.
+
+    The coverage report adds to the fast run's data when that ran with SEVIMG_COVERAGE=1
+    (`SEVIMG_COVERAGE=1 nox && nox -s full`, as `.ci/run` does): the whole suite's
+    coverage. Run alone, it reports this session's tests only.
+    """
     _install_mkosi(session)
     full_counts = {"SEVIMG_HYPOTHESIS": "full"}
     session.run(
@@ -86,8 +104,9 @@ def full(session: nox.Session) -> None:
         "pytest",
         *PARALLEL,
         "-m",
-        "not e2e and not serial",
+        REST,
         "--cov=src",
+        "--cov-append",
         "--cov-report=",
         *session.posargs,
         env=full_counts,

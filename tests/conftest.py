@@ -79,6 +79,14 @@ def examples(full: int) -> int:
     return max(5, round(full * scale))
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -m selection reads the markers
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every hypothesis test `property`: `nox -s full` runs these again at full counts."""
+    for item in items:
+        if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
+            item.add_marker(pytest.mark.property)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """A test marked `qemu` or `browser` fails (never skips) when its tool is missing; arm the guard
