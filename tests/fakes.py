@@ -11,12 +11,13 @@ initrd satisfies the guest post-build checks — so a whole build runs.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
+import select
 import signal
 import struct
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 KVER = "6.12.119+deb13-amd64"
@@ -239,18 +240,58 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+# inotify(7), through libc: a test wakes when a file is written in a folder, instead of
+# polling with sleeps. The constants are <sys/inotify.h>'s.
+_IN_CLOSE_WRITE, _IN_MOVED_TO, _IN_CREATE = 0x8, 0x80, 0x100
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@contextlib.contextmanager
+def watching(folder: Path) -> Iterator[Callable[[float], bool]]:
+    """A `wake(timeout)` that returns True when a file in `folder` was created, written and
+    closed, or moved in, and False when `timeout` seconds went by with none (the safety net)."""
+    fd = _libc.inotify_init1(os.O_CLOEXEC | os.O_NONBLOCK)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "inotify_init1")
+    try:
+        mask = _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE
+        if _libc.inotify_add_watch(fd, os.fsencode(folder), mask) < 0:
+            raise OSError(ctypes.get_errno(), f"inotify_add_watch {folder}")
+
+        def wake(timeout: float) -> bool:
+            ready, _, _ = select.select([fd], [], [], timeout)
+            if ready:
+                os.read(fd, 65536)  # the events themselves do not matter: the caller looks
+            return bool(ready)
+
+        yield wake
+    finally:
+        os.close(fd)
+
+
+def wait_until(folder: Path, done: Callable[[], bool], timeout: float = 60) -> None:
+    """Return once `done()` holds, looking again whenever a file in `folder` changes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with watching(folder) as wake:
+        while not done():
+            if not wake(timeout):
+                raise AssertionError(f"nothing happened in {folder} for {timeout} s")
+
+
 def wait_for_text(path: Path, timeout: float = 60) -> str:
     """What a fake wrote to `path`, once it appears (the fake's readiness signal)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            text = path.read_text().strip()
-        except FileNotFoundError:
-            text = ""
-        if text:
-            return text
-        time.sleep(0.05)
-    raise AssertionError(f"{path} did not appear within {timeout} s")
+    found: list[str] = []
+
+    def written() -> bool:
+        with contextlib.suppress(FileNotFoundError):
+            found.append(path.read_text().strip())
+        return bool(found and found[-1])
+
+    try:
+        wait_until(path.parent, written, timeout)
+    except AssertionError:
+        raise AssertionError(f"{path} did not appear within {timeout} s") from None
+    return found[-1]
 
 
 def wait_for_file(path: Path, timeout: float = 60) -> int:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import select
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,8 +142,9 @@ class Port:
             stderr=subprocess.PIPE,
             text=True,
         )
-        # Non-blocking: the responder may fail before it opens its end.
-        self.replies = os.open(replies, os.O_RDONLY | os.O_NONBLOCK)
+        # Read-write: the open does not wait for the responder (which may fail before it
+        # opens its end), and select blocks until it writes instead of seeing EOF at once.
+        self.replies = os.open(replies, os.O_RDWR | os.O_NONBLOCK)
         self.requests = os.open(requests, os.O_RDWR)
         self.buffer = b""
 
@@ -153,16 +153,15 @@ class Port:
 
     def read_replies(self, count: int, timeout: float = 20) -> list[bytes]:
         """The next `count` replies, each from its first line to its END line."""
-        deadline = time.monotonic() + timeout
+        # Half-second looks, so that a responder that died is seen without waiting it all out.
+        looks = int(timeout / 0.5)
         while self.buffer.count(b"SEVIMG-ATTEST-END\n") < count:
-            left = deadline - time.monotonic()
-            assert left > 0, f"only {self.buffer!r} within {timeout} s"
+            assert looks > 0, f"only {self.buffer!r} within {timeout} s"
             assert self.proc.poll() is None, self.proc.communicate()[1]
-            ready, _, _ = select.select([self.replies], [], [], min(left, 0.5))
-            chunk = os.read(self.replies, 65536) if ready else b""
-            if not chunk:  # no writer yet (or no data): wait a little
-                time.sleep(0.05)
-            self.buffer += chunk
+            ready, _, _ = select.select([self.replies], [], [], 0.5)
+            looks -= not ready
+            if ready:
+                self.buffer += os.read(self.replies, 65536)
         found = []
         for _ in range(count):
             head, _, self.buffer = self.buffer.partition(b"SEVIMG-ATTEST-END\n")

@@ -7,7 +7,6 @@ import os
 import shlex
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import click
@@ -18,6 +17,7 @@ from sevimg.cli.run import run_command
 from sevimg.machine import run
 from sevimg.problems import SevimgError
 from sevimg.render.launch import MIN_MEMORY_MB, READY_MARKER, channel_args
+from tests import fakes
 from tests.conftest import CliFn
 
 # QEMU and firmware search paths from the catalog's family files, as `sevimg run` uses them.
@@ -257,9 +257,10 @@ def test_qemu_takes_the_channel_and_opens_its_socket(tmp_path: Path) -> None:
     ]  # fmt: skip
     qemu = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while not socket_path.exists() and qemu.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
+        # Woken when QEMU binds the socket in /tmp (or looks again when anything else does).
+        fakes.wait_until(
+            socket_path.parent, lambda: socket_path.exists() or qemu.poll() is not None
+        )
         assert qemu.poll() is None, qemu.communicate()[1]
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
             client.connect(str(socket_path))  # wait=off: QEMU runs and accepts
