@@ -9,6 +9,7 @@ stopped by sevimg itself), and then reads the process table.
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -134,10 +135,17 @@ def sandbox(workspace: Path, tmp_path: Path) -> Iterator[Sandbox]:
 
 
 def assert_gone(pids: dict[str, int], within: float = 3.0) -> None:
-    """Every pid has left the process table (zombies count as gone) within `within` seconds."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline and any(fakes.alive(p) for p in pids.values()):
-        time.sleep(0.05)
+    """Every pid has ended (zombies count as gone), each within `within` seconds: a pidfd
+    becomes readable when its process ends, so the wait is woken, not polled."""
+    for pid in pids.values():
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue  # gone already
+        try:
+            select.select([fd], [], [], within)
+        finally:
+            os.close(fd)
     assert {name: pid for name, pid in pids.items() if fakes.alive(pid)} == {}
 
 
@@ -512,11 +520,12 @@ def test_lock_holder_is_named_for_any_process(sandbox: Sandbox) -> None:
     """The holder comes from /proc/locks: any process holding flock on the folder is named."""
     build = sandbox.root / "build"
     build.mkdir()
-    holder = subprocess.Popen(["flock", str(build), "sleep", "30"])
+    held = sandbox.pids / "flock-held"
+    holder = subprocess.Popen(
+        ["flock", str(build), "sh", "-c", f"echo held > {held}; exec sleep 30"]
+    )
     try:
-        deadline = time.monotonic() + 10
-        while lock.holder(build) == "another process" and time.monotonic() < deadline:
-            time.sleep(0.05)
+        fakes.wait_for_text(held)  # flock(1) has the lock once its command runs
         assert lock.holder(build).startswith("pid ")
         code, _, stderr = sandbox.finish(sandbox.start("render", "debian-13"))
         assert code == 1 and "is in use by another sevimg run (pid " in stderr
