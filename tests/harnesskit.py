@@ -9,6 +9,8 @@ small shell scripts in place of the programs.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,3 +124,22 @@ def fake_host(
 def path_with(bin_: Path) -> str:
     """PATH with only the fake programs and the system's basics (sh, sleep, python3)."""
     return f"{bin_}{os.pathsep}/usr/bin{os.pathsep}/bin"
+
+
+def run_harness(host: FakeHost, *, pythonpath: str = "") -> subprocess.CompletedProcess[str]:
+    """The real `python3 -m sevimg_cert.harness --no-dispatch` on the fake host's root, with
+    only its fake programs on PATH (and `pythonpath` before the package, to shadow a module)."""
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {
+        **os.environ,
+        "PATH": path_with(host.bin),
+        "PYTHONPATH": os.pathsep.join(p for p in (pythonpath, src) if p),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "sevimg_cert.harness", "--root", str(host.root), "--no-dispatch"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )

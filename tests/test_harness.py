@@ -10,7 +10,6 @@ real one, tested on its own).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -24,7 +23,7 @@ import pytest
 
 from sevimg_cert import framing, harness, hostinfo, markdown, outputs, result
 from sevimg_cert.harness import Config
-from tests import certkit
+from tests import certkit, harnesskit
 from tests.conftest import REPO, CliFn
 from tests.fakekds import FakeKds, serve
 from tests.harnesskit import FIRMWARE, GUEST, FakeHost, fake_host, path_with
@@ -316,15 +315,7 @@ def test_an_unexpected_exception_is_an_error_result(tmp_path: Path) -> None:
 
 def test_main_prints_steps_summary_and_frame(tmp_path: Path) -> None:
     host = fake_host(tmp_path, sev_snp="N")
-    env = {**os.environ, "PATH": path_with(host.bin), "PYTHONPATH": str(REPO / "src")}
-    done = subprocess.run(
-        [sys.executable, "-m", "sevimg_cert.harness", "--root", str(host.root), "--no-dispatch"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    done = harnesskit.run_harness(host)
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     out = done.stdout
@@ -422,19 +413,7 @@ def test_without_cryptography_the_harness_still_writes_a_result(tmp_path: Path) 
     blocker = tmp_path / "block"
     blocker.mkdir()
     (blocker / "cryptography.py").write_text("raise ImportError('No module named cryptography')\n")
-    env = {
-        **os.environ,
-        "PATH": path_with(host.bin),
-        "PYTHONPATH": f"{blocker}{os.pathsep}{REPO / 'src'}",
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "sevimg_cert.harness", "--root", str(host.root), "--no-dispatch"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    done = harnesskit.run_harness(host, pythonpath=str(blocker))
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     doc = json.loads(framing.unframe(done.stdout))
     assert doc["result"] == "fail"

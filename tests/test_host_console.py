@@ -9,17 +9,15 @@ the real systemd-analyze; the harness's own output ends with the verdict.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from sevimg.imaging import judge
 from sevimg_cert import framing
 from sevimg_cert.harness import EXIT_STATUS
 from sevimg_cert.result import Outcome
-from tests.conftest import REPO, CliFn
-from tests.harnesskit import fake_host, path_with
+from tests import harnesskit
+from tests.conftest import CliFn
+from tests.harnesskit import fake_host
 
 UNIT = "extra/usr/lib/systemd/system/sevimg-host-check.service"
 
@@ -38,15 +36,7 @@ def test_the_unit_counts_designed_outcomes_as_success(cli: CliFn, workspace: Pat
 
 def test_the_console_ends_with_the_summary(tmp_path: Path) -> None:
     host = fake_host(tmp_path, sev_snp="N")
-    env = {**os.environ, "PATH": path_with(host.bin), "PYTHONPATH": str(REPO / "src")}
-    done = subprocess.run(
-        [sys.executable, "-m", "sevimg_cert.harness", "--root", str(host.root), "--no-dispatch"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    done = harnesskit.run_harness(host)
     assert done.returncode == EXIT_STATUS[Outcome.FAIL], done.stderr
     tail = done.stdout.split(framing.END_MARK)[-1].splitlines()
     # After the frame's last mark: only the summary, framed by rules, and nothing else.
