@@ -456,6 +456,7 @@ def test_the_command_downloads_a_release_then_checks_its_inputs(
     # make_folder records made-up catalog hashes: this workspace's files differ.
     assert "guest-debian-13: images/debian-13.yaml: sha256 " in run.output
     assert "nothing was built" in run.output and "Traceback" not in run.output
+    assert f"hint: check out commit {'a' * 40} (measurements.json's source_commit)" in run.output
     assert sorted(p.name for p in dl.glob("*.efi")) == list(UKIS)
     assert not rebuilt.exists()
 

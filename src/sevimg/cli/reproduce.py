@@ -22,6 +22,7 @@ from sevimg.release.published import (
     download_release,
     measurement_disagreements,
     parse_release_ref,
+    source_commits,
 )
 
 # Tests replace this to run through rate limits, backoff and deadlines without sleeping.
@@ -195,9 +196,15 @@ def _reproduce(
     if differences:
         for line in differences:
             out.print(line, markup=False)
+        commits = source_commits(folder, [r.manifest.image_id for r in recorded])
+        where = (
+            f"commit {' or '.join(commits)} (measurements.json's source_commit)"
+            if commits
+            else "the commit the images were built from"
+        )
         raise SevimgError(
             f"this workspace's inputs differ from those {folder} was built from; nothing was built",
-            hint="check out the commit the manifests name (or the catalog files they list), then retry",
+            hint=f"check out {where} (or the catalog files the manifests list), then retry",
         )
 
     families = families_by_distribution(ctx.catalog)

@@ -44,6 +44,7 @@ from sevimg.release.publish import human_size
 # The web hosts whose release addresses map to the default API without --api-url.
 GITHUB_WEB_HOSTS = ("github.com", "www.github.com")
 _FOLDER_CHARS = re.compile(r"[^A-Za-z0-9._+-]")
+_COMMIT = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 
 
 @dataclass(frozen=True)
@@ -309,6 +310,26 @@ def _drop(path: Path) -> bool:
     with contextlib.suppress(OSError):
         path.unlink()
     return False
+
+
+def source_commits(folder: Path, image_ids: Iterable[str]) -> list[str]:
+    """The source commits the folder's measurements.json names for these images (sorted, unique)."""
+    path = folder / MEASUREMENTS
+    if not path.is_file():
+        return []
+    try:
+        data = parse_json(read_utf8(path), str(path))
+    except SevimgError:
+        return []  # measurement_disagreements says what is wrong with it
+    table = data.get("images") if isinstance(data, dict) else None
+    if not isinstance(table, dict):
+        return []
+    found = {
+        entry.get("source_commit")
+        for image_id in image_ids
+        if isinstance(entry := table.get(image_id), dict)
+    }
+    return sorted(c for c in found if isinstance(c, str) and _COMMIT.fullmatch(c))
 
 
 def measurement_disagreements(folder: Path, manifests: Iterable[Manifest]) -> list[str]:
