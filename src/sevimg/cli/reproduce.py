@@ -120,6 +120,13 @@ def reproduce_command(
 
     Exit status 0 only when every image is identical; 1 when one differs,
     the inputs do, or the release cannot be read.
+
+    \b
+    Examples:
+      sevimg reproduce out/
+      sevimg reproduce --release acme/sev-images@v1.2.0
+      sevimg reproduce --release https://github.com/acme/sev-images/releases/tag/devel \\
+          --image debian-13
     """
     if (folder is None) == (release_ref is None):
         raise click.UsageError("name an artifact FOLDER or a --release, one of them")
