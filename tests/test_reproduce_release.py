@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -333,15 +334,51 @@ def test_a_dripping_server_ends_at_the_deadline(
     fake.download_chunk = 4096
 
     def slow(name: str, sent: int) -> None:
-        clock.now += 30  # each chunk takes half a minute: 16 of them, 480 s
+        if name == "guest-debian-13.efi":
+            clock.now += 30  # each chunk takes half a minute: 16 of them, 480 s
 
     fake.on_download_chunk = slow
+    # It is that download that stops, not the next one.
     with (
         reader(fake, clock, deadline=300) as client,
-        pytest.raises(SevimgError, match=r"within the download deadline \(300 s, --deadline\)"),
+        pytest.raises(
+            SevimgError,
+            match=r"^downloading guest-debian-13\.efi: .*within the download deadline "
+            r"\(300 s, --deadline\)",
+        ),
     ):
         download_release(client, REF, tmp_path / "dl" / "r")
     assert leftovers(tmp_path / "dl") == [] and not (tmp_path / "dl" / "r").exists()
+
+
+def test_a_server_that_stops_sending_ends_at_the_deadline(
+    fake: FakeGitHub, clock: FakeClock, tmp_path: Path
+) -> None:
+    # The fake's clock stands still: the socket read is bounded by what is
+    # left of the deadline (0.5 s), and the retry would end past it.
+    publish(fake, tmp_path)
+    stalled = threading.Event()
+    fake.on_download_chunk = lambda name, sent: stalled.wait()
+    try:
+        with (
+            reader(fake, clock, deadline=0.5) as client,
+            pytest.raises(SevimgError, match=r"deadline of 0.5 s"),
+        ):
+            download_release(client, REF, tmp_path / "dl" / "r")
+    finally:
+        stalled.set()
+    assert leftovers(tmp_path / "dl") == [] and not (tmp_path / "dl" / "r").exists()
+
+
+def test_a_folder_that_is_not_a_download_is_never_replaced(
+    fake: FakeGitHub, clock: FakeClock, tmp_path: Path
+) -> None:
+    publish(fake, tmp_path)
+    built = make_folder(tmp_path / "out", ["debian-13"])  # a build's folder: it has logs/
+    before = sorted(p.name for p in built.rglob("*"))
+    with pytest.raises(SevimgError, match=r"holds what a release download does not \(logs\)"):
+        fetch(fake, clock, built)
+    assert sorted(p.name for p in built.rglob("*")) == before and downloads(fake) == []
 
 
 def test_a_rate_limit_is_waited_out_within_the_deadline_and_refused_past_it(

@@ -44,6 +44,7 @@ from sevimg.release.publish import human_size
 # The web hosts whose release addresses map to the default API without --api-url.
 GITHUB_WEB_HOSTS = ("github.com", "www.github.com")
 _FOLDER_CHARS = re.compile(r"[^A-Za-z0-9._+-]")
+_DOWNLOADED = (MANIFEST_SUFFIX, ARTIFACT_SUFFIX)
 _COMMIT = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 
 
@@ -146,6 +147,7 @@ def download_release(
     dest.parent.mkdir(parents=True, exist_ok=True)
     with lock.hold(dest.parent, "the download folder", option="--download-dir DIR"):
         remove_stale(dest.parent)
+        _check_replaceable(dest)
         with interrupt.deferred():
             staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.new-", dir=dest.parent))
         try:
@@ -166,6 +168,27 @@ def download_release(
             with interrupt.deferred():
                 shutil.rmtree(staging, ignore_errors=True)
             raise
+
+
+def _check_replaceable(dest: Path) -> None:
+    """SevimgError unless `dest` is absent, empty or an earlier download (it is replaced whole)."""
+    if not dest.exists() and not dest.is_symlink():
+        return
+    if dest.is_symlink() or not dest.is_dir():
+        raise SevimgError(f"{dest} exists and is not a folder; the download goes into a folder")
+    others = sorted(
+        p.name
+        for p in dest.iterdir()
+        if p.is_symlink()
+        or not p.is_file()
+        or not (p.name in (SHA256SUMS, MEASUREMENTS) or p.name.endswith(_DOWNLOADED))
+    )
+    if others:
+        raise SevimgError(
+            f"{dest} holds what a release download does not ({', '.join(others[:5])}); "
+            "it is replaced by the download, so sevimg leaves it alone",
+            hint="choose an empty folder, or an earlier download's, with --download-dir",
+        )
 
 
 def _usable_assets(listed: Iterable[Asset], ref: ReleaseRef) -> dict[str, Asset]:
