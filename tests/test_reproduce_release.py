@@ -358,7 +358,11 @@ def test_a_server_that_stops_sending_ends_at_the_deadline(
     # left of the deadline (0.5 s), and the retry would end past it.
     publish(fake, tmp_path)
     stalled = threading.Event()
-    fake.on_download_chunk = lambda name, sent: stalled.wait()
+
+    def stall(name: str, sent: int) -> None:
+        stalled.wait()
+
+    fake.on_download_chunk = stall
     try:
         with (
             reader(fake, clock, deadline=0.5) as client,
