@@ -528,3 +528,47 @@ def test_the_command_picks_images_in_a_folder_too(cli: CliFn, tmp_path: Path) ->
     run = cli("reproduce", str(folder), "--image", "guest-debian-13")
     assert "guest-debian-13: images/debian-13.yaml" in run.output
     assert "host-debian-13:" not in run.output
+
+
+def test_a_rejected_token_is_named_by_its_source_never_shown(
+    cli: CliFn, env: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publish(env, tmp_path)
+    wrong = "ghp_WRONGwrongWRONG0123456789abcdef"
+    monkeypatch.setenv("GITHUB_TOKEN", wrong)
+    run = cli(
+        "reproduce", "--release", "acme/sev-images@v1.0.0", "--download-dir", str(tmp_path / "d")
+    )
+    assert run.code == 1
+    assert "GitHub rejected the token from GITHUB_TOKEN (401 Bad credentials)" in run.output
+    assert wrong not in run.output and "Traceback" not in run.output
+    assert not (tmp_path / "d").exists()
+
+
+def test_the_command_when_github_cannot_be_reached(
+    cli: CliFn, env: FakeGitHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("GITHUB_API_URL", f"http://127.0.0.1:{port}")
+    run = cli(
+        "reproduce", "--release", "acme/sev-images@v1.0.0", "--download-dir", str(tmp_path / "d")
+    )
+    assert run.code == 1 and "Traceback" not in run.output
+    assert (
+        f"looking up release v1.0.0 of acme/sev-images: no answer from 127.0.0.1:{port}"
+        in run.output
+    )
+    assert clock.sleeps == [2.0, 4.0, 8.0, 16.0, 32.0]  # backed off on the fake clock, not slept
+    assert not (tmp_path / "d").exists()
+
+
+def test_an_asset_gone_between_listing_and_download(
+    fake: FakeGitHub, clock: FakeClock, tmp_path: Path
+) -> None:
+    publish(fake, tmp_path)
+    fake.fail("GET", r".*/releases/assets/\d+", 404)
+    with pytest.raises(SevimgError, match=r"^downloading SHA256SUMS: not found \(404\)"):
+        fetch(fake, clock, tmp_path / "r")
+    assert not (tmp_path / "r").exists()
