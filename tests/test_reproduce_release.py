@@ -11,9 +11,11 @@ record, after the download, as a real reproduce would with the wrong checkout.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -572,3 +574,21 @@ def test_an_asset_gone_between_listing_and_download(
     with pytest.raises(SevimgError, match=r"^downloading SHA256SUMS: not found \(404\)"):
         fetch(fake, clock, tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+def test_progress_hears_every_byte_of_each_download(
+    fake: FakeGitHub, clock: FakeClock, tmp_path: Path
+) -> None:
+    publish(fake, tmp_path, size=10_000)
+    fake.download_chunk = 1000
+    heard: dict[str, list[int]] = {}
+
+    @contextlib.contextmanager
+    def progress(name: str, size: int) -> Iterator[Callable[[int], None]]:
+        heard[name] = [size]
+        yield heard[name].append
+
+    fetch(fake, clock, tmp_path / "r", progress=progress)
+    for uki in UKIS:
+        assert heard[uki][0] == 10_000 and heard[uki][-1] == 10_000
+        assert heard[uki][1:] == sorted(heard[uki][1:])

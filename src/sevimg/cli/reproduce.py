@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import click
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from sevimg import settings
 from sevimg.catalog.index import families_by_distribution
@@ -28,6 +37,27 @@ from sevimg.release.published import (
 # Tests replace this to run through rate limits, backoff and deadlines without sleeping.
 CLOCK: github.Clock = github.SystemClock()
 DEFAULT_DEADLINE = 3600.0  # seconds for the whole download of a release
+PROGRESS_MIN_BYTES = 8 * 1024 * 1024  # smaller downloads finish before a bar helps
+
+
+@contextlib.contextmanager
+def _bar(name: str, total: int) -> Iterator[github.ProgressFn | None]:
+    """A rich bar on stderr for a large download on a terminal; else nothing."""
+    if total < PROGRESS_MIN_BYTES or not err.is_terminal:
+        yield None
+        return
+    with Progress(
+        # an asset's name is shown as it is, never read as markup
+        TextColumn("{task.description}", style="progress.description", markup=False),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(name, total=total)
+        yield lambda received: bar.update(task, completed=received)
 
 
 @main.command(name="reproduce")
@@ -165,6 +195,7 @@ def reproduce_command(
                 folder,
                 images=images,
                 log=lambda line: out.print(f"  {line}", markup=False),
+                progress=_bar,
             )
         out.print(f"release {ref} is in {folder}, checked against its SHA256SUMS", markup=False)
     assert folder is not None

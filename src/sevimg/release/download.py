@@ -22,7 +22,7 @@ import httpx
 from sevimg.archive import bounded
 from sevimg.atomic import create_new
 from sevimg.display import printable
-from sevimg.release.github import Asset, Clock, GitHub, GitHubError, LogFn, Token
+from sevimg.release.github import Asset, Clock, GitHub, GitHubError, LogFn, ProgressFn, Token
 from sevimg.release.github_access import DEFAULT_API_URL
 from sevimg.release.github_api import RateLimitWaits
 from sevimg.retry import Backoff, RetryPolicy, SystemClock
@@ -122,7 +122,9 @@ class ReleaseReader(GitHub):
                 raise self.too_slow(what) from None
             raise
 
-    def download(self, asset: Asset, path: Path, *, cap: int) -> str:
+    def download(
+        self, asset: Asset, path: Path, *, cap: int, progress: ProgressFn | None = None
+    ) -> str:
         """Stream `asset` into a new file at `path`; its SHA-256 (hex).
 
         At most `cap` bytes and exactly the size GitHub lists, checked while
@@ -130,7 +132,8 @@ class ReleaseReader(GitHub):
         link). Network errors and 5xx are retried from the start, rate limits
         waited out, all within the deadline; anything else is a GitHubError
         saying what happened. On an error the file may be left partial: the
-        caller writes into a staging folder it removes.
+        caller writes into a staging folder it removes. `progress` hears the
+        bytes received so far.
         """
         what = f"downloading {asset.name}"
         if asset.size > cap:
@@ -148,7 +151,7 @@ class ReleaseReader(GitHub):
             try:
                 with self._client.stream("GET", url, headers=headers) as response:
                     if response.status_code == 200:
-                        return self._receive(response, asset, path, what)
+                        return self._receive(response, asset, path, what, progress)
                     body = bytearray()
                     for piece in response.iter_raw():
                         body += piece
@@ -170,7 +173,14 @@ class ReleaseReader(GitHub):
                 continue
             self._after_failure(failed, what, backoff, waits)
 
-    def _receive(self, response: httpx.Response, asset: Asset, path: Path, what: str) -> str:
+    def _receive(
+        self,
+        response: httpx.Response,
+        asset: Asset,
+        path: Path,
+        what: str,
+        progress: ProgressFn | None,
+    ) -> str:
         """The body of a 200 answer into `path`, held to the listed size; its SHA-256."""
         encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
@@ -194,6 +204,8 @@ class ReleaseReader(GitHub):
                     raise self.too_slow(what)
                 digest.update(piece)
                 handle.write(piece)
+                if progress is not None:
+                    progress(received)
         if received != asset.size:
             raise GitHubError(
                 f"{what}: GitHub sent {received} bytes, but lists {asset.size} for this asset"

@@ -18,7 +18,8 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -36,7 +37,7 @@ from sevimg.artifacts.names import (
 from sevimg.atomic import remove_stale, replace_folder
 from sevimg.problems import SevimgError, parse_json, read_utf8
 from sevimg.release.download import ReleaseReader
-from sevimg.release.github import Asset, check_repo
+from sevimg.release.github import Asset, ProgressFn, check_repo
 from sevimg.release.measurements import MEASUREMENTS
 from sevimg.release.plan import tag_problem
 from sevimg.release.publish import human_size
@@ -45,6 +46,8 @@ from sevimg.release.publish import human_size
 GITHUB_WEB_HOSTS = ("github.com", "www.github.com")
 _FOLDER_CHARS = re.compile(r"[^A-Za-z0-9._+-]")
 _DOWNLOADED = (MANIFEST_SUFFIX, ARTIFACT_SUFFIX)
+# name, size -> a context whose callback hears the bytes received so far.
+ProgressFactory = Callable[[str, int], AbstractContextManager[ProgressFn | None]]
 _COMMIT = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 
 
@@ -123,13 +126,15 @@ def download_release(
     images: Sequence[str] = (),
     caps: Caps = Caps(),
     log: Callable[[str], None] = lambda _: None,
+    progress: ProgressFactory | None = None,
 ) -> Path:
     """Download the manifests, UKIs, SHA256SUMS and measurements.json of `ref` into `dest`.
 
     `images` picks image ids or catalog names (all when empty). Files that
     `dest` already holds with the SHA-256 the release's SHA256SUMS names are
     kept, not downloaded again. Returns `dest`; SevimgError (and `dest` as it
-    was) when the release, an asset or a check fails.
+    was) when the release, an asset or a check fails. `progress(name, size)`
+    gives a context whose callback hears each download's bytes (a bar).
     """
     release = reader.release_by_tag(ref.tag)
     if release is None:
@@ -151,7 +156,7 @@ def download_release(
         with interrupt.deferred():
             staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.new-", dir=dest.parent))
         try:
-            fetch = _Fetcher(reader, ref, assets, staging, dest, log)
+            fetch = _Fetcher(reader, ref, assets, staging, dest, log, progress)
             sums_text = fetch.text(SHA256SUMS, caps.sums)
             sums, problems = parse_sha256sums(sums_text, display=f"{ref}: {SHA256SUMS}")
             if problems:
@@ -263,7 +268,9 @@ class _Fetcher:
         staging: Path,
         dest: Path,
         log: Callable[[str], None],
+        progress: ProgressFactory | None,
     ) -> None:
+        self.progress = progress
         self.reader = reader
         self.ref = ref
         self.assets = assets
@@ -304,7 +311,8 @@ class _Fetcher:
             self.log(f"{name}: already downloaded (sha256 matches {SHA256SUMS})")
             return target
         self.log(f"downloading {name} ({human_size(asset.size)})")
-        digest = self.reader.download(asset, target, cap=cap)
+        with self.progress(name, asset.size) if self.progress else _silent() as heard:
+            digest = self.reader.download(asset, target, cap=cap, progress=heard)
         if asset.sha256 is not None and digest != asset.sha256:
             raise SevimgError(
                 f"release {self.ref}: {name} arrived with SHA-256 {digest}, but GitHub's "
@@ -327,6 +335,11 @@ class _Fetcher:
         except OSError:
             shutil.copyfile(kept, target)
         return sha256_file(target) == expected or _drop(target)
+
+
+@contextlib.contextmanager
+def _silent() -> Iterator[ProgressFn | None]:
+    yield None
 
 
 def _drop(path: Path) -> bool:
