@@ -74,8 +74,8 @@ def _bar(name: str, total: int) -> Iterator[github.ProgressFn | None]:
     "images",
     multiple=True,
     metavar="IMAGE",
-    help="Only this image (an id such as guest-debian-13, or a catalog name such as "
-    "debian-13, for both roles); repeatable. Default: every image.",
+    help="Only this image: an image id (ROLE-NAME, as in the manifests' names), or a "
+    "catalog name for both roles; repeatable. Default: every image.",
 )
 @click.option(
     "-o",
