@@ -115,6 +115,16 @@ class FakeGitHub:
         self.milestones: list[dict[str, Any]] = []
         self.issues: list[dict[str, Any]] = []
         self.corrupt_uploads = 0  # store the next N uploads with a changed last byte
+        # Downloads (GET an asset with Accept: application/octet-stream): GitHub
+        # redirects to a signed URL on another host; here the uploads server.
+        # They are sent in chunks of `download_chunk` bytes, and
+        # `on_download_chunk(name, sent)` runs before each one, so a test can
+        # move its clock as a slow server would. `served[name]` is sent instead
+        # of the asset's data (the listing still describes the data): a server
+        # that lies about an asset.
+        self.download_chunk = 65536
+        self.on_download_chunk: Callable[[str, int], None] | None = None
+        self.served: dict[str, bytes] = {}
         self._next_id = 1000
         self._servers: list[ThreadingHTTPServer] = []
         self.api_url = ""
@@ -422,12 +432,18 @@ class FakeGitHub:
 
 class _Reply(Exception):
     def __init__(
-        self, status: int, body: Any = None, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        *,
+        download: str | None = None,
     ) -> None:
         super().__init__(status)
         self.status = status
         self.body = body
         self.headers = headers or {}
+        self.download = download  # an asset's name: sent in chunks (FakeGitHub.download_chunk)
 
 
 def _error(status: int, message: str, doc: str = DOCS, **extra: Any) -> _Reply:
@@ -540,8 +556,17 @@ def _handler(fake: FakeGitHub, role: str) -> type[BaseHTTPRequestHandler]:
                 self.send_header(key, value)
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
-            if payload and self.command != "HEAD":
+            if not payload or self.command == "HEAD":
+                return
+            if reply.download is None:
                 self.wfile.write(payload)
+                return
+            step = max(fake.download_chunk, 1)
+            for offset in range(0, len(payload), step):
+                if fake.on_download_chunk is not None:
+                    fake.on_download_chunk(reply.download, offset)
+                self.wfile.write(payload[offset : offset + step])
+                self.wfile.flush()
 
         def _token(self) -> str | None:
             auth = self.headers.get("Authorization")
@@ -634,6 +659,9 @@ def _handler(fake: FakeGitHub, role: str) -> type[BaseHTTPRequestHandler]:
                 match = re.fullmatch(rf"{prefix}/releases/(\d+)/assets", path)
                 if method == "POST" and match:
                     return self._upload(int(match[1]), query, access)
+                match = re.fullmatch(r"/objects/(\d+)", path)
+                if method == "GET" and match:
+                    return self._object(int(match[1]), query)
                 raise _error(404, "Not Found", "https://docs.github.com/rest")
             download = re.fullmatch(
                 rf"/{fake.owner}/{fake.repo}/releases/download/([^/]+)/([^/]+)", path
@@ -878,7 +906,24 @@ def _handler(fake: FakeGitHub, role: str) -> type[BaseHTTPRequestHandler]:
 
         def _get_asset(self, asset_id: str, access: str | None, **_: Any) -> None:
             release, asset = self._find_asset(int(asset_id), access)
+            if self.headers.get("Accept") == "application/octet-stream":
+                # GitHub answers with a short-lived signed URL on another host.
+                signature = hashlib.sha256(f"{asset.id}:{fake.repo_id}".encode()).hexdigest()
+                location = f"{fake.uploads_url}/objects/{asset.id}?signature={signature}"
+                raise _Reply(302, b"", {"Location": location})
             raise _Reply(200, fake.asset_json(release, asset))
+
+        def _object(self, asset_id: int, query: dict[str, list[str]]) -> None:
+            with fake.lock:
+                found = [a for r in fake.releases for a in r.assets if a.id == asset_id]
+            signature = hashlib.sha256(f"{asset_id}:{fake.repo_id}".encode()).hexdigest()
+            if not found or (query.get("signature") or [""])[0] != signature:
+                raise _Reply(403, b"<Error><Code>AccessDenied</Code></Error>")
+            asset = found[0]
+            data = fake.served.get(asset.name, asset.data)
+            raise _Reply(
+                200, data, {"Content-Type": "application/octet-stream"}, download=asset.name
+            )
 
         def _update_asset(self, asset_id: str, access: str | None, **_: Any) -> None:
             self._need_write(access)

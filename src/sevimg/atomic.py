@@ -111,6 +111,16 @@ def _swap(new: Path, dest: Path) -> None:
             old.unlink()
 
 
+def replace_folder(new: Path, dest: Path) -> Path:
+    """Put the finished folder `new` (a staging folder beside `dest`) at `dest`; returns `dest`.
+
+    A reader sees the old folder or the new one, never a mix; the old one is removed.
+    """
+    with interrupt.deferred():
+        _swap(new, dest)
+    return dest
+
+
 def write_trees(trees: Iterable[Tree], out_dir: Path) -> list[Path]:
     """Write every tree under `out_dir/<image id>/`; returns the written folders."""
     written = []

@@ -1,16 +1,20 @@
 """Two builds, one UKI: the session's images built again from scratch are byte-identical.
 
-The second build is `sevimg reproduce` on the first build's folder, after
-the incremental image cache is dropped (the tools tree and the package cache
-are kept: they are inputs, not outputs). It installs the package versions
-the manifests record and must end in "identical"; the UKIs and expected
-measurements are then compared here too, independently of its verdict.
+The second build is `sevimg reproduce --release` of the first build's
+folder published (as `sevimg publish` leaves a release: the images, their
+manifests, SHA256SUMS and measurements.json) on the fake GitHub, after the
+incremental image cache is dropped (the tools tree and the package cache are
+kept: they are inputs, not outputs). It downloads and checks the release,
+installs the package versions the manifests record and must end in
+"identical"; the UKIs and expected measurements are then compared here too,
+independently of its verdict.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,8 +23,10 @@ from sevimg.artifacts import checksums
 from sevimg.artifacts.manifest import load_manifest
 from sevimg.imaging import reproduce
 from sevimg.imaging.compare import compare_files
+from sevimg.release import measurements
 from tests.conftest import REPO
 from tests.e2e.conftest import E2E
+from tests.fakegithub import FakeGitHub
 
 pytestmark = pytest.mark.e2e
 
@@ -28,15 +34,35 @@ UKIS = ("guest-debian-13", "guest-debian-forky", "host-debian-forky")
 
 
 @pytest.fixture(scope="module")
-def rebuilt(built: E2E) -> tuple[Path, str]:
-    """The first build's images rebuilt from scratch by `sevimg reproduce`; its output."""
+def rebuilt(built: E2E) -> Iterator[tuple[Path, str]]:
+    """The first build's images, published, rebuilt from scratch by `sevimg reproduce --release`."""
     shutil.rmtree(REPO / ".cache" / "build" / "incremental", ignore_errors=True)
     again = built.root / "out-again"
-    started = time.monotonic()
-    proc = built.sevimg("reproduce", str(built.out), "-o", str(again))
+    no_gh = built.root / "no-gh-config"
+    no_gh.mkdir(exist_ok=True)
+    with FakeGitHub() as fake, pytest.MonkeyPatch.context() as env:
+        release = fake.add_release("v1.0.0")
+        for path in sorted(built.out.iterdir()):
+            if path.is_file():
+                fake.add_asset(release, path.name, path.read_bytes())
+        manifests = [load_manifest(p) for p in sorted(built.out.glob("*.manifest.json"))]
+        fake.add_asset(release, measurements.MEASUREMENTS, measurements.document(manifests, None))
+        env.setenv("GITHUB_API_URL", fake.api_url)
+        env.delenv("GITHUB_TOKEN", raising=False)
+        env.setenv("GH_CONFIG_DIR", str(no_gh))  # a public release: no token from `gh` either
+        started = time.monotonic()
+        proc = built.sevimg(
+            "reproduce",
+            "--release",
+            "acme/sev-images@v1.0.0",
+            "--download-dir",
+            str(built.root / "release"),
+            "-o",
+            str(again),
+        )
     print(f"sevimg reproduce: {time.monotonic() - started:.0f} s\n{proc.stdout}\n{proc.stderr}")
     assert "Traceback" not in proc.stderr
-    return again, proc.stdout + proc.stderr
+    yield again, proc.stdout + proc.stderr
 
 
 def test_the_rebuilt_ukis_are_byte_identical(built: E2E, rebuilt: tuple[Path, str]) -> None:
@@ -63,6 +89,8 @@ def test_reproduce_says_identical(built: E2E, rebuilt: tuple[Path, str]) -> None
     for image_id in UKIS:
         assert f"{image_id}: identical" in output, output
     assert "reproduced: all 3 images identical" in output
+    assert "release acme/sev-images@v1.0.0 is in " in output
+    assert "measurements.json disagrees" not in output
 
 
 def test_an_altered_image_is_named(built: E2E, rebuilt: tuple[Path, str], tmp_path: Path) -> None:

@@ -82,7 +82,7 @@ COMMANDS: dict[str, Listed] = {
     ),
     "reproduce": Listed(
         "reproduce",
-        "Rebuild the images of an artifact FOLDER from their manifests and compare them.",
+        "Rebuild the images of an artifact FOLDER, or of a published --release, and compare them.",
     ),
     "run": Listed(
         "run",

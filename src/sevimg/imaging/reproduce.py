@@ -60,6 +60,23 @@ def recorded_images(folder: Path) -> list[Recorded]:
     return sorted(found, key=lambda r: (r.manifest.role != "guest", r.manifest.image_id))
 
 
+def select(recorded: Sequence[Recorded], images: Sequence[str], folder: Path) -> list[Recorded]:
+    """The recorded images named in `images` (ids, or catalog names for both roles); all when empty."""
+    if not images:
+        return list(recorded)
+
+    def named(r: Recorded, name: str) -> bool:
+        return name in (r.manifest.image_id, r.manifest.image)
+
+    unknown = [name for name in images if not any(named(r, name) for r in recorded)]
+    if unknown:
+        raise SevimgError(
+            f"{folder} has no image {', '.join(unknown)}",
+            hint=f"it has {', '.join(r.manifest.image_id for r in recorded)}",
+        )
+    return [r for r in recorded if any(named(r, name) for name in images)]
+
+
 def input_differences(manifest: Manifest, spec: ImageSpec, pins: Sequence[ToolPin]) -> list[str]:
     """How this workspace's inputs for `spec` differ from those `manifest` records (empty: none)."""
     found: list[str] = []

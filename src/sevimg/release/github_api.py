@@ -27,6 +27,14 @@ _MAX_PAGES = 1000  # 100 000 items: far past GitHub's 1000 assets per release
 LogFn = Callable[[str], None]
 
 
+class RateLimitWaits:
+    """Rate-limit waits of one call so far: all of them, and the secondary ones (which back off)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.secondary = 0
+
+
 class GitHubError(SevimgError):
     """A GitHub call failed; the message is one line and holds no token."""
 
@@ -158,8 +166,7 @@ class Api:
         others only when `retry_errors`, since retrying a POST might repeat it.
         """
         backoff = Backoff(self.retry, self.clock)
-        waits = 0
-        secondary = 0
+        waits = RateLimitWaits()
         while True:
             try:
                 response = self._client.request(
@@ -180,28 +187,43 @@ class Api:
 
             if response.status_code in ok:
                 return response
-            wait = self._rate_limit_wait(response, secondary)
-            if wait is not None:
-                kind, seconds = wait
-                waits += 1
-                secondary += kind == "secondary"
-                if waits > self.retry.max_rate_limit_waits:
-                    raise GitHubError(
-                        f"{what}: still rate limited by GitHub after {waits - 1} waits; try again later",
-                        status=response.status_code,
-                    )
-                if seconds > self.retry.max_wait:
-                    raise GitHubError(
-                        f"{what}: GitHub's {kind} rate limit lifts only in {seconds / 60:.0f} minutes; try again later",
-                        status=response.status_code,
-                    )
-                self.log(f"{what}: GitHub {kind} rate limit; waiting {seconds:.0f} s")
-                self.clock.sleep(seconds)
-                continue
-            if response.status_code >= 500 and retry_errors and not backoff.exhausted:
-                backoff.wait(self.log, f"{what}: GitHub answered {response.status_code}")
-                continue
-            raise self._error(response, what)
+            self._after_failure(response, what, backoff, waits, retry_errors=retry_errors)
+
+    def _after_failure(
+        self,
+        response: httpx.Response,
+        what: str,
+        backoff: Backoff,
+        waits: RateLimitWaits,
+        *,
+        retry_errors: bool = True,
+    ) -> None:
+        """Wait before trying `response`'s request again (a rate limit, a 5xx), or raise its error.
+
+        The body of `response` must have been read (its message is in the error).
+        """
+        wait = self._rate_limit_wait(response, waits.secondary)
+        if wait is not None:
+            kind, seconds = wait
+            waits.total += 1
+            waits.secondary += kind == "secondary"
+            if waits.total > self.retry.max_rate_limit_waits:
+                raise GitHubError(
+                    f"{what}: still rate limited by GitHub after {waits.total - 1} waits; try again later",
+                    status=response.status_code,
+                )
+            if seconds > self.retry.max_wait:
+                raise GitHubError(
+                    f"{what}: GitHub's {kind} rate limit lifts only in {seconds / 60:.0f} minutes; try again later",
+                    status=response.status_code,
+                )
+            self.log(f"{what}: GitHub {kind} rate limit; waiting {seconds:.0f} s")
+            self.clock.sleep(seconds)
+            return
+        if response.status_code >= 500 and retry_errors and not backoff.exhausted:
+            backoff.wait(self.log, f"{what}: GitHub answered {response.status_code}")
+            return
+        raise self._error(response, what)
 
     def _rate_limit_wait(
         self, response: httpx.Response, secondary: int
