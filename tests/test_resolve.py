@@ -35,7 +35,7 @@ def test_debian_13_guest(catalog: Catalog) -> None:
     assert spec.image_id == "guest-debian-13"
     assert (spec.mkosi_distribution, spec.mkosi_release, spec.release) == ("debian", "trixie", "13")
     assert spec.packages == ("linux-image-amd64", "systemd", "systemd-boot-efi", "udev")
-    assert spec.kernel_command_line == ("console=ttyS0,115200n8", "systemd.firstboot=off")
+    assert spec.kernel_command_line == ("quiet", "console=ttyS0,115200n8", "systemd.firstboot=off")
     assert spec.environment == (("VERSION", "13"),)
     assert spec.apt_sources == ()  # ovmf-amdsev from forky is for the host only
     assert spec.payload.modules_load == ("msr", "sev-guest")
@@ -137,6 +137,11 @@ def test_release_overrides(workspace: Path) -> None:
 def test_debug_variant(catalog: Catalog) -> None:
     spec = resolve(catalog.entries["debian-13"], "guest", debug=True)
     assert spec.image_id == "guest-debian-13-debug" and spec.autologin and spec.debug
+    # a debug guest logs in on the console and shows the whole boot there
+    assert "getty.target" not in spec.payload.masked_units
+    assert "serial-getty@.service" not in spec.payload.masked_units
+    assert "quiet" not in spec.kernel_command_line
+    assert "ldconfig.service" in spec.payload.masked_units
     host = resolve(catalog.entries["debian-13"], "host", debug=True)
     # a debug host embeds the debug guest
     assert host.payload.guest_image == "guest-debian-13-debug"
@@ -153,9 +158,9 @@ def test_debug_variant(catalog: Catalog) -> None:
         ),
         (
             "debian-13",
-            "guest:\n  remove_kernel_command_line: [quiet]\n",
+            "guest:\n  remove_kernel_command_line: [splash]\n",
             None,
-            "guest.remove_kernel_command_line[0]: 'quiet' is not on the guest kernel command line",
+            "guest.remove_kernel_command_line[0]: 'splash' is not on the guest kernel command line",
         ),
         (
             "debian-13",
@@ -227,4 +232,33 @@ def test_rpm_extra_repository(workspace: Path) -> None:
         ("snphost",),
         "/etc/pki/rpm-gpg/copr.gpg",
         True,
+    )
+
+
+@pytest.mark.parametrize("image", ["debian-13", "debian-forky", "fedora-44", "ubuntu-26.04"])
+def test_guest_boots_lean(catalog: Catalog, image: str) -> None:
+    """Every published guest masks the units it never needs, its gettys too, and boots quietly."""
+    guest = spec_of(catalog, image, "guest")
+    masked = guest.payload.masked_units
+    assert {"getty.target", "getty@.service", "serial-getty@.service"} <= set(masked)
+    assert {"ldconfig.service", "systemd-journal-flush.service", "sys-kernel-debug.mount"} <= set(
+        masked
+    )
+    assert guest.payload.transient_machine_id
+    assert guest.kernel_command_line[0] == "quiet"
+    # nothing the payload starts or the readiness check needs is masked
+    needed = {*guest.payload.units, *guest.payload.enable, "sys-kernel-config.mount"}
+    needed |= {"systemd-modules-load.service", "systemd-udevd.service", "modprobe@configfs.service"}
+    assert needed.isdisjoint(masked)
+    assert len(set(masked)) == len(masked)
+    host = spec_of(catalog, image, "host")
+    assert host.payload.masked_units == () and not host.payload.transient_machine_id
+    assert "quiet" not in host.kernel_command_line
+
+
+def test_a_release_can_drop_the_guest_quiet(workspace: Path) -> None:
+    catalog = edit(workspace, "debian-13", "guest:\n  remove_kernel_command_line: [quiet]\n")
+    assert spec_of(catalog, "debian-13", "guest").kernel_command_line == (
+        "console=ttyS0,115200n8",
+        "systemd.firstboot=off",
     )
