@@ -262,3 +262,60 @@ def test_a_release_can_drop_the_guest_quiet(workspace: Path) -> None:
         "console=ttyS0,115200n8",
         "systemd.firstboot=off",
     )
+
+
+def _removed(globs: tuple[str, ...], path: str) -> bool:
+    """Whether mkosi's RemoveFiles= globs remove `path` (a glob's * stays within a folder)."""
+    import re
+
+    def matches(glob: str) -> bool:
+        pattern = "".join("[^/]*" if c == "*" else re.escape(c) for c in glob)
+        return re.fullmatch(pattern + "(/.*)?", path) is not None
+
+    return any(matches(g) for g in globs)
+
+
+@pytest.mark.parametrize("image", ["debian-13", "debian-forky"])
+def test_a_guest_drops_initramfs_generators_and_disk_tools_but_not_what_it_runs(
+    catalog: Catalog, image: str
+) -> None:
+    removes = spec_of(catalog, image, "guest").remove_files
+    multiarch = "/usr/lib/x86_64-linux-gnu"
+    for gone in (
+        "/usr/bin/dracut",
+        "/usr/lib/dracut/modules.d/80base/init.sh",
+        "/usr/lib/systemd/system/sysinit.target.wants/dracut-shutdown.service",
+        "/etc/systemd/system/multi-user.target.wants/e2scrub_reap.service",
+        "/usr/sbin/e2fsck",
+        "/usr/sbin/mkfs.ext4",
+        f"{multiarch}/libext2fs.so.2.4",
+        "/efi/EFI/BOOT/BOOTX64.EFI",
+        "/usr/lib/systemd/boot/efi/systemd-bootx64.efi",
+        "/usr/lib/modules/7.2.12+deb14-amd64/config",
+        "/usr/sbin/ldconfig",
+    ):
+        assert _removed(removes, gone), gone
+    for kept in (
+        "/usr/bin/bash",
+        "/usr/bin/udevadm",
+        "/usr/bin/kmod",
+        "/usr/sbin/modprobe",
+        "/usr/lib/systemd/systemd",
+        "/usr/lib/systemd/systemd-networkd",
+        "/usr/lib/modules/7.2.12+deb14-amd64/modules.builtin",
+        "/usr/lib/modules/7.2.12+deb14-amd64/modules.dep.bin",
+        "/usr/lib/modules/7.2.12+deb14-amd64/kernel/drivers/virt/coco/sev-guest/sev-guest.ko.xz",
+        "/usr/libexec/sevimg/guest-check",
+        "/usr/libexec/sevimg/attest-responder",
+        "/etc/machine-id",
+        f"{multiarch}/libcrypto.so.3",
+        f"{multiarch}/libkmod.so.2",
+        f"{multiarch}/libc.so.6",
+        "/efi",
+    ):
+        assert not _removed(removes, kept), kept
+    # a host keeps its file system tools and boot loader files
+    host = spec_of(catalog, image, "host").remove_files
+    assert not _removed(host, "/usr/sbin/e2fsck") and not _removed(
+        host, "/usr/lib/systemd/boot/efi"
+    )

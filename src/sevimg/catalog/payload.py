@@ -168,12 +168,57 @@ _GUEST_REMOVES: tuple[str, ...] = (
     "/usr/share/zoneinfo",
     "/var/cache/ldconfig",
     "/var/lib/systemd/catalog",
-    # The kernel package's initramfs generator (the UKI's initrd is mkosi's)
-    # and the text copies of the module indexes (kmod reads the .bin ones).
+    # The kernel package's initramfs generator (the UKI's initrd is mkosi's):
+    # initramfs-tools, or dracut with its units and kernel-install hooks; the
+    # text copies of the module indexes (kmod reads the .bin ones) and the
+    # kernel's build configuration.
+    "/etc/dracut.conf",
+    "/etc/kernel/postinst.d/dracut",
+    "/etc/kernel/postrm.d/dracut",
+    "/etc/systemd/system/dracut-*",
+    "/usr/bin/3cpio",
+    "/usr/bin/dracut*",
+    "/usr/bin/lsinitrd",
+    "/usr/lib/dracut",
+    "/usr/lib/kernel/install.d/*dracut*",
     "/usr/lib/klibc",
+    "/usr/lib/modules/*/config",
     "/usr/lib/modules/*/modules.alias",
     "/usr/lib/modules/*/modules.symbols",
+    "/usr/lib/systemd/system/*.wants/dracut-*",
+    "/usr/lib/systemd/system/dracut-*",
+    "/usr/sbin/update-initramfs",
     "/usr/share/initramfs-tools",
+    # ext2/3/4 tools and their scrub units: a guest runs from memory and has
+    # no disk to make, check or scrub (the libraries' paths are the family's).
+    "/etc/cron.d/e2scrub_all",
+    "/etc/systemd/system/*.wants/e2scrub*",
+    "/usr/lib/systemd/system/e2scrub*",
+    "/usr/bin/chattr",
+    "/usr/bin/lsattr",
+    "/usr/lib/udev/rules.d/*e2scrub*",
+    "/usr/libexec/e2fsprogs",
+    "/usr/sbin/badblocks",
+    "/usr/sbin/debugfs",
+    "/usr/sbin/dumpe2fs",
+    "/usr/sbin/e2*",
+    "/usr/sbin/e4*",
+    "/usr/sbin/filefrag",
+    "/usr/sbin/fsck.ext*",
+    "/usr/sbin/logsave",
+    "/usr/sbin/mke2fs",
+    "/usr/sbin/mkfs.ext*",
+    "/usr/sbin/mklost+found",
+    "/usr/sbin/resize2fs",
+    "/usr/sbin/tune2fs",
+    # The UKI is booted directly: the boot loader copies are never run (mkosi
+    # keeps its own copy of the stub before it removes files).
+    "/efi/EFI",
+    "/efi/loader",
+    "/usr/lib/systemd/boot/efi",
+    # The dynamic linker's cache is built when packages are installed; its
+    # builder only runs from ldconfig.service, which a guest masks.
+    "/usr/sbin/ldconfig",
 )
 # A host keeps the hardware database (bare metal) and character sets, and
 # drops the other architectures' emulators and firmware that QEMU's x86
