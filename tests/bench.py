@@ -5,7 +5,9 @@
     warm      after a one-line YAML change (a kernel command-line token)
     sizes     guest-debian-13.efi, guest-debian-forky.efi, and host-debian-forky.efi with
               its guest embedded, against the catalog's budgets (size_budget_mb)
-    boot      guest-debian-13 to its readiness marker with `sevimg run --no-sev`
+    boot      guest-debian-13 to its readiness marker with `sevimg run --no-sev`, --boots
+              times (default 3): each time, the median against the 20 s target
+              (TCG on this machine), and the load average when it started
 
     cli       CPU seconds (user + sys, best of --runs) of `sevimg --help` and of
               `sevimg validate` over the whole catalog, beside a bare `python -c pass`
@@ -22,7 +24,9 @@ to measure "cold" with the existing tools tree and package cache,
 --cli-only for the CLI numbers alone (a few seconds, no root, nothing saved),
 --serve-only for serve's numbers alone (about a minute, nothing saved),
 --parsers-only for the parsers alone,
---tests-only for the fast run's numbers alone (no root, nothing saved).
+--tests-only for the fast run's numbers alone (no root, nothing saved),
+--boot-only DIR for the boot numbers alone, of the guest-debian-13.efi that a
+`sevimg build` wrote to DIR (no root needed, nothing saved).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import os
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,6 +70,10 @@ def budgets_mb(root: Path) -> dict[str, float]:
             found[key] = budget
     return found
 
+
+# The guest's time to its readiness marker, under TCG here (issue 19).
+BOOT_TARGET_S = 20.0
+READY = re.compile(r"ready after ([0-9.]+) s \((\w+)\)")
 
 # mkosi as tools/install-mkosi put it in this checkout's cache.
 ENV = {**os.environ, "SEVIMG_CACHE": str(REPO / ".cache")}
@@ -148,6 +157,37 @@ def fast_run_numbers() -> dict[str, float | str]:
     }
 
 
+def boot_numbers(root: Path, artifacts: Path, boots: int) -> dict[str, float | str]:
+    """Boot guest-debian-13 from `artifacts` `boots` times with `sevimg run --no-sev`.
+
+    Each boot's seconds to the readiness marker as `run` prints them, their
+    median against BOOT_TARGET_S, and the load average before the first
+    (the machine is shared: a loaded one boots slower under TCG).
+    """
+    load = round(os.getloadavg()[0], 2)
+    seconds: list[float] = []
+    accel = ""
+    for _ in range(boots):
+        proc = subprocess.run(
+            [sys.executable, "-m", "sevimg", "--root", str(root), "run", "debian-13", "--no-sev", "--from", str(artifacts)],
+            capture_output=True, text=True, check=False, env=ENV,
+        )  # fmt: skip
+        match = READY.search(proc.stdout)
+        if proc.returncode != 0 or not match:
+            sys.exit(f"bench: the guest did not boot:\n{proc.stdout}\n{proc.stderr}")
+        seconds.append(float(match.group(1)))
+        accel = match.group(2)
+    median = round(statistics.median(seconds), 1)
+    return {
+        "boot_to_marker_s": median,
+        "boot_to_marker_runs_s": " ".join(f"{s:.1f}" for s in seconds),
+        "boot_accel": accel,
+        "boot_target_s": BOOT_TARGET_S,
+        "boot_within_target": "yes" if median <= BOOT_TARGET_S else "NO",
+        "boot_load_average_at_start": load,
+    }
+
+
 def show(results: dict[str, float | str]) -> None:
     width = max(map(len, results))
     for key, value in results.items():
@@ -178,9 +218,29 @@ def main() -> None:
     parser.add_argument(
         "--serve-only", action="store_true", help="only serve's memory under hostile connections"
     )
+    parser.add_argument(
+        "--boots", type=int, default=3, metavar="N", help="boot the guest N times (default 3)"
+    )
+    parser.add_argument(
+        "--boot-only",
+        type=Path,
+        metavar="DIR",
+        help="only the boot numbers, of the guest that `sevimg build` wrote to DIR",
+    )
     options = parser.parse_args()
     if options.runs < 1:
         parser.error("--runs: at least 1")
+    if options.boots < 1:
+        parser.error("--boots: at least 1")
+    if options.boot_only:
+        if not (options.boot_only / "guest-debian-13.efi").is_file():
+            parser.error(f"--boot-only: no guest-debian-13.efi in {options.boot_only}")
+        print(f"bench: guest-debian-13 to its readiness marker, {options.boots} boots", flush=True)
+        boot = boot_numbers(REPO, options.boot_only, options.boots)
+        show(boot)
+        if boot["boot_within_target"] != "yes":
+            sys.exit(f"bench: the guest took {boot['boot_to_marker_s']} s, over {BOOT_TARGET_S} s")
+        return
     if options.serve_only:
         print("bench: sevimg serve under hostile connections", flush=True)
         show(serve_numbers())
@@ -241,17 +301,14 @@ def main() -> None:
     )
     results["host_debian_forky_mb"] = round((out / "host-debian-forky.efi").stat().st_size / 1e6, 1)
 
-    proc = subprocess.run(
-        [sys.executable, "-m", "sevimg", "--root", str(work), "run", "debian-13", "--no-sev", "--from", str(out)],
-        capture_output=True, text=True, check=False, env=ENV,
-    )  # fmt: skip
-    match = re.search(r"ready after ([0-9.]+) s \((\w+)\)", proc.stdout)
-    if not match:
-        sys.exit(f"bench: the guest did not boot:\n{proc.stdout}\n{proc.stderr}")
-    results["boot_to_marker_s"] = float(match.group(1))
-    results["boot_accel"] = match.group(2)
+    results.update(boot_numbers(work, out, options.boots))
 
     over = []
+    if results["boot_within_target"] != "yes":
+        over.append(
+            f"the guest took {results['boot_to_marker_s']} s to its readiness marker, "
+            f"over the {BOOT_TARGET_S} s target"
+        )
     for key, budget in budgets_mb(work).items():
         size = results[key]
         assert isinstance(size, float)

@@ -35,7 +35,7 @@ def test_debian_13_guest(catalog: Catalog) -> None:
     assert spec.image_id == "guest-debian-13"
     assert (spec.mkosi_distribution, spec.mkosi_release, spec.release) == ("debian", "trixie", "13")
     assert spec.packages == ("linux-image-amd64", "systemd", "systemd-boot-efi", "udev")
-    assert spec.kernel_command_line == ("console=ttyS0,115200n8", "systemd.firstboot=off")
+    assert spec.kernel_command_line == ("quiet", "console=ttyS0,115200n8", "systemd.firstboot=off")
     assert spec.environment == (("VERSION", "13"),)
     assert spec.apt_sources == ()  # ovmf-amdsev from forky is for the host only
     assert spec.payload.modules_load == ("msr", "sev-guest")
@@ -137,6 +137,11 @@ def test_release_overrides(workspace: Path) -> None:
 def test_debug_variant(catalog: Catalog) -> None:
     spec = resolve(catalog.entries["debian-13"], "guest", debug=True)
     assert spec.image_id == "guest-debian-13-debug" and spec.autologin and spec.debug
+    # a debug guest logs in on the console and shows the whole boot there
+    assert "getty.target" not in spec.payload.masked_units
+    assert "serial-getty@.service" not in spec.payload.masked_units
+    assert "quiet" not in spec.kernel_command_line
+    assert "ldconfig.service" in spec.payload.masked_units
     host = resolve(catalog.entries["debian-13"], "host", debug=True)
     # a debug host embeds the debug guest
     assert host.payload.guest_image == "guest-debian-13-debug"
@@ -153,9 +158,9 @@ def test_debug_variant(catalog: Catalog) -> None:
         ),
         (
             "debian-13",
-            "guest:\n  remove_kernel_command_line: [quiet]\n",
+            "guest:\n  remove_kernel_command_line: [splash]\n",
             None,
-            "guest.remove_kernel_command_line[0]: 'quiet' is not on the guest kernel command line",
+            "guest.remove_kernel_command_line[0]: 'splash' is not on the guest kernel command line",
         ),
         (
             "debian-13",
@@ -227,4 +232,90 @@ def test_rpm_extra_repository(workspace: Path) -> None:
         ("snphost",),
         "/etc/pki/rpm-gpg/copr.gpg",
         True,
+    )
+
+
+@pytest.mark.parametrize("image", ["debian-13", "debian-forky", "fedora-44", "ubuntu-26.04"])
+def test_guest_boots_lean(catalog: Catalog, image: str) -> None:
+    """Every published guest masks the units it never needs, its gettys too, and boots quietly."""
+    guest = spec_of(catalog, image, "guest")
+    masked = guest.payload.masked_units
+    assert {"getty.target", "getty@.service", "serial-getty@.service"} <= set(masked)
+    assert {"ldconfig.service", "systemd-journal-flush.service", "sys-kernel-debug.mount"} <= set(
+        masked
+    )
+    assert guest.payload.transient_machine_id
+    assert guest.kernel_command_line[0] == "quiet"
+    # nothing the payload starts or the readiness check needs is masked
+    needed = {*guest.payload.units, *guest.payload.enable, "sys-kernel-config.mount"}
+    needed |= {"systemd-modules-load.service", "systemd-udevd.service", "modprobe@configfs.service"}
+    assert needed.isdisjoint(masked)
+    assert len(set(masked)) == len(masked)
+    host = spec_of(catalog, image, "host")
+    assert host.payload.masked_units == () and not host.payload.transient_machine_id
+    assert "quiet" not in host.kernel_command_line
+
+
+def test_a_release_can_drop_the_guest_quiet(workspace: Path) -> None:
+    catalog = edit(workspace, "debian-13", "guest:\n  remove_kernel_command_line: [quiet]\n")
+    assert spec_of(catalog, "debian-13", "guest").kernel_command_line == (
+        "console=ttyS0,115200n8",
+        "systemd.firstboot=off",
+    )
+
+
+def _removed(globs: tuple[str, ...], path: str) -> bool:
+    """Whether mkosi's RemoveFiles= globs remove `path` (a glob's * stays within a folder)."""
+    import re
+
+    def matches(glob: str) -> bool:
+        pattern = "".join("[^/]*" if c == "*" else re.escape(c) for c in glob)
+        return re.fullmatch(pattern + "(/.*)?", path) is not None
+
+    return any(matches(g) for g in globs)
+
+
+@pytest.mark.parametrize("image", ["debian-13", "debian-forky"])
+def test_a_guest_drops_initramfs_generators_and_disk_tools_but_not_what_it_runs(
+    catalog: Catalog, image: str
+) -> None:
+    removes = spec_of(catalog, image, "guest").remove_files
+    multiarch = "/usr/lib/x86_64-linux-gnu"
+    for gone in (
+        "/usr/bin/dracut",
+        "/usr/lib/dracut/modules.d/80base/init.sh",
+        "/usr/lib/systemd/system/sysinit.target.wants/dracut-shutdown.service",
+        "/etc/systemd/system/multi-user.target.wants/e2scrub_reap.service",
+        "/usr/sbin/e2fsck",
+        "/usr/sbin/mkfs.ext4",
+        f"{multiarch}/libext2fs.so.2.4",
+        "/efi/EFI/BOOT/BOOTX64.EFI",
+        "/usr/lib/systemd/boot/efi/systemd-bootx64.efi",
+        "/usr/lib/modules/7.2.12+deb14-amd64/config",
+        "/usr/sbin/ldconfig",
+    ):
+        assert _removed(removes, gone), gone
+    for kept in (
+        "/usr/bin/bash",
+        "/usr/bin/udevadm",
+        "/usr/bin/kmod",
+        "/usr/sbin/modprobe",
+        "/usr/lib/systemd/systemd",
+        "/usr/lib/systemd/systemd-networkd",
+        "/usr/lib/modules/7.2.12+deb14-amd64/modules.builtin",
+        "/usr/lib/modules/7.2.12+deb14-amd64/modules.dep.bin",
+        "/usr/lib/modules/7.2.12+deb14-amd64/kernel/drivers/virt/coco/sev-guest/sev-guest.ko.xz",
+        "/usr/libexec/sevimg/guest-check",
+        "/usr/libexec/sevimg/attest-responder",
+        "/etc/machine-id",
+        f"{multiarch}/libcrypto.so.3",
+        f"{multiarch}/libkmod.so.2",
+        f"{multiarch}/libc.so.6",
+        "/efi",
+    ):
+        assert not _removed(removes, kept), kept
+    # a host keeps its file system tools and boot loader files
+    host = spec_of(catalog, image, "host").remove_files
+    assert not _removed(host, "/usr/sbin/e2fsck") and not _removed(
+        host, "/usr/lib/systemd/boot/efi"
     )

@@ -168,12 +168,57 @@ _GUEST_REMOVES: tuple[str, ...] = (
     "/usr/share/zoneinfo",
     "/var/cache/ldconfig",
     "/var/lib/systemd/catalog",
-    # The kernel package's initramfs generator (the UKI's initrd is mkosi's)
-    # and the text copies of the module indexes (kmod reads the .bin ones).
+    # The kernel package's initramfs generator (the UKI's initrd is mkosi's):
+    # initramfs-tools, or dracut with its units and kernel-install hooks; the
+    # text copies of the module indexes (kmod reads the .bin ones) and the
+    # kernel's build configuration.
+    "/etc/dracut.conf",
+    "/etc/kernel/postinst.d/dracut",
+    "/etc/kernel/postrm.d/dracut",
+    "/etc/systemd/system/dracut-*",
+    "/usr/bin/3cpio",
+    "/usr/bin/dracut*",
+    "/usr/bin/lsinitrd",
+    "/usr/lib/dracut",
+    "/usr/lib/kernel/install.d/*dracut*",
     "/usr/lib/klibc",
+    "/usr/lib/modules/*/config",
     "/usr/lib/modules/*/modules.alias",
     "/usr/lib/modules/*/modules.symbols",
+    "/usr/lib/systemd/system/*.wants/dracut-*",
+    "/usr/lib/systemd/system/dracut-*",
+    "/usr/sbin/update-initramfs",
     "/usr/share/initramfs-tools",
+    # ext2/3/4 tools and their scrub units: a guest runs from memory and has
+    # no disk to make, check or scrub (the libraries' paths are the family's).
+    "/etc/cron.d/e2scrub_all",
+    "/etc/systemd/system/*.wants/e2scrub*",
+    "/usr/lib/systemd/system/e2scrub*",
+    "/usr/bin/chattr",
+    "/usr/bin/lsattr",
+    "/usr/lib/udev/rules.d/*e2scrub*",
+    "/usr/libexec/e2fsprogs",
+    "/usr/sbin/badblocks",
+    "/usr/sbin/debugfs",
+    "/usr/sbin/dumpe2fs",
+    "/usr/sbin/e2*",
+    "/usr/sbin/e4*",
+    "/usr/sbin/filefrag",
+    "/usr/sbin/fsck.ext*",
+    "/usr/sbin/logsave",
+    "/usr/sbin/mke2fs",
+    "/usr/sbin/mkfs.ext*",
+    "/usr/sbin/mklost+found",
+    "/usr/sbin/resize2fs",
+    "/usr/sbin/tune2fs",
+    # The UKI is booted directly: the boot loader copies are never run (mkosi
+    # keeps its own copy of the stub before it removes files).
+    "/efi/EFI",
+    "/efi/loader",
+    "/usr/lib/systemd/boot/efi",
+    # The dynamic linker's cache is built when packages are installed; its
+    # builder only runs from ldconfig.service, which a guest masks.
+    "/usr/sbin/ldconfig",
 )
 # A host keeps the hardware database (bare metal) and character sets, and
 # drops the other architectures' emulators and firmware that QEMU's x86
@@ -233,6 +278,13 @@ REMOVE_FILES: Mapping[Role, tuple[str, ...]] = {
 # Every image boots unattended: without this, systemd-firstboot stops the boot
 # at "Please configure your system! Press any key" on the console.
 KERNEL_COMMAND_LINE: tuple[str, ...] = ("systemd.firstboot=off",)
+# Put before the catalog's tokens (so a release can remove them). A guest's
+# console is a serial port that QEMU emulates: every kernel message and
+# systemd status line written to it costs boot time under TCG. With `quiet`
+# failures are still shown (systemd's status becomes "auto"), dmesg and the
+# journal keep everything, and the payload's own lines go to the console.
+# A debug image keeps the full console.
+DEFAULT_KERNEL_COMMAND_LINE: Mapping[Role, tuple[str, ...]] = {"guest": ("quiet",), "host": ()}
 
 # Rendered units. The attestation responder is started by udev when the
 # host's port appears, not at boot: it is in UNITS, not in ENABLE.
@@ -240,6 +292,62 @@ UNITS: Mapping[Role, tuple[str, ...]] = {
     "guest": ("sevimg-attest-responder.service", "sevimg-guest-check.service"),
     "host": ("sevimg-host-check.service",),
 }
+# Units a guest masks (an empty file in /etc/systemd/system): systemd's own
+# names, the same in every distribution; a name an image lacks masks nothing.
+# The guest runs from its initrd on one vCPU, under TCG when there is no KVM:
+# each unit is a process that delays the readiness marker, and these do
+# nothing for a RAM-only guest that is booted once and attests:
+GUEST_MASKED_UNITS: tuple[str, ...] = (
+    # caches and databases rebuilt at boot, whose sources were removed
+    # (hwdb, the journal catalog) or that the build made already (ld.so.cache,
+    # system users); update-done only records that they ran
+    "ldconfig.service",
+    "systemd-hwdb-update.service",
+    "systemd-journal-catalog-update.service",
+    "systemd-sysusers.service",
+    "systemd-update-done.service",
+    # state kept across boots, and a guest has no disk: the journal stays in
+    # /run, no random seed file is loaded or saved (the kernel seeds itself
+    # from RDRAND/EFI), the machine id is never committed
+    "systemd-journal-flush.service",
+    "systemd-machine-id-commit.service",
+    "systemd-networkd-persistent-storage.service",
+    "systemd-random-seed.service",
+    # file systems and modules nothing in a guest uses (the debug and
+    # tracing mounts are better absent from a confidential guest anyway)
+    "dev-hugepages.mount",
+    "dev-mqueue.mount",
+    "modprobe@drm.service",
+    "modprobe@efi_pstore.service",
+    "modprobe@fuse.service",
+    "sys-fs-fuse-connections.mount",
+    "sys-kernel-debug.mount",
+    "sys-kernel-tracing.mount",
+    "systemd-pstore.service",
+    "systemd-remount-fs.service",
+    # static device nodes for modules loaded on first use (kmod's list, which
+    # a guest's few modules leave empty) and their permissions: devtmpfs
+    # makes the nodes of the devices a guest has, root-only until udev runs
+    "systemd-tmpfiles-setup-dev-early.service",
+    "systemd-tmpfiles-setup-dev.service",
+    # configuration from the kernel command line or credentials, which a
+    # guest's measured command line does not carry, and first-boot questions
+    "systemd-firstboot.service",
+    "systemd-network-generator.service",
+    "systemd-udev-load-credentials.service",
+    # periodic maintenance of disks a guest does not have
+    "fstrim.timer",
+)
+# Login prompts: a published guest has no password and no shell to offer, so
+# its gettys are only boot time (and a prompt an attacker on the console
+# could probe). A debug image keeps them: it logs in on the console.
+GUEST_LOGIN_UNITS: tuple[str, ...] = (
+    "getty.target",
+    "getty@.service",
+    "serial-getty@.service",
+    "systemd-user-sessions.service",
+)
+
 ENABLE: Mapping[Role, tuple[str, ...]] = {
     "guest": ("sevimg-guest-check.service", "systemd-networkd.service"),
     "host": (

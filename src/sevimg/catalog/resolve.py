@@ -250,7 +250,10 @@ class _Resolver:
         return tuple(sorted(chosen))
 
     def kernel_command_line(self, *, debug: bool) -> tuple[str, ...]:
-        tokens: dict[str, None] = dict.fromkeys(self.f.kernel_command_line)
+        tokens: dict[str, None] = dict.fromkeys(
+            () if debug else payload.DEFAULT_KERNEL_COMMAND_LINE[self.role]
+        )
+        tokens.update(dict.fromkeys(self.f.kernel_command_line))
         tokens.update(dict.fromkeys(self.d.kernel_command_line))
         tokens.update(dict.fromkeys(self.f.sections[self.role].kernel_command_line))
         tokens.update(dict.fromkeys(self.d.sections[self.role].kernel_command_line))
@@ -426,6 +429,10 @@ class _Resolver:
                 modules_load=payload.GUEST_MODULES_LOAD,
                 units=payload.UNITS["guest"],
                 enable=payload.ENABLE["guest"],
+                # A debug image keeps its login prompts: it logs in on the console.
+                masked_units=payload.GUEST_MASKED_UNITS
+                + (() if debug else payload.GUEST_LOGIN_UNITS),
+                transient_machine_id=True,
             )
         return Payload(
             modules_load=(),

@@ -149,6 +149,10 @@ class Payload:
     # the family's argv that reads one (see images/families/*.yaml)
     recorded_packages: tuple[tuple[str, str], ...] = ()
     package_version_query: tuple[str, ...] = ()
+    # guest: units masked (empty files in /etc/systemd/system) to shorten the boot
+    masked_units: tuple[str, ...] = ()
+    # guest: an empty /etc/machine-id (see sevimg.render.trees)
+    transient_machine_id: bool = False
 
 
 @dataclass(frozen=True)

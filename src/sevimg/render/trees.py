@@ -41,6 +41,9 @@ ATTEST_RESPONDER = "usr/libexec/sevimg/attest-responder"
 # mkosi runs the config folder's mkosi.postinst after installing packages and
 # before dropping the package database (mkosi 25.3 and 27.1 alike).
 POSTINST = "mkosi.postinst"
+# An empty unit file here masks the unit (systemd.unit(5)).
+MASK_DIR = "etc/systemd/system"
+MACHINE_ID = "etc/machine-id"
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,13 @@ class Renderer:
                 "payload/guest/modules-load.conf.j2",
                 f"{EXTRA}/etc/modules-load.d/sevimg-guest.conf",
             )
+        for unit in spec.payload.masked_units:
+            files.append(File(PurePosixPath(f"{EXTRA}/{MASK_DIR}/{unit}"), b""))
+        if spec.payload.transient_machine_id:
+            # Empty, not mkosi's "uninitialized": systemd still makes a new id
+            # on every boot, but the boot is not a first boot (no preset-all,
+            # no first-boot units), which costs seconds under TCG.
+            files.append(File(PurePosixPath(f"{EXTRA}/{MACHINE_ID}"), b""))
         if spec.role == "guest":
             add(
                 "payload/guest/attest-responder.sh.j2",
