@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import cast
 
-from sevimg.catalog import payload
+from sevimg.catalog import exclusions, payload
 from sevimg.catalog.index import Entry
 from sevimg.catalog.load import Document, JsonPath
 from sevimg.catalog.records import (
@@ -126,6 +126,11 @@ class _Resolver:
 
         components = self.components()
         packages = self.packages(components, debug=debug)
+        layers = [layer for section in self.sections() for layer in self.layers(section)]
+        excluded, problems = exclusions.excluded_packages(
+            layers, packages, role=self.role, apt=self.entry.family.is_apt, distro=self.d.name
+        )
+        self.problems += problems
         apt_sources, rpm_repos = self.extra_repositories(packages)
         mirror, replace_sources = self.archive(mkosi, self.r.archived, mrelease, apt_sources)
         if replace_sources:
@@ -183,6 +188,7 @@ class _Resolver:
             seed=payload.seed(image_id),
             size_budget_mb=self.size_budget(),
             compress_level=payload.COMPRESS_LEVEL[self.role],
+            excluded_packages=excluded,
         )
 
     def size_budget(self) -> float | None:
