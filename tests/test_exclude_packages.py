@@ -47,7 +47,7 @@ def test_the_pin_is_rendered_only_where_asked(catalog: Catalog) -> None:
     assert "\nPackage: coreutils-from-uutils rust-coreutils\n" in pref
     assert "\nPin: version *\nPin-Priority: -1\n" in pref
     assert "SandboxTrees=sandbox" in tree.file("mkosi.conf").content.decode()
-    plain = render(catalog, "ubuntu-24.04", "guest")
+    plain = render(catalog, "debian-13", "guest")
     assert PREF not in {str(f.path) for f in plain.files}
     assert "SandboxTrees=" not in plain.file("mkosi.conf").content.decode()
 
