@@ -1,17 +1,27 @@
-"""`exclude_packages:`: packages apt must never install, gathered from every layer.
+"""What an image keeps out: the files it drops and the packages apt never installs.
 
-The renderer pins them to -1 in the build's apt preferences, so a dependency
-with alternatives takes another one (Ubuntu 26.04's coreutils, for one).
-Pins are apt's: other package managers get a located error, as does a
-package the image asks for, which could never be both installed and kept out.
+mkosi's RemoveFiles= is sevimg's own list (payload) and the family's layout
+paths. `exclude_packages:` of every layer is pinned to -1 in the build's apt
+preferences by the renderer, so a dependency with alternatives takes another
+one (Ubuntu's coreutils, for one). Pins are apt's: other package managers get
+a located error, as does a package the image asks for, which could never be
+both installed and kept out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from sevimg.catalog import payload
 from sevimg.catalog.records import Section
+from sevimg.catalog.spec import Role
 from sevimg.problems import Problem
+
+
+def remove_files(role: Role, family_removes: Iterable[str]) -> tuple[str, ...]:
+    """sevimg's own list first, then the generic and the family's layout paths, sorted."""
+    rest = {*payload.REMOVE_FILES[role], *family_removes}
+    return (*payload.EVERY_IMAGE_REMOVES, *sorted(rest - set(payload.EVERY_IMAGE_REMOVES)))
 
 
 def excluded_packages(

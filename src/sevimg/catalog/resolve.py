@@ -174,7 +174,7 @@ class _Resolver:
             components=tuple(sorted(components.items())),
             kernel_command_line=self.kernel_command_line(debug=debug),
             kernel_modules=self.kernel_modules(),
-            remove_files=self.remove_files(),
+            remove_files=exclusions.remove_files(self.role, self.entry.family.removes(self.role)),
             # Neither image installs packages at run time: drop the package database.
             clean_package_metadata=True,
             environment=environment,
@@ -225,11 +225,6 @@ class _Resolver:
     def debug_section(self, debug: bool) -> Section:
         """The release's `debug:` additions, which only a debug image takes."""
         return self.r.debug if debug else Section(self.r.debug.where)
-
-    def remove_files(self) -> tuple[str, ...]:
-        """sevimg's own list first, then the generic and the family's layout paths, sorted."""
-        rest = {*payload.REMOVE_FILES[self.role], *self.entry.family.removes(self.role)}
-        return (*payload.EVERY_IMAGE_REMOVES, *sorted(rest - set(payload.EVERY_IMAGE_REMOVES)))
 
     def packages(self, components: Mapping[str, str], *, debug: bool) -> tuple[str, ...]:
         chosen: dict[str, None] = dict.fromkeys(components.values())
