@@ -61,6 +61,7 @@ class Section:
     add_kernel_command_line: tuple[str, ...] = ()
     remove_kernel_command_line: tuple[str, ...] = ()
     kernel_modules: KernelModuleRules | None = None
+    exclude_packages: tuple[str, ...] = ()
     kernel: str | None = None
     qemu: str | None = None
     ovmf: str | None = None
@@ -197,6 +198,7 @@ def _section(doc: Document, data: Mapping[str, Any], name: str) -> Section:
             if modules
             else None
         ),
+        exclude_packages=_strings(raw.get("exclude_packages")),
         size_budget_mb=raw.get("size_budget_mb"),
         **{key: raw.get(key) for key in _SETTINGS},
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import cast
 
-from sevimg.catalog import payload
+from sevimg.catalog import exclusions, payload
 from sevimg.catalog.index import Entry
 from sevimg.catalog.load import Document, JsonPath
 from sevimg.catalog.records import (
@@ -126,6 +126,11 @@ class _Resolver:
 
         components = self.components()
         packages = self.packages(components, debug=debug)
+        layers = [layer for section in self.sections() for layer in self.layers(section)]
+        excluded, problems = exclusions.excluded_packages(
+            layers, packages, role=self.role, apt=self.entry.family.is_apt, distro=self.d.name
+        )
+        self.problems += problems
         apt_sources, rpm_repos = self.extra_repositories(packages)
         mirror, replace_sources = self.archive(mkosi, self.r.archived, mrelease, apt_sources)
         if replace_sources:
@@ -169,7 +174,7 @@ class _Resolver:
             components=tuple(sorted(components.items())),
             kernel_command_line=self.kernel_command_line(debug=debug),
             kernel_modules=self.kernel_modules(),
-            remove_files=self.remove_files(),
+            remove_files=exclusions.remove_files(self.role, self.entry.family.removes(self.role)),
             # Neither image installs packages at run time: drop the package database.
             clean_package_metadata=True,
             environment=environment,
@@ -183,6 +188,7 @@ class _Resolver:
             seed=payload.seed(image_id),
             size_budget_mb=self.size_budget(),
             compress_level=payload.COMPRESS_LEVEL[self.role],
+            excluded_packages=excluded,
         )
 
     def size_budget(self) -> float | None:
@@ -219,11 +225,6 @@ class _Resolver:
     def debug_section(self, debug: bool) -> Section:
         """The release's `debug:` additions, which only a debug image takes."""
         return self.r.debug if debug else Section(self.r.debug.where)
-
-    def remove_files(self) -> tuple[str, ...]:
-        """sevimg's own list first, then the generic and the family's layout paths, sorted."""
-        rest = {*payload.REMOVE_FILES[self.role], *self.entry.family.removes(self.role)}
-        return (*payload.EVERY_IMAGE_REMOVES, *sorted(rest - set(payload.EVERY_IMAGE_REMOVES)))
 
     def packages(self, components: Mapping[str, str], *, debug: bool) -> tuple[str, ...]:
         chosen: dict[str, None] = dict.fromkeys(components.values())

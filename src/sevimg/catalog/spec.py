@@ -199,6 +199,8 @@ class ImageSpec:
     # The artifact's size budget in MB (10**6 bytes), from the catalog; None: none.
     size_budget_mb: float | None = None
     compress_level: int = 3  # zstd level of the UKI's initrd (mkosi's CompressLevel=)
+    # Packages apt must never install (pinned to -1 in the build's sandbox).
+    excluded_packages: tuple[str, ...] = ()
 
     def component(self, kind: str) -> str | None:
         """The package providing `kind` (kernel, qemu, ovmf, systemd_boot), if any."""

@@ -20,7 +20,7 @@ from sevimg.atomic import scratch_folder, write_tree
 from sevimg.catalog.spec import GUEST_EMBED_DIR, ImageSpec
 from sevimg.imaging.mkosi import Mkosi
 from sevimg.problems import Problem, error
-from sevimg.render.trees import EXTRA, GUEST_TREE, POSTINST, SANDBOX, Renderer
+from sevimg.render.trees import EXTRA, GUEST_TREE, POSTINST, SANDBOX, Renderer, has_sandbox
 
 HOST_SYSTEMD = Path("/usr/lib/systemd")
 
@@ -71,7 +71,7 @@ def compare_summary(image: dict[str, Any], tree: Path, spec: ImageSpec) -> list[
         "Mirror": spec.mirror,
         "ExtraTrees": expected_trees,
         "SandboxTrees": [{"Source": str(root / SANDBOX), "Target": None}]
-        if spec.apt_sources or spec.rpm_repos
+        if has_sandbox(spec)
         else [],
         "RemoveFiles": list(spec.remove_files),
         "ManifestFormat": ["json"],

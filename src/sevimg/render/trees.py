@@ -31,7 +31,11 @@ KERNEL_MODULES_GLOBS_SINCE = (26,)
 
 EXTRA = "extra"
 SANDBOX = "sandbox"
+# The apt preferences that keep a spec's excluded_packages out of the image (the
+# underscore: an extra repository's name, which has none, never gives this file name).
+EXCLUDE_PREF = "etc/apt/preferences.d/sevimg_exclude.pref"
 GUEST_TREE = "guest-image"
+
 # The host's certification code: the sevimg_cert package, as installed with
 # sevimg, below the harness's import path (PYTHONPATH in the image).
 CERT_PACKAGE = "sevimg_cert"
@@ -44,6 +48,11 @@ POSTINST = "mkosi.postinst"
 # An empty unit file here masks the unit (systemd.unit(5)).
 MASK_DIR = "etc/systemd/system"
 MACHINE_ID = "etc/machine-id"
+
+
+def has_sandbox(spec: ImageSpec) -> bool:
+    """Whether the tree has a sandbox/ for mkosi (extra sources, or apt pins)."""
+    return bool(spec.apt_sources or spec.rpm_repos or spec.excluded_packages)
 
 
 @dataclass(frozen=True)
@@ -115,6 +124,8 @@ class Renderer:
                     f"{SANDBOX}/etc/apt/preferences.d/{name}.pref",
                     source=source,
                 )
+        if spec.excluded_packages:
+            add("sandbox/apt.exclude.pref.j2", f"{SANDBOX}/{EXCLUDE_PREF}")
         for repo in spec.rpm_repos:
             add(
                 "sandbox/rpm.repo.j2",
@@ -193,7 +204,7 @@ class Renderer:
             ],
             "kernel_module_settings": self.kernel_module_settings(spec.kernel_modules),
             "extra_trees": extra_trees,
-            "sandbox": bool(spec.apt_sources or spec.rpm_repos),
+            "sandbox": has_sandbox(spec),
             "bool": lambda value: "yes" if value else "no",
             "env": self.image_env(spec),
             "launch_json": self.host_launch_json(generated) if spec.role == "host" else "",
