@@ -7,10 +7,10 @@ located problems. Nothing here reads files or looks at the machine.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import cast
 
-from sevimg.catalog import exclusions, payload
+from sevimg.catalog import exclusions, payload, repositories
 from sevimg.catalog.index import Entry
 from sevimg.catalog.load import Document, JsonPath
 from sevimg.catalog.records import (
@@ -27,7 +27,6 @@ from sevimg.catalog.spec import (
     KernelModules,
     Payload,
     Role,
-    RpmRepo,
 )
 from sevimg.problems import Problem, SevimgError
 
@@ -131,7 +130,10 @@ class _Resolver:
             layers, packages, role=self.role, apt=self.entry.family.is_apt, distro=self.d.name
         )
         self.problems += problems
-        apt_sources, rpm_repos = self.extra_repositories(packages)
+        apt_sources, rpm_repos, problems = repositories.extra_repositories(
+            self.entry, self.role, packages
+        )
+        self.problems += problems
         mirror, replace_sources = self.archive(mkosi, self.r.archived, mrelease, apt_sources)
         if replace_sources:
             apt_sources = (replace_sources, *apt_sources)
@@ -287,103 +289,7 @@ class _Resolver:
         return KernelModules(keep_all=base.keep_all, include=tuple(include), exclude=tuple(exclude))
 
     def apt_keyring(self) -> str | None:
-        """Signed-By for the distribution's archive: its own keyring, else the family's."""
-        archive = self.d.repository
-        return (archive.keyring if archive else None) or self.entry.family.apt_keyring
-
-    def extra_repositories(
-        self, packages: Sequence[str]
-    ) -> tuple[tuple[AptSource, ...], tuple[RpmRepo, ...]]:
-        apt: list[AptSource] = []
-        rpm: list[RpmRepo] = []
-        doc = self.entry.release
-        for repo in self.r.extra_repositories:
-            where = repo.where.path
-            if self.role not in (repo.roles or ROLES):
-                continue
-            for j, name in enumerate(repo.packages):
-                if name not in packages:
-                    self.fail(
-                        doc,
-                        (*where, "packages", j),
-                        f"{name!r} is taken from {repo.name!r} but the {self.role} image does not "
-                        f"install it; add it to {self.role}.add_packages or name the component it replaces",
-                    )
-            only = tuple(sorted(repo.packages))
-            if self.entry.family.is_apt:
-                for key in ("baseurl", "gpgkey", "gpgcheck"):
-                    if repo.has(key):
-                        self.fail(
-                            doc,
-                            (*where, key),
-                            f"{key} is for rpm repositories; apt ones take suite (and url)",
-                        )
-                if repo.suite is None:
-                    self.fail(doc, where, "an apt repository needs `suite:` (e.g. suite: forky)")
-                    continue
-                archive = self.d.repository
-                keyring = self.apt_keyring()
-                if not archive or not keyring:
-                    self.fail(
-                        doc,
-                        where,
-                        f"images/{self.entry.distro}.yaml has no `repository:` (url and keyring) "
-                        "for extra apt suites",
-                    )
-                    continue
-                apt.append(
-                    AptSource(
-                        name=repo.name,
-                        url=repo.url or archive.url,
-                        suites=(repo.suite,),
-                        components=repo.components or ("main",),
-                        signed_by=keyring,
-                        only_packages=only,
-                    )
-                )
-            else:
-                for key in ("suite", "url", "components"):
-                    if repo.has(key):
-                        self.fail(
-                            doc,
-                            (*where, key),
-                            f"{key} is for apt repositories; rpm ones take baseurl (and gpgkey)",
-                        )
-                if repo.baseurl is None:
-                    self.fail(doc, where, "an rpm repository needs `baseurl:`")
-                    continue
-                gpgcheck = repo.gpgcheck is not False
-                if gpgcheck and not repo.has("gpgkey"):
-                    self.fail(
-                        doc,
-                        where,
-                        f"rpm repository {repo.name!r} has no `gpgkey:`: packages from it would "
-                        "not be signature-checked; give its signing key, or say `gpgcheck: false` "
-                        "to accept that (a warning)",
-                    )
-                    continue
-                if not gpgcheck and repo.has("gpgkey"):
-                    self.fail(
-                        doc,
-                        (*where, "gpgcheck"),
-                        "gpgcheck: false with a gpgkey: drop one of them",
-                    )
-                    continue
-                rpm.append(
-                    RpmRepo(
-                        name=repo.name,
-                        baseurl=repo.baseurl,
-                        gpgkey=repo.gpgkey,
-                        only_packages=only,
-                        gpgcheck=bool(gpgcheck),
-                    )
-                )
-        names = [r.name for r in apt] + [r.name for r in rpm]
-        if len(set(names)) != len(names):
-            self.fail(
-                doc, ("extra_repositories",), "two repositories share a name; names must be unique"
-            )
-        return tuple(apt), tuple(rpm)
+        return repositories.apt_keyring(self.entry)
 
     def archive(
         self,
