@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from sevimg_cert.kds import Kds, KdsError, KdsRefused, check_base_url, retry_after
+from sevimg_cert.kds import MAX_RESPONSE, Kds, KdsError, KdsRefused, check_base_url, retry_after
 from sevimg_cert.redact import redact
 from sevimg_cert.report import Product, parse_report
 from sevimg_cert.verify import Expected, verify
@@ -303,3 +303,13 @@ def test_a_version_2_lookup_refused_for_want_of_credentials_is_not_taken_as_a_no
             Kds(state.url, attempts=1).fetch(report)
     assert info.value.status == 403 and "/vcek/v1/Milan/" in str(info.value)
     assert state.seen("vcek") == 0  # Genoa was not asked: a 403 says nothing about the chip
+
+
+def test_an_answer_over_the_cap_names_kds_and_the_url_once() -> None:
+    state = fake()
+    state.bodies["vcek"] = b"x" * (MAX_RESPONSE + 1)
+    with serve(state), pytest.raises(KdsError) as raised:
+        Kds(state.url).fetch(parse_report(kit.signed_report()))
+    message = str(raised.value)
+    assert message.startswith(f"AMD KDS at {state.url}: ") and "larger than" in message
+    assert message.count("/vcek/v1/") == 1, message

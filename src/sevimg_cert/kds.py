@@ -171,8 +171,8 @@ class Kds:
                 last = str(exc)
                 if deadline.expired():
                     break
-            except PeerRefused as exc:
-                raise KdsError(f"{redact(url)}: {exc}") from None
+            except PeerRefused as exc:  # names the URL already
+                raise KdsError(f"AMD KDS at {redact(self.base_url)}: {exc}") from None
             except PeerError as exc:
                 last = str(exc)
             else:
