@@ -2,10 +2,10 @@
 
 nox                     lint + typecheck + tests: the fast run (no mkosi, QEMU, network, browser)
 nox -s tests -- -k render   pass pytest arguments after --
-nox -s full             what the fast run leaves out (mkosi, qemu, network, browser, serial) and
-                        the property tests at full hypothesis counts; coverage
-SEVIMG_COVERAGE=1 nox && nox -s full
-                        the whole suite once, with its coverage (what .ci/run does)
+nox -s full             every test but e2e (markers mkosi, qemu, network, browser, serial), full
+                        hypothesis counts, coverage
+SEVIMG_COVERAGE=1 nox && SEVIMG_COVERAGE=1 nox -s full
+                        the same, with no test run twice (what .ci/run does)
 nox -s full -- -m qemu  one marker alone (a later -m wins)
 nox -s e2e              real builds from the Debian archive and a real boot
 nox -s golden           re-render the golden trees in tests/golden after an intended change
@@ -68,9 +68,9 @@ def typecheck(session: nox.Session) -> None:
     session.run(PYTHON, "-m", "mypy", "--strict", external=True)
 
 
-# Coverage data (.coverage) the fast run writes when SEVIMG_COVERAGE=1, which `nox -s
-# full` then adds to: `.ci/run` measures the whole suite's coverage that way without
-# running the fast tests twice.
+# SEVIMG_COVERAGE=1: the fast run writes coverage data (.coverage) and `nox -s full`
+# adds what the fast run left out to it: `.ci/run` measures the whole suite's
+# coverage that way without running the fast tests twice.
 COVERAGE_ENV = "SEVIMG_COVERAGE"
 # What the fast run leaves out, and the property tests again at their full counts.
 REST = "(mkosi or qemu or network or browser or property) and not e2e and not serial"
@@ -89,24 +89,26 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def full(session: nox.Session) -> None:
-    """What the fast run leaves out: real mkosi 25.3 and 27.1, QEMU, downloads, Chromium, the
-    property tests at full hypothesis counts, then the signal races alone; line coverage of src/.
+    """Every test but e2e: real mkosi 25.3 and 27.1, QEMU, downloads, Chromium, full hypothesis
+    counts, then the signal races alone; line coverage of src/.
 
-    The coverage report adds to the fast run's data when that ran with SEVIMG_COVERAGE=1
-    (`SEVIMG_COVERAGE=1 nox && nox -s full`, as `.ci/run` does): the whole suite's
-    coverage. Run alone, it reports this session's tests only.
+    With SEVIMG_COVERAGE=1 it follows a fast run that wrote coverage with the same
+    setting (`SEVIMG_COVERAGE=1 nox && SEVIMG_COVERAGE=1 nox -s full`, as `.ci/run`
+    does): it runs only what that run left out (the marked tests, and the property
+    tests again at full counts) and adds to its data, so nothing runs twice.
     """
     _install_mkosi(session)
     full_counts = {"SEVIMG_HYPOTHESIS": "full"}
+    after_fast = os.environ.get(COVERAGE_ENV) == "1"
     session.run(
         PYTHON,
         "-m",
         "pytest",
         *PARALLEL,
         "-m",
-        REST,
+        REST if after_fast else "not e2e and not serial",
         "--cov=src",
-        "--cov-append",
+        *(("--cov-append",) if after_fast else ()),
         "--cov-report=",
         *session.posargs,
         env=full_counts,
