@@ -21,6 +21,7 @@ import httpx
 import pytest
 from rich.console import Console
 
+from sevimg import progress
 from sevimg.artifacts.checksums import SHA256SUMS, read_sha256sums, sha256_file, write_sha256sums
 from sevimg.artifacts.manifest import Manifest, write_manifest
 from sevimg.cli import release as release_cli
@@ -751,7 +752,7 @@ def test_large_uploads_get_a_progress_bar_on_a_terminal(monkeypatch: pytest.Monk
     screen = io.StringIO()
     monkeypatch.setattr(release_cli, "err", Console(file=screen, force_terminal=True, width=100))
     reporter = release_cli.ConsoleReporter()
-    total = release_cli.PROGRESS_MIN_BYTES * 2
+    total = progress.TRANSFER_BAR_MIN_BYTES * 2
     with reporter.progress("host-debian-13.efi", total) as advance:
         for sent in range(0, total + 1, total // 4):
             advance(sent)

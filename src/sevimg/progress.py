@@ -24,6 +24,14 @@ from dataclasses import dataclass
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -218,3 +226,28 @@ class MkosiStages:
         if _UKI.search(text):
             return "UKI: " + text[:120]
         return None
+
+
+# Transfers smaller than this finish before a bar helps.
+TRANSFER_BAR_MIN_BYTES = 8 * 1024 * 1024
+
+
+@contextmanager
+def transfer_bar(console: Console, name: str, total: int) -> Iterator[Callable[[int], None] | None]:
+    """A rich bar for one large upload or download when `console` is a terminal, fed the
+    bytes moved so far; None (no bar) for a small transfer or when not on a terminal."""
+    if total < TRANSFER_BAR_MIN_BYTES or not console.is_terminal:
+        yield None
+        return
+    with Progress(
+        # an asset's name is shown as it is, never read as markup
+        TextColumn("{task.description}", style="progress.description", markup=False),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(name, total=total)
+        yield lambda moved: bar.update(task, completed=moved)

@@ -8,20 +8,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import click
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.table import Table
 
 from sevimg.atomic import write_file_atomic
 from sevimg.cli.base import artifact_folder_option, err, handle_errors, out
 from sevimg.cli.group import Context, main, pass_ctx
 from sevimg.problems import SevimgError
+from sevimg.progress import transfer_bar
 from sevimg.redact import redact_text
 from sevimg.release import ci as ci_module
 from sevimg.release import github, measurements
@@ -31,7 +24,6 @@ from sevimg.release.publish import human_size
 from sevimg.release.publish import publish as publish_folder
 
 # Uploads smaller than this finish too fast for a progress bar to help.
-PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 
 # Tests replace this to run through rate limits and backoff without sleeping.
 CLOCK: github.Clock = github.SystemClock()
@@ -51,21 +43,8 @@ class ConsoleReporter:
     @contextlib.contextmanager
     def progress(self, name: str, total: int) -> Iterator[github.ProgressFn]:
         """A rich bar when stderr is a terminal and the upload is large; else nothing."""
-        if total < PROGRESS_MIN_BYTES or not err.is_terminal:
-            yield lambda _: None
-            return
-        with Progress(
-            # an asset's name is shown as it is, never read as markup
-            TextColumn("{task.description}", style="progress.description", markup=False),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=err,
-            transient=True,
-        ) as bar:
-            task = bar.add_task(name, total=total)
-            yield lambda sent: bar.update(task, completed=sent)
+        with transfer_bar(err, name, total) as bar:
+            yield bar or (lambda _: None)
 
 
 def print_plan(plan: Plan) -> None:

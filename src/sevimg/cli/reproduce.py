@@ -8,14 +8,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import click
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from sevimg import settings
 from sevimg.catalog.index import families_by_distribution
@@ -25,6 +17,7 @@ from sevimg.cli.group import Context, main, pass_ctx
 from sevimg.imaging import mkosi, reproduce
 from sevimg.imaging.builder import Builder, BuildSettings
 from sevimg.problems import SevimgError
+from sevimg.progress import transfer_bar
 from sevimg.release import github
 from sevimg.release.download import ReleaseReader
 from sevimg.release.published import (
@@ -37,27 +30,13 @@ from sevimg.release.published import (
 # Tests replace this to run through rate limits, backoff and deadlines without sleeping.
 CLOCK: github.Clock = github.SystemClock()
 DEFAULT_DEADLINE = 3600.0  # seconds for the whole download of a release
-PROGRESS_MIN_BYTES = 8 * 1024 * 1024  # smaller downloads finish before a bar helps
 
 
 @contextlib.contextmanager
 def _bar(name: str, total: int) -> Iterator[github.ProgressFn | None]:
     """A rich bar on stderr for a large download on a terminal; else nothing."""
-    if total < PROGRESS_MIN_BYTES or not err.is_terminal:
-        yield None
-        return
-    with Progress(
-        # an asset's name is shown as it is, never read as markup
-        TextColumn("{task.description}", style="progress.description", markup=False),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
-        task = bar.add_task(name, total=total)
-        yield lambda received: bar.update(task, completed=received)
+    with transfer_bar(err, name, total) as bar:
+        yield bar
 
 
 @main.command(name="reproduce")
