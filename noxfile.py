@@ -7,7 +7,7 @@ nox -s full             every test but e2e (markers mkosi, qemu, network, browse
 SEVIMG_COVERAGE=1 nox && SEVIMG_COVERAGE=1 nox -s full
                         the same, with no test run twice (what .ci/run does)
 nox -s full -- -m qemu  one marker alone (a later -m wins)
-nox -s e2e              real builds from the Debian archive and a real boot
+nox -s e2e              real builds from the Debian and Ubuntu archives, real boots, rebuilds
 nox -s golden           re-render the golden trees in tests/golden after an intended change
 nox -s bench            speed and size numbers, and the fast run's wall time and test count
 """
@@ -146,7 +146,8 @@ def golden(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def e2e(session: nox.Session) -> None:
-    """Real builds from the Debian archive and a real boot; fails loudly without the archive."""
+    """Real builds from the Debian and Ubuntu archives, real boots and a second build to the same
+    bytes; fails loudly without the archives."""
     _install_mkosi(session)
     session.run(
         PYTHON, "-m", "pytest", "-m", "e2e", "tests/e2e", "-s", *session.posargs, external=True
