@@ -219,26 +219,27 @@ class Builder:
         tree = folder / "tree"
         if (folder / ".complete").is_file() and tree.is_dir():
             return tree
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        args = [
-            "--directory=",
-            "--include=mkosi-tools",
-            f"--distribution={distribution}",
-            f"--release={release}",
-            "--format=directory",
-            f"--output-directory={folder}",
-            "--output=tree",
-            *self.common_args(),
-            *self.sandbox_args(distribution, release, "tools", ()),
-            *(f"--package={package}" for package in extra),
-            "build",
-        ]
-        self.report(
-            f"tools tree: building {distribution} {release} with mkosi {version} (once; reused by every image)"
-        )
         started = time.monotonic()
+        # From the folder's making on: an interruption anywhere leaves no half tree behind.
         try:
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            args = [
+                "--directory=",
+                "--include=mkosi-tools",
+                f"--distribution={distribution}",
+                f"--release={release}",
+                "--format=directory",
+                f"--output-directory={folder}",
+                "--output=tree",
+                *self.common_args(),
+                *self.sandbox_args(distribution, release, "tools", ()),
+                *(f"--package={package}" for package in extra),
+                "build",
+            ]
+            self.report(
+                f"tools tree: building {distribution} {release} with mkosi {version} (once; reused by every image)"
+            )
             self.run_mkosi(
                 args,
                 log=self.logs / "tools-tree.log",
