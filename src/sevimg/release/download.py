@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -90,33 +89,12 @@ class ReleaseReader(GitHub):
             f"({self.deadline.seconds:g} s, --deadline)"
         )
 
-    def _send(
-        self,
-        method: str,
-        url: str,
-        *,
-        what: str,
-        params: Mapping[str, Any] | None = None,
-        json: Any = None,
-        headers: Mapping[str, str] | None = None,
-        body: Callable[[], Iterable[bytes]] | None = None,
-        ok: tuple[int, ...] = (200,),
-        retry_errors: bool = True,
-    ) -> httpx.Response:
+    def _send(self, method: str, url: str, *, what: str, **options: Any) -> httpx.Response:
+        # GitHub's own call, refused once the deadline has passed and its error named so.
         if self.deadline.expired():
             raise self.too_slow(what)
         try:
-            return super()._send(
-                method,
-                url,
-                what=what,
-                params=params,
-                json=json,
-                headers=headers,
-                body=body,
-                ok=ok,
-                retry_errors=retry_errors,
-            )
+            return super()._send(method, url, what=what, **options)
         except GitHubError:
             if self.deadline.expired():
                 raise self.too_slow(what) from None
